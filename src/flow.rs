@@ -1,0 +1,115 @@
+//! Shared vocabulary of the layers: flows, rules and the admission-control contract.
+//!
+//! The [`engine`](crate::engine) decides *when* a reservation needs a rule; the
+//! [`policy`](crate::policy) layer decides *whether* it may have one (through [`Admission`]);
+//! an [`enforce`](crate::enforce) backend loads the [`Rule`] into the stack.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// IP protocol number of TCP, the protocol every qtoq session carries.
+pub const IPPROTO_TCP: u8 = 6;
+
+/// One data flow in the direction the data travels: sender → receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flow {
+    /// The data sender's address and port (RSVP SENDER_TEMPLATE / FILTER_SPEC).
+    pub sender: SocketAddr,
+    /// The data receiver's address and port (RSVP SESSION destination).
+    pub receiver: SocketAddr,
+    /// IP protocol number (6 for TCP).
+    pub protocol: u8,
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {} proto {}", self.sender, self.receiver, self.protocol)
+    }
+}
+
+/// Identifies one installed enforcement rule for as long as it lives.
+///
+/// Allocated by the engine, unique within one engine for its whole life (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleId(pub u64);
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule#{}", self.0)
+    }
+}
+
+/// What an enforcement backend loads into the stack for one admitted reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// The rule's identity; `modify` and `remove` name it.
+    pub id: RuleId,
+    /// The flow the rule applies to.
+    pub flow: Flow,
+    /// The reserved service and its parameters (the RESV's FLOWSPEC, or the policy's for an
+    /// unsignaled rule).
+    pub flowspec: FlowSpec,
+    /// DiffServ code point to mark the flow's packets with, when the policy names one.
+    pub dscp: Option<u8>,
+}
+
+/// A request to admit (or re-admit with new parameters) one reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionRequest {
+    /// The rule this admission is for. Re-admitting the same id is a *modification*: on
+    /// denial the previously admitted parameters stay in force.
+    pub rule: RuleId,
+    /// The flow to be reserved.
+    pub flow: Flow,
+    /// The reservation asked for.
+    pub flowspec: FlowSpec,
+    /// The sender's traffic description, when known (from the PATH's SENDER_TSPEC).
+    pub sender_tspec: Option<TokenBucket>,
+    /// `true` when the reservation is RSVP-signaled, `false` for a rule marked *no signaling*.
+    pub signaled: bool,
+}
+
+/// The outcome of a successful admission: what the rule should carry besides the flowspec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdmissionGrant {
+    /// DSCP the matching policy asks for.
+    pub dscp: Option<u8>,
+    /// Name of the policy rule that admitted the request, for logs and `qosctl`.
+    pub policy: Option<String>,
+}
+
+/// Why an admission request was refused, with the RSVP ERROR_SPEC it deserves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (rsvp error code {code}, value {value})")]
+pub struct AdmissionDenied {
+    /// RSVP error code: 1 (admission control failure) or 2 (policy control failure).
+    pub code: u8,
+    /// RSVP error value (for code 1, RFC 2205 App. B sub-codes: 1 delay, 2 bandwidth, …).
+    pub value: u16,
+    /// Human-readable explanation.
+    pub reason: String,
+}
+
+/// Admission control, asked by the engine before any rule is installed.
+///
+/// Implemented by [`policy`](crate::policy); tests may supply a simple one.
+pub trait Admission: Send {
+    /// Admits `request` or says why not. For a rule id already admitted this is a modification
+    /// and must leave the earlier admission in place when it fails.
+    fn admit(&mut self, request: &AdmissionRequest) -> Result<AdmissionGrant, AdmissionDenied>;
+    /// Returns the resources held by `rule` to the pools. Unknown ids are ignored.
+    fn release(&mut self, rule: RuleId);
+}
+
+/// An [`Admission`] that admits everything: useful in tests and as a last resort.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(&mut self, _request: &AdmissionRequest) -> Result<AdmissionGrant, AdmissionDenied> {
+        Ok(AdmissionGrant::default())
+    }
+    fn release(&mut self, _rule: RuleId) {}
+}

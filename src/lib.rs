@@ -1,0 +1,29 @@
+//! # qtoq — RSVP-signaled, enforced QoS reservations for Tokio TCP connections
+//!
+//! `qtoq` rebuilds the IBM i `qtoq_accept()` / `qtoq_connect()` / `qtoq_close()` flow
+//! async-native: a [`QosListener`] and a [`QosStream`] wrap Tokio sockets, a background
+//! agent signals RSVP (RFC 2205) reservations for the connection, runs admission control,
+//! loads an enforcement rule into the Linux stack and keeps the soft state refreshed.
+//!
+//! The crate is layered (see `DESIGN.md`):
+//!
+//! * [`wire`] — sans-IO RSVP codec (RFC 2205, 2210, 2747, 2961 objects);
+//! * [`engine`] — sans-IO RSVP soft-state machine, time passed in;
+//! * [`policy`] — QoS policy rules and admission control;
+//! * [`enforce`] — enforcement backends (socket options, Linux tc, recording);
+//! * [`agent`] — the Tokio driver that owns transport, engine, timers and enforcer;
+//! * the public socket API re-exported at the crate root.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![deny(unsafe_code)]
+
+pub mod agent;
+pub mod enforce;
+pub mod engine;
+pub mod flow;
+mod net;
+pub mod policy;
+mod sys;
+pub mod wire;
+
+pub use agent::Agent;
+pub use net::*;
