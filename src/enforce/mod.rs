@@ -1,14 +1,40 @@
 //! Enforcement backends: load, change and unload a [`Rule`] in the host's stack.
 //!
-//! CONTRACT NOTE (removed when implemented): the [`Enforcer`] trait, [`EnforceError`] and
-//! [`Recording`] are the interface the agent is written against; backends (socket options,
-//! Linux tc) are added beside them.
+//! The agent is written against the [`Enforcer`] trait. Backends:
+//!
+//! * [`SocketEnforcer`] (default, mostly unprivileged) — DSCP, `SO_PRIORITY` and
+//!   `SO_MAX_PACING_RATE` on the data sender's socket;
+//! * `TcEnforcer` (cargo feature `tc`, needs CAP_NET_ADMIN) — an HTB tree per declared
+//!   interface with one class and one u32 filter per reservation, over netlink;
+//! * [`Recording`] — records the calls, for tests.
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 
 use crate::flow::{Rule, RuleId};
+
+mod socket;
+#[cfg(feature = "tc")]
+mod tc;
+
+pub use socket::{SocketEnforcer, SocketOptions, DEFAULT_PRIORITY};
+#[cfg(feature = "tc")]
+pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, QDISC_MAJOR};
+
+/// Moves the calling *thread* into the network namespace at `path` (e.g.
+/// `/run/netns/NAME`). Sockets and netlink connections the thread opens afterwards belong to
+/// that namespace, and so do threads it spawns; sockets opened earlier stay where they were.
+/// Used to run an agent, or a [`TcEnforcer`](self)'s netlink connection, inside a namespace.
+///
+/// # Errors
+///
+/// The OS error: no such namespace, or no CAP_SYS_ADMIN.
+pub fn enter_network_namespace(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(path)?;
+    crate::sys::enter_network_namespace(ns.as_fd())
+}
 
 /// What a backend applied for a rule, for logs and `qosctl`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
