@@ -95,8 +95,9 @@ struct Installed {
 ///
 /// On creation it replaces the root qdisc of every declared interface with an HTB tree (see
 /// the module docs), after removing an orphaned qtoq tree left by a crashed agent. Each
-/// installed rule gets an HTB class with `rate` = the reserved rate (plus the Ethernet
-/// header the Tspec does not count), `ceil` = the peak rate or the capacity (traffic beyond
+/// installed rule gets an HTB class with `rate` = the reserved rate scaled up by the header
+/// bytes of M-sized packets (qtoq rates are application bytes/s, HTB counts Ethernet frames:
+/// ×1514/1448 for TCP over IPv4 with M = 1500), `ceil` = the peak rate or the capacity (traffic beyond
 /// the reservation borrows like best effort, as Controlled-Load asks), `burst` = the bucket,
 /// and a u32 filter on the flow's 5-tuple (IPv4 and IPv6 without extension headers; IPv4
 /// options are not expected). [`Enforcer::shutdown`] deletes the tree and restores the
@@ -481,10 +482,13 @@ impl TcEnforcer {
                 rule.flow
             )));
         }
-        // HTB counts Ethernet frames, the Tspec IP datagrams: add the framing of M-sized
-        // packets so the flow really gets r bytes/s of datagrams.
-        let max_packet = u64::from(tspec.max_packet.clamp(64, 65_535));
-        let rate = ((reserved * (max_packet + LINK_OVERHEAD) as f64) / max_packet as f64)
+        // qtoq rates are what the application moves (bytes/s of payload); HTB counts whole
+        // Ethernet frames. Size the class for the frames that carry r bytes/s of payload in
+        // M-sized datagrams.
+        let max_packet = u64::from(tspec.max_packet.clamp(576, 65_535));
+        let headers = transport_overhead(&rule.flow);
+        let rate = ((reserved * (max_packet + LINK_OVERHEAD) as f64)
+            / (max_packet - headers) as f64)
             .min(u64::MAX as f64) as u64;
         let peak = f64::from(tspec.peak);
         let ceil = if peak.is_finite() && peak >= reserved {
@@ -559,6 +563,21 @@ impl TcEnforcer {
             tracing::warn!(error = %e, "could not restore the best-effort class rate");
         }
     }
+}
+
+/// IP + transport header bytes in every packet of `flow`: what the payload rate does not
+/// include. TCP is counted with its timestamp option (32 bytes), as Linux sends it.
+fn transport_overhead(flow: &crate::flow::Flow) -> u64 {
+    let ip = match canonical(flow.sender.ip()) {
+        IpAddr::V4(_) => 20,
+        IpAddr::V6(_) => 40,
+    };
+    let transport = match flow.protocol {
+        crate::flow::IPPROTO_TCP => 32,
+        17 => 8,
+        _ => 0,
+    };
+    ip + transport
 }
 
 /// The root qdisc worth restoring, or `None` for the kernel's default (handle `0:`).
@@ -934,7 +953,8 @@ mod tests {
             dscp: None,
         };
         let class = TcEnforcer::class_for(&rule, 2_500_000).unwrap();
-        assert_eq!(class.rate, 1_000_000 * 1514 / 1500);
+        // 1448 bytes of payload in every 1514-byte frame.
+        assert_eq!(class.rate, 1_000_000 * 1514 / 1448);
         assert_eq!(class.ceil, 2_500_000);
         assert_eq!(class.burst, 65_536);
     }
