@@ -49,7 +49,7 @@ async fn ipv4_options_are_set_modified_and_reverted() {
         .await
         .unwrap();
     assert!(
-        applied.summary.contains("pacing=1000000B/s"),
+        applied.summary.contains("pacing=1045580B/s"),
         "{}",
         applied.summary
     );
@@ -57,7 +57,8 @@ async fn ipv4_options_are_set_modified_and_reverted() {
     // DSCP EF in the upper six bits (TCP keeps the ECN bits to itself).
     assert_eq!(during.tos, Some(46 << 2));
     assert_eq!(during.priority, 6);
-    assert_eq!(during.max_pacing_rate, 1_000_000);
+    // 1 000 000 B/s of payload travel in 1514-byte frames holding 1448 bytes each.
+    assert_eq!(during.max_pacing_rate, 1_045_580);
 
     enforcer
         .modify(&rule(1, &server, 500_000.0, Some(34)), Some(server.as_fd()))
@@ -65,7 +66,7 @@ async fn ipv4_options_are_set_modified_and_reverted() {
         .unwrap();
     let modified = SocketOptions::read(server.as_fd()).unwrap();
     assert_eq!(modified.tos, Some(34 << 2));
-    assert_eq!(modified.max_pacing_rate, 500_000);
+    assert_eq!(modified.max_pacing_rate, 522_790);
 
     enforcer
         .remove(RuleId(1), Some(server.as_fd()))
@@ -96,7 +97,8 @@ async fn ipv6_traffic_class_is_set_and_reverted() {
     let during = SocketOptions::read(server.as_fd()).unwrap();
     assert_eq!(during.tclass.map(|t| t >> 2), Some(10));
     assert_eq!(during.priority, 5);
-    assert_eq!(during.max_pacing_rate, 250_000);
+    // IPv6: 1428 bytes of payload per 1514-byte frame.
+    assert_eq!(during.max_pacing_rate, 265_056);
     enforcer
         .remove(RuleId(7), Some(server.as_fd()))
         .await
@@ -115,7 +117,20 @@ async fn without_dscp_the_marking_is_left_alone() {
         .unwrap();
     let during = SocketOptions::read(server.as_fd()).unwrap();
     assert_eq!(during.tos, Some(0x28));
-    assert_eq!(during.max_pacing_rate, 1000);
+    assert_eq!(during.max_pacing_rate, 1045);
+}
+
+#[tokio::test]
+async fn marking_only_leaves_pacing_alone() {
+    let (server, _client) = connected_pair("127.0.0.1:0").unwrap();
+    let mut enforcer = SocketEnforcer::new().without_pacing();
+    enforcer
+        .install(&rule(5, &server, 1000.0, Some(46)), Some(server.as_fd()))
+        .await
+        .unwrap();
+    let during = SocketOptions::read(server.as_fd()).unwrap();
+    assert_eq!(during.tos, Some(46 << 2));
+    assert_eq!(during.max_pacing_rate, u64::MAX);
 }
 
 #[tokio::test]

@@ -13,15 +13,18 @@
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use qtoq::enforce::{enter_network_namespace, Enforcer, TcEnforcer};
-use qtoq::flow::{Flow, Rule, RuleId};
-use qtoq::policy::InterfaceSpec;
+use qtoq::enforce::{
+    enter_network_namespace, Chain, Enforcer, SocketEnforcer, SocketOptions, TcEnforcer,
+};
+use qtoq::flow::{Admission, AdmissionRequest, Flow, Rule, RuleId};
+use qtoq::policy::{InterfaceSpec, Policy};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
 
 const SERVER_IF: &str = "veth-qtoq";
@@ -385,9 +388,24 @@ struct Goodput {
     best_effort: Vec<f64>,
 }
 
-const BEST_EFFORT_FLOWS: usize = 4;
+const BEST_EFFORT_FLOWS: usize = 8;
 const WARM_UP: Duration = Duration::from_millis(1500);
 const WINDOW: Duration = Duration::from_secs(5);
+
+/// The policy of the contention test: the server veth at 20 Mbit/s, 8 Mbit/s reservations
+/// marked AF41 for the server's port.
+const CONTENTION_POLICY: &str = r#"
+[[interface]]
+name = "veth-qtoq"
+capacity = "20Mbit"
+
+[[rule]]
+name = "bulk-reserved"
+service = "controlled-load"
+rate = "8Mbit"
+dscp = "AF41"
+match = { local_port = 5001 }
+"#;
 
 /// One server in the server namespace sends bulk data to `1 + BEST_EFFORT_FLOWS` client
 /// connections in the client namespace; connection 0 gets the reservation when `reserve`.
@@ -403,10 +421,14 @@ fn contention_run(ns: &Namespaces, reserve: bool) -> Goodput {
         let fail = |e: String| {
             let _ = ready_tx.send(Err(e));
         };
-        let mut enforcer = match TcEnforcer::new(&[interface()]).await {
+        let mut policy =
+            Policy::from_toml_str(CONTENTION_POLICY, "contention.toml").expect("policy");
+        // tc shapes, the socket backend marks the DSCP the policy grants.
+        let tc = match TcEnforcer::new(policy.interfaces()).await {
             Ok(e) => e,
             Err(e) => return fail(format!("TcEnforcer::new: {e}")),
         };
+        let mut enforcer = Chain::new(tc, SocketEnforcer::new().without_pacing());
         let listener = TcpListener::bind((SERVER_IP, 5001)).expect("bind");
         let _ = ready_tx.send(Ok(()));
         let mut streams: Vec<Option<TcpStream>> = (0..flows).map(|_| None).collect();
@@ -418,16 +440,33 @@ fn contention_run(ns: &Namespaces, reserve: bool) -> Goodput {
         }
         let streams: Vec<TcpStream> = streams.into_iter().map(|s| s.expect("all flows")).collect();
         if reserve {
-            let r = rule(
+            // The path the agent takes: admission by the policy, then the rule is loaded.
+            let mut r = rule(
                 1,
                 streams[0].local_addr().unwrap(),
                 streams[0].peer_addr().unwrap(),
                 RESERVED,
             );
-            if let Err(e) = enforcer.install(&r, None).await {
+            let request = AdmissionRequest {
+                rule: r.id,
+                flow: r.flow,
+                flowspec: r.flowspec,
+                sender_tspec: None,
+                signaled: true,
+            };
+            let grant = match policy.admit(&request) {
+                Ok(grant) => grant,
+                Err(e) => return fail(format!("admission: {e}")),
+            };
+            assert_eq!(grant.policy.as_deref(), Some("bulk-reserved"));
+            r.dscp = grant.dscp;
+            if let Err(e) = enforcer.install(&r, Some(streams[0].as_fd())).await {
                 return fail(format!("install: {e}"));
             }
+            let marked = SocketOptions::read(streams[0].as_fd()).unwrap();
+            assert_eq!(marked.tos, Some(34 << 2), "AF41 marking");
         }
+        let reserved_fd = streams[0].try_clone().expect("dup");
         let _ = ready_tx.send(Ok(()));
         let writers: Vec<_> = streams
             .into_iter()
@@ -448,7 +487,15 @@ fn contention_run(ns: &Namespaces, reserve: bool) -> Goodput {
             let _ = w.join();
         }
         if reserve {
-            enforcer.remove(RuleId(1), None).await.expect("remove");
+            enforcer
+                .remove(RuleId(1), Some(reserved_fd.as_fd()))
+                .await
+                .expect("remove");
+            policy.release(RuleId(1));
+            assert_eq!(
+                SocketOptions::read(reserved_fd.as_fd()).unwrap().tos,
+                Some(0)
+            );
         }
         enforcer.shutdown().await.expect("shutdown");
     });
@@ -506,7 +553,7 @@ fn contention_run(ns: &Namespaces, reserve: bool) -> Goodput {
 }
 
 /// The contention test of issue 5: 20 Mbit/s declared capacity, one flow with an 8 Mbit/s
-/// Controlled-Load reservation (installed directly through `TcEnforcer`), four greedy
+/// Controlled-Load reservation (installed directly through `TcEnforcer`), eight greedy
 /// best-effort flows; the HTB root at 20 Mbit/s is the bottleneck (the veth is not limited).
 #[test]
 fn reservation_protects_a_flow_on_a_saturated_link() {

@@ -155,6 +155,17 @@ fn errors_name_file_line_and_column() {
 }
 
 #[test]
+fn oversized_file_is_refused_unread() {
+    let path = std::env::temp_dir().join(format!("qtoq-policy-big-{}.toml", std::process::id()));
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    std::fs::write(&path, line.repeat(20_000)).unwrap();
+    let result = Policy::load(&path);
+    std::fs::remove_file(&path).unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, PolicyError::TooLarge { .. }), "{err}");
+}
+
+#[test]
 fn missing_file_is_an_io_error() {
     let err = Policy::load("/nonexistent/qtoq-policy.toml").unwrap_err();
     assert!(matches!(err, PolicyError::Io { .. }), "{err}");

@@ -6,7 +6,8 @@
 //!   `SO_MAX_PACING_RATE` on the data sender's socket;
 //! * `TcEnforcer` (cargo feature `tc`, needs CAP_NET_ADMIN) — an HTB tree per declared
 //!   interface with one class and one u32 filter per reservation, over netlink;
-//! * [`Recording`] — records the calls, for tests.
+//! * [`Recording`] — records the calls, for tests;
+//! * [`Chain`] — two backends together (tc shaping + socket marking).
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -14,18 +15,47 @@ use std::sync::{Arc, Mutex};
 
 use crate::flow::{Rule, RuleId};
 
+mod chain;
 mod socket;
 #[cfg(feature = "tc")]
 mod tc;
 
+pub use chain::Chain;
 pub use socket::{SocketEnforcer, SocketOptions, DEFAULT_PRIORITY};
 #[cfg(feature = "tc")]
 pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, QDISC_MAJOR};
 
+/// Bytes of link-layer framing per packet that queueing disciplines count (Ethernet).
+const LINK_OVERHEAD: u64 = 14;
+
+/// The rate, in bytes/s *on the wire*, that carries `rule`'s reserved rate of application
+/// payload.
+///
+/// qtoq rates are what the application moves (the API's bytes/s, the client's goodput),
+/// while pacing and HTB count whole packets. With M-sized datagrams each packet carries
+/// `M − IP − transport headers` bytes of payload in `M + 14` bytes of Ethernet frame, so the
+/// wire rate is `r · (M + 14) / (M − headers)`: ×1514/1448 ≈ 1.046 for TCP over IPv4 with
+/// M = 1500 (TCP counted with the timestamp option Linux sends). M is clamped to 576-65535.
+pub fn wire_rate(rule: &Rule) -> f64 {
+    let spec = &rule.flowspec;
+    let max_packet = u64::from(spec.tspec().max_packet.clamp(576, 65_535));
+    let ip = match rule.flow.sender.ip() {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => 40,
+        _ => 20,
+    };
+    let transport = match rule.flow.protocol {
+        crate::flow::IPPROTO_TCP => 32,
+        17 => 8,
+        _ => 0,
+    };
+    f64::from(spec.reserved_rate()) * (max_packet + LINK_OVERHEAD) as f64
+        / (max_packet - ip - transport) as f64
+}
+
 /// Moves the calling *thread* into the network namespace at `path` (e.g.
 /// `/run/netns/NAME`). Sockets and netlink connections the thread opens afterwards belong to
 /// that namespace, and so do threads it spawns; sockets opened earlier stay where they were.
-/// Used to run an agent, or a [`TcEnforcer`](self)'s netlink connection, inside a namespace.
+/// Used to run an agent, or a `TcEnforcer`'s netlink connection, inside a namespace.
 ///
 /// # Errors
 ///

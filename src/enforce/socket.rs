@@ -86,7 +86,8 @@ struct Installed {
 }
 
 /// Marks and paces the sender's socket: DSCP through `IP_TOS` / `IPV6_TCLASS`, `SO_PRIORITY`,
-/// and `SO_MAX_PACING_RATE` at the reserved rate (Linux's `fq` qdisc or TCP's internal pacing
+/// and `SO_MAX_PACING_RATE` at the reserved rate (as a [`wire_rate`](super::wire_rate), so
+/// the application gets the reserved payload rate; Linux's `fq` qdisc or TCP's internal pacing
 /// then keep the flow at its reservation). The previous values are remembered and restored on
 /// [`Enforcer::remove`].
 ///
@@ -102,16 +103,34 @@ struct Installed {
 /// let enforcer = SocketEnforcer::new().with_priority(4);
 /// # let _ = enforcer;
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SocketEnforcer {
     priority: Option<u32>,
+    pace: bool,
     installed: HashMap<RuleId, Installed>,
 }
 
+impl Default for SocketEnforcer {
+    fn default() -> Self {
+        SocketEnforcer {
+            priority: None,
+            pace: true,
+            installed: HashMap::new(),
+        }
+    }
+}
+
 impl SocketEnforcer {
-    /// A socket backend with [`DEFAULT_PRIORITY`].
+    /// A socket backend with [`DEFAULT_PRIORITY`] and pacing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Marks (DSCP, priority) without pacing: for use beside the tc backend, which shapes
+    /// (see [`Chain`](super::Chain)).
+    pub fn without_pacing(mut self) -> Self {
+        self.pace = false;
+        self
     }
 
     /// Uses `priority` for `SO_PRIORITY` (values above 6 need CAP_NET_ADMIN).
@@ -132,8 +151,11 @@ impl SocketEnforcer {
             Some(dscp) => (u32::from(dscp & 0x3f) << 2) | (old & 0x3),
             None => old,
         };
-        let rate = f64::from(rule.flowspec.reserved_rate());
-        let pacing = if rate.is_finite() && rate >= 1.0 {
+        // Pacing counts whole packets; the reservation is payload.
+        let rate = super::wire_rate(rule);
+        let pacing = if !self.pace {
+            base.max_pacing_rate
+        } else if rate.is_finite() && rate >= 1.0 {
             rate.min(u64::MAX as f64) as u64
         } else {
             sys::PACING_UNLIMITED

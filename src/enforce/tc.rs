@@ -55,8 +55,8 @@ const TC_U32_TERMINAL: u8 = 1;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-/// Bytes of link-layer framing per packet that HTB counts and a Tspec does not (Ethernet).
-const LINK_OVERHEAD: u64 = 14;
+/// Bytes of link-layer framing per packet (Ethernet).
+const LINK_OVERHEAD: u64 = super::LINK_OVERHEAD;
 /// HTB's time unit: 64 ns ("psched ticks").
 const PSCHED_TICK_NS: u128 = 64;
 
@@ -482,14 +482,9 @@ impl TcEnforcer {
                 rule.flow
             )));
         }
-        // qtoq rates are what the application moves (bytes/s of payload); HTB counts whole
-        // Ethernet frames. Size the class for the frames that carry r bytes/s of payload in
-        // M-sized datagrams.
+        // HTB counts whole Ethernet frames; qtoq rates are application bytes/s.
         let max_packet = u64::from(tspec.max_packet.clamp(576, 65_535));
-        let headers = transport_overhead(&rule.flow);
-        let rate = ((reserved * (max_packet + LINK_OVERHEAD) as f64)
-            / (max_packet - headers) as f64)
-            .min(u64::MAX as f64) as u64;
+        let rate = super::wire_rate(rule).min(u64::MAX as f64) as u64;
         let peak = f64::from(tspec.peak);
         let ceil = if peak.is_finite() && peak >= reserved {
             (peak as u64).clamp(rate, capacity.max(rate))
@@ -563,21 +558,6 @@ impl TcEnforcer {
             tracing::warn!(error = %e, "could not restore the best-effort class rate");
         }
     }
-}
-
-/// IP + transport header bytes in every packet of `flow`: what the payload rate does not
-/// include. TCP is counted with its timestamp option (32 bytes), as Linux sends it.
-fn transport_overhead(flow: &crate::flow::Flow) -> u64 {
-    let ip = match canonical(flow.sender.ip()) {
-        IpAddr::V4(_) => 20,
-        IpAddr::V6(_) => 40,
-    };
-    let transport = match flow.protocol {
-        crate::flow::IPPROTO_TCP => 32,
-        17 => 8,
-        _ => 0,
-    };
-    ip + transport
 }
 
 /// The root qdisc worth restoring, or `None` for the kernel's default (handle `0:`).

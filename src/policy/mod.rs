@@ -47,6 +47,9 @@ pub const DEFAULT_HOST_MAX_RATE: f64 = 12_500_000.0;
 /// Host-wide number of reservations without a policy file.
 pub const DEFAULT_HOST_MAX_FLOWS: u32 = 1024;
 
+/// Largest policy file [`Policy::load`] reads: 1 MiB, far beyond any real policy.
+pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
+
 /// RSVP error code for admission control failures (RFC 2205 App. B).
 pub const ERROR_ADMISSION: u8 = 1;
 /// RSVP error code for policy control failures (RFC 2205 App. B).
@@ -70,6 +73,16 @@ pub enum PolicyError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_POLICY_FILE_BYTES`]; it is not read.
+    #[error("policy file {file} is {size} bytes, more than the {max} accepted")]
+    TooLarge {
+        /// The path as given.
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit, [`MAX_POLICY_FILE_BYTES`].
+        max: u64,
     },
     /// The file is not valid TOML or holds a bad value; the position is 1-based.
     #[error("{file}:{line}:{column}: {message}")]
@@ -383,15 +396,34 @@ impl Policy {
     ///
     /// # Errors
     ///
-    /// [`PolicyError::Io`] when the file cannot be read, [`PolicyError::Invalid`] with the
-    /// line and column of the first problem otherwise.
+    /// [`PolicyError::Io`] when the file cannot be read (or is not UTF-8),
+    /// [`PolicyError::TooLarge`] above [`MAX_POLICY_FILE_BYTES`], [`PolicyError::Invalid`]
+    /// with the line and column of the first problem otherwise.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        let io = |source| PolicyError::Io {
             file: file.clone(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_POLICY_FILE_BYTES {
+            return Err(PolicyError::TooLarge {
+                file,
+                size,
+                max: MAX_POLICY_FILE_BYTES,
+            });
+        }
+        // Read at most the limit even if the file grows meanwhile.
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(io)?,
+                MAX_POLICY_FILE_BYTES,
+            ),
+            &mut text,
+        )
+        .map_err(io)?;
         Self::from_toml_str(&text, &file)
     }
 
