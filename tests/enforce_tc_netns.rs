@@ -603,3 +603,59 @@ fn reservation_protects_a_flow_on_a_saturated_link() {
     );
     assert!(with.reserved > 1.3 * without.reserved);
 }
+
+/// Real IPv6 traffic of a reserved flow lands in its class (the u32 offsets are right), and
+/// other traffic in the best-effort class.
+#[test]
+fn ipv6_flow_is_classified_into_its_class() {
+    let Some(ns) = Namespaces::create() else {
+        return;
+    };
+    for (name, dev, addr) in [
+        (&ns.server, SERVER_IF, "fd00:77::1/64"),
+        (&ns.client, CLIENT_IF, "fd00:77::2/64"),
+    ] {
+        run(&["ip", "-n", name, "addr", "add", addr, "dev", dev, "nodad"]).unwrap();
+    }
+    let client_ns = ns.client.clone();
+    let server = in_netns(&ns.server, move || async move {
+        let mut enforcer = TcEnforcer::new(&[interface()]).await.expect("tc");
+        let listener = TcpListener::bind("[fd00:77::1]:5001").expect("bind");
+        // The client binds a known port so the rule can name the whole 5-tuple in advance.
+        let client = in_netns(&client_ns, || async {
+            let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+            socket.bind(&"[fd00:77::2]:40001".parse::<SocketAddr>().unwrap().into())?;
+            socket.connect(&"[fd00:77::1]:5001".parse::<SocketAddr>().unwrap().into())?;
+            let mut stream: TcpStream = socket.into();
+            let mut sink = Vec::new();
+            stream.read_to_end(&mut sink)?;
+            Ok::<_, std::io::Error>(sink.len())
+        });
+        let (mut stream, peer) = listener.accept().expect("accept");
+        let reserved = rule(1, stream.local_addr().unwrap(), peer, 200_000.0);
+        assert_eq!(reserved.flow.receiver.port(), 40001);
+        enforcer.install(&reserved, None).await.expect("install");
+        stream.write_all(&vec![1u8; 300_000]).expect("send");
+        stream.shutdown(Shutdown::Both).ok();
+        let received = client.join().unwrap().expect("client");
+        let stats = run(&["tc", "-s", "class", "show", "dev", SERVER_IF]).unwrap();
+        enforcer.shutdown().await.expect("shutdown");
+        (received, stats)
+    });
+    let (received, stats) = server.join().unwrap();
+    assert_eq!(received, 300_000);
+    // "class htb 7174:1000 ... \n Sent <bytes> bytes <pkts> pkt"
+    let sent_by = |class: &str| -> u64 {
+        let at = stats.find(&format!("class htb {class} ")).expect(class);
+        let tail = &stats[at..];
+        let sent = tail.find("Sent ").expect("Sent") + 5;
+        tail[sent..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(sent_by("7174:1000") >= 300_000, "{stats}");
+    assert!(sent_by("7174:1000") > 10 * sent_by("7174:2"), "{stats}");
+}
