@@ -76,3 +76,18 @@ async fn both_backends_apply_modify_and_remove() {
     chain.shutdown().await.unwrap();
     assert_eq!(log.calls().last(), Some(&Recorded::Shutdown));
 }
+
+#[tokio::test]
+async fn enforcer_kinds_by_name() {
+    use qtoq::enforce::EnforcerKind;
+    assert_eq!("socket".parse::<EnforcerKind>(), Ok(EnforcerKind::Socket));
+    assert_eq!("tc".parse::<EnforcerKind>(), Ok(EnforcerKind::Tc));
+    assert!("netem".parse::<EnforcerKind>().is_err());
+    // A boxed backend is a backend.
+    let mut boxed = EnforcerKind::Socket.build(&[]).await.unwrap();
+    let err = boxed.install(&rule(1, 1.0), None).await.unwrap_err();
+    assert_eq!(err.rsvp_error(), (21, 2));
+    // tc without declared interfaces cannot shape anything.
+    let err = EnforcerKind::Tc.build(&[]).await.unwrap_err();
+    assert!(err.to_string().contains("[[interface]]"), "{err}");
+}

@@ -140,6 +140,95 @@ pub trait Enforcer: Send + fmt::Debug {
     async fn shutdown(&mut self) -> Result<(), EnforceError>;
 }
 
+#[async_trait::async_trait]
+impl<E: Enforcer + ?Sized> Enforcer for Box<E> {
+    async fn install(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<Applied, EnforceError> {
+        (**self).install(rule, socket).await
+    }
+    async fn modify(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<Applied, EnforceError> {
+        (**self).modify(rule, socket).await
+    }
+    async fn remove(
+        &mut self,
+        id: RuleId,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<(), EnforceError> {
+        (**self).remove(id, socket).await
+    }
+    async fn shutdown(&mut self) -> Result<(), EnforceError> {
+        (**self).shutdown().await
+    }
+}
+
+/// The backends a command line can name (`--enforcer socket|tc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnforcerKind {
+    /// [`SocketEnforcer`]: marking and pacing on the sender's socket.
+    Socket,
+    /// `TcEnforcer` on the policy's interfaces, chained with a marking-only
+    /// [`SocketEnforcer`] for the DSCP (feature `tc`).
+    Tc,
+}
+
+impl std::str::FromStr for EnforcerKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "socket" => Ok(EnforcerKind::Socket),
+            "tc" => Ok(EnforcerKind::Tc),
+            other => Err(format!("unknown enforcer `{other}`: use `socket` or `tc`")),
+        }
+    }
+}
+
+impl EnforcerKind {
+    /// Builds the backend; `interfaces` are the policy's declared interfaces (used by tc).
+    ///
+    /// # Errors
+    ///
+    /// [`EnforceError::Unsupported`] for `Tc` when the crate is built without the `tc`
+    /// feature or no interface is declared; the tc backend's own errors otherwise.
+    pub async fn build(
+        self,
+        interfaces: &[crate::policy::InterfaceSpec],
+    ) -> Result<Box<dyn Enforcer>, EnforceError> {
+        match self {
+            EnforcerKind::Socket => Ok(Box::new(SocketEnforcer::new())),
+            EnforcerKind::Tc => {
+                if interfaces.is_empty() {
+                    return Err(EnforceError::Unsupported(
+                        "the tc enforcer needs at least one [[interface]] in the policy".into(),
+                    ));
+                }
+                #[cfg(feature = "tc")]
+                {
+                    let tc = TcEnforcer::new(interfaces).await?;
+                    Ok(Box::new(Chain::new(
+                        tc,
+                        SocketEnforcer::new().without_pacing(),
+                    )))
+                }
+                #[cfg(not(feature = "tc"))]
+                {
+                    Err(EnforceError::Unsupported(
+                        "qtoq was built without the `tc` feature".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
 /// One call recorded by [`Recording`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
