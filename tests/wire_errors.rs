@@ -165,14 +165,12 @@ fn object_length_past_the_message_is_rejected_before_reading() {
         ),
         "{err:?}"
     );
-    // A header cut short: fewer than 4 bytes left for an object header.
+    // A header cut short (2 bytes of a 4-byte object header): the message length can no
+    // longer be a multiple of 4, which the header check catches first.
     let mut bytes = raw(1, &path_objects());
     bytes.extend_from_slice(&[0, 8]);
-    bytes.extend_from_slice(&[0, 0]);
-    let n = bytes.len() as u16;
+    let n = u16::try_from(bytes.len()).unwrap();
     bytes[6..8].copy_from_slice(&n.to_be_bytes());
-    bytes.truncate(bytes.len() - 2);
-    bytes[6..8].copy_from_slice(&((n - 2) as u16).to_be_bytes());
     assert!(matches!(
         Message::decode(&bytes),
         Err(WireError::BadMessageLength { .. })

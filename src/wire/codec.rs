@@ -156,7 +156,7 @@ mod tests {
         );
         assert_eq!(
             checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6]),
-            !0xdcfbu16 & 0xffff
+            !0xdcfbu16
         );
     }
 }
