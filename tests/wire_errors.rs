@@ -508,6 +508,24 @@ fn order_duplicates_and_foreign_objects() {
         "{err:?}"
     );
 
+    // A sender template ahead of its SESSION is checked once the SESSION arrives.
+    let objects = vec![
+        obj(11, 2, &[0; 20]),
+        session_obj(),
+        hop_obj(),
+        time_obj(),
+        tspec_obj(),
+    ];
+    let err = Message::decode(&raw(1, &objects)).unwrap_err();
+    assert_eq!(
+        err,
+        WireError::AddressFamilyMismatch {
+            offset: 8,
+            class_num: 11,
+            c_type: 2
+        }
+    );
+
     // An IPv6 sender in an IPv4 session.
     let mut objects = path_objects();
     objects[3] = obj(11, 2, &[0; 20]);
