@@ -14,7 +14,7 @@ use rand::Rng;
 use super::codec;
 use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg};
 use super::state::{
-    Fast, Filter, LocalSender, Owner, Psb, RecvState, Request, Role, RuleState, Rsb, SenderRule,
+    Fast, Filter, LocalSender, Owner, Psb, RecvState, Request, Role, Rsb, RuleState, SenderRule,
     Session, UnsignaledRule,
 };
 use super::timer::{duration_ms_ceil, Ms, NEVER};
@@ -1022,11 +1022,11 @@ impl Engine {
         match msg.kind {
             Kind::Path => self.on_path(now, source, msg),
             Kind::PathTear => self.on_path_tear(msg),
-            Kind::PathErr => self.on_path_err(msg),
+            Kind::PathErr => self.on_path_err(now, msg),
             Kind::Resv => self.on_resv(now, destination, msg),
             Kind::ResvTear => self.on_resv_tear(msg),
-            Kind::ResvErr => self.on_resv_err(msg),
-            Kind::ResvConf => self.on_resv_conf(msg),
+            Kind::ResvErr => self.on_resv_err(now, msg),
+            Kind::ResvConf => self.on_resv_conf(now, msg),
         }
     }
 
@@ -1037,7 +1037,10 @@ impl Engine {
 
     fn on_path(&mut self, now: Ms, source: IpAddr, msg: Msg) {
         let (Some(hop), Some(sender), Some(tspec)) = (msg.hop, msg.sender, msg.tspec) else {
-            return self.malformed(&msg, "path without rsvp_hop, sender_template or sender_tspec");
+            return self.malformed(
+                &msg,
+                "path without rsvp_hop, sender_template or sender_tspec",
+            );
         };
         let refresh = match msg.refresh_ms {
             Some(r) if r > 0 => r,
@@ -1047,7 +1050,10 @@ impl Engine {
         let own = msg.session.destination.ip();
         let Some(slot) = self.slot_for(msg.session, true) else {
             self.stats.rejected += 1;
-            tracing::warn!(limit = self.config.max_sessions, "session table full; path refused");
+            tracing::warn!(
+                limit = self.config.max_sessions,
+                "session table full; path refused"
+            );
             self.queue_path_err(
                 msg.session,
                 own,
@@ -1146,7 +1152,7 @@ impl Engine {
         self.put(slot, session);
     }
 
-    fn on_path_err(&mut self, msg: Msg) {
+    fn on_path_err(&mut self, now: Ms, msg: Msg) {
         let Some(error) = msg.error else {
             return self.malformed(&msg, "patherr without error_spec");
         };
@@ -1159,9 +1165,15 @@ impl Engine {
             return;
         };
         let mut told: Vec<SessionId> = Vec::new();
+        let next = now.saturating_add(self.jitter());
         for local in &mut session.senders {
             if msg.sender.is_none_or(|s| s == local.sender) {
-                local.answered = true;
+                answer(
+                    &mut local.answered,
+                    &mut local.fast,
+                    &mut local.next_at,
+                    next,
+                );
                 if !told.contains(&local.owner) {
                     told.push(local.owner);
                 }
@@ -1357,14 +1369,14 @@ impl Engine {
                     owners.push(local.owner);
                 }
                 if !local.answered {
-                    let in_fast = local.fast.left > 0;
                     let next = now.saturating_add(self.jitter());
                     let local = &mut session.senders[index];
-                    local.answered = true;
-                    if in_fast {
-                        local.fast.left = 0;
-                        local.next_at = next;
-                    }
+                    answer(
+                        &mut local.answered,
+                        &mut local.fast,
+                        &mut local.next_at,
+                        next,
+                    );
                 }
             }
             if changed {
@@ -1437,7 +1449,7 @@ impl Engine {
         self.put(slot, session);
     }
 
-    fn on_resv_err(&mut self, msg: Msg) {
+    fn on_resv_err(&mut self, now: Ms, msg: Msg) {
         let Some(error) = msg.error else {
             return self.malformed(&msg, "resverr without error_spec");
         };
@@ -1450,9 +1462,10 @@ impl Engine {
             return;
         };
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+        let next = now.saturating_add(self.jitter());
         match &mut session.recv {
             Some(recv) if !receivers.is_empty() => {
-                recv.answered = true;
+                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
                 let pair = (error.code, error.value);
                 if recv.last_error != Some(pair) {
                     recv.last_error = Some(pair);
@@ -1488,7 +1501,7 @@ impl Engine {
         self.put(slot, session);
     }
 
-    fn on_resv_conf(&mut self, msg: Msg) {
+    fn on_resv_conf(&mut self, now: Ms, msg: Msg) {
         let Some(&slot) = self.by_key.get(&msg.session) else {
             self.stats.ignored += 1;
             return;
@@ -1498,9 +1511,10 @@ impl Engine {
         };
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let request = session.merged_request();
+        let next = now.saturating_add(self.jitter());
         match (&mut session.recv, request) {
             (Some(recv), Some(request)) if !receivers.is_empty() => {
-                recv.answered = true;
+                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
                 if !recv.confirmed {
                     recv.confirmed = true;
                     recv.announced = true;
@@ -1511,10 +1525,8 @@ impl Engine {
                         .and_then(|d| d.flowspec)
                         .unwrap_or(request.flowspec);
                     for id in receivers {
-                        self.events
-                            .push_back((id, Event::Confirmed { flowspec }));
-                        self.events
-                            .push_back((id, Event::Established { flowspec }));
+                        self.events.push_back((id, Event::Confirmed { flowspec }));
+                        self.events.push_back((id, Event::Established { flowspec }));
                     }
                 }
             }
@@ -1593,6 +1605,16 @@ impl Engine {
             self.send_resvs(session, now);
         }
     }
+}
+
+/// The first answer to a message stops its fast retransmission: the next send becomes a
+/// refresh at `refresh_at`.
+fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, refresh_at: Ms) {
+    if !*answered && fast.left > 0 && *next_at != NEVER {
+        *next_at = refresh_at;
+    }
+    *answered = true;
+    fast.left = 0;
 }
 
 /// The flow a local sender's reservation is for.

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use qtoq::engine::{
     Engine, EngineConfig, Event, Incoming, RuleAction, RuleFailure, SessionId, SessionKey, Style,
 };
-use qtoq::flow::{
-    Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, AdmitAll, RuleId,
-};
+use qtoq::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, AdmitAll, RuleId};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -130,6 +128,8 @@ pub struct Node {
     pub fail_rules: Option<RuleFailure>,
     /// Rules the enforcer holds now.
     pub installed: BTreeMap<RuleId, SessionId>,
+    /// Every datagram delivered to the node: (time, message type, source).
+    pub received: Vec<(Instant, u8, IpAddr)>,
     /// Installs and removes per rule over the whole run.
     pub installs: HashMap<RuleId, u32>,
     pub removes: HashMap<RuleId, u32>,
@@ -146,6 +146,15 @@ impl Node {
 
     pub fn take_events(&mut self) -> Vec<(SessionId, Event)> {
         self.events.drain(..).map(|(_, s, e)| (s, e)).collect()
+    }
+
+    /// Times at which messages of `msg_type` were delivered to this node.
+    pub fn received_at(&self, msg_type: u8) -> Vec<Instant> {
+        self.received
+            .iter()
+            .filter(|(_, t, _)| *t == msg_type)
+            .map(|(at, _, _)| *at)
+            .collect()
     }
 
     pub fn install_count(&self) -> usize {
@@ -173,7 +182,12 @@ impl Node {
                 self.name
             );
         }
-        assert!(self.installed.is_empty(), "{}: rules left: {:?}", self.name, self.installed);
+        assert!(
+            self.installed.is_empty(),
+            "{}: rules left: {:?}",
+            self.name,
+            self.installed
+        );
     }
 }
 
@@ -247,6 +261,7 @@ impl Net {
             actions: Vec::new(),
             fail_rules: None,
             installed: BTreeMap::new(),
+            received: Vec::new(),
             installs: HashMap::new(),
             removes: HashMap::new(),
         });
@@ -265,6 +280,9 @@ impl Net {
         n.installed.clear();
         n.installs.clear();
         n.removes.clear();
+        n.events.clear();
+        n.actions.clear();
+        n.received.clear();
     }
 
     pub fn set_link(&mut self, from: usize, to: usize, link: Link) {
@@ -368,7 +386,11 @@ impl Net {
         let link = self.link(from, to);
         let stream = (
             to,
-            [t.payload.get(1..2).unwrap_or(&[]), t.payload.get(8..20).unwrap_or(&[])].concat(),
+            [
+                t.payload.get(1..2).unwrap_or(&[]),
+                t.payload.get(8..20).unwrap_or(&[]),
+            ]
+            .concat(),
         );
         let lost = link.down || self.rng.random_bool(link.loss.clamp(0.0, 1.0));
         let capped = link
@@ -468,6 +490,8 @@ impl Net {
                     continue;
                 };
                 let now = self.now;
+                let msg_type = p.payload.get(1).copied().unwrap_or(0);
+                self.nodes[p.to].received.push((now, msg_type, p.from_addr));
                 self.nodes[p.to].engine.handle_datagram(
                     now,
                     Incoming {
@@ -530,7 +554,8 @@ impl Flow2 {
         let k = key(receiver);
         let c = self.net.with(self.client, |e, now| {
             let id = e.open_session(now, k);
-            e.reserve(now, id, Style::FixedFilter, flowspec(), true).unwrap();
+            e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+                .unwrap();
             id
         });
         let sender = self.sender;
