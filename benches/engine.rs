@@ -41,7 +41,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -206,7 +209,11 @@ fn one_shot(n: u32, periods: u32) {
     let mut pair = Pair::new();
     pair.setup(n);
     let setup = started.elapsed();
-    assert_eq!(pair.sender.rule_count(), n as usize, "every session installed");
+    assert_eq!(
+        pair.sender.rule_count(),
+        n as usize,
+        "every session installed"
+    );
     // Past the fast retransmissions, into steady refreshes.
     let warm = pair.now + R * 2;
     pair.run_until(warm);

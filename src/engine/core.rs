@@ -25,6 +25,10 @@ use super::{
 use crate::flow::{AdmissionRequest, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
+/// Bits of an owner or rule id that name the session's slab slot (the rest is a counter, so
+/// ids are never reused).
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 /// Most path states (senders) and reservation states one session keeps from the network.
 const MAX_STATES_PER_SESSION: usize = 64;
 /// Most locally delivered messages processed in one call (a guard against ping-pong).
@@ -118,19 +122,30 @@ impl Engine {
         }
     }
 
-    fn new_rule_id(&mut self) -> RuleId {
-        let id = RuleId(self.next_rule);
+    /// A new rule id for the session in `slot` (the id carries the slot).
+    fn new_rule_id(&mut self, slot: u32) -> RuleId {
+        let id = RuleId(self.next_rule << SLOT_BITS | u64::from(slot));
         self.next_rule += 1;
         id
+    }
+
+    /// The slot of the session an id (owner or rule) was made for.
+    fn slot_of(id: u64) -> u32 {
+        (id & SLOT_MASK) as u32
+    }
+
+    /// The slot of `key`'s session, if it exists.
+    fn lookup(&self, key: &SessionKey) -> Option<u32> {
+        self.index.get(key, &self.sessions)
     }
 
     /// The slot of `key`'s session, created if needed (`limited`: refuse beyond
     /// `max_sessions`).
     fn slot_for(&mut self, key: SessionKey, limited: bool) -> Option<u32> {
-        if let Some(&slot) = self.by_key.get(&key) {
+        if let Some(slot) = self.lookup(&key) {
             return Some(slot);
         }
-        if limited && self.by_key.len() >= self.config.max_sessions {
+        if limited && self.index.len() >= self.config.max_sessions {
             return None;
         }
         let session = Session::new(key);
@@ -140,12 +155,19 @@ impl Engine {
                 slot
             }
             None => {
-                let slot = u32::try_from(self.sessions.len()).ok()?;
+                let slot = u32::try_from(self.sessions.len())
+                    .ok()
+                    .filter(|s| u64::from(*s) <= SLOT_MASK)?;
+                if self.sessions.len() == self.sessions.capacity() {
+                    // Grow by an eighth: geometric (amortized O(1)) without doubling's slack.
+                    let more = (self.sessions.len() / 8).max(16);
+                    self.sessions.reserve_exact(more);
+                }
                 self.sessions.push(Some(session));
                 slot
             }
         };
-        self.by_key.insert(key, slot);
+        self.index.insert(&key, slot, &self.sessions);
         Some(slot)
     }
 
@@ -157,7 +179,7 @@ impl Engine {
     /// deadline is in the timer heap.
     fn put(&mut self, slot: u32, mut session: Session) {
         if session.is_empty() {
-            self.by_key.remove(&session.key);
+            self.index.remove(&session.key, slot, &self.sessions);
             self.free.push(slot);
             return;
         }
@@ -206,9 +228,8 @@ impl Engine {
     /// documentation, *Local delivery*).
     fn is_for_us(&self, msg: &Msg, destination: IpAddr) -> bool {
         let Some(session) = self
-            .by_key
-            .get(&msg.session)
-            .and_then(|&slot| self.sessions.get(slot as usize)?.as_ref())
+            .lookup(&msg.session)
+            .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
         else {
             return false;
         };
@@ -297,7 +318,7 @@ impl Engine {
         };
         if !tear {
             msg.refresh_ms = Some(self.refresh_ms_u32());
-            let confirmed = session.recv.is_some_and(|r| r.confirmed);
+            let confirmed = session.recv.as_ref().is_some_and(|r| r.confirmed);
             if request.confirm && !confirmed {
                 msg.confirm = Some(own);
             }
@@ -370,13 +391,17 @@ impl Engine {
 
     pub(super) fn cmd_open_session(&mut self, now: Instant, key: SessionKey) -> SessionId {
         self.clock.ms(now);
-        let id = SessionId(self.next_session);
-        self.next_session += 1;
         // Owners are bounded by the caller, not by `max_sessions` (that limits the network).
         let Some(slot) = self.slot_for(key, false) else {
+            // 2^24 sessions: an id that names nothing (every command on it fails).
+            let id = SessionId(self.next_session << SLOT_BITS | SLOT_MASK);
+            self.next_session += 1;
             tracing::error!("session slab full; session {id:?} has no state");
             return id;
         };
+        let id = SessionId(self.next_session << SLOT_BITS | u64::from(slot));
+        self.next_session += 1;
+        self.owner_total += 1;
         let Some(mut session) = self.take(slot) else {
             return id;
         };
@@ -384,7 +409,6 @@ impl Engine {
             id,
             role: Role::Primed,
         });
-        self.owners.insert(id, slot);
         for psb in &session.psbs {
             self.events.push_back((
                 id,
@@ -400,10 +424,7 @@ impl Engine {
 
     /// The slot and owner index of `id`, taking the session out.
     fn owner_session(&mut self, id: SessionId) -> Result<(u32, Session, usize), CommandError> {
-        let slot = *self
-            .owners
-            .get(&id)
-            .ok_or(CommandError::UnknownSession(id))?;
+        let slot = Self::slot_of(id.0);
         let session = self.take(slot).ok_or(CommandError::UnknownSession(id))?;
         match session.owner_index(id) {
             Some(index) => Ok((slot, session, index)),
@@ -455,6 +476,7 @@ impl Engine {
                     fast: self.fast_start(),
                     answered: false,
                     rule: None,
+                    previous: None,
                 });
                 session.senders.len() - 1
             }
@@ -508,7 +530,9 @@ impl Engine {
     /// send the Resv now if there is path state.
     fn request_changed(&mut self, session: &mut Session, now: Ms) {
         let merged = session.merged_request();
-        let recv = session.recv.get_or_insert_with(RecvState::new);
+        let recv = session
+            .recv
+            .get_or_insert_with(|| Box::new(RecvState::new()));
         if recv.request == merged {
             return;
         }
@@ -523,18 +547,15 @@ impl Engine {
 
     /// Sends the receiver's Resv to every previous hop and schedules the next one.
     fn send_resvs(&mut self, session: &mut Session, now: Ms) {
-        let (Some(request), Some(mut recv)) = (session.merged_request(), session.recv) else {
-            if let Some(recv) = &mut session.recv {
-                recv.next_at = NEVER;
-            }
+        let request = session.merged_request();
+        let has_paths = !session.psbs.is_empty();
+        let Some(recv) = session.recv.as_deref_mut() else {
             return;
         };
-        if session.psbs.is_empty() {
-            if let Some(recv) = &mut session.recv {
-                recv.next_at = NEVER;
-            }
+        let Some(request) = request.filter(|_| has_paths) else {
+            recv.next_at = NEVER;
             return;
-        }
+        };
         let mut phops: Vec<Hop> = Vec::with_capacity(1);
         for psb in &session.psbs {
             if !phops.iter().any(|h| h.addr == psb.phop.addr) {
@@ -545,9 +566,14 @@ impl Engine {
             let msg = self.resv_msg(session, &request, phop, false);
             self.queue(msg, phop.addr, session.key.destination.ip());
         }
+        let Some(recv) = session.recv.as_deref_mut() else {
+            return;
+        };
         let mut fast = recv.fast;
-        recv.next_at = self.after_send(&mut fast, recv.answered, now);
+        let answered = recv.answered;
+        let next_at = self.after_send(&mut fast, answered, now);
         recv.fast = fast;
+        recv.next_at = next_at;
         if !request.confirm && !recv.announced {
             recv.announced = true;
             let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
@@ -560,7 +586,6 @@ impl Engine {
                 );
             }
         }
-        session.recv = Some(recv);
     }
 
     pub(super) fn cmd_admit_unsignaled(
@@ -578,7 +603,7 @@ impl Engine {
                 "admit_unsignaled needs a fresh session (no sender, reservation or rule yet)",
             ));
         }
-        let rule = self.new_rule_id();
+        let rule = self.new_rule_id(slot);
         let request = AdmissionRequest {
             rule,
             flow,
@@ -588,13 +613,13 @@ impl Engine {
         };
         match self.admission.admit(&request) {
             Ok(grant) => {
+                self.rule_total += 1;
                 session.owners[index].role = Role::Unsignaled(Box::new(UnsignaledRule {
                     id: rule,
                     flow,
                     flowspec,
                     installed: false,
                 }));
-                self.rules.insert(rule, slot);
                 self.actions.push_back(RuleAction::Install {
                     session: id,
                     rule: Rule {
@@ -617,7 +642,7 @@ impl Engine {
 
     /// Emits the `Remove` of a rule and returns its resources.
     fn remove_rule(&mut self, owner: SessionId, id: RuleId) {
-        self.rules.remove(&id);
+        self.rule_total -= 1;
         self.admission.release(id);
         self.actions
             .push_back(RuleAction::Remove { session: owner, id });
@@ -629,7 +654,7 @@ impl Engine {
             return;
         };
         let owner = session.owners.remove(index);
-        self.owners.remove(&id);
+        self.owner_total -= 1;
         match owner.role {
             Role::Primed => {}
             Role::Unsignaled(rule) => self.remove_rule(id, rule.id),
@@ -693,11 +718,9 @@ impl Engine {
         outcome: Result<(), RuleFailure>,
     ) {
         self.clock.ms(now);
-        let Some(&slot) = self.rules.get(&id) else {
-            tracing::debug!(rule = %id, "outcome for a rule that is gone; ignored");
-            return;
-        };
+        let slot = Self::slot_of(id.0);
         let Some(mut session) = self.take(slot) else {
+            tracing::debug!(rule = %id, "outcome for a rule that is gone; ignored");
             return;
         };
         // An unsignaled owner's rule?
@@ -752,6 +775,7 @@ impl Engine {
             Ok(()) => {
                 rule.state = RuleState::Installed;
                 session.senders[index].rule = Some(rule);
+                session.senders[index].previous = None;
                 self.emit(
                     owner,
                     Event::Established {
@@ -765,7 +789,11 @@ impl Engine {
             Err(failure) => {
                 tracing::debug!(rule = %id, code = failure.code, reason = %failure.reason, "rule failed");
                 match rule.state {
-                    RuleState::Modifying { previous } => {
+                    RuleState::Modifying => {
+                        let previous = session.senders[index]
+                            .previous
+                            .take()
+                            .map_or(rule.flowspec, |b| *b);
                         // The old parameters stay in force; give the pools back their view.
                         let request = AdmissionRequest {
                             rule: id,
@@ -883,7 +911,7 @@ impl Engine {
                         }
                         let id = match rule {
                             Some(r) => r.id,
-                            None => self.new_rule_id(),
+                            None => self.new_rule_id(slot),
                         };
                         let flow = flow_of(session.key, sender);
                         let request = AdmissionRequest {
@@ -896,13 +924,15 @@ impl Engine {
                         match self.admission.admit(&request) {
                             Ok(grant) => {
                                 let (state, dscp) = match rule {
-                                    Some(r) => (
-                                        RuleState::Modifying {
-                                            previous: r.flowspec,
-                                        },
-                                        grant.dscp.or(r.dscp),
-                                    ),
-                                    None => (RuleState::Installing, grant.dscp),
+                                    Some(r) => {
+                                        session.senders[index].previous =
+                                            Some(Box::new(r.flowspec));
+                                        (RuleState::Modifying, grant.dscp.or(r.dscp))
+                                    }
+                                    None => {
+                                        self.rule_total += 1;
+                                        (RuleState::Installing, grant.dscp)
+                                    }
                                 };
                                 session.senders[index].rule = Some(SenderRule {
                                     id,
@@ -910,7 +940,6 @@ impl Engine {
                                     state,
                                     dscp,
                                 });
-                                self.rules.insert(id, slot);
                                 let rule = Rule {
                                     id,
                                     flow,
@@ -1122,7 +1151,7 @@ impl Engine {
         let Some(sender) = msg.sender else {
             return self.malformed(&msg, "pathtear without sender_template");
         };
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1157,7 +1186,7 @@ impl Engine {
             return self.malformed(&msg, "patherr without error_spec");
         };
         self.stats.errors_received += 1;
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1207,9 +1236,7 @@ impl Engine {
             return self.malformed(&msg, "resv without flow descriptors");
         }
         let found = self
-            .by_key
-            .get(&msg.session)
-            .copied()
+            .lookup(&msg.session)
             .and_then(|slot| Some((slot, self.take(slot)?)));
         match found {
             Some((slot, mut session)) if !session.senders.is_empty() => {
@@ -1422,7 +1449,7 @@ impl Engine {
         let Some(hop) = msg.hop else {
             return self.malformed(&msg, "resvtear without rsvp_hop");
         };
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1454,7 +1481,7 @@ impl Engine {
             return self.malformed(&msg, "resverr without error_spec");
         };
         self.stats.errors_received += 1;
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1502,7 +1529,7 @@ impl Engine {
     }
 
     fn on_resv_conf(&mut self, now: Ms, msg: Msg) {
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1554,7 +1581,7 @@ impl Engine {
             self.put(slot, session);
             self.flush();
         }
-        if self.timers.len() > 2 * self.by_key.len() + 1024 {
+        if self.timers.len() > 2 * self.index.len() + 1024 {
             let sessions = &self.sessions;
             self.timers.compact(|at, slot| is_live(sessions, at, slot));
         }
@@ -1601,7 +1628,7 @@ impl Engine {
             tracing::debug!(session = ?session.key, "reservation state expired");
             self.reconcile(slot, session, Loss::Expired);
         }
-        if session.recv.is_some_and(|r| r.next_at <= now) {
+        if session.recv.as_ref().is_some_and(|r| r.next_at <= now) {
             self.send_resvs(session, now);
         }
     }

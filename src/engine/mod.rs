@@ -49,7 +49,7 @@
 //! failure (21/22 from [`RuleFailure`]); objects of unknown class or C-Type (13/14, from the
 //! codec). A Resv's ResvErr goes to its next hop, a Path's PathErr to its previous hop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -61,11 +61,13 @@ use crate::wire::intserv::{FlowSpec, TokenBucket};
 
 mod codec;
 mod core;
+mod index;
 mod inspect;
 mod msg;
 mod state;
 mod timer;
 
+use index::KeyIndex;
 pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};
 use msg::Msg;
 use state::Session;
@@ -324,11 +326,12 @@ pub struct Engine {
     /// Session slab; `None` marks a free slot (listed in `free`).
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
-    by_key: HashMap<SessionKey, u32>,
-    /// Owner handle → session slot.
-    owners: HashMap<SessionId, u32>,
-    /// Rule → session slot.
-    rules: HashMap<RuleId, u32>,
+    /// Session key → slot.
+    index: KeyIndex,
+    /// Open owners and tracked rules (their ids carry their session's slot, so no map is
+    /// needed to find them).
+    owner_total: usize,
+    rule_total: usize,
     timers: Timers,
     rng: SmallRng,
     next_session: u64,
@@ -346,9 +349,9 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("sessions", &self.by_key.len())
-            .field("owners", &self.owners.len())
-            .field("rules", &self.rules.len())
+            .field("sessions", &self.index.len())
+            .field("owners", &self.owner_total)
+            .field("rules", &self.rule_total)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -375,9 +378,9 @@ impl Engine {
             clock: Clock::default(),
             sessions: Vec::new(),
             free: Vec::new(),
-            by_key: HashMap::new(),
-            owners: HashMap::new(),
-            rules: HashMap::new(),
+            index: KeyIndex::new(),
+            owner_total: 0,
+            rule_total: 0,
             timers: Timers::default(),
             rng,
             next_session: 1,
@@ -516,18 +519,18 @@ impl Engine {
 
     /// Number of sessions with any state.
     pub fn session_count(&self) -> usize {
-        self.by_key.len()
+        self.index.len()
     }
 
     /// Number of local owners (open [`SessionId`]s).
     pub fn owner_count(&self) -> usize {
-        self.owners.len()
+        self.owner_total
     }
 
     /// Number of rules installed or being installed (each will get exactly one
     /// [`RuleAction::Remove`]).
     pub fn rule_count(&self) -> usize {
-        self.rules.len()
+        self.rule_total
     }
 
     /// Counters.

@@ -61,7 +61,16 @@ pub(crate) struct Timers {
 
 impl Timers {
     pub(crate) fn push(&mut self, at: Ms, slot: u32) {
+        if self.heap.len() == self.heap.capacity() {
+            // Grow by an eighth: geometric without doubling's slack.
+            let more = (self.heap.len() / 8).max(16);
+            self.heap.reserve_exact(more);
+        }
         self.heap.push(Reverse((at, slot)));
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.heap.capacity() * std::mem::size_of::<Reverse<(Ms, u32)>>()
     }
 
     /// The earliest entry (possibly stale).
