@@ -10,7 +10,7 @@ use engine_support::*;
 use qtoq::engine::{Event, RuleAction, RuleFailure, Style};
 use qtoq::flow::Flow;
 use qtoq::wire::intserv::TokenBucket;
-use qtoq::wire::{FilterSpec, Message, Object, RsvpHop, Session, Style as WireStyle, TimeValues};
+use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, Style as WireStyle, TimeValues};
 
 const PATH: u8 = 1;
 const RESV: u8 = 2;

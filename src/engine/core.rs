@@ -1004,7 +1004,7 @@ impl Engine {
                 self.stats.malformed += 1;
                 tracing::debug!(source = %datagram.source, error = %failure.error, "malformed rsvp message");
                 if let Some(answer) = failure.answer {
-                    self.answer_undecodable(datagram, answer);
+                    self.answer_undecodable(datagram, *answer);
                 }
             }
         }

@@ -22,9 +22,9 @@
 //!
 //! # Soft state
 //!
-//! Paths and Resvs are refreshed every random `[0.5 R, 1.5 R]` (R from
-//! [`EngineConfig::refresh_period`], jitter from a [`SmallRng`](rand::rngs::SmallRng) seeded
-//! with [`EngineConfig::rng_seed`]). Received state expires after
+//! Paths and Resvs are refreshed every random `[0.5 R, 1.5 R]`: R is
+//! [`EngineConfig::refresh_period`], the jitter comes from a [`SmallRng`] seeded with
+//! [`EngineConfig::rng_seed`]. Received state expires after
 //! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES. The first Path of a
 //! local sender and the first Resv of a receiver are retransmitted after
 //! [`EngineConfig::fast_retransmit_initial`], doubling, [`EngineConfig::fast_retransmit_count`]
