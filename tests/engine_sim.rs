@@ -766,3 +766,53 @@ fn guaranteed_shared_explicit_and_wildcard_reservations_work() {
         );
     }
 }
+
+#[test]
+fn ipv6_hosts_establish_and_tear_down() {
+    use std::net::{IpAddr, Ipv6Addr};
+    let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+    let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
+    let mut net = Net::new(30);
+    let server = net.add("server", a, config(31));
+    let client = net.add("client", b, config(32));
+    let (sender, receiver) = (sock(a, 8080), sock(b, 40_000));
+    let c = net.with(client, |e, now| {
+        let id = e.open_session(now, key(receiver));
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    let s = net.with(server, |e, now| {
+        let id = e.open_session(now, key(receiver));
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    net.run_for(Duration::from_secs(120));
+    assert_eq!(
+        net.nodes[client].events_of(c),
+        vec![
+            Event::PathReceived {
+                sender,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(net.nodes[server].install_count(), 1);
+    // Mixed families are refused up front.
+    let v4_sender = sock(v4(1), 1);
+    assert!(net
+        .with(server, |e, now| e.add_sender(now, s, v4_sender, tspec()))
+        .is_err());
+    net.with(server, |e, now| e.release(now, s));
+    net.with(client, |e, now| e.release(now, c));
+    net.run_for(Duration::from_secs(1));
+    net.nodes[server].assert_rules_balanced();
+    assert_eq!(net.nodes[server].engine.session_count(), 0);
+    assert_eq!(net.nodes[client].engine.session_count(), 0);
+}

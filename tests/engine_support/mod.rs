@@ -217,6 +217,8 @@ pub struct Net {
     pub sent: HashMap<u8, u64>,
     pub dropped: HashMap<u8, u64>,
     pub undeliverable: u64,
+    /// The first datagrams put on the wire (up to 64), for tests that replay or mutate them.
+    pub captured: Vec<Vec<u8>>,
 }
 
 pub fn config(seed: u64) -> EngineConfig {
@@ -244,6 +246,7 @@ impl Net {
             sent: HashMap::new(),
             dropped: HashMap::new(),
             undeliverable: 0,
+            captured: Vec::new(),
         }
     }
 
@@ -379,6 +382,9 @@ impl Net {
     fn route(&mut self, from: usize, t: qtoq::engine::Transmit) {
         let msg_type = t.payload.get(1).copied().unwrap_or(0);
         *self.sent.entry(msg_type).or_default() += 1;
+        if self.captured.len() < 64 {
+            self.captured.push(t.payload.clone());
+        }
         let Some(to) = self.nodes.iter().position(|n| n.addr == t.destination) else {
             self.undeliverable += 1;
             return;
