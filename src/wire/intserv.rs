@@ -512,8 +512,11 @@ impl Adspec {
                     let mut slots = [None; 4];
                     read_params(data, &GENERAL_ORDER, &mut slots, &mut g.extra)?;
                     let [hops, bw, latency, mtu] = slots;
-                    (g.is_hops, g.path_bw, g.min_latency, g.path_mtu) =
-                        (hops, bw.map(f32::from_bits), latency, mtu);
+                    let bw = bw.map(f32::from_bits);
+                    if bw.is_some_and(|bw| !check_rate(bw, true)) {
+                        return Err(adspec_err("path bandwidth is negative or not a number"));
+                    }
+                    (g.is_hops, g.path_bw, g.min_latency, g.path_mtu) = (hops, bw, latency, mtu);
                 }
                 SERVICE_GUARANTEED => {
                     let mut frag = GuaranteedAdspec {
