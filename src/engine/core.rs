@@ -197,15 +197,25 @@ impl Engine {
         self.events.push_back((owner, event));
     }
 
+    /// Queues a message; whether it is for this engine itself is decided when it is sent.
     fn queue(&mut self, msg: Msg, destination: IpAddr, source: IpAddr) {
-        self.outbox.push((msg, destination, source));
+        self.outbox.push((msg, destination, source, None));
+    }
+
+    /// Queues a message about `session` (the session it is for, held by the caller): the
+    /// local-delivery decision is made now, saving a lookup when it is sent.
+    fn queue_for(&mut self, session: &Session, msg: Msg, destination: IpAddr, source: IpAddr) {
+        let local = self.config.local_delivery && self.is_for_session(session, &msg, destination);
+        self.outbox.push((msg, destination, source, Some(local)));
     }
 
     /// Sends (or delivers locally) what the handlers queued.
     pub(super) fn flush(&mut self) {
-        let outbox = std::mem::take(&mut self.outbox);
-        for (msg, destination, source) in outbox {
-            if self.config.local_delivery && self.is_for_us(&msg, destination) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (msg, destination, source, local) in outbox.drain(..) {
+            let local = local
+                .unwrap_or_else(|| self.config.local_delivery && self.is_for_us(&msg, destination));
+            if local {
                 self.stats.local_delivered += 1;
                 self.local.push_back((source, destination, msg));
                 continue;
@@ -222,17 +232,22 @@ impl Engine {
                 payload,
             });
         }
+        // Keep the buffer for the next time.
+        if self.outbox.is_empty() {
+            self.outbox = outbox;
+        }
     }
 
     /// Whether `msg` sent to `destination` is for state of this very engine (see the module
     /// documentation, *Local delivery*).
     fn is_for_us(&self, msg: &Msg, destination: IpAddr) -> bool {
-        let Some(session) = self
-            .lookup(&msg.session)
+        self.lookup(&msg.session)
             .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
-        else {
-            return false;
-        };
+            .is_some_and(|session| self.is_for_session(session, msg, destination))
+    }
+
+    /// Whether `msg` sent to `destination` is for `session` on this very engine.
+    fn is_for_session(&self, session: &Session, msg: &Msg, destination: IpAddr) -> bool {
         let local_addr =
             destination.is_loopback() || self.config.local_addrs.contains(&destination);
         let own_sender = |session: &Session| {
@@ -493,7 +508,7 @@ impl Engine {
         };
         let msg = self.path_msg(session.key, local);
         let (destination, source) = (session.key.destination.ip(), local.sender.ip());
-        self.queue(msg, destination, source);
+        self.queue_for(session, msg, destination, source);
         let local = &mut session.senders[index];
         let mut fast = local.fast;
         local.next_at = self.after_send(&mut fast, local.answered, now);
@@ -564,7 +579,7 @@ impl Engine {
         }
         for phop in phops {
             let msg = self.resv_msg(session, &request, phop, false);
-            self.queue(msg, phop.addr, session.key.destination.ip());
+            self.queue_for(session, msg, phop.addr, session.key.destination.ip());
         }
         let Some(recv) = session.recv.as_deref_mut() else {
             return;
@@ -673,7 +688,8 @@ impl Engine {
                     });
                     tear.sender = Some(local.sender);
                     tear.tspec = Some(local.tspec);
-                    self.queue(tear, session.key.destination.ip(), local.sender.ip());
+                    let (destination, source) = (session.key.destination.ip(), local.sender.ip());
+                    self.queue_for(&session, tear, destination, source);
                     if let Some(rule) = local.rule {
                         self.remove_rule(id, rule.id);
                     }
@@ -696,7 +712,8 @@ impl Engine {
                     }
                     for phop in phops {
                         let tear = self.resv_msg(&session, &request, phop, true);
-                        self.queue(tear, phop.addr, session.key.destination.ip());
+                        let source = session.key.destination.ip();
+                        self.queue_for(&session, tear, phop.addr, source);
                     }
                     session.recv = None;
                 }
@@ -864,7 +881,7 @@ impl Engine {
         msg.confirm = Some(receiver);
         msg.style = Some(rsb.style);
         msg.descriptors = vec![Self::rsb_descriptor(rsb)];
-        self.queue(msg, receiver, own);
+        self.queue_for(session, msg, receiver, own);
     }
 
     // ----------------------------------------------------------------------------------

@@ -340,7 +340,7 @@ pub struct Engine {
     events: VecDeque<(SessionId, Event)>,
     actions: VecDeque<RuleAction>,
     /// Messages handlers produced, sent once their session is back in place.
-    outbox: Vec<(Msg, IpAddr, IpAddr)>,
+    outbox: Vec<(Msg, IpAddr, IpAddr, Option<bool>)>,
     /// Messages delivered to ourselves, processed before the call that produced them returns.
     local: VecDeque<(IpAddr, IpAddr, Msg)>,
     stats: Stats,
