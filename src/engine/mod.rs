@@ -31,6 +31,21 @@
 //! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
 //! Resv). All deadlines of all sessions live in one timer heap.
 //!
+//! # Ready for refresh reduction (RFC 2961)
+//!
+//! Every state that sends (a local sender's Path, a receiver's Resv) keeps its own deadline,
+//! its fast-retransmission state and an `answered` flag: MESSAGE_ID/ACK is an ack that sets
+//! that flag (and stops the retransmissions) where today a Resv/ResvConf does, and Srefresh
+//! replaces the full message sent when the deadline falls due, without touching the state
+//! layout or the timer structure. The codec already reads and writes those objects.
+//!
+//! # Memory and time
+//!
+//! Sessions live in one slab indexed by a 4-byte-per-bucket open-addressing table; owner and
+//! rule ids carry their session's slot (so no further maps), lists allocate exactly what they
+//! hold, and every session has at most one live entry in a single timer heap (lazy deletion).
+//! See `benches/engine.rs` for the measured bytes per session and CPU per refresh.
+//!
 //! # Rules
 //!
 //! Rules are installed on the data sender's side (where the traffic can be shaped and marked):
