@@ -816,3 +816,74 @@ fn ipv6_hosts_establish_and_tear_down() {
     assert_eq!(net.nodes[server].engine.session_count(), 0);
     assert_eq!(net.nodes[client].engine.session_count(), 0);
 }
+
+#[test]
+fn unanswered_first_path_is_retransmitted_fast_then_refreshed() {
+    let mut f = two_hosts(50);
+    // The client host is unreachable: nothing answers.
+    f.net.set_link(
+        f.server,
+        f.client,
+        Link {
+            down: true,
+            ..Link::default()
+        },
+    );
+    let start = f.net.now;
+    let (s, _c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(60));
+    let times: Vec<Duration> = f
+        .net
+        .sent_log
+        .iter()
+        .filter(|(_, from, t)| *from == f.server && *t == PATH)
+        .map(|(at, _, _)| *at - start)
+        .collect();
+    // First Path, then 500 ms, 1 s, 2 s later (doubling, 3 times), then refreshes.
+    assert_eq!(
+        &times[..4],
+        &[
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1500),
+            Duration::from_millis(3500)
+        ]
+    );
+    let refresh = times[4] - times[3];
+    assert!(refresh >= R / 2 && refresh <= R * 3 / 2, "{refresh:?}");
+    assert!(f.net.nodes[f.server].events_of(s).is_empty());
+}
+
+#[test]
+fn policy_refusal_is_reported_with_code_2() {
+    let mut f = two_hosts(51);
+    f.net.nodes[f.server]
+        .gate
+        .deny_with(2, 5, "policy forbids this flow");
+    let (s, c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        f.net.nodes[f.server].events_of(s).last(),
+        Some(&Event::AdmissionDenied {
+            code: 2,
+            value: 5,
+            reason: "policy forbids this flow".into()
+        })
+    );
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c)[1..],
+        [
+            Event::ResvError {
+                code: 2,
+                value: 5,
+                node: v4(1)
+            },
+            Event::AdmissionDenied {
+                code: 2,
+                value: 5,
+                reason: "policy control failure reported by 10.0.0.1 (value 5)".into()
+            },
+        ]
+    );
+    assert_eq!(f.net.nodes[f.server].install_count(), 0);
+}

@@ -78,7 +78,8 @@ impl Engine {
     // plumbing
 
     fn refresh_ms(&self) -> Ms {
-        duration_ms_ceil(self.config.refresh_period).max(2)
+        // TIME_VALUES carries 32 bits of milliseconds.
+        duration_ms_ceil(self.config.refresh_period).clamp(2, u64::from(u32::MAX))
     }
 
     /// Our refresh period as carried in TIME_VALUES.
@@ -97,7 +98,11 @@ impl Engine {
     fn lifetime(&self, peer_r: u32) -> Ms {
         let k = u64::from(self.config.keep_multiplier.max(1));
         let r = u64::from(peer_r);
-        ((2 * k + 1) * 3 * r).div_ceil(4) + 1
+        (2 * k + 1)
+            .saturating_mul(3)
+            .saturating_mul(r)
+            .div_ceil(4)
+            .saturating_add(1)
     }
 
     fn fast_start(&self) -> Fast {

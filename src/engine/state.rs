@@ -407,16 +407,6 @@ mod tests {
     #[test]
     fn state_stays_compact() {
         use std::mem::size_of;
-        eprintln!(
-            "sizes: session {} sender {} rsb {} psb {} owner {} recv {} rule {}",
-            size_of::<Session>(),
-            size_of::<LocalSender>(),
-            size_of::<Rsb>(),
-            size_of::<Psb>(),
-            size_of::<Owner>(),
-            size_of::<RecvState>(),
-            size_of::<Option<SenderRule>>()
-        );
         // Budget of the per-session goal (≤ 512 bytes with maps and timers): keep the parts
         // from growing unnoticed.
         assert!(

@@ -219,6 +219,8 @@ pub struct Net {
     pub undeliverable: u64,
     /// The first datagrams put on the wire (up to 64), for tests that replay or mutate them.
     pub captured: Vec<Vec<u8>>,
+    /// When each datagram was sent, by whom, and its message type (the first 10 000).
+    pub sent_log: Vec<(Instant, usize, u8)>,
 }
 
 pub fn config(seed: u64) -> EngineConfig {
@@ -247,6 +249,7 @@ impl Net {
             dropped: HashMap::new(),
             undeliverable: 0,
             captured: Vec::new(),
+            sent_log: Vec::new(),
         }
     }
 
@@ -384,6 +387,9 @@ impl Net {
         *self.sent.entry(msg_type).or_default() += 1;
         if self.captured.len() < 64 {
             self.captured.push(t.payload.clone());
+        }
+        if self.sent_log.len() < 10_000 {
+            self.sent_log.push((self.now, from, msg_type));
         }
         let Some(to) = self.nodes.iter().position(|n| n.addr == t.destination) else {
             self.undeliverable += 1;
