@@ -53,10 +53,26 @@ pub(crate) fn duration_ms_ceil(d: Duration) -> Ms {
     ms.max(1)
 }
 
-/// One min-heap of (deadline, session slot).
+/// Bits of a packed heap entry that hold the session slot (the rest is the deadline).
+const SLOT_BITS: u32 = 24;
+/// Deadlines are capped to what the packed entry holds (2^40 ms, about 34 years).
+const MAX_AT: Ms = (1 << (64 - SLOT_BITS)) - 1;
+
+/// One min-heap of (deadline, session slot), packed into one `u64` per entry (deadline in
+/// the high 40 bits, slot in the low 24): half the memory of a tuple, and cheaper to sift.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Ms, u32)>>,
+    heap: BinaryHeap<Reverse<u64>>,
+}
+
+fn pack(at: Ms, slot: u32) -> u64 {
+    at.min(MAX_AT) << SLOT_BITS | u64::from(slot & ((1 << SLOT_BITS) - 1))
+}
+
+fn unpack(entry: u64) -> (Ms, u32) {
+    let at = entry >> SLOT_BITS;
+    let at = if at == MAX_AT { NEVER } else { at };
+    (at, (entry & ((1 << SLOT_BITS) - 1)) as u32)
 }
 
 impl Timers {
@@ -66,29 +82,29 @@ impl Timers {
             let more = (self.heap.len() / 8).max(16);
             self.heap.reserve_exact(more);
         }
-        self.heap.push(Reverse((at, slot)));
+        self.heap.push(Reverse(pack(at, slot)));
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.heap.capacity() * std::mem::size_of::<Reverse<(Ms, u32)>>()
+        self.heap.capacity() * std::mem::size_of::<u64>()
     }
 
     /// The earliest entry (possibly stale).
     pub(crate) fn peek(&self) -> Option<(Ms, u32)> {
-        self.heap.peek().map(|Reverse(entry)| *entry)
+        self.heap.peek().map(|Reverse(entry)| unpack(*entry))
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Ms) -> Option<(Ms, u32)> {
-        match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(entry)| entry),
+        match self.peek() {
+            Some((at, _)) if at <= now => self.heap.pop().map(|Reverse(entry)| unpack(entry)),
             _ => None,
         }
     }
 
     /// Drops stale entries at the top so that `peek` shows a live deadline.
     pub(crate) fn prune(&mut self, mut is_live: impl FnMut(Ms, u32) -> bool) {
-        while let Some(Reverse((at, slot))) = self.heap.peek().copied() {
+        while let Some((at, slot)) = self.peek() {
             if is_live(at, slot) {
                 break;
             }
@@ -106,7 +122,10 @@ impl Timers {
         let entries = std::mem::take(&mut self.heap).into_vec();
         let live: Vec<_> = entries
             .into_iter()
-            .filter(|Reverse((at, slot))| is_live(*at, *slot))
+            .filter(|Reverse(entry)| {
+                let (at, slot) = unpack(*entry);
+                is_live(at, slot)
+            })
             .collect();
         self.heap = BinaryHeap::from(live);
     }
@@ -135,6 +154,13 @@ mod tests {
         assert_eq!(timers.pop_due(25), Some((20, 3)));
         assert_eq!(timers.pop_due(25), None);
         assert_eq!(timers.peek(), Some((30, 1)));
+    }
+
+    #[test]
+    fn packing_keeps_order_slot_and_caps_far_deadlines() {
+        assert_eq!(unpack(pack(12_345, 0xab_cdef)), (12_345, 0xab_cdef));
+        assert!(pack(1, 0xff_ffff) < pack(2, 0));
+        assert_eq!(unpack(pack(NEVER, 7)), (NEVER, 7));
     }
 
     #[test]
