@@ -32,6 +32,7 @@ impl RsvpHop {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         let address = decode_addr(c_type, body, 4)?;
         let lih = Reader::new(&body[body.len() - 4..])
@@ -78,6 +79,7 @@ impl TimeValues {
         Duration::from_millis(u64::from(self.refresh_period_ms))
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 1 {
             return Err(BodyError::CType);
@@ -176,6 +178,7 @@ impl ResvConfirm {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         Ok(ResvConfirm {
             receiver: decode_addr(c_type, body, 0)?,

@@ -147,6 +147,7 @@ fn check_rate(value: f32, allow_infinite: bool) -> bool {
 impl TokenBucket {
     /// Reads the 5-word token-bucket value (after its parameter header) and checks it: rates
     /// and sizes non-negative and not NaN (peak may be infinite), `m <= M`.
+    #[inline(always)]
     fn read(r: &mut Reader<'_>) -> Result<Self, BodyError> {
         let (Some(rate), Some(bucket), Some(peak), Some(min_policed), Some(max_packet)) =
             (r.f32(), r.f32(), r.f32(), r.u32(), r.u32())
@@ -184,6 +185,7 @@ impl TokenBucket {
     }
 
     /// Decodes a SENDER_TSPEC body (C-Type 2): header, service 1, parameter 127.
+    #[inline(always)]
     pub(crate) fn decode_tspec(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
@@ -221,6 +223,7 @@ impl TokenBucket {
 
 impl FlowSpec {
     /// Decodes a FLOWSPEC body (C-Type 2): Controlled-Load (service 5) or Guaranteed (2).
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
@@ -465,14 +468,14 @@ impl Adspec {
         }
     }
 
-    /// Decodes an ADSPEC body (C-Type 2).
-    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
+    /// Decodes an ADSPEC body (C-Type 2), straight into its box.
+    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Box<Self>, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
         }
         let mut r = Reader::new(body);
         read_intserv_header(&mut r, body.len())?;
-        let mut adspec = Adspec::default();
+        let mut adspec = Box::<Adspec>::default();
         let mut fragments = 0usize;
         // Rank of the last typed fragment: 1 general, 2 guaranteed, 3 controlled-load.
         let mut last_rank = 0usize;

@@ -55,6 +55,7 @@ impl Session {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         let mut r = Reader::new(body);
         let destination = match (c_type, body.len()) {
@@ -156,6 +157,7 @@ impl FilterSpec {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         let mut r = Reader::new(body);
         let filter = match (c_type, body.len()) {

@@ -34,6 +34,7 @@ impl Style {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 1 {
             return Err(BodyError::CType);

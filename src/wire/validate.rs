@@ -6,22 +6,6 @@ use super::message::MsgType;
 use super::object::{class, Object};
 use super::style::Style;
 
-/// Classes that may appear at most once per message.
-const SINGLETONS: [u8; 12] = [
-    class::SESSION,
-    class::RSVP_HOP,
-    class::INTEGRITY,
-    class::TIME_VALUES,
-    class::ERROR_SPEC,
-    class::SCOPE,
-    class::STYLE,
-    class::SENDER_TEMPLATE,
-    class::SENDER_TSPEC,
-    class::ADSPEC,
-    class::RESV_CONFIRM,
-    class::MESSAGE_ID,
-];
-
 fn bit(class_num: u8) -> u128 {
     1u128 << (class_num & 0x7f)
 }
@@ -35,6 +19,22 @@ const fn bits(classes: &[u8]) -> u128 {
     }
     mask
 }
+
+/// Classes that may appear at most once per message.
+const SINGLETONS: u128 = bits(&[
+    class::SESSION,
+    class::RSVP_HOP,
+    class::INTEGRITY,
+    class::TIME_VALUES,
+    class::ERROR_SPEC,
+    class::SCOPE,
+    class::STYLE,
+    class::SENDER_TEMPLATE,
+    class::SENDER_TSPEC,
+    class::ADSPEC,
+    class::RESV_CONFIRM,
+    class::MESSAGE_ID,
+]);
 
 /// Objects any of the seven RFC 2205 messages may carry (RFC 2747, RFC 2961 additions).
 const COMMON: u128 = bits(&[class::INTEGRITY, class::MESSAGE_ID, class::MESSAGE_ID_ACK]);
@@ -202,7 +202,7 @@ impl Checker {
                 c_type,
             });
         }
-        if self.seen & bit(class_num) != 0 && SINGLETONS.contains(&class_num) {
+        if self.seen & bit(class_num) & SINGLETONS != 0 {
             return Err(WireError::DuplicateObject {
                 offset,
                 class_num,
