@@ -64,3 +64,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_path_flood_is_capped_by_max_sessions_and_answered() {
+    use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, TimeValues};
+    let mut net = Net::new(42);
+    let victim = net.add(
+        "victim",
+        v4(2),
+        qtoq::engine::EngineConfig {
+            max_sessions: 8,
+            ..config(42)
+        },
+    );
+    let attacker = net.add("attacker", v4(9), config(43));
+    for port in 0..100u16 {
+        let path = Message::path(
+            Session::new(sock(v4(2), 1000 + port), 6),
+            RsvpHop::new(v4(9), 0),
+            TimeValues::new(Duration::from_secs(30)),
+            FilterSpec::new(sock(v4(9), 5000)),
+            tspec(),
+            None,
+        )
+        .encode();
+        net.inject(victim, v4(9), &path);
+    }
+    net.run_for(Duration::from_millis(100));
+    let stats = net.nodes[victim].engine.stats().clone();
+    assert_eq!(net.nodes[victim].engine.session_count(), 8);
+    assert_eq!(stats.rejected, 92);
+    assert_eq!(stats.errors_sent, 92);
+    // The attacker got PathErr code 23 for each refused Path.
+    let answered = net.nodes[attacker]
+        .received
+        .iter()
+        .filter(|(_, t, _)| *t == 3)
+        .count();
+    assert_eq!(answered, 92);
+    // The state times out: nothing is kept for ever.
+    net.run_for(Duration::from_secs(200));
+    assert_eq!(net.nodes[victim].engine.session_count(), 0);
+}

@@ -129,7 +129,9 @@ pub struct EngineConfig {
     pub fast_retransmit_initial: Duration,
     /// How many fast retransmissions are made before falling back to refreshes (default 3).
     pub fast_retransmit_count: u32,
-    /// Addresses of this host: messages sent to one of them are delivered to the engine itself.
+    /// Addresses of this host: messages sent to one of them (or to a loopback address) for
+    /// state this engine holds are delivered to the engine itself (see
+    /// [Local delivery](self#local-delivery)).
     pub local_addrs: Vec<IpAddr>,
     /// Seed of the refresh-jitter RNG (deterministic tests pass a fixed seed).
     pub rng_seed: u64,
@@ -137,7 +139,8 @@ pub struct EngineConfig {
     /// (see [Local delivery](self#local-delivery); default `true`).
     pub local_delivery: bool,
     /// Most sessions the engine keeps; a Path that would create more is refused with a
-    /// PathErr (code 23) and counted (default 4 194 304).
+    /// PathErr (code 23) and counted (default 1 048 576, about 350 MB of state at most).
+    /// Sessions opened through the API are not limited by it.
     pub max_sessions: usize,
 }
 
@@ -151,7 +154,7 @@ impl Default for EngineConfig {
             local_addrs: Vec::new(),
             rng_seed: 0x5eed,
             local_delivery: true,
-            max_sessions: 1 << 22,
+            max_sessions: 1 << 20,
         }
     }
 }
