@@ -887,3 +887,49 @@ fn policy_refusal_is_reported_with_code_2() {
     );
     assert_eq!(f.net.nodes[f.server].install_count(), 0);
 }
+
+#[test]
+fn a_new_path_after_teardown_is_reserved_confirmed_and_announced_again() {
+    let (mut f, s, c) = established_pair();
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_secs(5));
+    let k = key(sock(v4(2), 40_000));
+    let sender = f.sender;
+    let s2 = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    f.net.run_for(Duration::from_secs(5));
+    let path = Event::PathReceived {
+        sender: f.sender,
+        tspec: tspec(),
+    };
+    let confirmed = Event::Confirmed {
+        flowspec: flowspec(),
+    };
+    let established = Event::Established {
+        flowspec: flowspec(),
+    };
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c),
+        vec![
+            path.clone(),
+            confirmed.clone(),
+            established.clone(),
+            Event::TornDown {
+                reason: format!("path torn down by sender {}", f.sender)
+            },
+            path,
+            confirmed,
+            established,
+        ]
+    );
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.install_count(), 2);
+    assert_eq!(server.remove_count(), 1);
+    assert!(matches!(
+        server.events_of(s2).last(),
+        Some(Event::Established { .. })
+    ));
+}

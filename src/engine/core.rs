@@ -1192,11 +1192,7 @@ impl Engine {
                         },
                     );
                 }
-                if session.psbs.is_empty() {
-                    if let Some(recv) = &mut session.recv {
-                        recv.next_at = NEVER;
-                    }
-                }
+                path_state_lost(&mut session);
             }
             None => self.stats.ignored += 1,
         }
@@ -1637,11 +1633,7 @@ impl Engine {
                     );
                 }
             }
-            if session.psbs.is_empty() {
-                if let Some(recv) = &mut session.recv {
-                    recv.next_at = NEVER;
-                }
-            }
+            path_state_lost(session);
         }
         if session.rsbs.iter().any(|r| r.expires_at <= now) {
             let before = session.rsbs.len();
@@ -1653,6 +1645,21 @@ impl Engine {
         if session.recv.as_ref().is_some_and(|r| r.next_at <= now) {
             self.send_resvs(session, now);
         }
+    }
+}
+
+/// With no path state left the receiver's Resv stops; its reservation starts over (and is
+/// confirmed and announced again) when a Path comes back.
+fn path_state_lost(session: &mut Session) {
+    if !session.psbs.is_empty() {
+        return;
+    }
+    if let Some(recv) = session.recv.as_deref_mut() {
+        recv.next_at = NEVER;
+        recv.confirmed = false;
+        recv.announced = false;
+        recv.answered = false;
+        recv.last_error = None;
     }
 }
 
