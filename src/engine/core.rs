@@ -1599,10 +1599,6 @@ impl Engine {
             self.put(slot, session);
             self.flush();
         }
-        if self.timers.len() > 2 * self.index.len() + 1024 {
-            let sessions = &self.sessions;
-            self.timers.compact(|at, slot| is_live(sessions, at, slot));
-        }
     }
 
     fn run_timers(&mut self, slot: u32, session: &mut Session, now: Ms) {
