@@ -162,7 +162,8 @@ impl Engine {
             None => {
                 let slot = u32::try_from(self.sessions.len())
                     .ok()
-                    .filter(|s| u64::from(*s) <= SLOT_MASK)?;
+                    // The last slot number stays unused: ids ending in it name no session.
+                    .filter(|s| u64::from(*s) < SLOT_MASK)?;
                 if self.sessions.len() == self.sessions.capacity() {
                     // Grow by an eighth: geometric (amortized O(1)) without doubling's slack.
                     let more = (self.sessions.len() / 8).max(16);

@@ -1,7 +1,9 @@
 //! The session index: [`SessionKey`] → slab slot, as an open-addressing table of 4-byte
-//! slots (the keys live in the sessions themselves). A `HashMap<SessionKey, u32>` would cost
-//! 40 bytes per bucket; this costs 4, and hashing a key is a few multiplications with a
-//! per-engine random seed (so that remote peers cannot aim for collisions).
+//! entries (the keys live in the sessions themselves). A `HashMap<SessionKey, u32>` would
+//! cost 40 bytes per bucket; this costs 4: the slot in the low 24 bits and 8 bits of the
+//! key's hash above them, so that a probe only reads a session when the tags match. Hashing
+//! a key is a few multiplications with a per-engine random seed (so that remote peers cannot
+//! aim for collisions).
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -10,6 +12,12 @@ use super::state::Session;
 use super::SessionKey;
 
 const EMPTY: u32 = u32::MAX;
+const SLOT_MASK: u32 = (1 << 24) - 1;
+
+/// The table entry for `slot` with hash `hash`.
+fn entry(hash: u64, slot: u32) -> u32 {
+    ((hash >> 56) as u32) << 24 | (slot & SLOT_MASK)
+}
 
 #[derive(Debug)]
 pub(crate) struct KeyIndex {
@@ -63,16 +71,20 @@ impl KeyIndex {
             return None;
         }
         let mask = self.mask();
-        let mut i = self.hash(key) as usize & mask;
+        let hash = self.hash(key);
+        let tag = entry(hash, 0);
+        let mut i = hash as usize & mask;
         loop {
-            let slot = self.table[i];
-            if slot == EMPTY {
+            let found = self.table[i];
+            if found == EMPTY {
                 return None;
             }
-            if sessions
-                .get(slot as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| s.key == *key)
+            let slot = found & SLOT_MASK;
+            if found & !SLOT_MASK == tag
+                && sessions
+                    .get(slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.key == *key)
             {
                 return Some(slot);
             }
@@ -86,11 +98,12 @@ impl KeyIndex {
             self.grow(sessions);
         }
         let mask = self.mask();
-        let mut i = self.hash(key) as usize & mask;
+        let hash = self.hash(key);
+        let mut i = hash as usize & mask;
         while self.table[i] != EMPTY {
             i = (i + 1) & mask;
         }
-        self.table[i] = slot;
+        self.table[i] = entry(hash, slot);
         self.len += 1;
     }
 
@@ -98,7 +111,11 @@ impl KeyIndex {
         let size = (self.table.len() * 2).max(16);
         let old = std::mem::replace(&mut self.table, vec![EMPTY; size]);
         let mask = self.mask();
-        for slot in old.into_iter().filter(|s| *s != EMPTY) {
+        for slot in old
+            .into_iter()
+            .filter(|s| *s != EMPTY)
+            .map(|s| s & SLOT_MASK)
+        {
             let Some(key) = sessions
                 .get(slot as usize)
                 .and_then(Option::as_ref)
@@ -108,11 +125,12 @@ impl KeyIndex {
                 debug_assert!(false, "indexed slot {slot} has no session");
                 continue;
             };
-            let mut i = self.hash(&key) as usize & mask;
+            let hash = self.hash(&key);
+            let mut i = hash as usize & mask;
             while self.table[i] != EMPTY {
                 i = (i + 1) & mask;
             }
-            self.table[i] = slot;
+            self.table[i] = entry(hash, slot);
         }
     }
 
@@ -126,7 +144,7 @@ impl KeyIndex {
         loop {
             match self.table[i] {
                 EMPTY => return,
-                s if s == slot => break,
+                s if s & SLOT_MASK == slot => break,
                 _ => i = (i + 1) & mask,
             }
         }
@@ -140,7 +158,7 @@ impl KeyIndex {
                 break;
             }
             let Some(home) = sessions
-                .get(moved as usize)
+                .get((moved & SLOT_MASK) as usize)
                 .and_then(Option::as_ref)
                 .map(|s| self.hash(&s.key) as usize & mask)
             else {
