@@ -149,11 +149,17 @@ impl TokenBucket {
     /// and sizes non-negative and not NaN (peak may be infinite), `m <= M`.
     #[inline(always)]
     fn read(r: &mut Reader<'_>) -> Result<Self, BodyError> {
-        let (Some(rate), Some(bucket), Some(peak), Some(min_policed), Some(max_packet)) =
-            (r.f32(), r.f32(), r.f32(), r.u32(), r.u32())
-        else {
+        let Some(words) = r.array::<20>() else {
             return Err(tspec_err("token bucket truncated"));
         };
+        let word =
+            |i: usize| u32::from_be_bytes([words[i], words[i + 1], words[i + 2], words[i + 3]]);
+        let (rate, bucket, peak) = (
+            f32::from_bits(word(0)),
+            f32::from_bits(word(4)),
+            f32::from_bits(word(8)),
+        );
+        let (min_policed, max_packet) = (word(12), word(16));
         if !check_rate(rate, false) || !check_rate(bucket, false) || !check_rate(peak, true) {
             return Err(tspec_err(
                 "token bucket rate, size or peak is negative or not a number",
@@ -399,6 +405,19 @@ fn read_params(
     slots: &mut [Option<u32>],
     extra: &mut Vec<RawParam>,
 ) -> Result<(), BodyError> {
+    // Fast path for what hosts and routers send: every typed parameter once, in order.
+    if data.len() == order.len() * 8 && slots.len() == order.len() {
+        let canonical = data
+            .chunks_exact(8)
+            .zip(order)
+            .all(|(param, id)| param[..4] == [*id, 0, 0, 1]);
+        if canonical {
+            for (slot, param) in slots.iter_mut().zip(data.chunks_exact(8)) {
+                *slot = Some(u32::from_be_bytes([param[4], param[5], param[6], param[7]]));
+            }
+            return Ok(());
+        }
+    }
     let mut r = Reader::new(data);
     let mut last_rank = 0usize;
     while !r.is_empty() {

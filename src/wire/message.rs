@@ -515,11 +515,12 @@ impl Message {
 
     fn decode_at(bytes: &[u8], base: usize, allow_bundle: bool) -> Result<Message, WireError> {
         let mut r = Reader::new(bytes);
-        let (Some(vers_flags), Some(type_num), Some(found), Some(send_ttl), Some(_), Some(len)) =
-            (r.u8(), r.u8(), r.u16(), r.u8(), r.u8(), r.u16())
+        let Some([vers_flags, type_num, sum_hi, sum_lo, send_ttl, _, len_hi, len_lo]) = r.array()
         else {
             return Err(WireError::TooShort { len: bytes.len() });
         };
+        let found = u16::from_be_bytes([sum_hi, sum_lo]);
+        let len = u16::from_be_bytes([len_hi, len_lo]);
         let version = vers_flags >> 4;
         if version != RSVP_VERSION {
             return Err(WireError::BadVersion { version });
@@ -740,7 +741,7 @@ fn count_objects(body: &[u8]) -> usize {
 /// Reads one object header and body, checking the length before anything else is read.
 fn read_object<'a>(r: &mut Reader<'a>, offset: usize) -> Result<(u8, u8, &'a [u8]), WireError> {
     let remaining = r.remaining();
-    let (Some(length), Some(class_num), Some(c_type)) = (r.u16(), r.u8(), r.u8()) else {
+    let Some([len_hi, len_lo, class_num, c_type]) = r.array() else {
         return Err(WireError::BadObjectLength {
             offset,
             length: remaining,
@@ -748,7 +749,7 @@ fn read_object<'a>(r: &mut Reader<'a>, offset: usize) -> Result<(u8, u8, &'a [u8
             c_type: 0,
         });
     };
-    let length = usize::from(length);
+    let length = usize::from(u16::from_be_bytes([len_hi, len_lo]));
     // Length ≥ 4 guarantees progress (CVE-2005-1281); the body is taken only after the bounds
     // check (CVE-2017-13048).
     let body = if length >= 4 && length % 4 == 0 {
