@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// Puts a session back: deletes it when nothing is left, else makes sure its earliest
-    /// deadline is in the timer heap.
+    /// deadline is in the timer wheel.
     fn put(&mut self, slot: u32, mut session: Session) {
         if session.is_empty() {
             self.index.remove(&session.key, slot, &self.sessions);

@@ -29,7 +29,7 @@
 //! local sender and the first Resv of a receiver are retransmitted after
 //! [`EngineConfig::fast_retransmit_initial`], doubling, [`EngineConfig::fast_retransmit_count`]
 //! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
-//! Resv). All deadlines of all sessions live in one timer heap.
+//! Resv). All deadlines of all sessions live in one hierarchical timer wheel.
 //!
 //! # Ready for refresh reduction (RFC 2961)
 //!
@@ -43,7 +43,7 @@
 //!
 //! Sessions live in one slab indexed by a 4-byte-per-bucket open-addressing table; owner and
 //! rule ids carry their session's slot (so no further maps), lists allocate exactly what they
-//! hold, and every session has at most one live entry in a single timer heap (lazy deletion).
+//! hold, and every session has at most one live entry in a single timer wheel (lazy deletion).
 //! See `benches/engine.rs` for the measured bytes per session and CPU per refresh.
 //!
 //! # Rules

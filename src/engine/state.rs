@@ -18,7 +18,7 @@ use crate::wire::intserv::{FlowSpec, TokenBucket};
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
-    /// The deadline of this session's live timer-heap entry ([`NEVER`] when none).
+    /// The deadline of this session's live timer entry ([`NEVER`] when none).
     pub(crate) scheduled: Ms,
     /// Local owners (API handles) of this session.
     pub(crate) owners: List<Owner>,
