@@ -25,7 +25,11 @@ pub struct Flow {
 
 impl fmt::Display for Flow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {} proto {}", self.sender, self.receiver, self.protocol)
+        write!(
+            f,
+            "{} -> {} proto {}",
+            self.sender, self.receiver, self.protocol
+        )
     }
 }
 

@@ -131,7 +131,10 @@ impl Recording {
     }
 
     fn push(&self, call: Recorded) {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
     }
 }
 
