@@ -7,15 +7,70 @@
 //! — and drains the outputs: [`Engine::poll_transmit`], [`Engine::poll_event`],
 //! [`Engine::poll_action`], and [`Engine::poll_timeout`] for the next deadline.
 //!
-//! CONTRACT NOTE (removed when implemented): the public signatures in this file are the
-//! interface the agent (`src/agent`) is written against. Implementations may add items and
-//! private state freely; changing a signature here must be coordinated.
+//! # Local delivery
+//!
+//! A message addressed to this host — to one of [`EngineConfig::local_addrs`], a loopback
+//! address, or an address of one of its own sessions — that is *for* state this engine holds
+//! (a Path or PathTear for a session with a primed or reserving owner, a Resv, ResvTear or
+//! PathErr for a session with local senders, a ResvErr or ResvConf for a session with local
+//! receivers) is delivered to the engine itself *instead of* being transmitted, as an RSVP
+//! daemon does for its own applications. Everything else is transmitted, so two engines on one
+//! host (two agents in one process) still talk through their transports. Local deliveries are
+//! counted in [`Stats::local_delivered`], not in [`Stats::transmitted`].
+//! [`EngineConfig::local_delivery`] turns this off (every message is then transmitted and the
+//! transport is expected to bring it back).
+//!
+//! # Soft state
+//!
+//! Paths and Resvs are refreshed every random `[0.5 R, 1.5 R]` (R from
+//! [`EngineConfig::refresh_period`], jitter from a [`SmallRng`](rand::rngs::SmallRng) seeded
+//! with [`EngineConfig::rng_seed`]). Received state expires after
+//! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES. The first Path of a
+//! local sender and the first Resv of a receiver are retransmitted after
+//! [`EngineConfig::fast_retransmit_initial`], doubling, [`EngineConfig::fast_retransmit_count`]
+//! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
+//! Resv). All deadlines of all sessions live in one timer heap.
+//!
+//! # Rules
+//!
+//! Rules are installed on the data sender's side (where the traffic can be shaped and marked):
+//! for each local sender the largest admitted reservation that covers it. Every
+//! [`RuleAction::Install`] is followed by exactly one [`RuleAction::Remove`] of the same id —
+//! also when the install failed ([`Engine::rule_outcome`] with an error), so an enforcer may
+//! treat `Remove` of an unknown id as a no-op. One action per rule is outstanding at a time:
+//! a change that arrives while an `Install`/`Modify` waits for its outcome is applied after it.
+//!
+//! # Errors
+//!
+//! Messages that cannot happen by the RFC are answered with its error and counted in
+//! [`Stats::rejected`]: a Resv for a session without path state (code 3), for senders this
+//! host does not have (4), with a style that conflicts with the session's reservations (5) or
+//! is unknown (6); a refused admission (1 or 2, as the [`Admission`] said); an enforcer
+//! failure (21/22 from [`RuleFailure`]); objects of unknown class or C-Type (13/14, from the
+//! codec). A Resv's ResvErr goes to its next hop, a Path's PathErr to its previous hop.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
 use crate::flow::{Admission, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+mod codec;
+mod core;
+mod msg;
+mod state;
+mod timer;
+
+use msg::Msg;
+use state::Session;
+use timer::{Clock, Timers};
+
+/// IP TTL (and common-header Send_TTL) of the messages this engine sends.
+pub const SEND_TTL: u8 = 64;
 
 /// Engine-local handle of one RSVP session as seen by one local owner (one connection).
 ///
@@ -59,6 +114,12 @@ pub struct EngineConfig {
     pub local_addrs: Vec<IpAddr>,
     /// Seed of the refresh-jitter RNG (deterministic tests pass a fixed seed).
     pub rng_seed: u64,
+    /// Deliver messages for this engine's own state to itself instead of transmitting them
+    /// (see [Local delivery](self#local-delivery); default `true`).
+    pub local_delivery: bool,
+    /// Most sessions the engine keeps; a Path that would create more is refused with a
+    /// PathErr (code 23) and counted (default 4 194 304).
+    pub max_sessions: usize,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +131,8 @@ impl Default for EngineConfig {
             fast_retransmit_count: 3,
             local_addrs: Vec::new(),
             rng_seed: 0x5eed,
+            local_delivery: true,
+            max_sessions: 1 << 22,
         }
     }
 }
@@ -238,38 +301,113 @@ pub struct Stats {
     pub rejected: u64,
     /// Datagrams produced.
     pub transmitted: u64,
+    /// Messages delivered to this engine itself (see [Local delivery](self#local-delivery)).
+    pub local_delivered: u64,
+    /// PathErr and ResvErr messages generated.
+    pub errors_sent: u64,
+    /// PathErr and ResvErr messages received.
+    pub errors_received: u64,
+    /// Path and reservation states that timed out.
+    pub expired: u64,
+    /// Messages this host ignored because they are not for it or arrived for state it no
+    /// longer has (e.g. a ResvConf for a released session, a duplicate teardown).
+    pub ignored: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
 pub struct Engine {
-    _config: EngineConfig,
-    _admission: Box<dyn Admission>,
+    config: EngineConfig,
+    admission: Box<dyn Admission>,
+    clock: Clock,
+    /// Session slab; `None` marks a free slot (listed in `free`).
+    sessions: Vec<Option<Session>>,
+    free: Vec<u32>,
+    by_key: HashMap<SessionKey, u32>,
+    /// Owner handle → session slot.
+    owners: HashMap<SessionId, u32>,
+    /// Rule → session slot.
+    rules: HashMap<RuleId, u32>,
+    timers: Timers,
+    rng: SmallRng,
+    next_session: u64,
+    next_rule: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(SessionId, Event)>,
+    actions: VecDeque<RuleAction>,
+    /// Messages handlers produced, sent once their session is back in place.
+    outbox: Vec<(Msg, IpAddr, IpAddr)>,
+    /// Messages delivered to ourselves, processed before the call that produced them returns.
+    local: VecDeque<(IpAddr, IpAddr, Msg)>,
+    stats: Stats,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("sessions", &self.by_key.len())
+            .field("owners", &self.owners.len())
+            .field("rules", &self.rules.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
 }
 
-#[allow(unused_variables, clippy::todo)] // CONTRACT: bodies are the engine work (issue 3)
 impl Engine {
     /// Creates an engine that asks `admission` before installing any rule.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use qtoq::engine::{Engine, EngineConfig};
+    /// use qtoq::flow::AdmitAll;
+    ///
+    /// let engine = Engine::new(EngineConfig::default(), Box::new(AdmitAll));
+    /// assert_eq!(engine.session_count(), 0);
+    /// assert_eq!(engine.poll_timeout(), None);
+    /// ```
     pub fn new(config: EngineConfig, admission: Box<dyn Admission>) -> Self {
+        let rng = SmallRng::seed_from_u64(config.rng_seed);
         Engine {
-            _config: config,
-            _admission: admission,
+            config,
+            admission,
+            clock: Clock::default(),
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            owners: HashMap::new(),
+            rules: HashMap::new(),
+            timers: Timers::default(),
+            rng,
+            next_session: 1,
+            next_rule: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            actions: VecDeque::new(),
+            outbox: Vec::new(),
+            local: VecDeque::new(),
+            stats: Stats::default(),
         }
     }
 
     /// Creates a session for a local owner (`rapi_session`). A receiver session is primed to
     /// wait for the PATH of `key`.
+    ///
+    /// If path state for `key` is already known, an [`Event::PathReceived`] for each sender
+    /// is queued at once.
     pub fn open_session(&mut self, now: Instant, key: SessionKey) -> SessionId {
-        todo!()
+        let id = self.cmd_open_session(now, key);
+        self.drain_local(now);
+        id
     }
 
     /// Registers a local sender on the session (`rapi_sender`): a PATH goes out now and on every
     /// refresh; the engine expects a RESV.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::UnknownSession`] for an unknown id; [`CommandError::Invalid`] when the
+    /// session is a receiver or unsignaled session, or `sender` and the destination are of
+    /// different address families. Adding the same sender again updates its Tspec.
     pub fn add_sender(
         &mut self,
         now: Instant,
@@ -277,11 +415,20 @@ impl Engine {
         sender: SocketAddr,
         tspec: TokenBucket,
     ) -> Result<(), CommandError> {
-        todo!()
+        let result = self.cmd_add_sender(now, session, sender, tspec);
+        self.drain_local(now);
+        result
     }
 
     /// Asks for a reservation (`rapi_reserve`) on a receiver session. If no PATH has arrived
     /// yet the request waits for it; the RESV goes to the previous hop from RSVP_HOP.
+    ///
+    /// Asking again replaces the request (a modified reservation).
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::UnknownSession`] for an unknown id; [`CommandError::Invalid`] when the
+    /// session has local senders or an unsignaled rule.
     pub fn reserve(
         &mut self,
         now: Instant,
@@ -290,11 +437,18 @@ impl Engine {
         flowspec: FlowSpec,
         confirm: bool,
     ) -> Result<(), CommandError> {
-        todo!()
+        let result = self.cmd_reserve(now, session, style, flowspec, confirm);
+        self.drain_local(now);
+        result
     }
 
     /// A rule marked *no signaling*: admission now, then a `RuleAction::Install`; no RSVP
     /// message is ever sent for this session.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Denied`] when admission control refuses; [`CommandError::UnknownSession`]
+    /// and [`CommandError::Invalid`] (the session already sends, receives or has a rule).
     pub fn admit_unsignaled(
         &mut self,
         now: Instant,
@@ -302,59 +456,85 @@ impl Engine {
         flow: Flow,
         flowspec: FlowSpec,
     ) -> Result<RuleId, CommandError> {
-        todo!()
+        self.cmd_admit_unsignaled(now, session, flow, flowspec)
     }
 
     /// Tears the session down (`rapi_release` / `qtoq_close`): PathTear / ResvTear as its role
     /// asks, rules removed, state deleted. Unknown ids are ignored.
+    ///
+    /// The owner gets a last [`Event::TornDown`].
     pub fn release(&mut self, now: Instant, session: SessionId) {
-        todo!()
+        self.cmd_release(now, session);
+        self.drain_local(now);
     }
 
     /// Tells the engine what became of a `RuleAction::Install`/`Modify`. On failure the
     /// reservation is refused with a ResvErr (code 21/22) and an event.
+    ///
+    /// A failed `Install` is followed by a `Remove` of the same id (see [Rules](self#rules)).
+    /// Outcomes for rules already removed are ignored.
     pub fn rule_outcome(&mut self, now: Instant, id: RuleId, outcome: Result<(), RuleFailure>) {
-        todo!()
+        self.cmd_rule_outcome(now, id, outcome);
+        self.drain_local(now);
     }
 
     /// Processes one received datagram. Bad input is counted, logged and answered with the
     /// RFC's error where one exists; it never panics.
     pub fn handle_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
-        todo!()
+        self.on_datagram(now, datagram);
+        self.drain_local(now);
     }
 
     /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry).
     pub fn handle_timeout(&mut self, now: Instant) {
-        todo!()
+        self.on_timeout(now);
+        self.drain_local(now);
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) must be called, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let (at, _) = self.timers.peek()?;
+        self.clock.instant(at)
     }
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!()
+        self.transmits.pop_front()
     }
 
     /// Next event for a session's owner.
     pub fn poll_event(&mut self) -> Option<(SessionId, Event)> {
-        todo!()
+        self.events.pop_front()
     }
 
     /// Next rule change for the enforcer.
     pub fn poll_action(&mut self) -> Option<RuleAction> {
-        todo!()
+        self.actions.pop_front()
     }
 
     /// Number of sessions with any state.
     pub fn session_count(&self) -> usize {
-        todo!()
+        self.by_key.len()
+    }
+
+    /// Number of local owners (open [`SessionId`]s).
+    pub fn owner_count(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Number of rules installed or being installed (each will get exactly one
+    /// [`RuleAction::Remove`]).
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
     }
 
     /// Counters.
     pub fn stats(&self) -> &Stats {
-        todo!()
+        &self.stats
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 }

@@ -1,0 +1,112 @@
+//! The engine's own view of an RSVP message: only what host processing needs, already
+//! validated. [`codec`](super::codec) maps it to and from [`crate::wire`]; local delivery
+//! passes it around without encoding.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{SessionKey, Style};
+use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// RSVP message types the host engine acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Path,
+    Resv,
+    PathErr,
+    ResvErr,
+    PathTear,
+    ResvTear,
+    ResvConf,
+}
+
+impl Kind {
+    /// Whether routers on the way must intercept it (IP Router Alert on raw transports).
+    pub(crate) fn router_alert(self) -> bool {
+        matches!(self, Kind::Path | Kind::PathTear | Kind::ResvConf)
+    }
+}
+
+/// RSVP_HOP: the neighbour's address and its logical interface handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    pub(crate) addr: IpAddr,
+    pub(crate) lih: u32,
+}
+
+/// ERROR_SPEC contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ErrorInfo {
+    pub(crate) node: IpAddr,
+    pub(crate) flags: u8,
+    pub(crate) code: u8,
+    pub(crate) value: u16,
+}
+
+/// STYLE as received: a style this engine knows, or an option vector it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StyleCode {
+    Known(Style),
+    /// An option vector that is none of WF, FF, SE: answered with error code 6.
+    Unknown(u32),
+}
+
+/// One flow descriptor of a Resv-family message.
+///
+/// FF: one descriptor per sender (`filters.len() == 1`); SE: one descriptor, many filters;
+/// WF: one descriptor, no filter.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Descriptor {
+    pub(crate) flowspec: Option<FlowSpec>,
+    pub(crate) filters: Vec<SocketAddr>,
+}
+
+/// A validated RSVP message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Msg {
+    pub(crate) kind: Kind,
+    pub(crate) send_ttl: u8,
+    pub(crate) session: SessionKey,
+    /// RSVP_HOP (Path, Resv, PathTear, ResvTear, ResvErr).
+    pub(crate) hop: Option<Hop>,
+    /// TIME_VALUES refresh period, milliseconds (Path, Resv).
+    pub(crate) refresh_ms: Option<u32>,
+    /// ERROR_SPEC (PathErr, ResvErr, ResvConf).
+    pub(crate) error: Option<ErrorInfo>,
+    /// RESV_CONFIRM receiver address (Resv, ResvConf).
+    pub(crate) confirm: Option<IpAddr>,
+    /// STYLE (Resv family).
+    pub(crate) style: Option<StyleCode>,
+    /// SENDER_TEMPLATE (Path, PathTear, PathErr).
+    pub(crate) sender: Option<SocketAddr>,
+    /// SENDER_TSPEC (Path, PathErr).
+    pub(crate) tspec: Option<TokenBucket>,
+    /// Flow descriptors (Resv family).
+    pub(crate) descriptors: Vec<Descriptor>,
+}
+
+impl Msg {
+    /// An empty message of `kind` for `session`; the builders below fill it in.
+    pub(crate) fn new(kind: Kind, session: SessionKey) -> Self {
+        Msg {
+            kind,
+            send_ttl: super::SEND_TTL,
+            session,
+            hop: None,
+            refresh_ms: None,
+            error: None,
+            confirm: None,
+            style: None,
+            sender: None,
+            tspec: None,
+            descriptors: Vec::new(),
+        }
+    }
+
+    /// The known style, if any.
+    pub(crate) fn known_style(&self) -> Option<Style> {
+        match self.style {
+            Some(StyleCode::Known(style)) => Some(style),
+            _ => None,
+        }
+    }
+}

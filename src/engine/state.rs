@@ -1,0 +1,277 @@
+//! Per-session soft state: local owners, local senders (our PSBs), received path state
+//! (PSBs), received reservation state (RSBs) and the receiver's Resv refresh state.
+//!
+//! Kept compact on purpose (the engine holds up to millions of sessions): deadlines are 8-byte
+//! engine milliseconds, lists are `Vec`s that stay unallocated when empty, and rarely used
+//! parts are boxed.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::msg::Hop;
+use super::timer::{Ms, NEVER};
+use super::{SessionId, SessionKey, Style};
+use crate::flow::{Flow, RuleId};
+use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// Everything the engine knows about one RSVP session (one [`SessionKey`]).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) key: SessionKey,
+    /// The deadline of this session's live timer-heap entry ([`NEVER`] when none).
+    pub(crate) scheduled: Ms,
+    /// Local owners (API handles) of this session.
+    pub(crate) owners: Vec<Owner>,
+    /// Senders on this host (the path state we originate).
+    pub(crate) senders: Vec<LocalSender>,
+    /// Path state received from previous hops.
+    pub(crate) psbs: Vec<Psb>,
+    /// Reservation state received from next hops.
+    pub(crate) rsbs: Vec<Rsb>,
+    /// Refresh state of the Resv this host sends as a receiver.
+    pub(crate) recv: Option<RecvState>,
+}
+
+impl Session {
+    pub(crate) fn new(key: SessionKey) -> Self {
+        Session {
+            key,
+            scheduled: NEVER,
+            owners: Vec::new(),
+            senders: Vec::new(),
+            psbs: Vec::new(),
+            rsbs: Vec::new(),
+            recv: None,
+        }
+    }
+
+    /// No owner and no soft state left: the session can be deleted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+            && self.senders.is_empty()
+            && self.psbs.is_empty()
+            && self.rsbs.is_empty()
+    }
+
+    /// The earliest deadline of any state in the session.
+    pub(crate) fn next_deadline(&self) -> Ms {
+        let senders = self.senders.iter().map(|s| s.next_at);
+        let psbs = self.psbs.iter().map(|p| p.expires_at);
+        let rsbs = self.rsbs.iter().map(|r| r.expires_at);
+        let recv = self.recv.as_ref().map(|r| r.next_at);
+        senders
+            .chain(psbs)
+            .chain(rsbs)
+            .chain(recv)
+            .min()
+            .unwrap_or(NEVER)
+    }
+
+    pub(crate) fn owner_index(&self, id: SessionId) -> Option<usize> {
+        self.owners.iter().position(|o| o.id == id)
+    }
+
+    /// Owners that listen for path state (primed or reserving receivers).
+    pub(crate) fn audience(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.owners
+            .iter()
+            .filter(|o| matches!(o.role, Role::Primed | Role::Receiver(_)))
+            .map(|o| o.id)
+    }
+
+    /// Owners that asked for a reservation.
+    pub(crate) fn receivers(&self) -> impl Iterator<Item = (SessionId, &Request)> + '_ {
+        self.owners.iter().filter_map(|o| match &o.role {
+            Role::Receiver(request) => Some((o.id, request)),
+            _ => None,
+        })
+    }
+
+    /// The reservation this host asks for as a receiver: the first receiver's style, the
+    /// largest flowspec of all local receivers, confirmation if any asked for it.
+    pub(crate) fn merged_request(&self) -> Option<Request> {
+        let mut merged: Option<Request> = None;
+        for (_, request) in self.receivers() {
+            match &mut merged {
+                None => merged = Some(*request),
+                Some(m) => {
+                    if request.flowspec.reserved_rate() > m.flowspec.reserved_rate() {
+                        m.flowspec = request.flowspec;
+                    }
+                    m.confirm |= request.confirm;
+                }
+            }
+        }
+        merged
+    }
+
+    pub(crate) fn has_receivers(&self) -> bool {
+        self.receivers().next().is_some()
+    }
+}
+
+/// One local owner (one connection's handle) of a session.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) id: SessionId,
+    pub(crate) role: Role,
+}
+
+/// What a local owner does with its session.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Opened, nothing asked yet: waits for a PATH (`rapi_session`).
+    Primed,
+    /// Has local senders (`rapi_sender`).
+    Sender,
+    /// Asked for a reservation (`rapi_reserve`).
+    Receiver(Request),
+    /// A rule marked *no signaling*.
+    Unsignaled(Box<UnsignaledRule>),
+}
+
+/// A receiver's reservation request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Request {
+    pub(crate) style: Style,
+    pub(crate) flowspec: FlowSpec,
+    pub(crate) confirm: bool,
+}
+
+/// The rule of an unsignaled owner.
+#[derive(Debug)]
+pub(crate) struct UnsignaledRule {
+    pub(crate) id: RuleId,
+    pub(crate) flow: Flow,
+    pub(crate) flowspec: FlowSpec,
+    pub(crate) installed: bool,
+}
+
+/// Fast retransmission of a first message that was not answered yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fast {
+    /// Retransmissions left.
+    pub(crate) left: u8,
+    /// Delay before the next one, milliseconds.
+    pub(crate) delay_ms: u32,
+}
+
+/// A sender on this host: the Path we originate and refresh, and the rule it got.
+#[derive(Debug)]
+pub(crate) struct LocalSender {
+    pub(crate) owner: SessionId,
+    pub(crate) sender: SocketAddr,
+    pub(crate) tspec: TokenBucket,
+    /// Next Path (retransmission or refresh).
+    pub(crate) next_at: Ms,
+    pub(crate) fast: Fast,
+    /// A Resv or PathErr answered our Path: fast retransmission stops.
+    pub(crate) answered: bool,
+    pub(crate) rule: Option<SenderRule>,
+}
+
+/// The enforcement rule of a local sender's reservation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SenderRule {
+    pub(crate) id: RuleId,
+    /// The flowspec in force (or being installed / modified to).
+    pub(crate) flowspec: FlowSpec,
+    pub(crate) state: RuleState,
+    pub(crate) dscp: Option<u8>,
+}
+
+/// Where a rule's last action stands. One action per rule is outstanding at most; changes
+/// wait for [`Engine::rule_outcome`](super::Engine::rule_outcome).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RuleState {
+    /// `Install` emitted, outcome not known yet.
+    Installing,
+    /// Loaded.
+    Installed,
+    /// `Modify` emitted; `previous` stays in force if it fails.
+    Modifying { previous: FlowSpec },
+}
+
+/// Path state received from a previous hop (PSB).
+#[derive(Debug)]
+pub(crate) struct Psb {
+    pub(crate) sender: SocketAddr,
+    pub(crate) tspec: TokenBucket,
+    pub(crate) phop: Hop,
+    pub(crate) expires_at: Ms,
+}
+
+/// Which senders a received reservation covers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Filter {
+    /// FF: one sender.
+    One(SocketAddr),
+    /// SE: the listed senders.
+    Many(Box<[SocketAddr]>),
+    /// WF: every sender.
+    All,
+}
+
+impl Filter {
+    pub(crate) fn covers(&self, sender: SocketAddr) -> bool {
+        match self {
+            Filter::One(s) => *s == sender,
+            Filter::Many(list) => list.contains(&sender),
+            Filter::All => true,
+        }
+    }
+
+    pub(crate) fn senders(&self) -> Vec<SocketAddr> {
+        match self {
+            Filter::One(s) => vec![*s],
+            Filter::Many(list) => list.to_vec(),
+            Filter::All => Vec::new(),
+        }
+    }
+}
+
+/// Reservation state received from a next hop (RSB).
+#[derive(Debug)]
+pub(crate) struct Rsb {
+    pub(crate) nhop: Hop,
+    pub(crate) style: Style,
+    pub(crate) filter: Filter,
+    pub(crate) flowspec: FlowSpec,
+    /// RESV_CONFIRM: where to send the ResvConf.
+    pub(crate) confirm: Option<IpAddr>,
+    pub(crate) expires_at: Ms,
+    /// The error (code, value) this flowspec was refused with; refreshes of the same
+    /// flowspec are answered with the same ResvErr and not admitted again.
+    pub(crate) refused: Option<(u8, u16)>,
+}
+
+/// The receiver side's Resv refresh state (one per session: local requests are merged).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecvState {
+    /// Next Resv (retransmission or refresh); [`NEVER`] while there is no path state.
+    pub(crate) next_at: Ms,
+    pub(crate) fast: Fast,
+    /// A ResvConf or ResvErr answered our Resv: fast retransmission stops.
+    pub(crate) answered: bool,
+    /// The ResvConf for the current request arrived.
+    pub(crate) confirmed: bool,
+    /// `Established` was announced for the current request.
+    pub(crate) announced: bool,
+    /// The last ResvErr reported to the owners (repeats are not reported again).
+    pub(crate) last_error: Option<(u8, u16)>,
+    /// The request the Resv state was built for (a change restarts confirmation).
+    pub(crate) request: Option<Request>,
+}
+
+impl RecvState {
+    pub(crate) fn new() -> Self {
+        RecvState {
+            next_at: NEVER,
+            fast: Fast::default(),
+            answered: false,
+            confirmed: false,
+            announced: false,
+            last_error: None,
+            request: None,
+        }
+    }
+}
