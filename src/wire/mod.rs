@@ -1,4 +1,59 @@
 //! Sans-IO RSVP codec (RFC 2205 messages and objects, RFC 2210 IntServ bodies, RFC 2747
-//! INTEGRITY, RFC 2961 refresh reduction). No tokio, no sockets, no clock.
+//! INTEGRITY, RFC 2961 refresh reduction, RFC 3097 integrity handshake). No tokio, no
+//! sockets, no clock.
+//!
+//! [`Message::decode`] parses and validates one message; [`Message::encode`] writes it back
+//! with its checksum. A [`Message`] keeps its [`Object`]s in wire order, so decoding then
+//! encoding a well-formed message reproduces its bytes (a zero checksum is filled in), and
+//! unknown `11bbbbbb` objects are forwarded in place. Every failure is a [`WireError`] that
+//! knows where it happened and which ERROR_SPEC it deserves.
+//!
+//! The layout follows smoltcp's `wire` and rustls' `msgs`: one file per object family, a
+//! bounds-checked reader, a writer that back-fills lengths.
+//!
+//! # Examples
+//!
+//! ```
+//! use qtoq::wire::{Message, MsgType, WireError};
+//!
+//! // A Path whose common header announces 12 bytes but only 8 arrived.
+//! let truncated = [0x10, 1, 0, 0, 64, 0, 0, 12];
+//! let err = Message::decode(&truncated).unwrap_err();
+//! assert!(matches!(err, WireError::BadMessageLength { .. }));
+//! assert!(err.discard_silently());
+//! ```
 
+mod codec;
+mod error;
+mod error_spec;
+mod hop;
+mod integrity;
 pub mod intserv;
+mod message;
+mod object;
+mod refresh;
+mod session;
+mod style;
+mod validate;
+
+pub use error::{
+    WireError, CODE_RSVP_SYSTEM, CODE_TRAFFIC_CONTROL, CODE_UNKNOWN_CLASS, CODE_UNKNOWN_C_TYPE,
+    CODE_UNKNOWN_STYLE,
+};
+pub use error_spec::{ErrorSpec, ERROR_FLAG_IN_PLACE, ERROR_FLAG_NOT_GUILTY};
+pub use hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
+pub use integrity::{Challenge, Integrity, INTEGRITY_FLAG_HANDSHAKE};
+pub use intserv::{
+    Adspec, AdspecGeneral, ControlledLoadAdspec, FlowSpec, GuaranteedAdspec, GuaranteedRspec,
+    RawFragment, RawParam, TokenBucket,
+};
+pub use message::{
+    FlowDescriptor, FlowDescriptors, Message, MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL,
+    FLAG_REFRESH_REDUCTION_CAPABLE, RSVP_VERSION,
+};
+pub use object::{class, Object, PolicyData};
+pub use refresh::{
+    MessageId, MessageIdEntries, MessageIdList, MAX_EPOCH, MESSAGE_ID_FLAG_ACK_DESIRED,
+};
+pub use session::{FilterSpec, SenderTemplate, Session, SESSION_FLAG_E_POLICE};
+pub use style::Style;

@@ -1,0 +1,365 @@
+//! Decode and encode errors, each mapped to the RSVP ERROR_SPEC it deserves.
+
+use super::message::MsgType;
+use super::style::Style;
+
+/// RSVP error code 6: unknown reservation style (RFC 2205 App. B).
+pub const CODE_UNKNOWN_STYLE: u8 = 6;
+/// RSVP error code 13: unknown object class (RFC 2205 App. B).
+pub const CODE_UNKNOWN_CLASS: u8 = 13;
+/// RSVP error code 14: unknown object C-Type (RFC 2205 App. B).
+pub const CODE_UNKNOWN_C_TYPE: u8 = 14;
+/// RSVP error code 21: traffic control error (RFC 2205 App. B).
+pub const CODE_TRAFFIC_CONTROL: u8 = 21;
+/// RSVP error code 23: RSVP system error (RFC 2205 App. B); the value is ours (see
+/// [`WireError::error_spec`]).
+pub const CODE_RSVP_SYSTEM: u8 = 23;
+
+/// Why a message could not be decoded, validated or encoded.
+///
+/// Every variant says what was wrong and, where it applies, where: the byte `offset` from the
+/// start of the message (of the object's header for object errors), the object's `class_num`
+/// and `c_type`. [`WireError::error_spec`] turns it into the ERROR_SPEC code/value an RSVP node
+/// answers with; [`WireError::discard_silently`] says when the RFC wants no answer at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Fewer bytes than a common header (8).
+    #[error("message too short: {len} bytes, the common header alone needs 8; drop it")]
+    TooShort {
+        /// Bytes received.
+        len: usize,
+    },
+    /// The common header's version is not 1.
+    #[error("unsupported rsvp version {version} (only version 1 exists); drop the message")]
+    BadVersion {
+        /// Version found.
+        version: u8,
+    },
+    /// The common header's message type is not one this codec knows.
+    #[error("unknown rsvp message type {msg_type}; drop the message")]
+    UnknownMsgType {
+        /// Type found.
+        msg_type: u8,
+    },
+    /// The common header's length disagrees with the bytes received (or is below 8 or not a
+    /// multiple of 4).
+    #[error("message length field says {declared} bytes but {available} bytes were received; the datagram is truncated or padded")]
+    BadMessageLength {
+        /// Length in the header.
+        declared: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// A non-zero checksum that does not match the message.
+    #[error("checksum mismatch: header carries {found:#06x}, the message sums to {computed:#06x}; the message was corrupted in transit")]
+    BadChecksum {
+        /// Checksum field as received.
+        found: u16,
+        /// Checksum computed over the message.
+        computed: u16,
+    },
+    /// An object header whose length is < 4, not a multiple of 4, or runs past the message.
+    #[error("object at byte {offset} (class {class_num}, c-type {c_type}) has invalid length {length}: it must be a multiple of 4, at least 4, and fit in the message")]
+    BadObjectLength {
+        /// Offset of the object header.
+        offset: usize,
+        /// Length field.
+        length: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+    },
+    /// Class-Num of the form `0bbbbbbb` that this node does not know (RFC 2205 §3.10).
+    #[error("object at byte {offset}: unknown class {class_num} (c-type {c_type}) of the must-understand range; reject the message")]
+    UnknownClass {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+    },
+    /// A known class with a C-Type this node does not know.
+    #[error("object at byte {offset}: unknown c-type {c_type} for class {class_num}")]
+    UnknownCType {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+    },
+    /// An object body of the wrong size or with invalid contents for its C-Type.
+    #[error("object at byte {offset} (class {class_num}, c-type {c_type}) is malformed: {reason}")]
+    Malformed {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A STYLE object whose option vector is not WF, FF or SE.
+    #[error("style object at byte {offset}: option vector {option_vector:#08x} is not a known reservation style (WF, FF or SE)")]
+    UnknownStyle {
+        /// Offset of the object header.
+        offset: usize,
+        /// The 24-bit option vector.
+        option_vector: u32,
+    },
+    /// An IntServ body (RFC 2210) names a service this codec does not implement.
+    #[error("object at byte {offset} (class {class_num}, c-type {c_type}): intserv service {service} is not supported (only controlled-load 5 and guaranteed 2)")]
+    UnsupportedService {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// Service number found.
+        service: u8,
+    },
+    /// A malformed IntServ body: FLOWSPEC (class 9), SENDER_TSPEC (12) or ADSPEC (13).
+    #[error(
+        "object at byte {offset} (class {class_num}, c-type {c_type}): bad intserv body: {reason}"
+    )]
+    BadIntServ {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num (9, 12 or 13).
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A required object is missing from the message.
+    #[error("{msg_type:?} message lacks its required object of class {class_num}")]
+    MissingObject {
+        /// The message type.
+        msg_type: MsgType,
+        /// Class-Num of the missing object.
+        class_num: u8,
+    },
+    /// An object this message type may not carry.
+    #[error("object at byte {offset} (class {class_num}, c-type {c_type}) is not allowed in a {msg_type:?} message")]
+    UnexpectedObject {
+        /// Offset of the object header.
+        offset: usize,
+        /// The message type.
+        msg_type: MsgType,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+    },
+    /// A second copy of an object that may appear only once.
+    #[error("object at byte {offset} (class {class_num}, c-type {c_type}) appears more than once")]
+    DuplicateObject {
+        /// Offset of the second copy.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+    },
+    /// An object in a place the message format forbids.
+    #[error(
+        "object at byte {offset} (class {class_num}, c-type {c_type}) is out of order: {reason}"
+    )]
+    ObjectOrder {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// Which rule was broken.
+        reason: &'static str,
+    },
+    /// FLOWSPEC / FILTER_SPEC objects that do not form the flow descriptor list the style asks
+    /// for (e.g. FF without FLOWSPEC/FILTER_SPEC pairs).
+    #[error("flow descriptor list at byte {offset} does not fit style {style:?}: {reason}")]
+    BadFlowDescriptor {
+        /// Offset of the offending object (or of the message end when something is missing).
+        offset: usize,
+        /// The message's style.
+        style: Style,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A filter, sender template or confirmation address of another IP version than the
+    /// SESSION.
+    #[error("object at byte {offset} (class {class_num}, c-type {c_type}) uses another ip version than the session")]
+    AddressFamilyMismatch {
+        /// Offset of the object header.
+        offset: usize,
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+    },
+    /// A Bundle whose sub-messages are malformed (or nest another Bundle).
+    #[error("bundle at byte {offset}: {reason}")]
+    BadBundle {
+        /// Offset of the offending sub-message.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Encoding only: the message (or one object) would exceed the 16-bit length field.
+    #[error("message would be {length} bytes, above the 65535 an rsvp length field can express; split it")]
+    TooLong {
+        /// The length it would have had.
+        length: usize,
+    },
+    /// Encoding only: an opaque body whose length is not a multiple of 4.
+    #[error("object of class {class_num}, c-type {c_type} has a {length}-byte opaque body; rsvp needs a multiple of 4, pad it")]
+    Unaligned {
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// Body length.
+        length: usize,
+    },
+}
+
+impl WireError {
+    /// The ERROR_SPEC `(error code, error value)` this error deserves (RFC 2205 App. B).
+    ///
+    /// * unknown class → `(13, class << 8 | c_type)`, unknown C-Type → `(14, class << 8 | c_type)`;
+    /// * unknown style → `(6, 0)`;
+    /// * IntServ: unsupported service → `(21, 2)`, bad FLOWSPEC → `(21, 3)`, bad SENDER_TSPEC →
+    ///   `(21, 4)`, bad ADSPEC → `(21, 5)` (the traffic-control sub-codes);
+    /// * everything else → `(23, n)`, "RSVP system error" with an implementation-defined value
+    ///   `n` that names the kind of malformation (1 too short, 2 bad version, 3 unknown message
+    ///   type, 4 bad message length, 5 bad checksum, 6 bad object length, 7 malformed object,
+    ///   8 missing object, 9 unexpected object, 10 duplicate object, 11 object order, 12 flow
+    ///   descriptor list, 13 address family, 14 bundle, 15 too long, 16 unaligned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use qtoq::wire::WireError;
+    /// let err = WireError::UnknownClass { offset: 8, class_num: 99, c_type: 1 };
+    /// assert_eq!(err.error_spec(), (13, (99 << 8) | 1));
+    /// ```
+    pub fn error_spec(&self) -> (u8, u16) {
+        let class_ctype = |class: u8, ctype: u8| (u16::from(class) << 8) | u16::from(ctype);
+        match *self {
+            WireError::UnknownClass {
+                class_num, c_type, ..
+            } => (CODE_UNKNOWN_CLASS, class_ctype(class_num, c_type)),
+            WireError::UnknownCType {
+                class_num, c_type, ..
+            } => (CODE_UNKNOWN_C_TYPE, class_ctype(class_num, c_type)),
+            WireError::UnknownStyle { .. } => (CODE_UNKNOWN_STYLE, 0),
+            WireError::UnsupportedService { .. } => (CODE_TRAFFIC_CONTROL, 2),
+            WireError::BadIntServ { class_num, .. } => {
+                let value = match class_num {
+                    super::object::class::FLOWSPEC => 3,
+                    super::object::class::SENDER_TSPEC => 4,
+                    _ => 5,
+                };
+                (CODE_TRAFFIC_CONTROL, value)
+            }
+            WireError::TooShort { .. } => (CODE_RSVP_SYSTEM, 1),
+            WireError::BadVersion { .. } => (CODE_RSVP_SYSTEM, 2),
+            WireError::UnknownMsgType { .. } => (CODE_RSVP_SYSTEM, 3),
+            WireError::BadMessageLength { .. } => (CODE_RSVP_SYSTEM, 4),
+            WireError::BadChecksum { .. } => (CODE_RSVP_SYSTEM, 5),
+            WireError::BadObjectLength { .. } => (CODE_RSVP_SYSTEM, 6),
+            WireError::Malformed { .. } => (CODE_RSVP_SYSTEM, 7),
+            WireError::MissingObject { .. } => (CODE_RSVP_SYSTEM, 8),
+            WireError::UnexpectedObject { .. } => (CODE_RSVP_SYSTEM, 9),
+            WireError::DuplicateObject { .. } => (CODE_RSVP_SYSTEM, 10),
+            WireError::ObjectOrder { .. } => (CODE_RSVP_SYSTEM, 11),
+            WireError::BadFlowDescriptor { .. } => (CODE_RSVP_SYSTEM, 12),
+            WireError::AddressFamilyMismatch { .. } => (CODE_RSVP_SYSTEM, 13),
+            WireError::BadBundle { .. } => (CODE_RSVP_SYSTEM, 14),
+            WireError::TooLong { .. } => (CODE_RSVP_SYSTEM, 15),
+            WireError::Unaligned { .. } => (CODE_RSVP_SYSTEM, 16),
+        }
+    }
+
+    /// `true` when RFC 2205 wants the message dropped without any error message: the common
+    /// header itself is unusable (short, wrong version, unknown type, wrong length, bad
+    /// checksum), so there is no session to address an answer to.
+    pub fn discard_silently(&self) -> bool {
+        matches!(
+            self,
+            WireError::TooShort { .. }
+                | WireError::BadVersion { .. }
+                | WireError::UnknownMsgType { .. }
+                | WireError::BadMessageLength { .. }
+                | WireError::BadChecksum { .. }
+        )
+    }
+
+    /// Byte offset of the problem from the start of the message, when it has one.
+    pub fn offset(&self) -> Option<usize> {
+        match *self {
+            WireError::BadObjectLength { offset, .. }
+            | WireError::UnknownClass { offset, .. }
+            | WireError::UnknownCType { offset, .. }
+            | WireError::Malformed { offset, .. }
+            | WireError::UnknownStyle { offset, .. }
+            | WireError::UnsupportedService { offset, .. }
+            | WireError::BadIntServ { offset, .. }
+            | WireError::UnexpectedObject { offset, .. }
+            | WireError::DuplicateObject { offset, .. }
+            | WireError::ObjectOrder { offset, .. }
+            | WireError::BadFlowDescriptor { offset, .. }
+            | WireError::AddressFamilyMismatch { offset, .. }
+            | WireError::BadBundle { offset, .. } => Some(offset),
+            _ => None,
+        }
+    }
+
+    /// `(class_num, c_type)` of the object at fault, when one is.
+    pub fn object(&self) -> Option<(u8, u8)> {
+        match *self {
+            WireError::BadObjectLength {
+                class_num, c_type, ..
+            }
+            | WireError::UnknownClass {
+                class_num, c_type, ..
+            }
+            | WireError::UnknownCType {
+                class_num, c_type, ..
+            }
+            | WireError::Malformed {
+                class_num, c_type, ..
+            }
+            | WireError::UnsupportedService {
+                class_num, c_type, ..
+            }
+            | WireError::BadIntServ {
+                class_num, c_type, ..
+            }
+            | WireError::UnexpectedObject {
+                class_num, c_type, ..
+            }
+            | WireError::DuplicateObject {
+                class_num, c_type, ..
+            }
+            | WireError::ObjectOrder {
+                class_num, c_type, ..
+            }
+            | WireError::AddressFamilyMismatch {
+                class_num, c_type, ..
+            }
+            | WireError::Unaligned {
+                class_num, c_type, ..
+            } => Some((class_num, c_type)),
+            WireError::UnknownStyle { .. } => Some((super::object::class::STYLE, 1)),
+            WireError::MissingObject { class_num, .. } => Some((class_num, 0)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The object header (length, Class-Num, C-Type) and the [`Object`] enum of every object this
+//! codec knows, with the RFC 2205 §3.10 rules for unknown classes.
+
+use super::codec::{patch_u16, sink_len, Sink};
+use super::error::WireError;
+use super::error_spec::ErrorSpec;
+use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
+use super::integrity::{Challenge, Integrity};
+use super::intserv::{Adspec, FlowSpec, TokenBucket};
+use super::refresh::{MessageId, MessageIdList};
+use super::session::{FilterSpec, Session};
+use super::style::Style;
+
+/// Class-Num values (RFC 2205 App. A, RFC 2747, RFC 2961, RFC 3097).
+pub mod class {
+    /// NULL: ignored padding, may appear anywhere.
+    pub const NULL: u8 = 0;
+    /// SESSION.
+    pub const SESSION: u8 = 1;
+    /// RSVP_HOP.
+    pub const RSVP_HOP: u8 = 3;
+    /// INTEGRITY (RFC 2747).
+    pub const INTEGRITY: u8 = 4;
+    /// TIME_VALUES.
+    pub const TIME_VALUES: u8 = 5;
+    /// ERROR_SPEC.
+    pub const ERROR_SPEC: u8 = 6;
+    /// SCOPE.
+    pub const SCOPE: u8 = 7;
+    /// STYLE.
+    pub const STYLE: u8 = 8;
+    /// FLOWSPEC.
+    pub const FLOWSPEC: u8 = 9;
+    /// FILTER_SPEC.
+    pub const FILTER_SPEC: u8 = 10;
+    /// SENDER_TEMPLATE.
+    pub const SENDER_TEMPLATE: u8 = 11;
+    /// SENDER_TSPEC.
+    pub const SENDER_TSPEC: u8 = 12;
+    /// ADSPEC.
+    pub const ADSPEC: u8 = 13;
+    /// POLICY_DATA.
+    pub const POLICY_DATA: u8 = 14;
+    /// RESV_CONFIRM.
+    pub const RESV_CONFIRM: u8 = 15;
+    /// MESSAGE_ID (RFC 2961).
+    pub const MESSAGE_ID: u8 = 23;
+    /// MESSAGE_ID_ACK (C-Type 1) and MESSAGE_ID_NACK (C-Type 2) (RFC 2961).
+    pub const MESSAGE_ID_ACK: u8 = 24;
+    /// MESSAGE_ID_LIST (RFC 2961).
+    pub const MESSAGE_ID_LIST: u8 = 25;
+    /// CHALLENGE (RFC 3097).
+    pub const CHALLENGE: u8 = 64;
+}
+
+/// Why an object body failed to decode; the caller adds offset, class and C-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Wrong body size for the C-Type.
+    Size,
+    /// Unknown C-Type of a known class.
+    CType,
+    /// Invalid contents.
+    Invalid(&'static str),
+    /// STYLE option vector unknown.
+    Style(u32),
+    /// IntServ service number not supported.
+    Service(u8),
+    /// Malformed IntServ body.
+    IntServ(&'static str),
+}
+
+impl BodyError {
+    pub(crate) fn at(self, offset: usize, class_num: u8, c_type: u8) -> WireError {
+        match self {
+            BodyError::Size => WireError::Malformed {
+                offset,
+                class_num,
+                c_type,
+                reason: "body size is wrong for the c-type",
+            },
+            BodyError::CType => WireError::UnknownCType {
+                offset,
+                class_num,
+                c_type,
+            },
+            BodyError::Invalid(reason) => WireError::Malformed {
+                offset,
+                class_num,
+                c_type,
+                reason,
+            },
+            BodyError::Style(option_vector) => WireError::UnknownStyle {
+                offset,
+                option_vector,
+            },
+            BodyError::Service(service) => WireError::UnsupportedService {
+                offset,
+                class_num,
+                c_type,
+                service,
+            },
+            BodyError::IntServ(reason) => WireError::BadIntServ {
+                offset,
+                class_num,
+                c_type,
+                reason,
+            },
+        }
+    }
+}
+
+/// POLICY_DATA object (class 14, C-Type 1): carried opaquely (RFC 2750 semantics are out of
+/// scope).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyData {
+    /// The body, a multiple of 4 bytes.
+    pub body: Vec<u8>,
+}
+
+/// One RSVP object, typed. Messages keep their objects in wire order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Object {
+    /// NULL (class 0): ignored by receivers; kept so re-encoding is exact.
+    Null {
+        /// C-Type (ignored).
+        c_type: u8,
+        /// Body.
+        body: Vec<u8>,
+    },
+    /// SESSION (class 1).
+    Session(Session),
+    /// RSVP_HOP (class 3).
+    RsvpHop(RsvpHop),
+    /// INTEGRITY (class 4).
+    Integrity(Integrity),
+    /// TIME_VALUES (class 5).
+    TimeValues(TimeValues),
+    /// ERROR_SPEC (class 6).
+    ErrorSpec(ErrorSpec),
+    /// SCOPE (class 7).
+    Scope(Scope),
+    /// STYLE (class 8).
+    Style(Style),
+    /// FLOWSPEC (class 9, IntServ C-Type 2).
+    FlowSpec(FlowSpec),
+    /// FILTER_SPEC (class 10).
+    FilterSpec(FilterSpec),
+    /// SENDER_TEMPLATE (class 11).
+    SenderTemplate(FilterSpec),
+    /// SENDER_TSPEC (class 12, IntServ C-Type 2).
+    SenderTspec(TokenBucket),
+    /// ADSPEC (class 13, IntServ C-Type 2).
+    Adspec(Adspec),
+    /// POLICY_DATA (class 14).
+    PolicyData(PolicyData),
+    /// RESV_CONFIRM (class 15).
+    ResvConfirm(ResvConfirm),
+    /// MESSAGE_ID (class 23).
+    MessageId(MessageId),
+    /// MESSAGE_ID_ACK (class 24, C-Type 1).
+    MessageIdAck(MessageId),
+    /// MESSAGE_ID_NACK (class 24, C-Type 2).
+    MessageIdNack(MessageId),
+    /// MESSAGE_ID_LIST (class 25).
+    MessageIdList(MessageIdList),
+    /// CHALLENGE (class 64).
+    Challenge(Challenge),
+    /// An unknown object of class `11bbbbbb`: forwarded unexamined and unmodified.
+    Unknown {
+        /// Class-Num (≥ 192).
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// Body, a multiple of 4 bytes.
+        body: Vec<u8>,
+    },
+}
+
+/// What [`Object::decode`] found at one position.
+pub(crate) enum Decoded {
+    /// A typed or preserved object.
+    Object(Object),
+    /// An unknown `10bbbbbb` object, to be dropped silently.
+    Dropped,
+}
+
+impl Object {
+    /// Class-Num on the wire.
+    pub fn class_num(&self) -> u8 {
+        match self {
+            Object::Null { .. } => class::NULL,
+            Object::Session(_) => class::SESSION,
+            Object::RsvpHop(_) => class::RSVP_HOP,
+            Object::Integrity(_) => class::INTEGRITY,
+            Object::TimeValues(_) => class::TIME_VALUES,
+            Object::ErrorSpec(_) => class::ERROR_SPEC,
+            Object::Scope(_) => class::SCOPE,
+            Object::Style(_) => class::STYLE,
+            Object::FlowSpec(_) => class::FLOWSPEC,
+            Object::FilterSpec(_) => class::FILTER_SPEC,
+            Object::SenderTemplate(_) => class::SENDER_TEMPLATE,
+            Object::SenderTspec(_) => class::SENDER_TSPEC,
+            Object::Adspec(_) => class::ADSPEC,
+            Object::PolicyData(_) => class::POLICY_DATA,
+            Object::ResvConfirm(_) => class::RESV_CONFIRM,
+            Object::MessageId(_) => class::MESSAGE_ID,
+            Object::MessageIdAck(_) | Object::MessageIdNack(_) => class::MESSAGE_ID_ACK,
+            Object::MessageIdList(_) => class::MESSAGE_ID_LIST,
+            Object::Challenge(_) => class::CHALLENGE,
+            Object::Unknown { class_num, .. } => *class_num,
+        }
+    }
+
+    /// C-Type on the wire.
+    pub fn c_type(&self) -> u8 {
+        match self {
+            Object::Null { c_type, .. } | Object::Unknown { c_type, .. } => *c_type,
+            Object::Session(s) => s.c_type(),
+            Object::RsvpHop(h) => h.c_type(),
+            Object::ErrorSpec(e) => e.c_type(),
+            Object::Scope(s) => s.c_type(),
+            Object::FilterSpec(f) | Object::SenderTemplate(f) => f.c_type(),
+            Object::ResvConfirm(c) => c.c_type(),
+            Object::MessageIdList(l) => l.c_type(),
+            Object::FlowSpec(_) | Object::SenderTspec(_) | Object::Adspec(_) => 2,
+            Object::MessageIdNack(_) => 2,
+            Object::Integrity(_)
+            | Object::TimeValues(_)
+            | Object::Style(_)
+            | Object::PolicyData(_)
+            | Object::MessageId(_)
+            | Object::MessageIdAck(_)
+            | Object::Challenge(_) => 1,
+        }
+    }
+
+    /// Decodes one object body. `offset` is the object header's offset, for errors.
+    pub(crate) fn decode(
+        offset: usize,
+        class_num: u8,
+        c_type: u8,
+        body: &[u8],
+    ) -> Result<Decoded, WireError> {
+        let obj = match class_num {
+            class::NULL => Ok(Object::Null {
+                c_type,
+                body: body.to_vec(),
+            }),
+            class::SESSION => Session::decode(c_type, body).map(Object::Session),
+            class::RSVP_HOP => RsvpHop::decode(c_type, body).map(Object::RsvpHop),
+            class::INTEGRITY => Integrity::decode(c_type, body).map(Object::Integrity),
+            class::TIME_VALUES => TimeValues::decode(c_type, body).map(Object::TimeValues),
+            class::ERROR_SPEC => ErrorSpec::decode(c_type, body).map(Object::ErrorSpec),
+            class::SCOPE => Scope::decode(c_type, body).map(Object::Scope),
+            class::STYLE => Style::decode(c_type, body).map(Object::Style),
+            class::FLOWSPEC => FlowSpec::decode(c_type, body).map(Object::FlowSpec),
+            class::FILTER_SPEC => FilterSpec::decode(c_type, body).map(Object::FilterSpec),
+            class::SENDER_TEMPLATE => FilterSpec::decode(c_type, body).map(Object::SenderTemplate),
+            class::SENDER_TSPEC => TokenBucket::decode_tspec(c_type, body).map(Object::SenderTspec),
+            class::ADSPEC => Adspec::decode(c_type, body).map(Object::Adspec),
+            class::POLICY_DATA if c_type == 1 => Ok(Object::PolicyData(PolicyData {
+                body: body.to_vec(),
+            })),
+            class::RESV_CONFIRM => ResvConfirm::decode(c_type, body).map(Object::ResvConfirm),
+            class::MESSAGE_ID if c_type == 1 => MessageId::decode(body).map(Object::MessageId),
+            class::MESSAGE_ID_ACK if c_type == 1 => {
+                MessageId::decode(body).map(Object::MessageIdAck)
+            }
+            class::MESSAGE_ID_ACK if c_type == 2 => {
+                MessageId::decode(body).map(Object::MessageIdNack)
+            }
+            class::MESSAGE_ID_LIST => {
+                MessageIdList::decode(c_type, body).map(Object::MessageIdList)
+            }
+            class::CHALLENGE => Challenge::decode(c_type, body).map(Object::Challenge),
+            class::POLICY_DATA | class::MESSAGE_ID | class::MESSAGE_ID_ACK => Err(BodyError::CType),
+            // RFC 2205 §3.10: the top two bits of an unknown class say what to do with it.
+            0xc0..=0xff => Ok(Object::Unknown {
+                class_num,
+                c_type,
+                body: body.to_vec(),
+            }),
+            0x80..=0xbf => return Ok(Decoded::Dropped),
+            _ => {
+                return Err(WireError::UnknownClass {
+                    offset,
+                    class_num,
+                    c_type,
+                })
+            }
+        };
+        obj.map(Decoded::Object)
+            .map_err(|e| e.at(offset, class_num, c_type))
+    }
+
+    /// Encodes the object, header included, back-filling its length.
+    pub(crate) fn encode<S: Sink>(&self, out: &mut S) -> Result<(), WireError> {
+        let opaque_len = match self {
+            Object::Null { body, .. }
+            | Object::Unknown { body, .. }
+            | Object::PolicyData(PolicyData { body }) => Some(body.len()),
+            Object::Integrity(i) => Some(i.digest.len()),
+            _ => None,
+        };
+        let aligned = match self {
+            Object::Adspec(a) => a.aligned(),
+            _ => opaque_len.is_none_or(|len| len % 4 == 0),
+        };
+        if !aligned {
+            return Err(WireError::Unaligned {
+                class_num: self.class_num(),
+                c_type: self.c_type(),
+                length: opaque_len.unwrap_or(0),
+            });
+        }
+        let start = sink_len(out);
+        out.put_u16(0); // length, back-filled
+        out.put_u8(self.class_num());
+        out.put_u8(self.c_type());
+        match self {
+            Object::Null { body, .. } | Object::Unknown { body, .. } => out.put_slice(body),
+            Object::PolicyData(p) => out.put_slice(&p.body),
+            Object::Session(s) => s.encode_body(out),
+            Object::RsvpHop(h) => h.encode_body(out),
+            Object::Integrity(i) => i.encode_body(out),
+            Object::TimeValues(t) => t.encode_body(out),
+            Object::ErrorSpec(e) => e.encode_body(out),
+            Object::Scope(s) => s.encode_body(out),
+            Object::Style(s) => s.encode_body(out),
+            Object::FlowSpec(f) => f.encode_body(out),
+            Object::FilterSpec(f) | Object::SenderTemplate(f) => f.encode_body(out),
+            Object::SenderTspec(t) => t.encode_tspec(out),
+            Object::Adspec(a) => a.encode_body(out),
+            Object::ResvConfirm(c) => c.encode_body(out),
+            Object::MessageId(m) | Object::MessageIdAck(m) | Object::MessageIdNack(m) => {
+                m.encode_body(out)
+            }
+            Object::MessageIdList(l) => l.encode_body(out),
+            Object::Challenge(c) => c.encode_body(out),
+        }
+        let len = sink_len(out) - start;
+        let Ok(len16) = u16::try_from(len) else {
+            out.truncate_to(start);
+            return Err(WireError::TooLong { length: len });
+        };
+        patch_u16(out, start, len16);
+        Ok(())
+    }
+}

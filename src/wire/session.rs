@@ -1,0 +1,225 @@
+//! SESSION (class 1) and FILTER_SPEC / SENDER_TEMPLATE (classes 10 / 11), IPv4 and IPv6.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use super::codec::Reader;
+use super::object::BodyError;
+
+/// SESSION flag `E_Police` (RFC 2205 §A.1): police at the edge.
+pub const SESSION_FLAG_E_POLICE: u8 = 0x01;
+
+/// SESSION object (class 1): the data flow's destination — C-Type 1 for IPv4, 2 for IPv6.
+///
+/// # Examples
+///
+/// ```
+/// use qtoq::wire::Session;
+/// let session = Session::new("192.0.2.7:443".parse().unwrap(), 6);
+/// assert_eq!(session.socket_addr().port(), 443);
+/// assert_eq!(session.c_type(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Session {
+    /// Destination address of the data (unicast receiver or multicast group).
+    pub destination: IpAddr,
+    /// IP protocol of the data flow (6 for TCP).
+    pub protocol: u8,
+    /// Flags (`SESSION_FLAG_E_POLICE`).
+    pub flags: u8,
+    /// Destination port (0 = none).
+    pub port: u16,
+}
+
+impl Session {
+    /// A session for data sent to `destination` with IP protocol `protocol`, no flags.
+    pub fn new(destination: SocketAddr, protocol: u8) -> Self {
+        Session {
+            destination: destination.ip(),
+            protocol,
+            flags: 0,
+            port: destination.port(),
+        }
+    }
+
+    /// Destination address and port.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.destination, self.port)
+    }
+
+    /// C-Type on the wire: 1 (IPv4) or 2 (IPv6).
+    pub fn c_type(&self) -> u8 {
+        if self.destination.is_ipv4() {
+            1
+        } else {
+            2
+        }
+    }
+
+    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
+        let mut r = Reader::new(body);
+        let destination = match (c_type, body.len()) {
+            (1, 8) => IpAddr::V4(r.ipv4().ok_or(BodyError::Size)?),
+            (2, 20) => IpAddr::V6(r.ipv6().ok_or(BodyError::Size)?),
+            (1 | 2, _) => return Err(BodyError::Size),
+            _ => return Err(BodyError::CType),
+        };
+        let (Some(protocol), Some(flags), Some(port)) = (r.u8(), r.u8(), r.u16()) else {
+            return Err(BodyError::Size);
+        };
+        Ok(Session {
+            destination,
+            protocol,
+            flags,
+            port,
+        })
+    }
+
+    pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
+        put_ip(out, self.destination);
+        out.put_u8(self.protocol);
+        out.put_u8(self.flags);
+        out.put_u16(self.port);
+    }
+}
+
+/// FILTER_SPEC (class 10) and SENDER_TEMPLATE (class 11): one data sender — C-Type 1 IPv4,
+/// 2 IPv6, 3 IPv6 flow label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FilterSpec {
+    /// C-Type 1: IPv4 source address and port.
+    Ipv4 {
+        /// Sender address.
+        address: std::net::Ipv4Addr,
+        /// Sender port (0 = none).
+        port: u16,
+    },
+    /// C-Type 2: IPv6 source address and port.
+    Ipv6 {
+        /// Sender address.
+        address: Ipv6Addr,
+        /// Sender port (0 = none).
+        port: u16,
+    },
+    /// C-Type 3: IPv6 source address and 20-bit flow label.
+    Ipv6FlowLabel {
+        /// Sender address.
+        address: Ipv6Addr,
+        /// Flow label (20 bits).
+        flow_label: u32,
+    },
+}
+
+/// SENDER_TEMPLATE has exactly the FILTER_SPEC formats (RFC 2205 §A.10).
+pub type SenderTemplate = FilterSpec;
+
+impl FilterSpec {
+    /// A filter for the sender at `sender` (C-Type 1 or 2 by address family).
+    pub fn new(sender: SocketAddr) -> Self {
+        match sender {
+            SocketAddr::V4(a) => FilterSpec::Ipv4 {
+                address: *a.ip(),
+                port: a.port(),
+            },
+            SocketAddr::V6(a) => FilterSpec::Ipv6 {
+                address: *a.ip(),
+                port: a.port(),
+            },
+        }
+    }
+
+    /// Sender address.
+    pub fn address(&self) -> IpAddr {
+        match *self {
+            FilterSpec::Ipv4 { address, .. } => IpAddr::V4(address),
+            FilterSpec::Ipv6 { address, .. } | FilterSpec::Ipv6FlowLabel { address, .. } => {
+                IpAddr::V6(address)
+            }
+        }
+    }
+
+    /// Sender address and port (port 0 for the flow-label form).
+    pub fn socket_addr(&self) -> SocketAddr {
+        let port = match *self {
+            FilterSpec::Ipv4 { port, .. } | FilterSpec::Ipv6 { port, .. } => port,
+            FilterSpec::Ipv6FlowLabel { .. } => 0,
+        };
+        SocketAddr::new(self.address(), port)
+    }
+
+    /// C-Type on the wire.
+    pub fn c_type(&self) -> u8 {
+        match self {
+            FilterSpec::Ipv4 { .. } => 1,
+            FilterSpec::Ipv6 { .. } => 2,
+            FilterSpec::Ipv6FlowLabel { .. } => 3,
+        }
+    }
+
+    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
+        let mut r = Reader::new(body);
+        let filter = match (c_type, body.len()) {
+            (1, 8) => {
+                let address = r.ipv4().ok_or(BodyError::Size)?;
+                r.u16().ok_or(BodyError::Size)?; // reserved
+                FilterSpec::Ipv4 {
+                    address,
+                    port: r.u16().ok_or(BodyError::Size)?,
+                }
+            }
+            (2, 20) => {
+                let address = r.ipv6().ok_or(BodyError::Size)?;
+                r.u16().ok_or(BodyError::Size)?; // reserved
+                FilterSpec::Ipv6 {
+                    address,
+                    port: r.u16().ok_or(BodyError::Size)?,
+                }
+            }
+            (3, 20) => {
+                let address = r.ipv6().ok_or(BodyError::Size)?;
+                FilterSpec::Ipv6FlowLabel {
+                    address,
+                    flow_label: r.u32().ok_or(BodyError::Size)? & 0x000f_ffff,
+                }
+            }
+            (1..=3, _) => return Err(BodyError::Size),
+            _ => return Err(BodyError::CType),
+        };
+        Ok(filter)
+    }
+
+    pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
+        match *self {
+            FilterSpec::Ipv4 { address, port } => {
+                out.put_slice(&address.octets());
+                out.put_u16(0);
+                out.put_u16(port);
+            }
+            FilterSpec::Ipv6 { address, port } => {
+                out.put_slice(&address.octets());
+                out.put_u16(0);
+                out.put_u16(port);
+            }
+            FilterSpec::Ipv6FlowLabel {
+                address,
+                flow_label,
+            } => {
+                out.put_slice(&address.octets());
+                out.put_u32(flow_label & 0x000f_ffff);
+            }
+        }
+    }
+}
+
+impl From<SocketAddr> for FilterSpec {
+    fn from(sender: SocketAddr) -> Self {
+        FilterSpec::new(sender)
+    }
+}
+
+pub(crate) fn put_ip<S: bytes::BufMut>(out: &mut S, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => out.put_slice(&a.octets()),
+        IpAddr::V6(a) => out.put_slice(&a.octets()),
+    }
+}

@@ -1,0 +1,371 @@
+//! Per-message-type format rules (RFC 2205 §3.1, RFC 2961 §§3–5, RFC 3097 §3), checked as the
+//! objects stream by so every error knows its offset.
+
+use super::error::WireError;
+use super::message::MsgType;
+use super::object::{class, Object};
+use super::style::Style;
+
+/// Classes that may appear at most once per message.
+const SINGLETONS: [u8; 12] = [
+    class::SESSION,
+    class::RSVP_HOP,
+    class::INTEGRITY,
+    class::TIME_VALUES,
+    class::ERROR_SPEC,
+    class::SCOPE,
+    class::STYLE,
+    class::SENDER_TEMPLATE,
+    class::SENDER_TSPEC,
+    class::ADSPEC,
+    class::RESV_CONFIRM,
+    class::MESSAGE_ID,
+];
+
+fn bit(class_num: u8) -> u128 {
+    1u128 << (class_num & 0x7f)
+}
+
+const fn bits(classes: &[u8]) -> u128 {
+    let mut mask = 0u128;
+    let mut i = 0;
+    while i < classes.len() {
+        mask |= 1u128 << classes[i];
+        i += 1;
+    }
+    mask
+}
+
+/// Objects any of the seven RFC 2205 messages may carry (RFC 2747, RFC 2961 additions).
+const COMMON: u128 = bits(&[class::INTEGRITY, class::MESSAGE_ID, class::MESSAGE_ID_ACK]);
+
+fn allowed(msg_type: MsgType) -> u128 {
+    use class::*;
+    match msg_type {
+        MsgType::Path => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    RSVP_HOP,
+                    TIME_VALUES,
+                    POLICY_DATA,
+                    SENDER_TEMPLATE,
+                    SENDER_TSPEC,
+                    ADSPEC,
+                ])
+        }
+        MsgType::Resv => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    RSVP_HOP,
+                    TIME_VALUES,
+                    RESV_CONFIRM,
+                    SCOPE,
+                    POLICY_DATA,
+                    STYLE,
+                    FLOWSPEC,
+                    FILTER_SPEC,
+                ])
+        }
+        MsgType::PathErr => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    ERROR_SPEC,
+                    POLICY_DATA,
+                    SENDER_TEMPLATE,
+                    SENDER_TSPEC,
+                    ADSPEC,
+                ])
+        }
+        MsgType::ResvErr => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    RSVP_HOP,
+                    ERROR_SPEC,
+                    SCOPE,
+                    POLICY_DATA,
+                    STYLE,
+                    FLOWSPEC,
+                    FILTER_SPEC,
+                ])
+        }
+        MsgType::PathTear => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    RSVP_HOP,
+                    POLICY_DATA,
+                    SENDER_TEMPLATE,
+                    SENDER_TSPEC,
+                    ADSPEC,
+                ])
+        }
+        MsgType::ResvTear => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    RSVP_HOP,
+                    SCOPE,
+                    POLICY_DATA,
+                    STYLE,
+                    FLOWSPEC,
+                    FILTER_SPEC,
+                ])
+        }
+        MsgType::ResvConf => {
+            COMMON
+                | bits(&[
+                    SESSION,
+                    ERROR_SPEC,
+                    RESV_CONFIRM,
+                    STYLE,
+                    FLOWSPEC,
+                    FILTER_SPEC,
+                ])
+        }
+        MsgType::Bundle => bits(&[INTEGRITY]),
+        MsgType::Ack => bits(&[INTEGRITY, MESSAGE_ID_ACK]),
+        MsgType::Srefresh => bits(&[INTEGRITY, MESSAGE_ID_ACK, MESSAGE_ID, MESSAGE_ID_LIST]),
+        MsgType::IntegrityChallenge => bits(&[CHALLENGE]),
+        MsgType::IntegrityResponse => bits(&[INTEGRITY, CHALLENGE]),
+    }
+}
+
+fn required(msg_type: MsgType) -> &'static [u8] {
+    use class::*;
+    match msg_type {
+        MsgType::Path => &[SESSION, RSVP_HOP, TIME_VALUES],
+        MsgType::Resv => &[SESSION, RSVP_HOP, TIME_VALUES, STYLE, FLOWSPEC],
+        MsgType::PathErr => &[SESSION, ERROR_SPEC],
+        MsgType::ResvErr => &[SESSION, RSVP_HOP, ERROR_SPEC, STYLE],
+        MsgType::PathTear => &[SESSION, RSVP_HOP],
+        MsgType::ResvTear => &[SESSION, RSVP_HOP, STYLE],
+        MsgType::ResvConf => &[SESSION, ERROR_SPEC, RESV_CONFIRM, STYLE, FLOWSPEC],
+        MsgType::Bundle => &[],
+        MsgType::Ack => &[MESSAGE_ID_ACK],
+        MsgType::Srefresh => &[MESSAGE_ID_LIST],
+        MsgType::IntegrityChallenge => &[CHALLENGE],
+        MsgType::IntegrityResponse => &[INTEGRITY, CHALLENGE],
+    }
+}
+
+/// Streaming checker: `observe` each object in order, then `finish`.
+#[derive(Debug)]
+pub(crate) struct Checker {
+    msg_type: MsgType,
+    allowed: u128,
+    seen: u128,
+    index: usize,
+    style: Option<Style>,
+    /// FLOWSPECs seen, FILTER_SPECs seen, and whether the last of the two was a FLOWSPEC.
+    flowspecs: usize,
+    filters: usize,
+    pending_flowspec: Option<usize>,
+    /// IP version of the SESSION, and the first address-bearing object seen before it.
+    session_v6: Option<bool>,
+    early_family: Option<(usize, u8, u8, bool)>,
+}
+
+impl Checker {
+    pub(crate) fn new(msg_type: MsgType) -> Self {
+        Checker {
+            msg_type,
+            allowed: allowed(msg_type),
+            seen: 0,
+            index: 0,
+            style: None,
+            flowspecs: 0,
+            filters: 0,
+            pending_flowspec: None,
+            session_v6: None,
+            early_family: None,
+        }
+    }
+
+    pub(crate) fn observe(&mut self, offset: usize, obj: &Object) -> Result<(), WireError> {
+        let class_num = obj.class_num();
+        let c_type = obj.c_type();
+        let index = self.index;
+        self.index += 1;
+        // NULL and forwarded unknown objects may sit anywhere.
+        if matches!(obj, Object::Null { .. } | Object::Unknown { .. }) {
+            return Ok(());
+        }
+        if self.allowed & bit(class_num) == 0 || class_num > 127 {
+            return Err(WireError::UnexpectedObject {
+                offset,
+                msg_type: self.msg_type,
+                class_num,
+                c_type,
+            });
+        }
+        if self.seen & bit(class_num) != 0 && SINGLETONS.contains(&class_num) {
+            return Err(WireError::DuplicateObject {
+                offset,
+                class_num,
+                c_type,
+            });
+        }
+        self.seen |= bit(class_num);
+        let order = |reason| WireError::ObjectOrder {
+            offset,
+            class_num,
+            c_type,
+            reason,
+        };
+        match obj {
+            Object::Integrity(_) if index != 0 => {
+                return Err(order("integrity must directly follow the common header"))
+            }
+            Object::SenderTspec(_) if self.seen & bit(class::SENDER_TEMPLATE) == 0 => {
+                return Err(order("sender tspec must follow the sender template"))
+            }
+            Object::Adspec(_) if self.seen & bit(class::SENDER_TSPEC) == 0 => {
+                return Err(order("adspec must follow the sender tspec"))
+            }
+            Object::Style(style) => self.style = Some(*style),
+            Object::Session(s) => {
+                let v6 = s.destination.is_ipv6();
+                self.session_v6 = Some(v6);
+                if let Some((offset, class_num, c_type, other)) = self.early_family {
+                    if other != v6 {
+                        return Err(WireError::AddressFamilyMismatch {
+                            offset,
+                            class_num,
+                            c_type,
+                        });
+                    }
+                }
+            }
+            Object::FlowSpec(_) | Object::FilterSpec(_) => {
+                self.flow_descriptor(offset, obj)?;
+            }
+            _ => {}
+        }
+        let family = match obj {
+            Object::FilterSpec(f) | Object::SenderTemplate(f) => Some(f.address().is_ipv6()),
+            Object::ResvConfirm(c) => Some(c.receiver.is_ipv6()),
+            _ => None,
+        };
+        if let Some(v6) = family {
+            match self.session_v6 {
+                Some(session_v6) if session_v6 != v6 => {
+                    return Err(WireError::AddressFamilyMismatch {
+                        offset,
+                        class_num,
+                        c_type,
+                    })
+                }
+                None if self.early_family.is_none() => {
+                    self.early_family = Some((offset, class_num, c_type, v6))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn flow_descriptor(&mut self, offset: usize, obj: &Object) -> Result<(), WireError> {
+        let Some(style) = self.style else {
+            return Err(WireError::ObjectOrder {
+                offset,
+                class_num: obj.class_num(),
+                c_type: obj.c_type(),
+                reason: "flow descriptors must follow the style object",
+            });
+        };
+        let bad = |reason| WireError::BadFlowDescriptor {
+            offset,
+            style,
+            reason,
+        };
+        let is_flowspec = matches!(obj, Object::FlowSpec(_));
+        match (style, is_flowspec) {
+            (Style::WildcardFilter, false) => {
+                return Err(bad("a wildcard-filter reservation names no filter spec"))
+            }
+            (Style::WildcardFilter, true) if self.flowspecs > 0 => {
+                return Err(bad("a wildcard-filter reservation has one flowspec"))
+            }
+            (Style::SharedExplicit, true) if self.flowspecs > 0 => {
+                return Err(bad("a shared-explicit reservation has one flowspec"))
+            }
+            (Style::SharedExplicit, false)
+                if self.flowspecs == 0 && self.msg_type != MsgType::ResvTear =>
+            {
+                return Err(bad("the shared flowspec must come before the filter specs"))
+            }
+            (Style::FixedFilter, true) if self.pending_flowspec.is_some() => {
+                return Err(bad("each fixed-filter flowspec needs its filter spec"))
+            }
+            (Style::FixedFilter, false)
+                if self.filters == 0
+                    && self.flowspecs == 0
+                    && self.msg_type != MsgType::ResvTear =>
+            {
+                return Err(bad("a fixed-filter list starts with a flowspec"))
+            }
+            (Style::FixedFilter, false)
+                if self.msg_type == MsgType::ResvErr && self.filters > 0 =>
+            {
+                return Err(bad("a resverr carries one fixed-filter descriptor"))
+            }
+            _ => {}
+        }
+        if is_flowspec {
+            self.flowspecs += 1;
+            self.pending_flowspec = Some(offset);
+        } else {
+            self.filters += 1;
+            self.pending_flowspec = None;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(&self, end: usize) -> Result<(), WireError> {
+        for class_num in required(self.msg_type) {
+            if self.seen & bit(*class_num) == 0 {
+                return Err(WireError::MissingObject {
+                    msg_type: self.msg_type,
+                    class_num: *class_num,
+                });
+            }
+        }
+        let template = self.seen & bit(class::SENDER_TEMPLATE) != 0;
+        let tspec = self.seen & bit(class::SENDER_TSPEC) != 0;
+        if template && !tspec && matches!(self.msg_type, MsgType::Path | MsgType::PathErr) {
+            return Err(WireError::MissingObject {
+                msg_type: self.msg_type,
+                class_num: class::SENDER_TSPEC,
+            });
+        }
+        if let Some(style) = self.style {
+            let bad = |offset, reason| WireError::BadFlowDescriptor {
+                offset,
+                style,
+                reason,
+            };
+            if style == Style::FixedFilter {
+                if let Some(offset) = self.pending_flowspec {
+                    return Err(bad(
+                        offset,
+                        "each fixed-filter flowspec needs its filter spec",
+                    ));
+                }
+            }
+            let needs_filter = style != Style::WildcardFilter
+                && self.filters == 0
+                && (self.flowspecs > 0 || self.msg_type == MsgType::ResvTear);
+            if needs_filter {
+                return Err(bad(
+                    end,
+                    "an explicit-style list needs at least one filter spec",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
