@@ -50,7 +50,6 @@ pub(crate) struct Driver {
     link: Link,
     enforcer: Box<dyn Enforcer>,
     commands: mpsc::UnboundedReceiver<Command>,
-    local_addrs: HashSet<IpAddr>,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Unsignaled admissions whose owner waits for the rule load.
     pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
@@ -71,7 +70,6 @@ impl Driver {
             link: parts.link,
             enforcer: parts.enforcer,
             commands: parts.commands,
-            local_addrs: parts.local_addrs.into_iter().collect(),
             sessions: HashMap::new(),
             pending_unsignaled: HashMap::new(),
             rules_in_force: HashSet::new(),
@@ -149,6 +147,7 @@ impl Driver {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(AgentStats {
+                    engine_owners: self.engine.owner_count(),
                     engine_sessions: self.engine.session_count(),
                     owned_sessions: self.sessions.len(),
                     rules_in_force: self.rules_in_force.len(),
@@ -285,26 +284,15 @@ impl Driver {
     }
 
     /// Moves everything the engine produced to where it goes until it has nothing more:
-    /// datagrams to the transport (or back into the engine for local addresses), rule changes
+    /// datagrams to the transport, rule changes
     /// to the enforcer, events to the sessions' owners. Then drops released sessions.
     async fn drain(&mut self) {
         loop {
             let mut progressed = false;
             while let Some(transmit) = self.engine.poll_transmit() {
                 progressed = true;
-                if self.local_addrs.contains(&transmit.destination) {
-                    // Same host: deliver in-process, as the IP stack would over loopback.
-                    self.engine.handle_datagram(
-                        Instant::now(),
-                        Incoming {
-                            source: transmit.source.unwrap_or(transmit.destination),
-                            destination: transmit.destination,
-                            ttl: Some(transmit.ttl),
-                            payload: &transmit.payload,
-                        },
-                    );
-                    continue;
-                }
+                // Same-host messages for our own sessions never get here: the engine
+                // delivers them to itself (its local delivery).
                 trace!(to = %transmit.destination, len = transmit.payload.len(), "datagram sent");
                 if let Err(e) = self.link.send(&transmit).await {
                     self.send_errors += 1;

@@ -105,7 +105,10 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AgentStats {
-    /// Sessions the engine holds any state for.
+    /// Sessions owned by local connections, as the engine counts them.
+    pub engine_owners: usize,
+    /// RSVP sessions the engine holds any state for, including state received from peers
+    /// that lingers until torn down or expired.
     pub engine_sessions: usize,
     /// Sessions owned by local connections (the agent's registry).
     pub owned_sessions: usize,
@@ -217,15 +220,16 @@ impl Agent {
         answer.await.map_err(|_| QosError::AgentStopped.into())
     }
 
-    /// Number of sessions the agent holds state for (engine and registry, whichever is
-    /// larger): zero once every connection is closed and torn down.
+    /// Number of sessions the agent holds for connections (the engine's owners and the
+    /// agent's registry, whichever is larger): zero once every connection is closed and torn
+    /// down.
     ///
     /// # Errors
     ///
     /// `BrokenPipe` if the agent has stopped.
     pub async fn session_count(&self) -> io::Result<usize> {
         let stats = self.stats().await?;
-        Ok(stats.engine_sessions.max(stats.owned_sessions))
+        Ok(stats.engine_owners.max(stats.owned_sessions))
     }
 
     fn send(&self, command: Command) -> Result<(), QosError> {

@@ -14,7 +14,7 @@ use rand::Rng;
 use super::codec;
 use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg, StyleCode};
 use super::state::{
-    Fast, Filter, LocalSender, Owner, Psb, RecvState, Request, Role, RuleState, Rsb, SenderRule,
+    Fast, Filter, LocalSender, Owner, Psb, RecvState, Request, Role, Rsb, RuleState, SenderRule,
     Session, UnsignaledRule,
 };
 use super::timer::{duration_ms_ceil, Ms, NEVER};
@@ -1032,7 +1032,10 @@ impl Engine {
 
     fn on_path(&mut self, now: Ms, source: IpAddr, msg: Msg) {
         let (Some(hop), Some(sender), Some(tspec)) = (msg.hop, msg.sender, msg.tspec) else {
-            return self.malformed(&msg, "path without rsvp_hop, sender_template or sender_tspec");
+            return self.malformed(
+                &msg,
+                "path without rsvp_hop, sender_template or sender_tspec",
+            );
         };
         let refresh = match msg.refresh_ms {
             Some(r) if r > 0 => r,
@@ -1042,7 +1045,10 @@ impl Engine {
         let own = msg.session.destination.ip();
         let Some(slot) = self.slot_for(msg.session, true) else {
             self.stats.rejected += 1;
-            tracing::warn!(limit = self.config.max_sessions, "session table full; path refused");
+            tracing::warn!(
+                limit = self.config.max_sessions,
+                "session table full; path refused"
+            );
             self.queue_path_err(
                 msg.session,
                 own,
@@ -1523,10 +1529,8 @@ impl Engine {
                         .and_then(|d| d.flowspec)
                         .unwrap_or(request.flowspec);
                     for id in receivers {
-                        self.events
-                            .push_back((id, Event::Confirmed { flowspec }));
-                        self.events
-                            .push_back((id, Event::Established { flowspec }));
+                        self.events.push_back((id, Event::Confirmed { flowspec }));
+                        self.events.push_back((id, Event::Established { flowspec }));
                     }
                 }
             }

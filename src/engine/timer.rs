@@ -135,7 +135,10 @@ mod tests {
         assert_eq!(clock.instant(5), None);
         assert_eq!(clock.ms(start), 0);
         assert_eq!(clock.ms(start + Duration::from_millis(1234)), 1234);
-        assert_eq!(clock.instant(1234), Some(start + Duration::from_millis(1234)));
+        assert_eq!(
+            clock.instant(1234),
+            Some(start + Duration::from_millis(1234))
+        );
         // Instants before the epoch saturate instead of panicking.
         if let Some(before) = start.checked_sub(Duration::from_millis(1)) {
             assert_eq!(clock.ms(before), 0);

@@ -186,26 +186,26 @@ pub struct QosListenerBuilder {
 
 impl QosListenerBuilder {
     /// RSVP signaling (default) or a rule marked with no signaling.
-    pub fn signaling(&mut self, signaling: Signaling) -> &mut Self {
+    pub fn signaling(mut self, signaling: Signaling) -> Self {
         self.signaling = signaling;
         self
     }
 
     /// The reservation each connection gets (default [`QosSpec::default`]).
-    pub fn spec(&mut self, spec: QosSpec) -> &mut Self {
+    pub fn spec(mut self, spec: QosSpec) -> Self {
         self.spec = spec;
         self
     }
 
     /// Whether connections' event streams report progress (`true`, default) or stay quiet
     /// except for errors and the end (`false`, like `REQ_SIGNAL_NORET_EVENTS`).
-    pub fn notify(&mut self, notify: bool) -> &mut Self {
+    pub fn notify(mut self, notify: bool) -> Self {
         self.notify = Some(notify);
         self
     }
 
     /// The agent to use instead of the process's default one.
-    pub fn agent(&mut self, agent: &Agent) -> &mut Self {
+    pub fn agent(mut self, agent: &Agent) -> Self {
         self.agent = Some(agent.clone());
         self
     }
@@ -215,7 +215,7 @@ impl QosListenerBuilder {
     /// # Errors
     ///
     /// As `tokio::net::TcpListener::bind`, or when the default agent cannot start.
-    pub async fn bind<A: ToSocketAddrs>(&self, addr: A) -> io::Result<QosListener> {
+    pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> io::Result<QosListener> {
         let agent = agent_or_default(self.agent.as_ref())?;
         let listener = TcpListener::bind(addr).await?;
         Ok(QosListener {

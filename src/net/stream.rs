@@ -223,33 +223,33 @@ pub struct QosStreamBuilder {
 
 impl QosStreamBuilder {
     /// The reservation to ask for (default [`QosSpec::default`]).
-    pub fn spec(&mut self, spec: QosSpec) -> &mut Self {
+    pub fn spec(mut self, spec: QosSpec) -> Self {
         self.spec = spec;
         self
     }
 
     /// Must stay [`Signaling::Rsvp`]: [`Signaling::None`] makes `connect` fail with
     /// `InvalidInput`, as the seed says the client has nothing to signal.
-    pub fn signaling(&mut self, signaling: Signaling) -> &mut Self {
+    pub fn signaling(mut self, signaling: Signaling) -> Self {
         self.signaling = signaling;
         self
     }
 
     /// Whether the event stream reports progress (`true`, default) or only errors and the
     /// end (`false`).
-    pub fn notify(&mut self, notify: bool) -> &mut Self {
+    pub fn notify(mut self, notify: bool) -> Self {
         self.notify = Some(notify);
         self
     }
 
     /// The agent to use instead of the process's default one.
-    pub fn agent(&mut self, agent: &Agent) -> &mut Self {
+    pub fn agent(mut self, agent: &Agent) -> Self {
         self.agent = Some(agent.clone());
         self
     }
 
     /// The local address (and port, 0 for any) to connect from.
-    pub fn bind(&mut self, local: SocketAddr) -> &mut Self {
+    pub fn bind(mut self, local: SocketAddr) -> Self {
         self.bind = Some(local);
         self
     }
@@ -266,7 +266,7 @@ impl QosStreamBuilder {
     /// # Cancel safety
     ///
     /// A cancelled connect leaves neither a connection nor a session behind.
-    pub async fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<QosStream> {
+    pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> io::Result<QosStream> {
         if self.signaling == Signaling::None {
             return Err(QosError::NoSignalingOnClient.into());
         }
