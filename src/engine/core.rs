@@ -12,7 +12,7 @@ use std::time::Instant;
 use rand::Rng;
 
 use super::codec;
-use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg, StyleCode};
+use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg};
 use super::state::{
     Fast, Filter, LocalSender, Owner, Psb, RecvState, Request, Role, Rsb, RuleState, SenderRule,
     Session, UnsignaledRule,
@@ -33,7 +33,6 @@ const LOCAL_BUDGET: usize = 100_000;
 const NO_PATH: u8 = 3;
 const NO_SENDER: u8 = 4;
 const CONFLICTING_STYLE: u8 = 5;
-const UNKNOWN_STYLE: u8 = 6;
 const RSVP_SYSTEM_ERROR: u8 = 23;
 
 /// Why a rule goes away.
@@ -189,7 +188,9 @@ impl Engine {
                 self.local.push_back((source, destination, msg));
                 continue;
             }
-            let payload = codec::encode(&msg);
+            let Some(payload) = codec::encode(&msg) else {
+                continue;
+            };
             self.stats.transmitted += 1;
             self.transmits.push_back(Transmit {
                 destination,
@@ -271,7 +272,7 @@ impl Engine {
             addr: own,
             lih: phop.lih,
         });
-        msg.style = Some(StyleCode::Known(request.style));
+        msg.style = Some(request.style);
         let flowspec = (!tear).then_some(request.flowspec);
         let senders = session
             .psbs
@@ -311,7 +312,7 @@ impl Engine {
         key: SessionKey,
         own: IpAddr,
         nhop: IpAddr,
-        style: Option<StyleCode>,
+        style: Option<Style>,
         descriptors: Vec<Descriptor>,
         code: u8,
         value: u16,
@@ -795,7 +796,7 @@ impl Engine {
                         session.key,
                         own,
                         nhop,
-                        Some(StyleCode::Known(style)),
+                        Some(style),
                         vec![descriptor],
                         failure.code,
                         failure.value,
@@ -833,7 +834,7 @@ impl Engine {
             value: 0,
         });
         msg.confirm = Some(receiver);
-        msg.style = Some(StyleCode::Known(rsb.style));
+        msg.style = Some(rsb.style);
         msg.descriptors = vec![Self::rsb_descriptor(rsb)];
         self.queue(msg, receiver, own);
     }
@@ -938,7 +939,7 @@ impl Engine {
                                     session.key,
                                     sender.ip(),
                                     nhop,
-                                    Some(StyleCode::Known(style)),
+                                    Some(style),
                                     vec![descriptor],
                                     denied.code,
                                     denied.value,
@@ -966,6 +967,10 @@ impl Engine {
         self.stats.received += 1;
         match codec::decode(datagram.payload) {
             Ok(msg) => self.on_msg(now, datagram.source, datagram.destination, msg),
+            Err(failure) if failure.unsupported => {
+                self.stats.ignored += 1;
+                tracing::debug!(source = %datagram.source, error = %failure.error, "message ignored");
+            }
             Err(failure) => {
                 self.stats.malformed += 1;
                 tracing::debug!(source = %datagram.source, error = %failure.error, "malformed rsvp message");
@@ -1232,28 +1237,11 @@ impl Engine {
         session: &mut Session,
         now: Ms,
         hop: Hop,
-        style: StyleCode,
+        style: Style,
         refresh: u32,
         msg: &Msg,
     ) {
         let own = session.senders[0].sender.ip();
-        let style = match style {
-            StyleCode::Known(style) => style,
-            StyleCode::Unknown(bits) => {
-                self.stats.rejected += 1;
-                let value = u16::try_from(bits & 0xffff).unwrap_or(0);
-                self.queue_resv_err(
-                    msg.session,
-                    own,
-                    hop.addr,
-                    msg.style,
-                    msg.descriptors.clone(),
-                    UNKNOWN_STYLE,
-                    value,
-                );
-                return;
-            }
-        };
         if session
             .rsbs
             .iter()
@@ -1396,7 +1384,7 @@ impl Engine {
                     msg.session,
                     own,
                     hop.addr,
-                    Some(StyleCode::Known(style)),
+                    Some(style),
                     vec![descriptor],
                     code,
                     value,
@@ -1440,7 +1428,7 @@ impl Engine {
             .iter()
             .flat_map(|d| d.filters.iter().copied())
             .collect();
-        let wildcard = msg.known_style() == Some(Style::WildcardFilter) || torn.is_empty();
+        let wildcard = msg.style == Some(Style::WildcardFilter) || torn.is_empty();
         let before = session.rsbs.len();
         session.rsbs.retain(|rsb| {
             let hit = rsb.nhop.addr == hop.addr

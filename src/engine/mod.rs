@@ -61,10 +61,12 @@ use crate::wire::intserv::{FlowSpec, TokenBucket};
 
 mod codec;
 mod core;
+mod inspect;
 mod msg;
 mod state;
 mod timer;
 
+pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};
 use msg::Msg;
 use state::Session;
 use timer::{Clock, Timers};

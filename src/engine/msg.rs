@@ -42,14 +42,6 @@ pub(crate) struct ErrorInfo {
     pub(crate) value: u16,
 }
 
-/// STYLE as received: a style this engine knows, or an option vector it does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StyleCode {
-    Known(Style),
-    /// An option vector that is none of WF, FF, SE: answered with error code 6.
-    Unknown(u32),
-}
-
 /// One flow descriptor of a Resv-family message.
 ///
 /// FF: one descriptor per sender (`filters.len() == 1`); SE: one descriptor, many filters;
@@ -75,7 +67,7 @@ pub(crate) struct Msg {
     /// RESV_CONFIRM receiver address (Resv, ResvConf).
     pub(crate) confirm: Option<IpAddr>,
     /// STYLE (Resv family).
-    pub(crate) style: Option<StyleCode>,
+    pub(crate) style: Option<Style>,
     /// SENDER_TEMPLATE (Path, PathTear, PathErr).
     pub(crate) sender: Option<SocketAddr>,
     /// SENDER_TSPEC (Path, PathErr).
@@ -99,14 +91,6 @@ impl Msg {
             sender: None,
             tspec: None,
             descriptors: Vec::new(),
-        }
-    }
-
-    /// The known style, if any.
-    pub(crate) fn known_style(&self) -> Option<Style> {
-        match self.style {
-            Some(StyleCode::Known(style)) => Some(style),
-            _ => None,
         }
     }
 }

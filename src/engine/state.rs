@@ -104,6 +104,33 @@ impl Session {
         merged
     }
 
+    /// Heap bytes this session owns (its lists and boxes).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let boxed = self
+            .owners
+            .iter()
+            .map(|o| match o.role {
+                Role::Unsignaled(_) => size_of::<UnsignaledRule>(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        let filters = self
+            .rsbs
+            .iter()
+            .map(|r| match &r.filter {
+                Filter::Many(list) => list.len() * size_of::<SocketAddr>(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        self.owners.capacity() * size_of::<Owner>()
+            + self.senders.capacity() * size_of::<LocalSender>()
+            + self.psbs.capacity() * size_of::<Psb>()
+            + self.rsbs.capacity() * size_of::<Rsb>()
+            + boxed
+            + filters
+    }
+
     pub(crate) fn has_receivers(&self) -> bool {
         self.receivers().next().is_some()
     }

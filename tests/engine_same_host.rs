@@ -1,0 +1,194 @@
+//! Both ends on one host with one engine (the embedded agent's demo on loopback): messages to
+//! the host itself are delivered to the engine, nothing is transmitted.
+
+mod engine_support;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use engine_support::*;
+use qtoq::engine::{Event, RuleAction, Style};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[test]
+fn signaled_flow_on_one_host_establishes_refreshes_and_tears_down() {
+    let mut net = Net::new(7);
+    let host = net.add("host", LOOPBACK, config(7));
+    let server_addr = sock(LOOPBACK, 8080);
+    let client_addr = sock(LOOPBACK, 40_001);
+    let k = key(client_addr);
+
+    // Client primes its session and asks for the reservation before any PATH exists.
+    let client = net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    assert!(net.nodes[host].events.is_empty());
+    // Server: session for the connection, sender = server.
+    let server = net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, server_addr, tspec()).unwrap();
+        id
+    });
+
+    let node = &net.nodes[host];
+    assert_eq!(
+        node.events_of(client),
+        vec![
+            Event::PathReceived {
+                sender: server_addr,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(
+        node.events_of(server),
+        vec![
+            Event::ResvReceived {
+                flowspec: flowspec(),
+                style: Style::FixedFilter
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(node.actions.len(), 1);
+    match &node.actions[0].1 {
+        RuleAction::Install { session, rule } => {
+            assert_eq!(*session, server);
+            assert_eq!(rule.flow.sender, server_addr);
+            assert_eq!(rule.flow.receiver, client_addr);
+            assert_eq!(rule.flow.protocol, 6);
+            assert_eq!(rule.flowspec, flowspec());
+        }
+        other => panic!("expected an install, got {other:?}"),
+    }
+    let stats = node.engine.stats().clone();
+    assert_eq!(stats.transmitted, 0, "nothing goes on the wire");
+    assert!(stats.local_delivered >= 3, "path, resv, resvconf: {stats:?}");
+
+    // An hour of refreshes: no new events, no expiry, refreshes keep flowing locally.
+    net.run_for(Duration::from_secs(3600));
+    let node = &net.nodes[host];
+    assert_eq!(node.events.len(), 5, "{:?}", node.events);
+    assert_eq!(node.engine.stats().expired, 0);
+    assert!(node.engine.stats().local_delivered > stats.local_delivered + 200);
+    assert_eq!(node.engine.stats().transmitted, 0);
+
+    // Server closes: PathTear reaches the client, the rule goes.
+    net.with(host, |e, now| e.release(now, server));
+    let node = &net.nodes[host];
+    assert_eq!(
+        node.events_of(client).last(),
+        Some(&Event::TornDown {
+            reason: format!("path torn down by sender {server_addr}")
+        })
+    );
+    assert!(matches!(
+        node.events_of(server).last(),
+        Some(Event::TornDown { .. })
+    ));
+    assert_eq!(node.remove_count(), 1);
+    net.with(host, |e, now| e.release(now, client));
+    net.run_for(Duration::from_secs(600));
+    let node = &net.nodes[host];
+    node.assert_rules_balanced();
+    assert_eq!(node.engine.session_count(), 0);
+    assert_eq!(node.engine.owner_count(), 0);
+    assert_eq!(node.engine.poll_timeout(), None);
+    assert_eq!(node.engine.stats().transmitted, 0);
+}
+
+#[test]
+fn receiver_opened_after_the_path_still_gets_it() {
+    let mut net = Net::new(8);
+    let host = net.add("host", LOOPBACK, config(8));
+    let server_addr = sock(LOOPBACK, 8080);
+    let k = key(sock(LOOPBACK, 40_002));
+    net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, server_addr, tspec()).unwrap();
+    });
+    // No local receiver yet: the Path is transmitted (another engine may own the receiver).
+    assert_eq!(net.nodes[host].engine.stats().transmitted, 1);
+    // The transport brings it back to us (loopback): path state is kept for a later owner.
+    net.run_for(Duration::from_millis(10));
+    let client = net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    net.run_for(Duration::from_millis(10));
+    let events = net.nodes[host].events_of(client);
+    assert_eq!(
+        events.first(),
+        Some(&Event::PathReceived {
+            sender: server_addr,
+            tspec: tspec()
+        })
+    );
+    assert!(events.contains(&Event::Established {
+        flowspec: flowspec()
+    }));
+}
+
+#[test]
+fn unsignaled_rule_sends_nothing_and_is_removed_on_release() {
+    let mut net = Net::new(9);
+    let host = net.add("host", LOOPBACK, config(9));
+    let flow = qtoq::flow::Flow {
+        sender: sock(LOOPBACK, 8080),
+        receiver: sock(LOOPBACK, 40_003),
+        protocol: 6,
+    };
+    let (id, rule) = net.with(host, |e, now| {
+        let id = e.open_session(now, key(flow.receiver));
+        let rule = e.admit_unsignaled(now, id, flow, flowspec()).unwrap();
+        (id, rule)
+    });
+    let node = &net.nodes[host];
+    assert_eq!(node.install_count(), 1);
+    assert_eq!(
+        node.events_of(id),
+        vec![Event::Established {
+            flowspec: flowspec()
+        }]
+    );
+    assert!(node.installed.contains_key(&rule));
+    // Signaling on an unsignaled session is refused.
+    assert!(net
+        .with(host, |e, now| e.add_sender(now, id, flow.sender, tspec()))
+        .is_err());
+    net.with(host, |e, now| e.release(now, id));
+    let node = &net.nodes[host];
+    node.assert_rules_balanced();
+    assert_eq!(node.engine.stats().transmitted, 0);
+    assert_eq!(node.engine.stats().local_delivered, 0);
+    assert_eq!(node.engine.session_count(), 0);
+
+    // Admission refusal: an error, nothing installed, nothing left.
+    net.nodes[host].gate.deny_with(1, 2, "no bandwidth left");
+    let denied = net.with(host, |e, now| {
+        let id = e.open_session(now, key(flow.receiver));
+        let r = e.admit_unsignaled(now, id, flow, flowspec());
+        e.release(now, id);
+        r
+    });
+    match denied {
+        Err(qtoq::engine::CommandError::Denied(d)) => assert_eq!((d.code, d.value), (1, 2)),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    assert_eq!(net.nodes[host].install_count(), 1);
+    assert_eq!(net.nodes[host].engine.session_count(), 0);
+}
