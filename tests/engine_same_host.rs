@@ -75,7 +75,10 @@ fn signaled_flow_on_one_host_establishes_refreshes_and_tears_down() {
     }
     let stats = node.engine.stats().clone();
     assert_eq!(stats.transmitted, 0, "nothing goes on the wire");
-    assert!(stats.local_delivered >= 3, "path, resv, resvconf: {stats:?}");
+    assert!(
+        stats.local_delivered >= 3,
+        "path, resv, resvconf: {stats:?}"
+    );
 
     // An hour of refreshes: no new events, no expiry, refreshes keep flowing locally.
     net.run_for(Duration::from_secs(3600));

@@ -110,3 +110,61 @@ pub fn privileged(what: &str, available: bool) -> bool {
     eprintln!("skipping: {what} not available");
     false
 }
+
+/// Runs the RSVP flow between a server on `server_agent` and a client on `client_agent`
+/// (each bound to the agent's first address): both ends established with the expected
+/// events in order, data through, the client closes and the server sees `TornDown`, the
+/// server closes, and neither agent holds a session afterwards. Returns the server's and the
+/// client's TCP addresses.
+pub async fn cross_agent_flow(
+    server_agent: &Agent,
+    client_agent: &Agent,
+) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    use qtoq::{QosListener, QosSpec, QosStream};
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let spec = QosSpec::controlled_load(500_000, 32_768);
+    let listener = QosListener::builder()
+        .agent(server_agent)
+        .spec(spec)
+        .bind(SocketAddr::new(addr_of(server_agent), 0))
+        .await
+        .unwrap();
+    let (client, accepted) = tokio::join!(
+        QosStream::builder()
+            .agent(client_agent)
+            .spec(spec)
+            .bind(SocketAddr::new(addr_of(client_agent), 0))
+            .connect(listener.local_addr().unwrap()),
+        listener.accept()
+    );
+    let mut client = client.expect("connect");
+    let (mut server, _) = accepted.expect("accept");
+    let mut server_events = server.events();
+    let mut client_events = client.events();
+    let s = until(&mut server_events, "server Established", |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await;
+    let c = until(&mut client_events, "client Established", |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await;
+    assert_eq!(kinds(&s), ["ResvReceived", "Established"]);
+    assert_eq!(kinds(&c), ["PathReceived", "Confirmed", "Established"]);
+    let addrs = (server.local_addr().unwrap(), client.local_addr().unwrap());
+    server.write_all(b"over the wire").await.unwrap();
+    let mut buf = [0u8; 13];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"over the wire");
+    client.close().await.expect("client close");
+    until(&mut server_events, "server TornDown", |e| {
+        matches!(e, QosEvent::TornDown { .. })
+    })
+    .await;
+    server.close().await.expect("server close");
+    until_no_sessions(server_agent).await;
+    until_no_sessions(client_agent).await;
+    addrs
+}

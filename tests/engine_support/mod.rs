@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use qtoq::engine::{
     Engine, EngineConfig, Event, Incoming, RuleAction, RuleFailure, SessionId, SessionKey, Style,
 };
-use qtoq::flow::{
-    Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, AdmitAll, RuleId,
-};
+use qtoq::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, AdmitAll, RuleId};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -173,7 +171,12 @@ impl Node {
                 self.name
             );
         }
-        assert!(self.installed.is_empty(), "{}: rules left: {:?}", self.name, self.installed);
+        assert!(
+            self.installed.is_empty(),
+            "{}: rules left: {:?}",
+            self.name,
+            self.installed
+        );
     }
 }
 
@@ -368,7 +371,11 @@ impl Net {
         let link = self.link(from, to);
         let stream = (
             to,
-            [t.payload.get(1..2).unwrap_or(&[]), t.payload.get(8..20).unwrap_or(&[])].concat(),
+            [
+                t.payload.get(1..2).unwrap_or(&[]),
+                t.payload.get(8..20).unwrap_or(&[]),
+            ]
+            .concat(),
         );
         let lost = link.down || self.rng.random_bool(link.loss.clamp(0.0, 1.0));
         let capped = link
@@ -530,7 +537,8 @@ impl Flow2 {
         let k = key(receiver);
         let c = self.net.with(self.client, |e, now| {
             let id = e.open_session(now, k);
-            e.reserve(now, id, Style::FixedFilter, flowspec(), true).unwrap();
+            e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+                .unwrap();
             id
         });
         let sender = self.sender;
