@@ -54,6 +54,8 @@ async fn thousand_concurrent_reservations_through_one_agent() {
                 let stream = QosStream::builder()
                     .agent(&agent)
                     .spec(QosSpec::controlled_load(10_000 + i as u64, 4096))
+                    // The agent's own address: independent of 127.0.0.1's port state.
+                    .bind(SocketAddr::new(ip, 0))
                     .connect(addr)
                     .await
                     .expect("connect");

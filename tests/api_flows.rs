@@ -43,6 +43,7 @@ async fn rsvp_pair(agent: &Agent, ip: IpAddr) -> (QosStream, QosStream) {
         QosStream::builder()
             .agent(agent)
             .spec(spec())
+            .bind(SocketAddr::new(ip, 0))
             .connect(listener.local_addr().unwrap()),
         listener.accept()
     );

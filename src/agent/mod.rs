@@ -410,10 +410,7 @@ impl AgentBuilder {
     /// transport cannot be opened (address in use, no `CAP_NET_RAW` for [`Transport::Raw`]).
     pub fn build(self) -> io::Result<Agent> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::Other,
-                "AgentBuilder::build must be called from within a tokio runtime",
-            )
+            io::Error::other("AgentBuilder::build must be called from within a tokio runtime")
         })?;
         let (agent, driver) = self.prepare()?;
         runtime.spawn(driver.run());
@@ -448,9 +445,9 @@ impl AgentBuilder {
                     }
                 });
             })?;
-        ready_rx.recv().map_err(|_| {
-            io::Error::new(io::ErrorKind::Other, "the qos agent thread failed to start")
-        })?
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the qos agent thread failed to start"))?
     }
 
     fn prepare(mut self) -> io::Result<(Agent, driver::Driver)> {

@@ -298,6 +298,9 @@ impl QosStreamBuilder {
             Some(local) => SocketAddr::new(source_address_for(peer)?, local.port()),
             None => SocketAddr::new(source_address_for(peer)?, 0),
         };
+        // Bound before connecting so the session (keyed by this address) exists before any
+        // PATH can arrive. (SO_REUSEADDR here was measured to slow the port search once
+        // thousands of TIME_WAIT remnants exist: left off.)
         socket.bind(local)?;
         let local = socket.local_addr()?;
         let session = agent
