@@ -31,7 +31,11 @@ async fn thousand_concurrent_reservations_through_one_agent() {
     let server = tokio::spawn(async move {
         let mut servers = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            let (stream, _) = listener.accept().await.expect("accept");
+            // Bounded: a connection that never surfaces fails the test instead of hanging it.
+            let (stream, _) = tokio::time::timeout(EVENT_TIMEOUT, listener.accept())
+                .await
+                .expect("accept in time")
+                .expect("accept");
             servers.push(tokio::spawn(async move {
                 let mut events = stream.events();
                 until(&mut events, "server Established", |e| {

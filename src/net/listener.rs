@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::Mutex;
 
 use super::{agent_or_default, QosSpec, QosStream, Signaling};
@@ -175,6 +175,10 @@ impl QosListener {
     }
 }
 
+/// Listen backlog when none is given: a QoS server accepts bursts of connections (each
+/// accept also waits for a short agent round trip), more than the usual 128.
+const DEFAULT_BACKLOG: u32 = 1024;
+
 /// Builds a [`QosListener`]. See [`QosListener::builder`].
 #[derive(Debug, Clone, Default)]
 pub struct QosListenerBuilder {
@@ -182,6 +186,7 @@ pub struct QosListenerBuilder {
     spec: QosSpec,
     notify: Option<bool>,
     agent: Option<Agent>,
+    backlog: Option<u32>,
 }
 
 impl QosListenerBuilder {
@@ -210,14 +215,42 @@ impl QosListenerBuilder {
         self
     }
 
-    /// Binds the listener.
+    /// The listen backlog (default 1024; the kernel caps it at `net.core.somaxconn`).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
+    /// Binds the listener (trying each address `addr` resolves to, like
+    /// `tokio::net::TcpListener::bind`).
     ///
     /// # Errors
     ///
     /// As `tokio::net::TcpListener::bind`, or when the default agent cannot start.
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> io::Result<QosListener> {
         let agent = agent_or_default(self.agent.as_ref())?;
-        let listener = TcpListener::bind(addr).await?;
+        let backlog = self.backlog.unwrap_or(DEFAULT_BACKLOG);
+        let mut last_error = None;
+        let mut bound = None;
+        for addr in tokio::net::lookup_host(addr).await? {
+            match listen(addr, backlog) {
+                Ok(listener) => {
+                    bound = Some(listener);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let listener = match (bound, last_error) {
+            (Some(listener), _) => listener,
+            (None, Some(e)) => return Err(e),
+            (None, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "could not resolve to any address",
+                ))
+            }
+        };
         Ok(QosListener {
             listener,
             agent,
@@ -227,4 +260,16 @@ impl QosListenerBuilder {
             setting_up: Mutex::new(FuturesUnordered::new()),
         })
     }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio and std do: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
