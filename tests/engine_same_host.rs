@@ -195,3 +195,51 @@ fn unsignaled_rule_sends_nothing_and_is_removed_on_release() {
     assert_eq!(net.nodes[host].install_count(), 1);
     assert_eq!(net.nodes[host].engine.session_count(), 0);
 }
+
+#[test]
+fn a_thousand_same_host_reservations_through_one_engine() {
+    let mut net = Net::new(10);
+    let host = net.add("host", LOOPBACK, config(10));
+    let server_addr = sock(LOOPBACK, 8080);
+    let mut pairs = Vec::new();
+    for i in 0..1000u16 {
+        let k = key(sock(LOOPBACK, 20_000 + i));
+        let client = net.with(host, |e, now| {
+            let id = e.open_session(now, k);
+            e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+                .unwrap();
+            id
+        });
+        let server = net.with(host, |e, now| {
+            let id = e.open_session(now, k);
+            e.add_sender(now, id, server_addr, tspec()).unwrap();
+            id
+        });
+        pairs.push((server, client));
+    }
+    net.run_for(Duration::from_secs(120));
+    let node = &net.nodes[host];
+    for (server, client) in &pairs {
+        assert!(
+            node.events_of(*client).contains(&Event::Established {
+                flowspec: flowspec()
+            }),
+            "client {client:?}: {:?}",
+            node.events_of(*client)
+        );
+        assert!(node.events_of(*server).contains(&Event::Established {
+            flowspec: flowspec()
+        }));
+    }
+    assert_eq!(node.install_count(), 1000);
+    assert_eq!(node.engine.session_count(), 1000);
+    for (server, client) in pairs {
+        net.with(host, |e, now| {
+            e.release(now, server);
+            e.release(now, client);
+        });
+    }
+    net.run_for(Duration::from_secs(1));
+    net.nodes[host].assert_rules_balanced();
+    assert_eq!(net.nodes[host].engine.session_count(), 0);
+}

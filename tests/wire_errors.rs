@@ -165,14 +165,12 @@ fn object_length_past_the_message_is_rejected_before_reading() {
         ),
         "{err:?}"
     );
-    // A header cut short: fewer than 4 bytes left for an object header.
+    // A header cut short (2 bytes of a 4-byte object header): the message length can no
+    // longer be a multiple of 4, which the header check catches first.
     let mut bytes = raw(1, &path_objects());
     bytes.extend_from_slice(&[0, 8]);
-    bytes.extend_from_slice(&[0, 0]);
-    let n = bytes.len() as u16;
+    let n = u16::try_from(bytes.len()).unwrap();
     bytes[6..8].copy_from_slice(&n.to_be_bytes());
-    bytes.truncate(bytes.len() - 2);
-    bytes[6..8].copy_from_slice(&((n - 2) as u16).to_be_bytes());
     assert!(matches!(
         Message::decode(&bytes),
         Err(WireError::BadMessageLength { .. })
@@ -508,6 +506,24 @@ fn order_duplicates_and_foreign_objects() {
             }
         ),
         "{err:?}"
+    );
+
+    // A sender template ahead of its SESSION is checked once the SESSION arrives.
+    let objects = vec![
+        obj(11, 2, &[0; 20]),
+        session_obj(),
+        hop_obj(),
+        time_obj(),
+        tspec_obj(),
+    ];
+    let err = Message::decode(&raw(1, &objects)).unwrap_err();
+    assert_eq!(
+        err,
+        WireError::AddressFamilyMismatch {
+            offset: 8,
+            class_num: 11,
+            c_type: 2
+        }
     );
 
     // An IPv6 sender in an IPv4 session.

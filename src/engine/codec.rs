@@ -22,7 +22,7 @@ pub(crate) struct Failure {
     /// A well-formed message of a type the host engine does not process (Bundle, Ack,
     /// Srefresh, challenges): not malformed, just ignored.
     pub(crate) unsupported: bool,
-    pub(crate) answer: Option<Answer>,
+    pub(crate) answer: Option<Box<Answer>>,
 }
 
 /// What can be read of a refused message to address its error answer.
@@ -289,7 +289,7 @@ pub(crate) fn from_wire(message: &Message) -> Result<Msg, Failure> {
             value: e.value,
         }),
         confirm: message.resv_confirm().map(|c| c.receiver),
-        style: style,
+        style,
         sender: message.sender_template().map(FilterSpec::socket_addr),
         tspec: message.sender_tspec().copied(),
         descriptors,
@@ -301,7 +301,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Msg, Failure> {
     match Message::decode(bytes) {
         Ok(message) => from_wire(&message),
         Err(error) => Err(Failure {
-            answer: answer_for(bytes, &error),
+            answer: answer_for(bytes, &error).map(Box::new),
             unsupported: false,
             error: error.to_string(),
         }),

@@ -25,6 +25,10 @@ use super::{
 use crate::flow::{AdmissionRequest, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
+/// Bits of an owner or rule id that name the session's slab slot (the rest is a counter, so
+/// ids are never reused).
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 /// Most path states (senders) and reservation states one session keeps from the network.
 const MAX_STATES_PER_SESSION: usize = 64;
 /// Most locally delivered messages processed in one call (a guard against ping-pong).
@@ -74,7 +78,8 @@ impl Engine {
     // plumbing
 
     fn refresh_ms(&self) -> Ms {
-        duration_ms_ceil(self.config.refresh_period).max(2)
+        // TIME_VALUES carries 32 bits of milliseconds.
+        duration_ms_ceil(self.config.refresh_period).clamp(2, u64::from(u32::MAX))
     }
 
     /// Our refresh period as carried in TIME_VALUES.
@@ -93,7 +98,11 @@ impl Engine {
     fn lifetime(&self, peer_r: u32) -> Ms {
         let k = u64::from(self.config.keep_multiplier.max(1));
         let r = u64::from(peer_r);
-        ((2 * k + 1) * 3 * r).div_ceil(4) + 1
+        (2 * k + 1)
+            .saturating_mul(3)
+            .saturating_mul(r)
+            .div_ceil(4)
+            .saturating_add(1)
     }
 
     fn fast_start(&self) -> Fast {
@@ -118,19 +127,30 @@ impl Engine {
         }
     }
 
-    fn new_rule_id(&mut self) -> RuleId {
-        let id = RuleId(self.next_rule);
+    /// A new rule id for the session in `slot` (the id carries the slot).
+    fn new_rule_id(&mut self, slot: u32) -> RuleId {
+        let id = RuleId(self.next_rule << SLOT_BITS | u64::from(slot));
         self.next_rule += 1;
         id
+    }
+
+    /// The slot of the session an id (owner or rule) was made for.
+    fn slot_of(id: u64) -> u32 {
+        (id & SLOT_MASK) as u32
+    }
+
+    /// The slot of `key`'s session, if it exists.
+    fn lookup(&self, key: &SessionKey) -> Option<u32> {
+        self.index.get(key, &self.sessions)
     }
 
     /// The slot of `key`'s session, created if needed (`limited`: refuse beyond
     /// `max_sessions`).
     fn slot_for(&mut self, key: SessionKey, limited: bool) -> Option<u32> {
-        if let Some(&slot) = self.by_key.get(&key) {
+        if let Some(slot) = self.lookup(&key) {
             return Some(slot);
         }
-        if limited && self.by_key.len() >= self.config.max_sessions {
+        if limited && self.index.len() >= self.config.max_sessions {
             return None;
         }
         let session = Session::new(key);
@@ -140,12 +160,20 @@ impl Engine {
                 slot
             }
             None => {
-                let slot = u32::try_from(self.sessions.len()).ok()?;
+                let slot = u32::try_from(self.sessions.len())
+                    .ok()
+                    // The last slot number stays unused: ids ending in it name no session.
+                    .filter(|s| u64::from(*s) < SLOT_MASK)?;
+                if self.sessions.len() == self.sessions.capacity() {
+                    // Grow by an eighth: geometric (amortized O(1)) without doubling's slack.
+                    let more = (self.sessions.len() / 8).max(16);
+                    self.sessions.reserve_exact(more);
+                }
                 self.sessions.push(Some(session));
                 slot
             }
         };
-        self.by_key.insert(key, slot);
+        self.index.insert(&key, slot, &self.sessions);
         Some(slot)
     }
 
@@ -154,10 +182,10 @@ impl Engine {
     }
 
     /// Puts a session back: deletes it when nothing is left, else makes sure its earliest
-    /// deadline is in the timer heap.
+    /// deadline is in the timer wheel.
     fn put(&mut self, slot: u32, mut session: Session) {
         if session.is_empty() {
-            self.by_key.remove(&session.key);
+            self.index.remove(&session.key, slot, &self.sessions);
             self.free.push(slot);
             return;
         }
@@ -175,15 +203,25 @@ impl Engine {
         self.events.push_back((owner, event));
     }
 
+    /// Queues a message; whether it is for this engine itself is decided when it is sent.
     fn queue(&mut self, msg: Msg, destination: IpAddr, source: IpAddr) {
-        self.outbox.push((msg, destination, source));
+        self.outbox.push((msg, destination, source, None));
+    }
+
+    /// Queues a message about `session` (the session it is for, held by the caller): the
+    /// local-delivery decision is made now, saving a lookup when it is sent.
+    fn queue_for(&mut self, session: &Session, msg: Msg, destination: IpAddr, source: IpAddr) {
+        let local = self.config.local_delivery && self.is_for_session(session, &msg, destination);
+        self.outbox.push((msg, destination, source, Some(local)));
     }
 
     /// Sends (or delivers locally) what the handlers queued.
     pub(super) fn flush(&mut self) {
-        let outbox = std::mem::take(&mut self.outbox);
-        for (msg, destination, source) in outbox {
-            if self.config.local_delivery && self.is_for_us(&msg, destination) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (msg, destination, source, local) in outbox.drain(..) {
+            let local = local
+                .unwrap_or_else(|| self.config.local_delivery && self.is_for_us(&msg, destination));
+            if local {
                 self.stats.local_delivered += 1;
                 self.local.push_back((source, destination, msg));
                 continue;
@@ -200,18 +238,22 @@ impl Engine {
                 payload,
             });
         }
+        // Keep the buffer for the next time.
+        if self.outbox.is_empty() {
+            self.outbox = outbox;
+        }
     }
 
     /// Whether `msg` sent to `destination` is for state of this very engine (see the module
     /// documentation, *Local delivery*).
     fn is_for_us(&self, msg: &Msg, destination: IpAddr) -> bool {
-        let Some(session) = self
-            .by_key
-            .get(&msg.session)
-            .and_then(|&slot| self.sessions.get(slot as usize)?.as_ref())
-        else {
-            return false;
-        };
+        self.lookup(&msg.session)
+            .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
+            .is_some_and(|session| self.is_for_session(session, msg, destination))
+    }
+
+    /// Whether `msg` sent to `destination` is for `session` on this very engine.
+    fn is_for_session(&self, session: &Session, msg: &Msg, destination: IpAddr) -> bool {
         let local_addr =
             destination.is_loopback() || self.config.local_addrs.contains(&destination);
         let own_sender = |session: &Session| {
@@ -297,7 +339,7 @@ impl Engine {
         };
         if !tear {
             msg.refresh_ms = Some(self.refresh_ms_u32());
-            let confirmed = session.recv.is_some_and(|r| r.confirmed);
+            let confirmed = session.recv.as_ref().is_some_and(|r| r.confirmed);
             if request.confirm && !confirmed {
                 msg.confirm = Some(own);
             }
@@ -370,13 +412,17 @@ impl Engine {
 
     pub(super) fn cmd_open_session(&mut self, now: Instant, key: SessionKey) -> SessionId {
         self.clock.ms(now);
-        let id = SessionId(self.next_session);
-        self.next_session += 1;
         // Owners are bounded by the caller, not by `max_sessions` (that limits the network).
         let Some(slot) = self.slot_for(key, false) else {
+            // 2^24 sessions: an id that names nothing (every command on it fails).
+            let id = SessionId(self.next_session << SLOT_BITS | SLOT_MASK);
+            self.next_session += 1;
             tracing::error!("session slab full; session {id:?} has no state");
             return id;
         };
+        let id = SessionId(self.next_session << SLOT_BITS | u64::from(slot));
+        self.next_session += 1;
+        self.owner_total += 1;
         let Some(mut session) = self.take(slot) else {
             return id;
         };
@@ -384,7 +430,6 @@ impl Engine {
             id,
             role: Role::Primed,
         });
-        self.owners.insert(id, slot);
         for psb in &session.psbs {
             self.events.push_back((
                 id,
@@ -400,10 +445,7 @@ impl Engine {
 
     /// The slot and owner index of `id`, taking the session out.
     fn owner_session(&mut self, id: SessionId) -> Result<(u32, Session, usize), CommandError> {
-        let slot = *self
-            .owners
-            .get(&id)
-            .ok_or(CommandError::UnknownSession(id))?;
+        let slot = Self::slot_of(id.0);
         let session = self.take(slot).ok_or(CommandError::UnknownSession(id))?;
         match session.owner_index(id) {
             Some(index) => Ok((slot, session, index)),
@@ -455,6 +497,7 @@ impl Engine {
                     fast: self.fast_start(),
                     answered: false,
                     rule: None,
+                    previous: None,
                 });
                 session.senders.len() - 1
             }
@@ -471,7 +514,7 @@ impl Engine {
         };
         let msg = self.path_msg(session.key, local);
         let (destination, source) = (session.key.destination.ip(), local.sender.ip());
-        self.queue(msg, destination, source);
+        self.queue_for(session, msg, destination, source);
         let local = &mut session.senders[index];
         let mut fast = local.fast;
         local.next_at = self.after_send(&mut fast, local.answered, now);
@@ -508,7 +551,9 @@ impl Engine {
     /// send the Resv now if there is path state.
     fn request_changed(&mut self, session: &mut Session, now: Ms) {
         let merged = session.merged_request();
-        let recv = session.recv.get_or_insert_with(RecvState::new);
+        let recv = session
+            .recv
+            .get_or_insert_with(|| Box::new(RecvState::new()));
         if recv.request == merged {
             return;
         }
@@ -523,18 +568,15 @@ impl Engine {
 
     /// Sends the receiver's Resv to every previous hop and schedules the next one.
     fn send_resvs(&mut self, session: &mut Session, now: Ms) {
-        let (Some(request), Some(mut recv)) = (session.merged_request(), session.recv) else {
-            if let Some(recv) = &mut session.recv {
-                recv.next_at = NEVER;
-            }
+        let request = session.merged_request();
+        let has_paths = !session.psbs.is_empty();
+        let Some(recv) = session.recv.as_deref_mut() else {
             return;
         };
-        if session.psbs.is_empty() {
-            if let Some(recv) = &mut session.recv {
-                recv.next_at = NEVER;
-            }
+        let Some(request) = request.filter(|_| has_paths) else {
+            recv.next_at = NEVER;
             return;
-        }
+        };
         let mut phops: Vec<Hop> = Vec::with_capacity(1);
         for psb in &session.psbs {
             if !phops.iter().any(|h| h.addr == psb.phop.addr) {
@@ -543,11 +585,16 @@ impl Engine {
         }
         for phop in phops {
             let msg = self.resv_msg(session, &request, phop, false);
-            self.queue(msg, phop.addr, session.key.destination.ip());
+            self.queue_for(session, msg, phop.addr, session.key.destination.ip());
         }
+        let Some(recv) = session.recv.as_deref_mut() else {
+            return;
+        };
         let mut fast = recv.fast;
-        recv.next_at = self.after_send(&mut fast, recv.answered, now);
+        let answered = recv.answered;
+        let next_at = self.after_send(&mut fast, answered, now);
         recv.fast = fast;
+        recv.next_at = next_at;
         if !request.confirm && !recv.announced {
             recv.announced = true;
             let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
@@ -560,7 +607,6 @@ impl Engine {
                 );
             }
         }
-        session.recv = Some(recv);
     }
 
     pub(super) fn cmd_admit_unsignaled(
@@ -578,7 +624,7 @@ impl Engine {
                 "admit_unsignaled needs a fresh session (no sender, reservation or rule yet)",
             ));
         }
-        let rule = self.new_rule_id();
+        let rule = self.new_rule_id(slot);
         let request = AdmissionRequest {
             rule,
             flow,
@@ -588,13 +634,13 @@ impl Engine {
         };
         match self.admission.admit(&request) {
             Ok(grant) => {
+                self.rule_total += 1;
                 session.owners[index].role = Role::Unsignaled(Box::new(UnsignaledRule {
                     id: rule,
                     flow,
                     flowspec,
                     installed: false,
                 }));
-                self.rules.insert(rule, slot);
                 self.actions.push_back(RuleAction::Install {
                     session: id,
                     rule: Rule {
@@ -617,7 +663,7 @@ impl Engine {
 
     /// Emits the `Remove` of a rule and returns its resources.
     fn remove_rule(&mut self, owner: SessionId, id: RuleId) {
-        self.rules.remove(&id);
+        self.rule_total -= 1;
         self.admission.release(id);
         self.actions
             .push_back(RuleAction::Remove { session: owner, id });
@@ -629,7 +675,7 @@ impl Engine {
             return;
         };
         let owner = session.owners.remove(index);
-        self.owners.remove(&id);
+        self.owner_total -= 1;
         match owner.role {
             Role::Primed => {}
             Role::Unsignaled(rule) => self.remove_rule(id, rule.id),
@@ -648,7 +694,8 @@ impl Engine {
                     });
                     tear.sender = Some(local.sender);
                     tear.tspec = Some(local.tspec);
-                    self.queue(tear, session.key.destination.ip(), local.sender.ip());
+                    let (destination, source) = (session.key.destination.ip(), local.sender.ip());
+                    self.queue_for(&session, tear, destination, source);
                     if let Some(rule) = local.rule {
                         self.remove_rule(id, rule.id);
                     }
@@ -671,7 +718,8 @@ impl Engine {
                     }
                     for phop in phops {
                         let tear = self.resv_msg(&session, &request, phop, true);
-                        self.queue(tear, phop.addr, session.key.destination.ip());
+                        let source = session.key.destination.ip();
+                        self.queue_for(&session, tear, phop.addr, source);
                     }
                     session.recv = None;
                 }
@@ -693,11 +741,9 @@ impl Engine {
         outcome: Result<(), RuleFailure>,
     ) {
         self.clock.ms(now);
-        let Some(&slot) = self.rules.get(&id) else {
-            tracing::debug!(rule = %id, "outcome for a rule that is gone; ignored");
-            return;
-        };
+        let slot = Self::slot_of(id.0);
         let Some(mut session) = self.take(slot) else {
+            tracing::debug!(rule = %id, "outcome for a rule that is gone; ignored");
             return;
         };
         // An unsignaled owner's rule?
@@ -752,6 +798,7 @@ impl Engine {
             Ok(()) => {
                 rule.state = RuleState::Installed;
                 session.senders[index].rule = Some(rule);
+                session.senders[index].previous = None;
                 self.emit(
                     owner,
                     Event::Established {
@@ -765,7 +812,11 @@ impl Engine {
             Err(failure) => {
                 tracing::debug!(rule = %id, code = failure.code, reason = %failure.reason, "rule failed");
                 match rule.state {
-                    RuleState::Modifying { previous } => {
+                    RuleState::Modifying => {
+                        let previous = session.senders[index]
+                            .previous
+                            .take()
+                            .map_or(rule.flowspec, |b| *b);
                         // The old parameters stay in force; give the pools back their view.
                         let request = AdmissionRequest {
                             rule: id,
@@ -836,7 +887,7 @@ impl Engine {
         msg.confirm = Some(receiver);
         msg.style = Some(rsb.style);
         msg.descriptors = vec![Self::rsb_descriptor(rsb)];
-        self.queue(msg, receiver, own);
+        self.queue_for(session, msg, receiver, own);
     }
 
     // ----------------------------------------------------------------------------------
@@ -883,7 +934,7 @@ impl Engine {
                         }
                         let id = match rule {
                             Some(r) => r.id,
-                            None => self.new_rule_id(),
+                            None => self.new_rule_id(slot),
                         };
                         let flow = flow_of(session.key, sender);
                         let request = AdmissionRequest {
@@ -896,13 +947,15 @@ impl Engine {
                         match self.admission.admit(&request) {
                             Ok(grant) => {
                                 let (state, dscp) = match rule {
-                                    Some(r) => (
-                                        RuleState::Modifying {
-                                            previous: r.flowspec,
-                                        },
-                                        grant.dscp.or(r.dscp),
-                                    ),
-                                    None => (RuleState::Installing, grant.dscp),
+                                    Some(r) => {
+                                        session.senders[index].previous =
+                                            Some(Box::new(r.flowspec));
+                                        (RuleState::Modifying, grant.dscp.or(r.dscp))
+                                    }
+                                    None => {
+                                        self.rule_total += 1;
+                                        (RuleState::Installing, grant.dscp)
+                                    }
                                 };
                                 session.senders[index].rule = Some(SenderRule {
                                     id,
@@ -910,7 +963,6 @@ impl Engine {
                                     state,
                                     dscp,
                                 });
-                                self.rules.insert(id, slot);
                                 let rule = Rule {
                                     id,
                                     flow,
@@ -975,7 +1027,7 @@ impl Engine {
                 self.stats.malformed += 1;
                 tracing::debug!(source = %datagram.source, error = %failure.error, "malformed rsvp message");
                 if let Some(answer) = failure.answer {
-                    self.answer_undecodable(datagram, answer);
+                    self.answer_undecodable(datagram, *answer);
                 }
             }
         }
@@ -1022,11 +1074,11 @@ impl Engine {
         match msg.kind {
             Kind::Path => self.on_path(now, source, msg),
             Kind::PathTear => self.on_path_tear(msg),
-            Kind::PathErr => self.on_path_err(msg),
+            Kind::PathErr => self.on_path_err(now, msg),
             Kind::Resv => self.on_resv(now, destination, msg),
             Kind::ResvTear => self.on_resv_tear(msg),
-            Kind::ResvErr => self.on_resv_err(msg),
-            Kind::ResvConf => self.on_resv_conf(msg),
+            Kind::ResvErr => self.on_resv_err(now, msg),
+            Kind::ResvConf => self.on_resv_conf(now, msg),
         }
     }
 
@@ -1122,7 +1174,7 @@ impl Engine {
         let Some(sender) = msg.sender else {
             return self.malformed(&msg, "pathtear without sender_template");
         };
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1141,23 +1193,19 @@ impl Engine {
                         },
                     );
                 }
-                if session.psbs.is_empty() {
-                    if let Some(recv) = &mut session.recv {
-                        recv.next_at = NEVER;
-                    }
-                }
+                path_state_lost(&mut session);
             }
             None => self.stats.ignored += 1,
         }
         self.put(slot, session);
     }
 
-    fn on_path_err(&mut self, msg: Msg) {
+    fn on_path_err(&mut self, now: Ms, msg: Msg) {
         let Some(error) = msg.error else {
             return self.malformed(&msg, "patherr without error_spec");
         };
         self.stats.errors_received += 1;
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1165,9 +1213,15 @@ impl Engine {
             return;
         };
         let mut told: Vec<SessionId> = Vec::new();
+        let next = now.saturating_add(self.jitter());
         for local in &mut session.senders {
             if msg.sender.is_none_or(|s| s == local.sender) {
-                local.answered = true;
+                answer(
+                    &mut local.answered,
+                    &mut local.fast,
+                    &mut local.next_at,
+                    next,
+                );
                 if !told.contains(&local.owner) {
                     told.push(local.owner);
                 }
@@ -1201,9 +1255,7 @@ impl Engine {
             return self.malformed(&msg, "resv without flow descriptors");
         }
         let found = self
-            .by_key
-            .get(&msg.session)
-            .copied()
+            .lookup(&msg.session)
             .and_then(|slot| Some((slot, self.take(slot)?)));
         match found {
             Some((slot, mut session)) if !session.senders.is_empty() => {
@@ -1363,14 +1415,14 @@ impl Engine {
                     owners.push(local.owner);
                 }
                 if !local.answered {
-                    let in_fast = local.fast.left > 0;
                     let next = now.saturating_add(self.jitter());
                     let local = &mut session.senders[index];
-                    local.answered = true;
-                    if in_fast {
-                        local.fast.left = 0;
-                        local.next_at = next;
-                    }
+                    answer(
+                        &mut local.answered,
+                        &mut local.fast,
+                        &mut local.next_at,
+                        next,
+                    );
                 }
             }
             if changed {
@@ -1416,7 +1468,7 @@ impl Engine {
         let Some(hop) = msg.hop else {
             return self.malformed(&msg, "resvtear without rsvp_hop");
         };
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1443,12 +1495,12 @@ impl Engine {
         self.put(slot, session);
     }
 
-    fn on_resv_err(&mut self, msg: Msg) {
+    fn on_resv_err(&mut self, now: Ms, msg: Msg) {
         let Some(error) = msg.error else {
             return self.malformed(&msg, "resverr without error_spec");
         };
         self.stats.errors_received += 1;
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1456,9 +1508,10 @@ impl Engine {
             return;
         };
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+        let next = now.saturating_add(self.jitter());
         match &mut session.recv {
             Some(recv) if !receivers.is_empty() => {
-                recv.answered = true;
+                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
                 let pair = (error.code, error.value);
                 if recv.last_error != Some(pair) {
                     recv.last_error = Some(pair);
@@ -1494,8 +1547,8 @@ impl Engine {
         self.put(slot, session);
     }
 
-    fn on_resv_conf(&mut self, msg: Msg) {
-        let Some(&slot) = self.by_key.get(&msg.session) else {
+    fn on_resv_conf(&mut self, now: Ms, msg: Msg) {
+        let Some(slot) = self.lookup(&msg.session) else {
             self.stats.ignored += 1;
             return;
         };
@@ -1504,9 +1557,10 @@ impl Engine {
         };
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let request = session.merged_request();
+        let next = now.saturating_add(self.jitter());
         match (&mut session.recv, request) {
             (Some(recv), Some(request)) if !receivers.is_empty() => {
-                recv.answered = true;
+                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
                 if !recv.confirmed {
                     recv.confirmed = true;
                     recv.announced = true;
@@ -1546,10 +1600,6 @@ impl Engine {
             self.put(slot, session);
             self.flush();
         }
-        if self.timers.len() > 2 * self.by_key.len() + 1024 {
-            let sessions = &self.sessions;
-            self.timers.compact(|at, slot| is_live(sessions, at, slot));
-        }
     }
 
     fn run_timers(&mut self, slot: u32, session: &mut Session, now: Ms) {
@@ -1580,11 +1630,7 @@ impl Engine {
                     );
                 }
             }
-            if session.psbs.is_empty() {
-                if let Some(recv) = &mut session.recv {
-                    recv.next_at = NEVER;
-                }
-            }
+            path_state_lost(session);
         }
         if session.rsbs.iter().any(|r| r.expires_at <= now) {
             let before = session.rsbs.len();
@@ -1593,10 +1639,35 @@ impl Engine {
             tracing::debug!(session = ?session.key, "reservation state expired");
             self.reconcile(slot, session, Loss::Expired);
         }
-        if session.recv.is_some_and(|r| r.next_at <= now) {
+        if session.recv.as_ref().is_some_and(|r| r.next_at <= now) {
             self.send_resvs(session, now);
         }
     }
+}
+
+/// With no path state left the receiver's Resv stops; its reservation starts over (and is
+/// confirmed and announced again) when a Path comes back.
+fn path_state_lost(session: &mut Session) {
+    if !session.psbs.is_empty() {
+        return;
+    }
+    if let Some(recv) = session.recv.as_deref_mut() {
+        recv.next_at = NEVER;
+        recv.confirmed = false;
+        recv.announced = false;
+        recv.answered = false;
+        recv.last_error = None;
+    }
+}
+
+/// The first answer to a message stops its fast retransmission: the next send becomes a
+/// refresh at `refresh_at`.
+fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, refresh_at: Ms) {
+    if !*answered && fast.left > 0 && *next_at != NEVER {
+        *next_at = refresh_at;
+    }
+    *answered = true;
+    fast.left = 0;
 }
 
 /// The flow a local sender's reservation is for.

@@ -89,8 +89,8 @@ pub struct SessionInfo {
 impl Engine {
     /// What the engine holds for the owner `id`, or `None` for an unknown (released) id.
     pub fn session_info(&self, id: SessionId) -> Option<SessionInfo> {
-        let slot = *self.owners.get(&id)?;
-        let session = self.sessions.get(slot as usize)?.as_ref()?;
+        let slot = (id.0 & 0xff_ffff) as usize;
+        let session = self.sessions.get(slot)?.as_ref()?;
         let owner = session.owners.iter().find(|o| o.id == id)?;
         let key = session.key;
         let mut rules = Vec::new();
@@ -148,7 +148,7 @@ impl Engine {
                 })
                 .collect(),
             rules,
-            confirmed: session.recv.is_some_and(|r| r.confirmed),
+            confirmed: session.recv.as_ref().is_some_and(|r| r.confirmed),
         })
     }
 
@@ -158,10 +158,8 @@ impl Engine {
         let mut bytes = size_of::<Self>()
             + self.sessions.capacity() * size_of::<Option<super::state::Session>>()
             + self.free.capacity() * 4
-            + self.by_key.capacity() * (size_of::<(SessionKey, u32)>() + 1)
-            + self.owners.capacity() * (size_of::<(SessionId, u32)>() + 1)
-            + self.rules.capacity() * (size_of::<(RuleId, u32)>() + 1)
-            + self.timers.len() * 16;
+            + self.index.heap_bytes()
+            + self.timers.heap_bytes();
         for session in self.sessions.iter().flatten() {
             bytes += session.heap_bytes();
         }

@@ -6,6 +6,7 @@
 //! parts are boxed.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::{Deref, DerefMut};
 
 use super::msg::Hop;
 use super::timer::{Ms, NEVER};
@@ -17,18 +18,19 @@ use crate::wire::intserv::{FlowSpec, TokenBucket};
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
-    /// The deadline of this session's live timer-heap entry ([`NEVER`] when none).
+    /// The deadline of this session's live timer entry ([`NEVER`] when none).
     pub(crate) scheduled: Ms,
     /// Local owners (API handles) of this session.
-    pub(crate) owners: Vec<Owner>,
+    pub(crate) owners: List<Owner>,
     /// Senders on this host (the path state we originate).
-    pub(crate) senders: Vec<LocalSender>,
+    pub(crate) senders: List<LocalSender>,
     /// Path state received from previous hops.
-    pub(crate) psbs: Vec<Psb>,
+    pub(crate) psbs: List<Psb>,
     /// Reservation state received from next hops.
-    pub(crate) rsbs: Vec<Rsb>,
-    /// Refresh state of the Resv this host sends as a receiver.
-    pub(crate) recv: Option<RecvState>,
+    pub(crate) rsbs: List<Rsb>,
+    /// Refresh state of the Resv this host sends as a receiver (boxed: sender-only sessions,
+    /// the many, do not pay for it).
+    pub(crate) recv: Option<Box<RecvState>>,
 }
 
 impl Session {
@@ -36,10 +38,10 @@ impl Session {
         Session {
             key,
             scheduled: NEVER,
-            owners: Vec::new(),
-            senders: Vec::new(),
-            psbs: Vec::new(),
-            rsbs: Vec::new(),
+            owners: List::new(),
+            senders: List::new(),
+            psbs: List::new(),
+            rsbs: List::new(),
             recv: None,
         }
     }
@@ -57,7 +59,7 @@ impl Session {
         let senders = self.senders.iter().map(|s| s.next_at);
         let psbs = self.psbs.iter().map(|p| p.expires_at);
         let rsbs = self.rsbs.iter().map(|r| r.expires_at);
-        let recv = self.recv.as_ref().map(|r| r.next_at);
+        let recv = self.recv.as_deref().map(|r| r.next_at);
         senders
             .chain(psbs)
             .chain(rsbs)
@@ -123,12 +125,16 @@ impl Session {
                 _ => 0,
             })
             .sum::<usize>();
-        self.owners.capacity() * size_of::<Owner>()
-            + self.senders.capacity() * size_of::<LocalSender>()
-            + self.psbs.capacity() * size_of::<Psb>()
-            + self.rsbs.capacity() * size_of::<Rsb>()
+        let modifying =
+            self.senders.iter().filter(|s| s.previous.is_some()).count() * size_of::<FlowSpec>();
+        self.owners.len() * size_of::<Owner>()
+            + self.senders.len() * size_of::<LocalSender>()
+            + self.psbs.len() * size_of::<Psb>()
+            + self.rsbs.len() * size_of::<Rsb>()
+            + self.recv.as_ref().map_or(0, |_| size_of::<RecvState>())
             + boxed
             + filters
+            + modifying
     }
 
     pub(crate) fn has_receivers(&self) -> bool {
@@ -194,6 +200,9 @@ pub(crate) struct LocalSender {
     /// A Resv or PathErr answered our Path: fast retransmission stops.
     pub(crate) answered: bool,
     pub(crate) rule: Option<SenderRule>,
+    /// While a `Modify` is outstanding: the flowspec that stays in force if it fails (boxed:
+    /// rare, and inline it would grow every sender by a third).
+    pub(crate) previous: Option<Box<FlowSpec>>,
 }
 
 /// The enforcement rule of a local sender's reservation.
@@ -208,14 +217,14 @@ pub(crate) struct SenderRule {
 
 /// Where a rule's last action stands. One action per rule is outstanding at most; changes
 /// wait for [`Engine::rule_outcome`](super::Engine::rule_outcome).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RuleState {
     /// `Install` emitted, outcome not known yet.
     Installing,
     /// Loaded.
     Installed,
-    /// `Modify` emitted; `previous` stays in force if it fails.
-    Modifying { previous: FlowSpec },
+    /// `Modify` emitted; [`LocalSender::previous`] stays in force if it fails.
+    Modifying,
 }
 
 /// Path state received from a previous hop (PSB).
@@ -300,5 +309,118 @@ impl RecvState {
             last_error: None,
             request: None,
         }
+    }
+}
+
+/// A list that costs 16 bytes when empty and allocates exactly what it holds: sessions have
+/// one or two entries per list, and a `Vec` would reserve four.
+#[derive(Debug)]
+pub(crate) struct List<T>(Option<Box<[T]>>);
+
+impl<T> List<T> {
+    pub(crate) const fn new() -> Self {
+        List(None)
+    }
+
+    fn take_vec(&mut self) -> Vec<T> {
+        self.0.take().map(Vec::from).unwrap_or_default()
+    }
+
+    fn set(&mut self, items: Vec<T>) {
+        self.0 = (!items.is_empty()).then(|| items.into_boxed_slice());
+    }
+
+    pub(crate) fn push(&mut self, item: T) {
+        let mut items = self.take_vec();
+        items.reserve_exact(1);
+        items.push(item);
+        self.set(items);
+    }
+
+    pub(crate) fn remove(&mut self, index: usize) -> T {
+        let mut items = self.take_vec();
+        let item = items.remove(index);
+        self.set(items);
+        item
+    }
+
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        if self.is_empty() {
+            return;
+        }
+        let mut items = self.take_vec();
+        items.retain(keep);
+        self.set(items);
+    }
+}
+
+impl<T> Deref for List<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl<T> DerefMut for List<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a List<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a mut List<T> {
+    type Item = &'a mut T;
+    type IntoIter = std::slice::IterMut<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_allocates_exactly_and_behaves_like_a_vec() {
+        let mut list: List<u32> = List::new();
+        assert!(list.is_empty());
+        list.push(1);
+        list.push(2);
+        list.push(3);
+        assert_eq!(&*list, &[1, 2, 3]);
+        assert_eq!(list.remove(1), 2);
+        list.retain(|x| *x != 1);
+        assert_eq!(&*list, &[3]);
+        list[0] = 7;
+        assert_eq!(list.first(), Some(&7));
+        list.retain(|_| false);
+        assert!(list.0.is_none());
+    }
+
+    #[test]
+    fn state_stays_compact() {
+        use std::mem::size_of;
+        // Budget of the per-session goal (≤ 512 bytes with maps and timers): keep the parts
+        // from growing unnoticed.
+        assert!(
+            size_of::<Session>() <= 128,
+            "session {}",
+            size_of::<Session>()
+        );
+        assert!(
+            size_of::<LocalSender>() <= 144,
+            "sender {}",
+            size_of::<LocalSender>()
+        );
+        assert!(size_of::<Rsb>() <= 136, "rsb {}", size_of::<Rsb>());
+        assert!(size_of::<Psb>() <= 96, "psb {}", size_of::<Psb>());
+        assert!(size_of::<Owner>() <= 56, "owner {}", size_of::<Owner>());
     }
 }

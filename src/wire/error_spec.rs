@@ -46,6 +46,7 @@ impl ErrorSpec {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         let node = decode_addr(c_type, body, 4)?;
         let mut r = Reader::new(&body[body.len() - 4..]);

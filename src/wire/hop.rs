@@ -32,7 +32,17 @@ impl RsvpHop {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
+        if c_type == 1 {
+            let Ok([a, b, c, d, lih @ ..]) = <[u8; 8]>::try_from(body) else {
+                return Err(BodyError::Size);
+            };
+            return Ok(RsvpHop {
+                address: IpAddr::V4([a, b, c, d].into()),
+                lih: u32::from_be_bytes(lih),
+            });
+        }
         let address = decode_addr(c_type, body, 4)?;
         let lih = Reader::new(&body[body.len() - 4..])
             .u32()
@@ -78,15 +88,17 @@ impl TimeValues {
         Duration::from_millis(u64::from(self.refresh_period_ms))
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 1 {
             return Err(BodyError::CType);
         }
-        if body.len() != 4 {
+        let Ok(period) = <[u8; 4]>::try_from(body) else {
             return Err(BodyError::Size);
-        }
-        let refresh_period_ms = Reader::new(body).u32().ok_or(BodyError::Size)?;
-        Ok(TimeValues { refresh_period_ms })
+        };
+        Ok(TimeValues {
+            refresh_period_ms: u32::from_be_bytes(period),
+        })
     }
 
     pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
@@ -176,6 +188,7 @@ impl ResvConfirm {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         Ok(ResvConfirm {
             receiver: decode_addr(c_type, body, 0)?,

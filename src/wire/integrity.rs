@@ -63,6 +63,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 1 {
             return Err(BodyError::CType);

@@ -147,12 +147,19 @@ fn check_rate(value: f32, allow_infinite: bool) -> bool {
 impl TokenBucket {
     /// Reads the 5-word token-bucket value (after its parameter header) and checks it: rates
     /// and sizes non-negative and not NaN (peak may be infinite), `m <= M`.
+    #[inline(always)]
     fn read(r: &mut Reader<'_>) -> Result<Self, BodyError> {
-        let (Some(rate), Some(bucket), Some(peak), Some(min_policed), Some(max_packet)) =
-            (r.f32(), r.f32(), r.f32(), r.u32(), r.u32())
-        else {
+        let Some(words) = r.array::<20>() else {
             return Err(tspec_err("token bucket truncated"));
         };
+        let word =
+            |i: usize| u32::from_be_bytes([words[i], words[i + 1], words[i + 2], words[i + 3]]);
+        let (rate, bucket, peak) = (
+            f32::from_bits(word(0)),
+            f32::from_bits(word(4)),
+            f32::from_bits(word(8)),
+        );
+        let (min_policed, max_packet) = (word(12), word(16));
         if !check_rate(rate, false) || !check_rate(bucket, false) || !check_rate(peak, true) {
             return Err(tspec_err(
                 "token bucket rate, size or peak is negative or not a number",
@@ -184,6 +191,7 @@ impl TokenBucket {
     }
 
     /// Decodes a SENDER_TSPEC body (C-Type 2): header, service 1, parameter 127.
+    #[inline(always)]
     pub(crate) fn decode_tspec(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
@@ -221,6 +229,7 @@ impl TokenBucket {
 
 impl FlowSpec {
     /// Decodes a FLOWSPEC body (C-Type 2): Controlled-Load (service 5) or Guaranteed (2).
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
@@ -396,6 +405,19 @@ fn read_params(
     slots: &mut [Option<u32>],
     extra: &mut Vec<RawParam>,
 ) -> Result<(), BodyError> {
+    // Fast path for what hosts and routers send: every typed parameter once, in order.
+    if data.len() == order.len() * 8 && slots.len() == order.len() {
+        let canonical = data
+            .chunks_exact(8)
+            .zip(order)
+            .all(|(param, id)| param[..4] == [*id, 0, 0, 1]);
+        if canonical {
+            for (slot, param) in slots.iter_mut().zip(data.chunks_exact(8)) {
+                *slot = Some(u32::from_be_bytes([param[4], param[5], param[6], param[7]]));
+            }
+            return Ok(());
+        }
+    }
     let mut r = Reader::new(data);
     let mut last_rank = 0usize;
     while !r.is_empty() {
@@ -465,14 +487,14 @@ impl Adspec {
         }
     }
 
-    /// Decodes an ADSPEC body (C-Type 2).
-    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
+    /// Decodes an ADSPEC body (C-Type 2), straight into its box.
+    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Box<Self>, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
         }
         let mut r = Reader::new(body);
         read_intserv_header(&mut r, body.len())?;
-        let mut adspec = Adspec::default();
+        let mut adspec = Box::<Adspec>::default();
         let mut fragments = 0usize;
         // Rank of the last typed fragment: 1 general, 2 guaranteed, 3 controlled-load.
         let mut last_rank = 0usize;
@@ -512,8 +534,11 @@ impl Adspec {
                     let mut slots = [None; 4];
                     read_params(data, &GENERAL_ORDER, &mut slots, &mut g.extra)?;
                     let [hops, bw, latency, mtu] = slots;
-                    (g.is_hops, g.path_bw, g.min_latency, g.path_mtu) =
-                        (hops, bw.map(f32::from_bits), latency, mtu);
+                    let bw = bw.map(f32::from_bits);
+                    if bw.is_some_and(|bw| !check_rate(bw, true)) {
+                        return Err(adspec_err("path bandwidth is negative or not a number"));
+                    }
+                    (g.is_hops, g.path_bw, g.min_latency, g.path_mtu) = (hops, bw, latency, mtu);
                 }
                 SERVICE_GUARANTEED => {
                     let mut frag = GuaranteedAdspec {

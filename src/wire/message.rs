@@ -9,7 +9,7 @@ use super::error_spec::ErrorSpec;
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::object::{class, Decoded, Object, PolicyData};
+use super::object::{class, Object, PolicyData};
 use super::refresh::MessageId;
 use super::session::{FilterSpec, Session};
 use super::style::Style;
@@ -190,7 +190,7 @@ impl Message {
             Object::SenderTspec(sender_tspec),
         ]);
         if let Some(adspec) = adspec {
-            msg.objects.push(Object::Adspec(adspec));
+            msg.objects.push(Object::Adspec(Box::new(adspec)));
         }
         msg
     }
@@ -447,7 +447,7 @@ impl Message {
     /// The ADSPEC object.
     pub fn adspec(&self) -> Option<&Adspec> {
         self.find(|o| match o {
-            Object::Adspec(a) => Some(a),
+            Object::Adspec(a) => Some(&**a),
             _ => None,
         })
     }
@@ -515,11 +515,12 @@ impl Message {
 
     fn decode_at(bytes: &[u8], base: usize, allow_bundle: bool) -> Result<Message, WireError> {
         let mut r = Reader::new(bytes);
-        let (Some(vers_flags), Some(type_num), Some(found), Some(send_ttl), Some(_), Some(len)) =
-            (r.u8(), r.u8(), r.u16(), r.u8(), r.u8(), r.u16())
+        let Some([vers_flags, type_num, sum_hi, sum_lo, send_ttl, _, len_hi, len_lo]) = r.array()
         else {
             return Err(WireError::TooShort { len: bytes.len() });
         };
+        let found = u16::from_be_bytes([sum_hi, sum_lo]);
+        let len = u16::from_be_bytes([len_hi, len_lo]);
         let version = vers_flags >> 4;
         if version != RSVP_VERSION {
             return Err(WireError::BadVersion { version });
@@ -544,8 +545,10 @@ impl Message {
             msg_type,
             flags: vers_flags & 0x0f,
             send_ttl,
-            // Typical objects are 8–36 bytes: one allocation, rarely regrown.
-            objects: Vec::with_capacity((declared - COMMON_HEADER_LEN) / 12 + 1),
+            // One allocation of exactly the right size.
+            objects: Vec::with_capacity(count_objects(
+                bytes.get(COMMON_HEADER_LEN..).unwrap_or(&[]),
+            )),
             bundled: Vec::new(),
         };
         let mut check = validate::Checker::new(msg_type);
@@ -561,9 +564,10 @@ impl Message {
             while !r.is_empty() {
                 let offset = base + bytes.len() - r.remaining();
                 let (class_num, c_type, body) = read_object(&mut r, offset)?;
-                if let Decoded::Object(obj) = Object::decode(offset, class_num, c_type, body)? {
-                    check.observe(offset, &obj)?;
-                    msg.objects.push(obj);
+                if Object::decode_into(&mut msg.objects, offset, class_num, c_type, body)? {
+                    if let Some(obj) = msg.objects.last() {
+                        check.observe(offset, obj)?;
+                    }
                 }
             }
         }
@@ -584,9 +588,10 @@ impl Message {
             if hi >> 4 != RSVP_VERSION && class_num == class::INTEGRITY {
                 let offset = total - r.remaining();
                 let (class_num, c_type, body) = read_object(r, offset)?;
-                if let Decoded::Object(obj) = Object::decode(offset, class_num, c_type, body)? {
-                    check.observe(offset, &obj)?;
-                    self.objects.push(obj);
+                if Object::decode_into(&mut self.objects, offset, class_num, c_type, body)? {
+                    if let Some(obj) = self.objects.last() {
+                        check.observe(offset, obj)?;
+                    }
                 }
             }
         }
@@ -717,10 +722,26 @@ fn expected_checksum(bytes: &[u8]) -> u16 {
     }
 }
 
+/// Number of objects a body holds, walking only the length fields (a malformed length ends
+/// the count; the real walk reports it).
+fn count_objects(body: &[u8]) -> usize {
+    let mut at = 0usize;
+    let mut count = 0usize;
+    while let Some(len) = body.get(at..at + 2) {
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 4 {
+            break;
+        }
+        at += len;
+        count += 1;
+    }
+    count
+}
+
 /// Reads one object header and body, checking the length before anything else is read.
 fn read_object<'a>(r: &mut Reader<'a>, offset: usize) -> Result<(u8, u8, &'a [u8]), WireError> {
     let remaining = r.remaining();
-    let (Some(length), Some(class_num), Some(c_type)) = (r.u16(), r.u8(), r.u8()) else {
+    let Some([len_hi, len_lo, class_num, c_type]) = r.array() else {
         return Err(WireError::BadObjectLength {
             offset,
             length: remaining,
@@ -728,7 +749,7 @@ fn read_object<'a>(r: &mut Reader<'a>, offset: usize) -> Result<(u8, u8, &'a [u8
             c_type: 0,
         });
     };
-    let length = usize::from(length);
+    let length = usize::from(u16::from_be_bytes([len_hi, len_lo]));
     // Length ≥ 4 guarantees progress (CVE-2005-1281); the body is taken only after the bounds
     // check (CVE-2017-13048).
     let body = if length >= 4 && length % 4 == 0 {

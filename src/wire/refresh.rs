@@ -25,6 +25,7 @@ pub struct MessageId {
 }
 
 impl MessageId {
+    #[inline(always)]
     pub(crate) fn decode(body: &[u8]) -> Result<Self, BodyError> {
         if body.len() != 8 {
             return Err(BodyError::Size);

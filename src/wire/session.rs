@@ -55,22 +55,32 @@ impl Session {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
-        let mut r = Reader::new(body);
-        let destination = match (c_type, body.len()) {
-            (1, 8) => IpAddr::V4(r.ipv4().ok_or(BodyError::Size)?),
-            (2, 20) => IpAddr::V6(r.ipv6().ok_or(BodyError::Size)?),
-            (1 | 2, _) => return Err(BodyError::Size),
+        let (destination, tail) = match c_type {
+            1 => {
+                let Ok([a, b, c, d, tail @ ..]) = <[u8; 8]>::try_from(body) else {
+                    return Err(BodyError::Size);
+                };
+                (IpAddr::V4([a, b, c, d].into()), tail)
+            }
+            2 => {
+                let mut r = Reader::new(body);
+                let (Some(address), Some(tail), true) =
+                    (r.array::<16>(), r.array::<4>(), body.len() == 20)
+                else {
+                    return Err(BodyError::Size);
+                };
+                (IpAddr::V6(address.into()), tail)
+            }
             _ => return Err(BodyError::CType),
         };
-        let (Some(protocol), Some(flags), Some(port)) = (r.u8(), r.u8(), r.u16()) else {
-            return Err(BodyError::Size);
-        };
+        let [protocol, flags, port_hi, port_lo] = tail;
         Ok(Session {
             destination,
             protocol,
             flags,
-            port,
+            port: u16::from_be_bytes([port_hi, port_lo]),
         })
     }
 
@@ -156,15 +166,18 @@ impl FilterSpec {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         let mut r = Reader::new(body);
         let filter = match (c_type, body.len()) {
             (1, 8) => {
-                let address = r.ipv4().ok_or(BodyError::Size)?;
-                r.u16().ok_or(BodyError::Size)?; // reserved
+                // Bytes 4-5 are reserved.
+                let Ok([a, b, c, d, _, _, port_hi, port_lo]) = <[u8; 8]>::try_from(body) else {
+                    return Err(BodyError::Size);
+                };
                 FilterSpec::Ipv4 {
-                    address,
-                    port: r.u16().ok_or(BodyError::Size)?,
+                    address: [a, b, c, d].into(),
+                    port: u16::from_be_bytes([port_hi, port_lo]),
                 }
             }
             (2, 20) => {

@@ -1,6 +1,5 @@
 //! STYLE (class 8, C-Type 1): the reservation style.
 
-use super::codec::Reader;
 use super::object::BodyError;
 
 /// Reservation style (RFC 2205 §1.3, option vector of §A.7).
@@ -34,16 +33,16 @@ impl Style {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 1 {
             return Err(BodyError::CType);
         }
-        if body.len() != 4 {
+        // Byte 0 holds flags; none are defined.
+        let Ok([_flags, a, b, c]) = <[u8; 4]>::try_from(body) else {
             return Err(BodyError::Size);
-        }
-        let mut r = Reader::new(body);
-        let _flags = r.u8(); // no flags are defined
-        let vector = r.u24().ok_or(BodyError::Size)?;
+        };
+        let vector = u32::from_be_bytes([0, a, b, c]);
         Style::from_option_vector(vector).ok_or(BodyError::Style(vector))
     }
 

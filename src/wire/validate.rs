@@ -6,8 +6,24 @@ use super::message::MsgType;
 use super::object::{class, Object};
 use super::style::Style;
 
+/// Bit of a known class in a `u64` class set. Known classes are 0–25 and 64 (CHALLENGE),
+/// which takes bit 63: class 63 is not one this codec knows, so the two never meet.
+const fn bit(class_num: u8) -> u64 {
+    1u64 << if class_num >= 63 { 63 } else { class_num }
+}
+
+const fn bits(classes: &[u8]) -> u64 {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < classes.len() {
+        mask |= bit(classes[i]);
+        i += 1;
+    }
+    mask
+}
+
 /// Classes that may appear at most once per message.
-const SINGLETONS: [u8; 12] = [
+const SINGLETONS: u64 = bits(&[
     class::SESSION,
     class::RSVP_HOP,
     class::INTEGRITY,
@@ -20,26 +36,12 @@ const SINGLETONS: [u8; 12] = [
     class::ADSPEC,
     class::RESV_CONFIRM,
     class::MESSAGE_ID,
-];
-
-fn bit(class_num: u8) -> u128 {
-    1u128 << (class_num & 0x7f)
-}
-
-const fn bits(classes: &[u8]) -> u128 {
-    let mut mask = 0u128;
-    let mut i = 0;
-    while i < classes.len() {
-        mask |= 1u128 << classes[i];
-        i += 1;
-    }
-    mask
-}
+]);
 
 /// Objects any of the seven RFC 2205 messages may carry (RFC 2747, RFC 2961 additions).
-const COMMON: u128 = bits(&[class::INTEGRITY, class::MESSAGE_ID, class::MESSAGE_ID_ACK]);
+const COMMON: u64 = bits(&[class::INTEGRITY, class::MESSAGE_ID, class::MESSAGE_ID_ACK]);
 
-fn allowed(msg_type: MsgType) -> u128 {
+fn allowed(msg_type: MsgType) -> u64 {
     use class::*;
     match msg_type {
         MsgType::Path => {
@@ -156,8 +158,8 @@ fn required(msg_type: MsgType) -> &'static [u8] {
 #[derive(Debug)]
 pub(crate) struct Checker {
     msg_type: MsgType,
-    allowed: u128,
-    seen: u128,
+    allowed: u64,
+    seen: u64,
     index: usize,
     style: Option<Style>,
     /// FLOWSPECs seen, FILTER_SPECs seen, and whether the last of the two was a FLOWSPEC.
@@ -187,33 +189,33 @@ impl Checker {
 
     pub(crate) fn observe(&mut self, offset: usize, obj: &Object) -> Result<(), WireError> {
         let class_num = obj.class_num();
-        let c_type = obj.c_type();
+        // The C-Type is only computed when an error needs it.
         let index = self.index;
         self.index += 1;
         // NULL and forwarded unknown objects may sit anywhere.
         if matches!(obj, Object::Null { .. } | Object::Unknown { .. }) {
             return Ok(());
         }
-        if self.allowed & bit(class_num) == 0 || class_num > 127 {
+        if self.allowed & bit(class_num) == 0 || class_num > 64 {
             return Err(WireError::UnexpectedObject {
                 offset,
                 msg_type: self.msg_type,
                 class_num,
-                c_type,
+                c_type: obj.c_type(),
             });
         }
-        if self.seen & bit(class_num) != 0 && SINGLETONS.contains(&class_num) {
+        if self.seen & bit(class_num) & SINGLETONS != 0 {
             return Err(WireError::DuplicateObject {
                 offset,
                 class_num,
-                c_type,
+                c_type: obj.c_type(),
             });
         }
         self.seen |= bit(class_num);
         let order = |reason| WireError::ObjectOrder {
             offset,
             class_num,
-            c_type,
+            c_type: obj.c_type(),
             reason,
         };
         match obj {
@@ -256,11 +258,11 @@ impl Checker {
                     return Err(WireError::AddressFamilyMismatch {
                         offset,
                         class_num,
-                        c_type,
+                        c_type: obj.c_type(),
                     })
                 }
                 None if self.early_family.is_none() => {
-                    self.early_family = Some((offset, class_num, c_type, v6))
+                    self.early_family = Some((offset, class_num, obj.c_type(), v6))
                 }
                 _ => {}
             }
@@ -326,8 +328,9 @@ impl Checker {
     }
 
     pub(crate) fn finish(&self, end: usize) -> Result<(), WireError> {
-        for class_num in required(self.msg_type) {
-            if self.seen & bit(*class_num) == 0 {
+        let required = required(self.msg_type);
+        if bits(required) & !self.seen != 0 {
+            if let Some(class_num) = required.iter().find(|c| self.seen & bit(**c) == 0) {
                 return Err(WireError::MissingObject {
                     msg_type: self.msg_type,
                     class_num: *class_num,

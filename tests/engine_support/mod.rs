@@ -128,6 +128,8 @@ pub struct Node {
     pub fail_rules: Option<RuleFailure>,
     /// Rules the enforcer holds now.
     pub installed: BTreeMap<RuleId, SessionId>,
+    /// Every datagram delivered to the node: (time, message type, source).
+    pub received: Vec<(Instant, u8, IpAddr)>,
     /// Installs and removes per rule over the whole run.
     pub installs: HashMap<RuleId, u32>,
     pub removes: HashMap<RuleId, u32>,
@@ -144,6 +146,15 @@ impl Node {
 
     pub fn take_events(&mut self) -> Vec<(SessionId, Event)> {
         self.events.drain(..).map(|(_, s, e)| (s, e)).collect()
+    }
+
+    /// Times at which messages of `msg_type` were delivered to this node.
+    pub fn received_at(&self, msg_type: u8) -> Vec<Instant> {
+        self.received
+            .iter()
+            .filter(|(_, t, _)| *t == msg_type)
+            .map(|(at, _, _)| *at)
+            .collect()
     }
 
     pub fn install_count(&self) -> usize {
@@ -206,6 +217,10 @@ pub struct Net {
     pub sent: HashMap<u8, u64>,
     pub dropped: HashMap<u8, u64>,
     pub undeliverable: u64,
+    /// The first datagrams put on the wire (up to 64), for tests that replay or mutate them.
+    pub captured: Vec<Vec<u8>>,
+    /// When each datagram was sent, by whom, and its message type (the first 10 000).
+    pub sent_log: Vec<(Instant, usize, u8)>,
 }
 
 pub fn config(seed: u64) -> EngineConfig {
@@ -233,6 +248,8 @@ impl Net {
             sent: HashMap::new(),
             dropped: HashMap::new(),
             undeliverable: 0,
+            captured: Vec::new(),
+            sent_log: Vec::new(),
         }
     }
 
@@ -250,6 +267,7 @@ impl Net {
             actions: Vec::new(),
             fail_rules: None,
             installed: BTreeMap::new(),
+            received: Vec::new(),
             installs: HashMap::new(),
             removes: HashMap::new(),
         });
@@ -268,6 +286,9 @@ impl Net {
         n.installed.clear();
         n.installs.clear();
         n.removes.clear();
+        n.events.clear();
+        n.actions.clear();
+        n.received.clear();
     }
 
     pub fn set_link(&mut self, from: usize, to: usize, link: Link) {
@@ -364,6 +385,12 @@ impl Net {
     fn route(&mut self, from: usize, t: qtoq::engine::Transmit) {
         let msg_type = t.payload.get(1).copied().unwrap_or(0);
         *self.sent.entry(msg_type).or_default() += 1;
+        if self.captured.len() < 64 {
+            self.captured.push(t.payload.clone());
+        }
+        if self.sent_log.len() < 10_000 {
+            self.sent_log.push((self.now, from, msg_type));
+        }
         let Some(to) = self.nodes.iter().position(|n| n.addr == t.destination) else {
             self.undeliverable += 1;
             return;
@@ -475,6 +502,8 @@ impl Net {
                     continue;
                 };
                 let now = self.now;
+                let msg_type = p.payload.get(1).copied().unwrap_or(0);
+                self.nodes[p.to].received.push((now, msg_type, p.from_addr));
                 self.nodes[p.to].engine.handle_datagram(
                     now,
                     Incoming {

@@ -1,0 +1,82 @@
+//! Codec speed: decode+validate and encode of a typical Path (with Adspec) and a Resv (FF,
+//! Guaranteed), beside two baselines measured in the same run: copying the datagram into a
+//! fresh `Vec` (one allocation, what any owned parse costs at least) and the RFC 1071 checksum
+//! alone (what verifying any message costs at least).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use qtoq::wire::intserv::{GuaranteedRspec, TokenBucket};
+use qtoq::wire::*;
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().expect("address literal")
+}
+
+fn path() -> Message {
+    Message::path(
+        Session::new(sock("10.9.8.7:5001"), 6),
+        RsvpHop::new(sock("10.1.2.3:0").ip(), 7),
+        TimeValues::new(Duration::from_secs(30)),
+        FilterSpec::new(sock("10.1.2.3:40000")),
+        TokenBucket::new(125_000.0, 16_000.0),
+        Some(Adspec::host_default(1500)),
+    )
+}
+
+fn resv_ff() -> Message {
+    Message::resv(
+        Session::new(sock("10.9.8.7:5001"), 6),
+        RsvpHop::new(sock("10.9.8.7:0").ip(), 7),
+        TimeValues::new(Duration::from_secs(30)),
+        Style::FixedFilter,
+        FlowSpec::Guaranteed {
+            tspec: TokenBucket::new(125_000.0, 16_000.0),
+            rspec: GuaranteedRspec {
+                rate: 250_000.0,
+                slack: 1000,
+            },
+        },
+        &[FilterSpec::new(sock("10.1.2.3:40000"))],
+    )
+}
+
+/// Same one's-complement sum the codec uses, as the "checksum only" baseline.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks_exact(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, msg) in [("path_adspec", path()), ("resv_ff_guaranteed", resv_ff())] {
+        let bytes = msg.encode();
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("decode", |b| {
+            b.iter(|| Message::decode(black_box(&bytes)).expect("valid"))
+        });
+        let mut out = Vec::with_capacity(512);
+        group.bench_function("encode", |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(&msg).encode_to_vec(&mut out).expect("encodable")
+            })
+        });
+        group.bench_function("baseline_copy", |b| b.iter(|| black_box(&bytes).to_vec()));
+        group.bench_function("baseline_checksum", |b| {
+            b.iter(|| checksum(black_box(&bytes)))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,935 @@
+//! Two hosts joined by a simulated network with a virtual clock: setup, soft-state refresh
+//! and expiry, teardown, errors, duplicates/reordering, loss and restarts. Every scenario
+//! asserts the exact events and rule actions.
+
+mod engine_support;
+
+use std::time::Duration;
+
+use engine_support::*;
+use qtoq::engine::{Event, RuleAction, RuleFailure, Style};
+use qtoq::flow::Flow;
+use qtoq::wire::intserv::TokenBucket;
+use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, Style as WireStyle, TimeValues};
+
+const PATH: u8 = 1;
+const RESV: u8 = 2;
+const R: Duration = Duration::from_secs(30);
+/// L = (K + 0.5) · 1.5 · R with K = 3.
+const L: Duration = Duration::from_millis(157_500);
+const TICK: Duration = Duration::from_millis(1);
+
+fn established_pair() -> (Flow2, qtoq::engine::SessionId, qtoq::engine::SessionId) {
+    let mut f = two_hosts(11);
+    let (s, c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(1));
+    (f, s, c)
+}
+
+#[test]
+fn setup_of_the_signaled_flow_gives_exact_events_and_one_install() {
+    let (f, s, c) = established_pair();
+    let receiver = sock(v4(2), 40_000);
+    let server = &f.net.nodes[f.server];
+    let client = &f.net.nodes[f.client];
+    assert_eq!(
+        server.events_of(s),
+        vec![
+            Event::ResvReceived {
+                flowspec: flowspec(),
+                style: Style::FixedFilter
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(
+        client.events_of(c),
+        vec![
+            Event::PathReceived {
+                sender: f.sender,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(server.actions.len(), 1);
+    let RuleAction::Install { session, rule } = &server.actions[0].1 else {
+        panic!("expected install: {:?}", server.actions);
+    };
+    assert_eq!(*session, s);
+    assert_eq!(
+        rule.flow,
+        Flow {
+            sender: f.sender,
+            receiver,
+            protocol: 6
+        }
+    );
+    assert!(client.actions.is_empty(), "the receiver loads no rule");
+    // One Path and one Resv did it: the answers stopped the fast retransmissions.
+    assert_eq!(f.net.sent.get(&PATH), Some(&1));
+    assert_eq!(f.net.sent.get(&RESV), Some(&1));
+    // Inspection agrees.
+    let info = server.engine.session_info(s).unwrap();
+    assert_eq!(info.rules.len(), 1);
+    assert!(info.rules[0].installed);
+    assert_eq!(info.reservations.len(), 1);
+    assert_eq!(info.reservations[0].next_hop, v4(2));
+    let info = client.engine.session_info(c).unwrap();
+    assert!(info.confirmed);
+    assert_eq!(info.paths[0].previous_hop, v4(1));
+}
+
+#[test]
+fn unsignaled_flow_installs_without_any_message() {
+    let mut f = two_hosts(12);
+    let flow = Flow {
+        sender: f.sender,
+        receiver: f.receiver,
+        protocol: 6,
+    };
+    let id = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, key(flow.receiver));
+        e.admit_unsignaled(now, id, flow, flowspec()).unwrap();
+        id
+    });
+    f.net.run_for(Duration::from_secs(600));
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.install_count(), 1);
+    assert_eq!(
+        server.events_of(id),
+        vec![Event::Established {
+            flowspec: flowspec()
+        }]
+    );
+    assert!(f.net.sent.is_empty());
+    f.net.with(f.server, |e, now| e.release(now, id));
+    f.net.nodes[f.server].assert_rules_balanced();
+}
+
+#[test]
+fn ten_hours_of_refreshes_without_loss_never_expire() {
+    let (mut f, s, c) = established_pair();
+    f.net.run_for(Duration::from_secs(10 * 3600));
+    let server = &f.net.nodes[f.server];
+    let client = &f.net.nodes[f.client];
+    assert_eq!(server.events_of(s).len(), 2, "{:?}", server.events_of(s));
+    assert_eq!(client.events_of(c).len(), 3, "{:?}", client.events_of(c));
+    assert_eq!(server.actions.len(), 1);
+    assert_eq!(server.engine.stats().expired, 0);
+    assert_eq!(client.engine.stats().expired, 0);
+    // Refreshes every 0.5R..1.5R: about 1200 of each over 10 h.
+    let paths = f.net.sent[&PATH];
+    let resvs = f.net.sent[&RESV];
+    assert!((900..=1500).contains(&paths), "paths: {paths}");
+    assert!((900..=1500).contains(&resvs), "resvs: {resvs}");
+    // Refresh gaps stay within [0.5R, 1.5R].
+    let arrivals = client.received_at(PATH);
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= R / 2 - TICK && gap <= R * 3 / 2 + TICK,
+            "gap {gap:?}"
+        );
+    }
+}
+
+#[test]
+fn twenty_percent_loss_for_an_hour_sets_up_and_never_expires_within_k_minus_1_losses() {
+    let mut f = two_hosts(13);
+    f.net.set_links(Link {
+        loss: 0.2,
+        max_consecutive_loss: Some(2), // K − 1
+        ..Link::default()
+    });
+    let sessions: Vec<_> = (0..40).map(|i| f.setup(41_000 + i)).collect();
+    let start = f.net.now;
+    f.net.run_for(Duration::from_secs(3600));
+    let server = &f.net.nodes[f.server];
+    let client = &f.net.nodes[f.client];
+    let mut fast = 0;
+    for (s, c) in &sessions {
+        // Server side: Path (≤ 3 tries, 1.5 s) then Resv (≤ 3 tries, 1.5 s more).
+        let at = server
+            .events
+            .iter()
+            .find(|(_, id, e)| id == s && matches!(e, Event::Established { .. }))
+            .map(|(at, _, _)| *at)
+            .expect("server established");
+        assert!(
+            at - start <= Duration::from_secs(4),
+            "server setup took {:?}",
+            at - start
+        );
+        let at = client
+            .events
+            .iter()
+            .find(|(_, id, e)| id == c && matches!(e, Event::Established { .. }))
+            .map(|(at, _, _)| *at)
+            .expect("client established");
+        // The confirmation may need one refresh if both fast tries of it were lost.
+        assert!(at - start <= R * 3 / 2 + Duration::from_secs(5));
+        if at - start <= Duration::from_secs(4) {
+            fast += 1;
+        }
+        assert!(!server
+            .events_of(*s)
+            .iter()
+            .any(|e| matches!(e, Event::Expired { .. })));
+        assert!(!client
+            .events_of(*c)
+            .iter()
+            .any(|e| matches!(e, Event::Expired { .. })));
+    }
+    assert!(
+        fast >= 30,
+        "only {fast} of 40 confirmed within the fast retransmissions"
+    );
+    assert!(
+        f.net.dropped.values().sum::<u64>() > 300,
+        "loss happened: {:?}",
+        f.net.dropped
+    );
+    assert_eq!(server.install_count(), 40);
+    assert_eq!(server.remove_count(), 0);
+    assert_eq!(server.engine.stats().expired, 0);
+    assert_eq!(client.engine.stats().expired, 0);
+}
+
+#[test]
+fn uncapped_loss_still_establishes_every_session() {
+    let mut f = two_hosts(14);
+    f.net.set_links(Link {
+        loss: 0.2,
+        ..Link::default()
+    });
+    let sessions: Vec<_> = (0..40).map(|i| f.setup(42_000 + i)).collect();
+    f.net.run_for(Duration::from_secs(300));
+    for (s, c) in sessions {
+        assert!(f.net.nodes[f.server]
+            .events_of(s)
+            .iter()
+            .any(|e| matches!(e, Event::Established { .. })));
+        assert!(f.net.nodes[f.client]
+            .events_of(c)
+            .iter()
+            .any(|e| matches!(e, Event::Established { .. })));
+    }
+}
+
+#[test]
+fn silent_receiver_expires_the_reservation_after_l_within_one_tick() {
+    let (mut f, s, _c) = established_pair();
+    f.net.run_for(Duration::from_secs(100));
+    // The client goes silent (its messages no longer reach the server).
+    f.net.set_link(
+        f.client,
+        f.server,
+        Link {
+            down: true,
+            ..Link::default()
+        },
+    );
+    let silent_from = f.net.now;
+    f.net.run_for(Duration::from_secs(400));
+    let server = &f.net.nodes[f.server];
+    let last_resv = *server
+        .received_at(RESV)
+        .iter()
+        .filter(|at| **at <= silent_from)
+        .max()
+        .unwrap();
+    let removed_at = server
+        .actions
+        .iter()
+        .find(|(_, a)| matches!(a, RuleAction::Remove { .. }))
+        .map(|(at, _)| *at)
+        .expect("rule removed");
+    assert!(
+        removed_at >= last_resv + L,
+        "expired early: {:?}",
+        removed_at - last_resv
+    );
+    assert!(
+        removed_at <= last_resv + L + TICK,
+        "expired late: {:?}",
+        removed_at - last_resv
+    );
+    assert_eq!(
+        server.events_of(s).last(),
+        Some(&Event::Expired {
+            reason: "reservation state expired (no resv refresh)".into()
+        })
+    );
+    assert_eq!(server.remove_count(), 1);
+    assert_eq!(server.engine.rule_count(), 0);
+}
+
+#[test]
+fn silent_sender_expires_the_path_state_at_the_receiver() {
+    let (mut f, s, c) = established_pair();
+    f.net.set_link(
+        f.server,
+        f.client,
+        Link {
+            down: true,
+            ..Link::default()
+        },
+    );
+    let silent_from = f.net.now;
+    f.net.run_for(Duration::from_secs(400));
+    let client = &f.net.nodes[f.client];
+    let last_path = *client.received_at(PATH).iter().max().unwrap();
+    assert!(last_path <= silent_from);
+    let (expired_at, _, event) = client
+        .events
+        .iter()
+        .find(|(_, id, e)| *id == c && matches!(e, Event::Expired { .. }))
+        .expect("path state expired")
+        .clone();
+    assert!(expired_at >= last_path + L && expired_at <= last_path + L + TICK);
+    assert_eq!(
+        event,
+        Event::Expired {
+            reason: format!("path state of sender {} expired", f.sender)
+        }
+    );
+    // With no path state the client stops sending Resvs, so the server's reservation
+    // expires too and its rule goes.
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.remove_count(), 1);
+    assert!(matches!(
+        server.events_of(s).last(),
+        Some(Event::Expired { .. })
+    ));
+}
+
+#[test]
+fn path_tear_reaches_the_receiver_and_removes_the_rule() {
+    let (mut f, s, c) = established_pair();
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_secs(1));
+    let server = &f.net.nodes[f.server];
+    let client = &f.net.nodes[f.client];
+    assert_eq!(server.remove_count(), 1);
+    assert_eq!(
+        server.events_of(s).last(),
+        Some(&Event::TornDown {
+            reason: "released by the local owner".into()
+        })
+    );
+    assert_eq!(
+        client.events_of(c).last(),
+        Some(&Event::TornDown {
+            reason: format!("path torn down by sender {}", f.sender)
+        })
+    );
+    assert_eq!(server.engine.session_count(), 0);
+    assert_eq!(client.engine.session_info(c).unwrap().paths.len(), 0);
+    f.net.with(f.client, |e, now| e.release(now, c));
+    f.net.run_for(Duration::from_secs(600));
+    assert_eq!(f.net.nodes[f.client].engine.session_count(), 0);
+    f.net.nodes[f.server].assert_rules_balanced();
+}
+
+#[test]
+fn resv_tear_removes_the_rule_at_once() {
+    let (mut f, s, c) = established_pair();
+    f.net.with(f.client, |e, now| e.release(now, c));
+    f.net.run_for(Duration::from_millis(100));
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.remove_count(), 1);
+    assert_eq!(
+        server.events_of(s).last(),
+        Some(&Event::TornDown {
+            reason: format!("reservation torn down by {}", v4(2))
+        })
+    );
+    // The sender keeps its Path up; the client host keeps the path state without an owner.
+    f.net.run_for(Duration::from_secs(600));
+    assert_eq!(f.net.nodes[f.server].install_count(), 1);
+    assert_eq!(f.net.nodes[f.client].engine.session_count(), 1);
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_secs(1));
+    assert_eq!(f.net.nodes[f.client].engine.session_count(), 0);
+    f.net.nodes[f.server].assert_rules_balanced();
+}
+
+#[test]
+fn admission_denied_reaches_the_receiver_with_the_reason() {
+    let mut f = two_hosts(15);
+    f.net.nodes[f.server]
+        .gate
+        .deny_with(1, 2, "requested bandwidth unavailable");
+    let (s, c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(300));
+    let server = &f.net.nodes[f.server];
+    let client = &f.net.nodes[f.client];
+    assert_eq!(
+        server.events_of(s),
+        vec![
+            Event::ResvReceived {
+                flowspec: flowspec(),
+                style: Style::FixedFilter
+            },
+            Event::AdmissionDenied {
+                code: 1,
+                value: 2,
+                reason: "requested bandwidth unavailable".into()
+            },
+        ]
+    );
+    assert_eq!(
+        client.events_of(c),
+        vec![
+            Event::PathReceived {
+                sender: f.sender,
+                tspec: tspec()
+            },
+            Event::ResvError {
+                code: 1,
+                value: 2,
+                node: v4(1)
+            },
+            Event::AdmissionDenied {
+                code: 1,
+                value: 2,
+                reason: "admission control failure reported by 10.0.0.1 (value 2)".into()
+            },
+        ]
+    );
+    assert_eq!(server.install_count(), 0);
+    // Resources freed: a modified request is admitted and established.
+    f.net.nodes[f.server].gate.allow();
+    let smaller = flowspec_rate(50_000.0);
+    f.net
+        .with(f.client, |e, now| {
+            e.reserve(now, c, Style::FixedFilter, smaller, true)
+        })
+        .unwrap();
+    f.net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c).last(),
+        Some(&Event::Established { flowspec: smaller })
+    );
+    assert_eq!(f.net.nodes[f.server].install_count(), 1);
+}
+
+#[test]
+fn enforcer_failure_is_a_resv_err_21_and_an_install_remove_pair() {
+    let mut f = two_hosts(16);
+    f.net.nodes[f.server].fail_rules = Some(RuleFailure {
+        code: 21,
+        value: 2,
+        reason: "cannot express the rule".into(),
+    });
+    let (s, c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(100));
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.install_count(), 1);
+    assert_eq!(server.remove_count(), 1);
+    assert_eq!(
+        server.events_of(s).last(),
+        Some(&Event::ResvError {
+            code: 21,
+            value: 2,
+            node: v4(1)
+        })
+    );
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c).last(),
+        Some(&Event::ResvError {
+            code: 21,
+            value: 2,
+            node: v4(1)
+        })
+    );
+    server.assert_rules_balanced();
+}
+
+fn resv_bytes(session_port: u16, style: WireStyle, sender: std::net::SocketAddr) -> Vec<u8> {
+    Message::resv(
+        Session::new(sock(v4(2), session_port), 6),
+        RsvpHop::new(v4(9), 0),
+        TimeValues::new(R),
+        style,
+        flowspec(),
+        &[FilterSpec::new(sender)],
+    )
+    .encode()
+}
+
+/// The ResvErrs the server sent in answer to injected messages: (code, destination).
+fn resv_err_codes(f: &mut Flow2) -> Vec<u8> {
+    let mut codes = Vec::new();
+    while let Some(t) = f.net.nodes[f.server].engine.poll_transmit() {
+        let msg = Message::decode(&t.payload).unwrap();
+        if let Some(e) = msg.error_spec() {
+            codes.push(e.code);
+            assert_eq!(t.destination, v4(9));
+        }
+    }
+    codes
+}
+
+#[test]
+fn impossible_resvs_are_answered_with_the_rfc_errors() {
+    let (mut f, _s, _c) = established_pair();
+    let stranger = v4(9);
+    let rejected = f.net.nodes[f.server].engine.stats().rejected;
+    // No path state for this session: code 3.
+    let now = f.net.now;
+    let bytes = resv_bytes(1, WireStyle::FixedFilter, f.sender);
+    f.net.nodes[f.server].engine.handle_datagram(
+        now,
+        qtoq::engine::Incoming {
+            source: stranger,
+            destination: v4(1),
+            ttl: Some(64),
+            payload: &bytes,
+        },
+    );
+    // A sender this host does not have: code 4.
+    let bytes = resv_bytes(40_000, WireStyle::FixedFilter, sock(v4(1), 9999));
+    f.net.nodes[f.server].engine.handle_datagram(
+        now,
+        qtoq::engine::Incoming {
+            source: stranger,
+            destination: v4(1),
+            ttl: Some(64),
+            payload: &bytes,
+        },
+    );
+    // A style that conflicts with the client's FF reservation: code 5.
+    let bytes = resv_bytes(40_000, WireStyle::SharedExplicit, f.sender);
+    f.net.nodes[f.server].engine.handle_datagram(
+        now,
+        qtoq::engine::Incoming {
+            source: stranger,
+            destination: v4(1),
+            ttl: Some(64),
+            payload: &bytes,
+        },
+    );
+    // An unknown style (option vector 0): code 6, answered from what could be read.
+    let mut bytes = resv_bytes(40_000, WireStyle::FixedFilter, f.sender);
+    let style_at = bytes
+        .windows(4)
+        .position(|w| w == [0, 8, 8, 1])
+        .expect("style object");
+    bytes[style_at + 4..style_at + 8].copy_from_slice(&[0, 0, 0, 0]);
+    bytes[2..4].copy_from_slice(&[0, 0]);
+    f.net.nodes[f.server].engine.handle_datagram(
+        now,
+        qtoq::engine::Incoming {
+            source: stranger,
+            destination: v4(1),
+            ttl: Some(64),
+            payload: &bytes,
+        },
+    );
+    assert_eq!(resv_err_codes(&mut f), vec![3, 4, 5, 6]);
+    let stats = f.net.nodes[f.server].engine.stats();
+    assert_eq!(stats.rejected, rejected + 4);
+    assert_eq!(stats.malformed, 1);
+    // Nothing changed for the real reservation.
+    assert_eq!(f.net.nodes[f.server].install_count(), 1);
+    assert_eq!(f.net.nodes[f.server].remove_count(), 0);
+}
+
+#[test]
+fn unknown_class_and_ctype_in_a_path_are_answered_with_path_err_13_and_14() {
+    let mut f = two_hosts(17);
+    let (s, _c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(1));
+    let path = Message::path(
+        Session::new(sock(v4(2), 40_000), 6),
+        RsvpHop::new(v4(1), 0),
+        TimeValues::new(R),
+        FilterSpec::new(f.sender),
+        tspec(),
+        None,
+    )
+    .encode();
+    for (object, code, value) in [
+        ([0u8, 8, 0x21, 1], 13u8, 0x2101u16),
+        ([0u8, 8, 5, 9], 14, 0x0509),
+    ] {
+        let mut bytes = path.clone();
+        if object[2] == 5 {
+            // Replace TIME_VALUES' C-Type 1 by 9.
+            let at = bytes.windows(4).position(|w| w == [0, 8, 5, 1]).unwrap();
+            bytes[at + 3] = 9;
+        } else {
+            bytes.extend_from_slice(&object);
+            bytes.extend_from_slice(&[0, 0, 0, 0]);
+            let len = u16::try_from(bytes.len()).unwrap().to_be_bytes();
+            bytes[6..8].copy_from_slice(&len);
+        }
+        bytes[2..4].copy_from_slice(&[0, 0]);
+        f.net.inject(f.client, v4(1), &bytes);
+        f.net.run_for(Duration::from_millis(100));
+        assert_eq!(
+            f.net.nodes[f.server].events_of(s).last(),
+            Some(&Event::PathError {
+                code,
+                value,
+                node: v4(2)
+            })
+        );
+    }
+    assert_eq!(f.net.nodes[f.client].engine.stats().malformed, 2);
+    assert_eq!(f.net.nodes[f.client].engine.stats().errors_sent, 2);
+}
+
+#[test]
+fn duplicated_and_reordered_messages_change_nothing() {
+    let mut f = two_hosts(18);
+    f.net.set_links(Link {
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(200),
+        duplicate: 0.5,
+        ..Link::default()
+    });
+    let sessions: Vec<_> = (0..20).map(|i| f.setup(43_000 + i)).collect();
+    f.net.run_for(Duration::from_secs(3600));
+    let server = &f.net.nodes[f.server];
+    let client = &f.net.nodes[f.client];
+    for (s, c) in &sessions {
+        assert_eq!(
+            server.events_of(*s),
+            vec![
+                Event::ResvReceived {
+                    flowspec: flowspec(),
+                    style: Style::FixedFilter
+                },
+                Event::Established {
+                    flowspec: flowspec()
+                },
+            ]
+        );
+        assert_eq!(
+            client.events_of(*c),
+            vec![
+                Event::PathReceived {
+                    sender: f.sender,
+                    tspec: tspec()
+                },
+                Event::Confirmed {
+                    flowspec: flowspec()
+                },
+                Event::Established {
+                    flowspec: flowspec()
+                },
+            ]
+        );
+    }
+    assert_eq!(server.install_count(), 20);
+    assert_eq!(server.remove_count(), 0);
+    // Teardown with duplicates: every rule removed exactly once (the harness checks).
+    for (s, c) in &sessions {
+        let (s, c) = (*s, *c);
+        f.net.with(f.server, |e, now| e.release(now, s));
+        f.net.with(f.client, |e, now| e.release(now, c));
+    }
+    f.net.run_for(Duration::from_secs(600));
+    f.net.nodes[f.server].assert_rules_balanced();
+    assert_eq!(f.net.nodes[f.server].engine.session_count(), 0);
+    assert_eq!(f.net.nodes[f.client].engine.session_count(), 0);
+}
+
+#[test]
+fn restarted_receiver_recovers_on_the_next_path_refresh() {
+    let (mut f, s, _c) = established_pair();
+    f.net.run_for(Duration::from_secs(50));
+    f.net.restart(f.client, config(99));
+    let restarted = f.net.now;
+    // The receiving application comes back and asks again.
+    let k = key(sock(v4(2), 40_000));
+    let c = f.net.with(f.client, |e, now| {
+        let id = e.open_session(now, k);
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    f.net.run_for(R * 2);
+    let client = &f.net.nodes[f.client];
+    let (at, _, _) = client
+        .events
+        .iter()
+        .find(|(_, id, e)| *id == c && matches!(e, Event::Established { .. }))
+        .expect("re-established")
+        .clone();
+    assert!(at - restarted <= R * 3 / 2 + Duration::from_secs(1));
+    assert_eq!(
+        client.events_of(c),
+        vec![
+            Event::PathReceived {
+                sender: f.sender,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    // The server never lost its reservation.
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.remove_count(), 0);
+    assert_eq!(server.events_of(s).len(), 2);
+}
+
+#[test]
+fn restarted_sender_recovers_on_the_next_resv_refresh() {
+    let (mut f, _s, c) = established_pair();
+    f.net.run_for(Duration::from_secs(50));
+    f.net.restart(f.server, config(98));
+    let restarted = f.net.now;
+    let k = key(sock(v4(2), 40_000));
+    let sender = f.sender;
+    let s = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    f.net.run_for(R * 2);
+    let server = &f.net.nodes[f.server];
+    let (at, _, _) = server
+        .events
+        .iter()
+        .find(|(_, id, e)| *id == s && matches!(e, Event::Established { .. }))
+        .expect("re-established")
+        .clone();
+    assert!(at - restarted <= R * 3 / 2 + Duration::from_secs(1));
+    assert_eq!(server.install_count(), 1);
+    // The client saw nothing but its first setup.
+    assert_eq!(f.net.nodes[f.client].events_of(c).len(), 3);
+}
+
+#[test]
+fn guaranteed_shared_explicit_and_wildcard_reservations_work() {
+    for (i, style) in [Style::SharedExplicit, Style::WildcardFilter]
+        .into_iter()
+        .enumerate()
+    {
+        let mut f = two_hosts(20 + i as u64);
+        let k = key(f.receiver);
+        let gs = qtoq::wire::intserv::FlowSpec::Guaranteed {
+            tspec: TokenBucket::new(1e6, 1e4),
+            rspec: qtoq::wire::intserv::GuaranteedRspec {
+                rate: 2e6,
+                slack: 100,
+            },
+        };
+        let c = f.net.with(f.client, |e, now| {
+            let id = e.open_session(now, k);
+            e.reserve(now, id, style, gs, false).unwrap();
+            id
+        });
+        let sender = f.sender;
+        let s = f.net.with(f.server, |e, now| {
+            let id = e.open_session(now, k);
+            e.add_sender(now, id, sender, tspec()).unwrap();
+            id
+        });
+        f.net.run_for(Duration::from_secs(5));
+        assert_eq!(
+            f.net.nodes[f.server].events_of(s),
+            vec![
+                Event::ResvReceived {
+                    flowspec: gs,
+                    style
+                },
+                Event::Established { flowspec: gs },
+            ]
+        );
+        // No confirmation asked: established when the Resv went out.
+        assert_eq!(
+            f.net.nodes[f.client].events_of(c),
+            vec![
+                Event::PathReceived {
+                    sender: f.sender,
+                    tspec: tspec()
+                },
+                Event::Established { flowspec: gs },
+            ]
+        );
+    }
+}
+
+#[test]
+fn ipv6_hosts_establish_and_tear_down() {
+    use std::net::{IpAddr, Ipv6Addr};
+    let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+    let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
+    let mut net = Net::new(30);
+    let server = net.add("server", a, config(31));
+    let client = net.add("client", b, config(32));
+    let (sender, receiver) = (sock(a, 8080), sock(b, 40_000));
+    let c = net.with(client, |e, now| {
+        let id = e.open_session(now, key(receiver));
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    let s = net.with(server, |e, now| {
+        let id = e.open_session(now, key(receiver));
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    net.run_for(Duration::from_secs(120));
+    assert_eq!(
+        net.nodes[client].events_of(c),
+        vec![
+            Event::PathReceived {
+                sender,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(net.nodes[server].install_count(), 1);
+    // Mixed families are refused up front.
+    let v4_sender = sock(v4(1), 1);
+    assert!(net
+        .with(server, |e, now| e.add_sender(now, s, v4_sender, tspec()))
+        .is_err());
+    net.with(server, |e, now| e.release(now, s));
+    net.with(client, |e, now| e.release(now, c));
+    net.run_for(Duration::from_secs(1));
+    net.nodes[server].assert_rules_balanced();
+    assert_eq!(net.nodes[server].engine.session_count(), 0);
+    assert_eq!(net.nodes[client].engine.session_count(), 0);
+}
+
+#[test]
+fn unanswered_first_path_is_retransmitted_fast_then_refreshed() {
+    let mut f = two_hosts(50);
+    // The client host is unreachable: nothing answers.
+    f.net.set_link(
+        f.server,
+        f.client,
+        Link {
+            down: true,
+            ..Link::default()
+        },
+    );
+    let start = f.net.now;
+    let (s, _c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(60));
+    let times: Vec<Duration> = f
+        .net
+        .sent_log
+        .iter()
+        .filter(|(_, from, t)| *from == f.server && *t == PATH)
+        .map(|(at, _, _)| *at - start)
+        .collect();
+    // First Path, then 500 ms, 1 s, 2 s later (doubling, 3 times), then refreshes.
+    assert_eq!(
+        &times[..4],
+        &[
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1500),
+            Duration::from_millis(3500)
+        ]
+    );
+    let refresh = times[4] - times[3];
+    assert!(refresh >= R / 2 && refresh <= R * 3 / 2, "{refresh:?}");
+    assert!(f.net.nodes[f.server].events_of(s).is_empty());
+}
+
+#[test]
+fn policy_refusal_is_reported_with_code_2() {
+    let mut f = two_hosts(51);
+    f.net.nodes[f.server]
+        .gate
+        .deny_with(2, 5, "policy forbids this flow");
+    let (s, c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        f.net.nodes[f.server].events_of(s).last(),
+        Some(&Event::AdmissionDenied {
+            code: 2,
+            value: 5,
+            reason: "policy forbids this flow".into()
+        })
+    );
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c)[1..],
+        [
+            Event::ResvError {
+                code: 2,
+                value: 5,
+                node: v4(1)
+            },
+            Event::AdmissionDenied {
+                code: 2,
+                value: 5,
+                reason: "policy control failure reported by 10.0.0.1 (value 5)".into()
+            },
+        ]
+    );
+    assert_eq!(f.net.nodes[f.server].install_count(), 0);
+}
+
+#[test]
+fn a_new_path_after_teardown_is_reserved_confirmed_and_announced_again() {
+    let (mut f, s, c) = established_pair();
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_secs(5));
+    let k = key(sock(v4(2), 40_000));
+    let sender = f.sender;
+    let s2 = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    f.net.run_for(Duration::from_secs(5));
+    let path = Event::PathReceived {
+        sender: f.sender,
+        tspec: tspec(),
+    };
+    let confirmed = Event::Confirmed {
+        flowspec: flowspec(),
+    };
+    let established = Event::Established {
+        flowspec: flowspec(),
+    };
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c),
+        vec![
+            path.clone(),
+            confirmed.clone(),
+            established.clone(),
+            Event::TornDown {
+                reason: format!("path torn down by sender {}", f.sender)
+            },
+            path,
+            confirmed,
+            established,
+        ]
+    );
+    let server = &f.net.nodes[f.server];
+    assert_eq!(server.install_count(), 2);
+    assert_eq!(server.remove_count(), 1);
+    assert!(matches!(
+        server.events_of(s2).last(),
+        Some(Event::Established { .. })
+    ));
+}
