@@ -190,7 +190,7 @@ impl Message {
             Object::SenderTspec(sender_tspec),
         ]);
         if let Some(adspec) = adspec {
-            msg.objects.push(Object::Adspec(Box::new(adspec)));
+            msg.objects.push(Object::Adspec(adspec));
         }
         msg
     }
@@ -447,7 +447,7 @@ impl Message {
     /// The ADSPEC object.
     pub fn adspec(&self) -> Option<&Adspec> {
         self.find(|o| match o {
-            Object::Adspec(a) => Some(&**a),
+            Object::Adspec(a) => Some(a),
             _ => None,
         })
     }
@@ -564,11 +564,14 @@ impl Message {
             while !r.is_empty() {
                 let offset = base + bytes.len() - r.remaining();
                 let (class_num, c_type, body) = read_object(&mut r, offset)?;
-                if Object::decode_into(&mut msg.objects, offset, class_num, c_type, body)? {
-                    if let Some(obj) = msg.objects.last() {
-                        check.observe(offset, obj)?;
-                    }
-                }
+                Object::decode_into(
+                    &mut msg.objects,
+                    &mut check,
+                    offset,
+                    class_num,
+                    c_type,
+                    body,
+                )?;
             }
         }
         check.finish(base + bytes.len())?;
@@ -588,11 +591,7 @@ impl Message {
             if hi >> 4 != RSVP_VERSION && class_num == class::INTEGRITY {
                 let offset = total - r.remaining();
                 let (class_num, c_type, body) = read_object(r, offset)?;
-                if Object::decode_into(&mut self.objects, offset, class_num, c_type, body)? {
-                    if let Some(obj) = self.objects.last() {
-                        check.observe(offset, obj)?;
-                    }
-                }
+                Object::decode_into(&mut self.objects, check, offset, class_num, c_type, body)?;
             }
         }
         while !r.is_empty() {
