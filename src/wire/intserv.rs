@@ -121,9 +121,10 @@ fn tspec_err(reason: &'static str) -> BodyError {
 /// Reads the 4-byte IntServ message header (version 0, overall length in words) and checks it
 /// against the body.
 fn read_intserv_header(r: &mut Reader<'_>, body_len: usize) -> Result<(), BodyError> {
-    let (Some(version), Some(_), Some(words)) = (r.u8(), r.u8(), r.u16()) else {
+    let Some([version, _, words_hi, words_lo]) = r.array::<4>() else {
         return Err(tspec_err("shorter than the intserv header"));
     };
+    let words = u16::from_be_bytes([words_hi, words_lo]);
     if version >> 4 != 0 {
         return Err(tspec_err("intserv version is not 0"));
     }
@@ -136,8 +137,14 @@ fn read_intserv_header(r: &mut Reader<'_>, body_len: usize) -> Result<(), BodyEr
 }
 
 /// Reads a parameter or service header: `(number, flags-or-break byte, length in words)`.
+#[inline(always)]
 fn read_sub_header(r: &mut Reader<'_>) -> Option<(u8, u8, usize)> {
-    Some((r.u8()?, r.u8()?, usize::from(r.u16()?)))
+    let [number, flags, words_hi, words_lo] = r.array::<4>()?;
+    Some((
+        number,
+        flags,
+        usize::from(u16::from_be_bytes([words_hi, words_lo])),
+    ))
 }
 
 fn check_rate(value: f32, allow_infinite: bool) -> bool {
@@ -483,26 +490,41 @@ fn adspec_err(reason: &'static str) -> BodyError {
 /// `base` in `values`) when it keeps the canonical order (increasing rank, nothing raw before
 /// it, flags 0, one word); everything else is kept raw (in the list `extra` picks from the
 /// tail), so re-encoding reproduces the wire order.
+#[inline(always)]
 fn read_params(
+    data: &[u8],
+    order: &[u8; 4],
+    base: usize,
+    adspec: &mut Adspec,
+    extra: fn(&mut AdspecRaw) -> &mut Vec<RawParam>,
+) -> Result<(), BodyError> {
+    // Fast path for what hosts and routers send: every typed parameter once, in order.
+    if let Ok(params) = <&[u8; 32]>::try_from(data) {
+        let word =
+            |i: usize| u32::from_be_bytes([params[i], params[i + 1], params[i + 2], params[i + 3]]);
+        let header = |i: usize| u32::from(order[i]) << 24 | 1;
+        if word(0) == header(0)
+            && word(8) == header(1)
+            && word(16) == header(2)
+            && word(24) == header(3)
+        {
+            adspec.values[base..base + 4].copy_from_slice(&[word(4), word(12), word(20), word(28)]);
+            adspec.present |= 0xf << base;
+            return Ok(());
+        }
+    }
+    read_params_slow(data, order, base, adspec, extra)
+}
+
+/// [`read_params`] for any layout.
+#[inline(never)]
+fn read_params_slow(
     data: &[u8],
     order: &[u8],
     base: usize,
     adspec: &mut Adspec,
     extra: fn(&mut AdspecRaw) -> &mut Vec<RawParam>,
 ) -> Result<(), BodyError> {
-    // Fast path for what hosts and routers send: every typed parameter once, in order.
-    if let (Ok(params), 4) = (<&[u8; 32]>::try_from(data), order.len()) {
-        let word =
-            |i: usize| u32::from_be_bytes([params[i], params[i + 1], params[i + 2], params[i + 3]]);
-        let canonical = (0..4).all(|i| word(8 * i) == u32::from(order[i]) << 24 | 1);
-        if canonical {
-            for i in 0..4 {
-                adspec.values[base + i] = word(8 * i + 4);
-            }
-            adspec.present |= 0xf << base;
-            return Ok(());
-        }
-    }
     let mut r = Reader::new(data);
     let mut last_rank = 0usize;
     let mut any_raw = false;
@@ -714,7 +736,9 @@ impl Adspec {
                 _ => {
                     adspec.controlled_load_break = break_bit;
                     adspec.present |= HAS_CONTROLLED_LOAD;
-                    read_params(data, &[], 0, &mut adspec, |r| &mut r.controlled_load)?;
+                    if !data.is_empty() {
+                        read_params_slow(data, &[], 0, &mut adspec, |r| &mut r.controlled_load)?;
+                    }
                 }
             }
         }

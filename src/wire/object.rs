@@ -245,119 +245,94 @@ impl Object {
         c_type: u8,
         body: &[u8],
     ) -> Result<(), WireError> {
-        /// What the format rules need from a value beyond its class.
-        enum Facts {
-            None,
-            Session { v6: bool },
-            Style(Style),
-            FlowSpec,
-            FilterSpec { v6: bool },
-            Address { v6: bool },
-        }
         let at = |e: BodyError| e.at(offset, class_num, c_type);
-        let (object, facts) = match class_num {
-            class::NULL => {
-                out.push(Object::Null {
-                    c_type,
-                    body: body.to_vec(),
-                });
-                return Ok(());
+        // Keeps a decoded known object: the class-level rules, then any rule that needs the
+        // value (`$check`), then the push straight from registers (no temporary object).
+        macro_rules! keep {
+            ($value:expr, $object:expr) => {
+                keep!($value, $object, |_value| Ok::<(), WireError>(()))
+            };
+            ($value:expr, $object:expr, $check:expr) => {{
+                let value = $value.map_err(at)?;
+                check.admit(offset, class_num, c_type, out.len())?;
+                #[allow(clippy::redundant_closure_call)]
+                ($check)(&value)?;
+                out.push($object(value));
+            }};
+        }
+        match class_num {
+            class::NULL => out.push(Object::Null {
+                c_type,
+                body: body.to_vec(),
+            }),
+            class::SESSION => keep!(
+                Session::decode(c_type, body),
+                Object::Session,
+                |s: &Session| check.session(s.destination.is_ipv6())
+            ),
+            class::RSVP_HOP => keep!(RsvpHop::decode(c_type, body), Object::RsvpHop),
+            class::INTEGRITY => keep!(Integrity::decode(c_type, body), Object::Integrity),
+            class::TIME_VALUES => keep!(TimeValues::decode(c_type, body), Object::TimeValues),
+            class::ERROR_SPEC => keep!(ErrorSpec::decode(c_type, body), Object::ErrorSpec),
+            class::SCOPE => keep!(Scope::decode(c_type, body), Object::Scope),
+            class::STYLE => keep!(Style::decode(c_type, body), Object::Style, |s: &Style| {
+                check.style(*s);
+                Ok(())
+            }),
+            class::FLOWSPEC => keep!(
+                FlowSpec::decode(c_type, body),
+                Object::FlowSpec,
+                |_: &FlowSpec| check.flow_descriptor(offset, class_num, c_type, true)
+            ),
+            class::FILTER_SPEC => keep!(
+                FilterSpec::decode(c_type, body),
+                Object::FilterSpec,
+                |f: &FilterSpec| {
+                    check.flow_descriptor(offset, class_num, c_type, false)?;
+                    check.family(offset, class_num, c_type, f.address().is_ipv6())
+                }
+            ),
+            class::SENDER_TEMPLATE => keep!(
+                FilterSpec::decode(c_type, body),
+                Object::SenderTemplate,
+                |f: &FilterSpec| check.family(offset, class_num, c_type, f.address().is_ipv6())
+            ),
+            class::SENDER_TSPEC => {
+                keep!(TokenBucket::decode_tspec(c_type, body), Object::SenderTspec)
             }
-            class::SESSION => {
-                let session = Session::decode(c_type, body).map_err(at)?;
-                let v6 = session.destination.is_ipv6();
-                (Object::Session(session), Facts::Session { v6 })
-            }
-            class::RSVP_HOP => (
-                Object::RsvpHop(RsvpHop::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::INTEGRITY => (
-                Object::Integrity(Integrity::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::TIME_VALUES => (
-                Object::TimeValues(TimeValues::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::ERROR_SPEC => (
-                Object::ErrorSpec(ErrorSpec::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::SCOPE => (
-                Object::Scope(Scope::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::STYLE => {
-                let style = Style::decode(c_type, body).map_err(at)?;
-                (Object::Style(style), Facts::Style(style))
-            }
-            class::FLOWSPEC => (
-                Object::FlowSpec(FlowSpec::decode(c_type, body).map_err(at)?),
-                Facts::FlowSpec,
-            ),
-            class::FILTER_SPEC => {
-                let filter = FilterSpec::decode(c_type, body).map_err(at)?;
-                let v6 = filter.address().is_ipv6();
-                (Object::FilterSpec(filter), Facts::FilterSpec { v6 })
-            }
-            class::SENDER_TEMPLATE => {
-                let template = FilterSpec::decode(c_type, body).map_err(at)?;
-                let v6 = template.address().is_ipv6();
-                (Object::SenderTemplate(template), Facts::Address { v6 })
-            }
-            class::SENDER_TSPEC => (
-                Object::SenderTspec(TokenBucket::decode_tspec(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::ADSPEC => (
-                Object::Adspec(Adspec::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::POLICY_DATA if c_type == 1 => (
-                Object::PolicyData(PolicyData {
-                    body: body.to_vec(),
+            class::ADSPEC => keep!(Adspec::decode(c_type, body), Object::Adspec),
+            class::POLICY_DATA if c_type == 1 => keep!(
+                Ok::<_, BodyError>(PolicyData {
+                    body: body.to_vec()
                 }),
-                Facts::None,
+                Object::PolicyData
             ),
-            class::RESV_CONFIRM => {
-                let confirm = ResvConfirm::decode(c_type, body).map_err(at)?;
-                let v6 = confirm.receiver.is_ipv6();
-                (Object::ResvConfirm(confirm), Facts::Address { v6 })
+            class::RESV_CONFIRM => keep!(
+                ResvConfirm::decode(c_type, body),
+                Object::ResvConfirm,
+                |c: &ResvConfirm| check.family(offset, class_num, c_type, c.receiver.is_ipv6())
+            ),
+            class::MESSAGE_ID if c_type == 1 => keep!(MessageId::decode(body), Object::MessageId),
+            class::MESSAGE_ID_ACK if c_type == 1 => {
+                keep!(MessageId::decode(body), Object::MessageIdAck)
             }
-            class::MESSAGE_ID if c_type == 1 => (
-                Object::MessageId(MessageId::decode(body).map_err(at)?),
-                Facts::None,
-            ),
-            class::MESSAGE_ID_ACK if c_type == 1 => (
-                Object::MessageIdAck(MessageId::decode(body).map_err(at)?),
-                Facts::None,
-            ),
-            class::MESSAGE_ID_ACK if c_type == 2 => (
-                Object::MessageIdNack(MessageId::decode(body).map_err(at)?),
-                Facts::None,
-            ),
-            class::MESSAGE_ID_LIST => (
-                Object::MessageIdList(MessageIdList::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
-            class::CHALLENGE => (
-                Object::Challenge(Challenge::decode(c_type, body).map_err(at)?),
-                Facts::None,
-            ),
+            class::MESSAGE_ID_ACK if c_type == 2 => {
+                keep!(MessageId::decode(body), Object::MessageIdNack)
+            }
+            class::MESSAGE_ID_LIST => {
+                keep!(MessageIdList::decode(c_type, body), Object::MessageIdList)
+            }
+            class::CHALLENGE => keep!(Challenge::decode(c_type, body), Object::Challenge),
             class::POLICY_DATA | class::MESSAGE_ID | class::MESSAGE_ID_ACK => {
                 return Err(at(BodyError::CType))
             }
             // RFC 2205 §3.10: the top two bits of an unknown class say what to do with it.
-            0xc0..=0xff => {
-                out.push(Object::Unknown {
-                    class_num,
-                    c_type,
-                    body: body.to_vec(),
-                });
-                return Ok(());
-            }
-            0x80..=0xbf => return Ok(()),
+            0xc0..=0xff => out.push(Object::Unknown {
+                class_num,
+                c_type,
+                body: body.to_vec(),
+            }),
+            0x80..=0xbf => {}
             _ => {
                 return Err(WireError::UnknownClass {
                     offset,
@@ -365,20 +340,7 @@ impl Object {
                     c_type,
                 })
             }
-        };
-        check.admit(offset, class_num, c_type, out.len())?;
-        match facts {
-            Facts::None => {}
-            Facts::Session { v6 } => check.session(v6)?,
-            Facts::Style(style) => check.style(style),
-            Facts::FlowSpec => check.flow_descriptor(offset, class_num, c_type, true)?,
-            Facts::FilterSpec { v6 } => {
-                check.flow_descriptor(offset, class_num, c_type, false)?;
-                check.family(offset, class_num, c_type, v6)?;
-            }
-            Facts::Address { v6 } => check.family(offset, class_num, c_type, v6)?,
         }
-        out.push(object);
         Ok(())
     }
 

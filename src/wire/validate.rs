@@ -136,7 +136,7 @@ fn allowed(msg_type: MsgType) -> u64 {
     }
 }
 
-fn required(msg_type: MsgType) -> &'static [u8] {
+const fn required(msg_type: MsgType) -> &'static [u8] {
     use class::*;
     match msg_type {
         MsgType::Path => &[SESSION, RSVP_HOP, TIME_VALUES],
@@ -151,6 +151,24 @@ fn required(msg_type: MsgType) -> &'static [u8] {
         MsgType::Srefresh => &[MESSAGE_ID_LIST],
         MsgType::IntegrityChallenge => &[CHALLENGE],
         MsgType::IntegrityResponse => &[INTEGRITY, CHALLENGE],
+    }
+}
+
+/// [`required`] as a class set, computed at compile time.
+fn required_set(msg_type: MsgType) -> u64 {
+    match msg_type {
+        MsgType::Path => const { bits(required(MsgType::Path)) },
+        MsgType::Resv => const { bits(required(MsgType::Resv)) },
+        MsgType::PathErr => const { bits(required(MsgType::PathErr)) },
+        MsgType::ResvErr => const { bits(required(MsgType::ResvErr)) },
+        MsgType::PathTear => const { bits(required(MsgType::PathTear)) },
+        MsgType::ResvTear => const { bits(required(MsgType::ResvTear)) },
+        MsgType::ResvConf => const { bits(required(MsgType::ResvConf)) },
+        MsgType::Bundle => const { bits(required(MsgType::Bundle)) },
+        MsgType::Ack => const { bits(required(MsgType::Ack)) },
+        MsgType::Srefresh => const { bits(required(MsgType::Srefresh)) },
+        MsgType::IntegrityChallenge => const { bits(required(MsgType::IntegrityChallenge)) },
+        MsgType::IntegrityResponse => const { bits(required(MsgType::IntegrityResponse)) },
     }
 }
 
@@ -352,8 +370,8 @@ impl Checker {
     }
 
     pub(crate) fn finish(&self, end: usize) -> Result<(), WireError> {
-        let required = required(self.msg_type);
-        if bits(required) & !self.seen != 0 {
+        if required_set(self.msg_type) & !self.seen != 0 {
+            let required = required(self.msg_type);
             if let Some(class_num) = required.iter().find(|c| self.seen & bit(**c) == 0) {
                 return Err(WireError::MissingObject {
                     msg_type: self.msg_type,
