@@ -9,7 +9,7 @@ use super::error_spec::ErrorSpec;
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::object::{class, Object, PolicyData};
+use super::object::{class, Object, Objects, PolicyData};
 use super::refresh::MessageId;
 use super::session::{FilterSpec, Session};
 use super::style::Style;
@@ -131,7 +131,7 @@ pub struct Message {
     /// Send_TTL: the IP TTL the message was sent with.
     pub send_ttl: u8,
     /// Objects in wire order. For a Bundle only its optional INTEGRITY.
-    pub objects: Vec<Object>,
+    pub objects: Objects,
     /// Bundle only: the bundled sub-messages, in order (never Bundles themselves).
     pub bundled: Vec<Message>,
 }
@@ -144,7 +144,7 @@ impl Message {
             msg_type,
             flags: 0,
             send_ttl: DEFAULT_SEND_TTL,
-            objects: Vec::new(),
+            objects: Objects::new(),
             bundled: Vec::new(),
         }
     }
@@ -545,10 +545,8 @@ impl Message {
             msg_type,
             flags: vers_flags & 0x0f,
             send_ttl,
-            // One allocation of exactly the right size.
-            objects: Vec::with_capacity(count_objects(
-                bytes.get(COMMON_HEADER_LEN..).unwrap_or(&[]),
-            )),
+            // Inline up to INLINE_OBJECTS: a typical message needs no allocation at all.
+            objects: Objects::new(),
             bundled: Vec::new(),
         };
         let mut check = validate::Checker::new(msg_type);
@@ -719,22 +717,6 @@ fn expected_checksum(bytes: &[u8]) -> u16 {
     } else {
         value
     }
-}
-
-/// Number of objects a body holds, walking only the length fields (a malformed length ends
-/// the count; the real walk reports it).
-fn count_objects(body: &[u8]) -> usize {
-    let mut at = 0usize;
-    let mut count = 0usize;
-    while let Some(len) = body.get(at..at + 2) {
-        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        if len < 4 {
-            break;
-        }
-        at += len;
-        count += 1;
-    }
-    count
 }
 
 /// Reads one object header and body, checking the length before anything else is read.

@@ -51,7 +51,7 @@ pub use message::{
     FlowDescriptor, FlowDescriptors, Message, MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL,
     FLAG_REFRESH_REDUCTION_CAPABLE, RSVP_VERSION,
 };
-pub use object::{class, Object, PolicyData};
+pub use object::{class, Object, Objects, PolicyData, INLINE_OBJECTS};
 pub use refresh::{
     MessageId, MessageIdEntries, MessageIdList, MAX_EPOCH, MESSAGE_ID_FLAG_ACK_DESIRED,
 };

@@ -119,6 +119,15 @@ pub struct PolicyData {
     pub body: Vec<u8>,
 }
 
+/// How many objects a [`Message`](super::Message) holds without a heap allocation: a Path
+/// with Adspec or an FF Resv with one filter has 6, plus INTEGRITY and MESSAGE_ID 8.
+pub const INLINE_OBJECTS: usize = 8;
+
+/// The object list of a [`Message`](super::Message), in wire order: a vector (`push`,
+/// `insert`, `extend`, indexing, slices, …) that keeps up to [`INLINE_OBJECTS`] objects inline
+/// and moves to the heap only beyond that.
+pub type Objects = smallvec::SmallVec<[Object; INLINE_OBJECTS]>;
+
 /// One RSVP object, typed. Messages keep their objects in wire order.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -238,7 +247,7 @@ impl Object {
     // from the vector (and matched on a second time) to validate it.
     #[inline(always)]
     pub(crate) fn decode_into(
-        out: &mut Vec<Object>,
+        out: &mut Objects,
         check: &mut Checker,
         offset: usize,
         class_num: u8,
