@@ -147,8 +147,19 @@ fn read_sub_header(r: &mut Reader<'_>) -> Option<(u8, u8, usize)> {
     ))
 }
 
+/// `value` is a usable rate or size: not NaN, not negative (−0 is zero), finite unless
+/// `allow_infinite`.
+#[inline(always)]
 fn check_rate(value: f32, allow_infinite: bool) -> bool {
-    !value.is_nan() && value >= 0.0 && (allow_infinite || value.is_finite())
+    // On the bit pattern, one compare: positive finite floats are 0..=0x7f7f_ffff, +∞ is
+    // 0x7f80_0000, positive NaNs lie above it and every negative value has the sign bit set.
+    let bits = value.to_bits();
+    let limit = if allow_infinite {
+        0x7f80_0000
+    } else {
+        0x7f7f_ffff
+    };
+    bits <= limit || bits == 0x8000_0000
 }
 
 impl TokenBucket {
@@ -898,4 +909,41 @@ fn write_fragment<S: super::codec::Sink>(
     }
     let words = (super::codec::sink_len(out) - start - 4) / 4;
     super::codec::patch_u16(out, start + 2, saturate_u16(words));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_rate;
+
+    #[test]
+    fn check_rate_agrees_with_float_comparisons() {
+        let samples = [
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7fc0_0001),
+        ];
+        for value in samples {
+            for allow_infinite in [false, true] {
+                let expected =
+                    !value.is_nan() && value >= 0.0 && (allow_infinite || value.is_finite());
+                assert_eq!(
+                    check_rate(value, allow_infinite),
+                    expected,
+                    "{value:?} (bits {:#x}), infinite allowed: {allow_infinite}",
+                    value.to_bits()
+                );
+            }
+        }
+    }
 }

@@ -541,29 +541,42 @@ impl Message {
                 computed: expected_checksum(bytes),
             });
         }
-        let mut msg = Message {
+        if msg_type == MsgType::Bundle && !allow_bundle {
+            return Err(WireError::BadBundle {
+                offset: base,
+                reason: "a bundle may not contain another bundle",
+            });
+        }
+        // The message is built in the returned value itself (one exit, no early return
+        // after this point): moving it out of a local would copy every inline object.
+        let mut result = Ok(Message {
             msg_type,
             flags: vers_flags & 0x0f,
             send_ttl,
             // Inline up to INLINE_OBJECTS: a typical message needs no allocation at all.
             objects: Objects::new(),
             bundled: Vec::new(),
-        };
-        let mut check = validate::Checker::new(msg_type);
-        if msg_type == MsgType::Bundle {
-            if !allow_bundle {
-                return Err(WireError::BadBundle {
-                    offset: base,
-                    reason: "a bundle may not contain another bundle",
-                });
+        });
+        if let Ok(msg) = &mut result {
+            if let Err(error) = msg.decode_body(r, base, bytes.len()) {
+                result = Err(error);
             }
-            msg.decode_bundle_body(&mut r, base, &mut check)?;
+        }
+        result
+    }
+
+    /// Decodes and checks the objects (or bundled messages) after the common header; `r`
+    /// starts after it, `len` is the whole message's length.
+    fn decode_body(&mut self, mut r: Reader<'_>, base: usize, len: usize) -> Result<(), WireError> {
+        let mut check = validate::Checker::new(self.msg_type);
+        if self.msg_type == MsgType::Bundle {
+            self.decode_bundle_body(&mut r, base, &mut check)?;
         } else {
             while !r.is_empty() {
-                let offset = base + bytes.len() - r.remaining();
+                let offset = base + len - r.remaining();
                 let (class_num, c_type, body) = read_object(&mut r, offset)?;
                 Object::decode_into(
-                    &mut msg.objects,
+                    &mut self.objects,
                     &mut check,
                     offset,
                     class_num,
@@ -572,8 +585,7 @@ impl Message {
                 )?;
             }
         }
-        check.finish(base + bytes.len())?;
-        Ok(msg)
+        check.finish(base + len)
     }
 
     fn decode_bundle_body(
