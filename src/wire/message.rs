@@ -509,6 +509,16 @@ impl Message {
     ///
     /// A [`WireError`] saying what is wrong and where; [`WireError::error_spec`] gives the
     /// ERROR_SPEC to answer with.
+    ///
+    /// # Allocations
+    ///
+    /// None for a message of at most [`INLINE_OBJECTS`](super::INLINE_OBJECTS) objects whose
+    /// objects are all fixed-size (every typical Path, Resv, tear, error or confirmation,
+    /// ADSPEC included). Otherwise: one per variable-size body (NULL, INTEGRITY digest,
+    /// POLICY_DATA, unknown `11bbbbbb` object, MESSAGE_ID_LIST entries); for an ADSPEC with
+    /// content kept raw, its raw tail, lists and items; the object list's own growth beyond
+    /// the inline capacity; and the list of a Bundle's messages.
+    /// `tests/wire_alloc.rs` counts them.
     pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
         Message::decode_at(bytes, 0, true)
     }
