@@ -1,14 +1,70 @@
 //! Enforcement backends: load, change and unload a [`Rule`] in the host's stack.
 //!
-//! CONTRACT NOTE (removed when implemented): the [`Enforcer`] trait, [`EnforceError`] and
-//! [`Recording`] are the interface the agent is written against; backends (socket options,
-//! Linux tc) are added beside them.
+//! The agent is written against the [`Enforcer`] trait. Backends:
+//!
+//! * [`SocketEnforcer`] (default, mostly unprivileged) — DSCP, `SO_PRIORITY` and
+//!   `SO_MAX_PACING_RATE` on the data sender's socket;
+//! * `TcEnforcer` (cargo feature `tc`, needs CAP_NET_ADMIN) — an HTB tree per declared
+//!   interface with one class and one u32 filter per reservation, over netlink;
+//! * [`Recording`] — records the calls, for tests;
+//! * [`Chain`] — two backends together (tc shaping + socket marking).
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 
 use crate::flow::{Rule, RuleId};
+
+mod chain;
+mod socket;
+#[cfg(feature = "tc")]
+mod tc;
+
+pub use chain::Chain;
+pub use socket::{SocketEnforcer, SocketOptions, DEFAULT_PRIORITY};
+#[cfg(feature = "tc")]
+pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, QDISC_MAJOR};
+
+/// Bytes of link-layer framing per packet that queueing disciplines count (Ethernet).
+const LINK_OVERHEAD: u64 = 14;
+
+/// The rate, in bytes/s *on the wire*, that carries `rule`'s reserved rate of application
+/// payload.
+///
+/// qtoq rates are what the application moves (the API's bytes/s, the client's goodput),
+/// while pacing and HTB count whole packets. With M-sized datagrams each packet carries
+/// `M − IP − transport headers` bytes of payload in `M + 14` bytes of Ethernet frame, so the
+/// wire rate is `r · (M + 14) / (M − headers)`: ×1514/1448 ≈ 1.046 for TCP over IPv4 with
+/// M = 1500 (TCP counted with the timestamp option Linux sends). M is clamped to 576-65535.
+pub fn wire_rate(rule: &Rule) -> f64 {
+    let spec = &rule.flowspec;
+    let max_packet = u64::from(spec.tspec().max_packet.clamp(576, 65_535));
+    let ip = match rule.flow.sender.ip() {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => 40,
+        _ => 20,
+    };
+    let transport = match rule.flow.protocol {
+        crate::flow::IPPROTO_TCP => 32,
+        17 => 8,
+        _ => 0,
+    };
+    f64::from(spec.reserved_rate()) * (max_packet + LINK_OVERHEAD) as f64
+        / (max_packet - ip - transport) as f64
+}
+
+/// Moves the calling *thread* into the network namespace at `path` (e.g.
+/// `/run/netns/NAME`). Sockets and netlink connections the thread opens afterwards belong to
+/// that namespace, and so do threads it spawns; sockets opened earlier stay where they were.
+/// Used to run an agent, or a `TcEnforcer`'s netlink connection, inside a namespace.
+///
+/// # Errors
+///
+/// The OS error: no such namespace, or no CAP_SYS_ADMIN.
+pub fn enter_network_namespace(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(path)?;
+    crate::sys::enter_network_namespace(ns.as_fd())
+}
 
 /// What a backend applied for a rule, for logs and `qosctl`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -82,6 +138,95 @@ pub trait Enforcer: Send + fmt::Debug {
     /// Removes everything this backend installed and restores what it replaced; called when
     /// the agent stops.
     async fn shutdown(&mut self) -> Result<(), EnforceError>;
+}
+
+#[async_trait::async_trait]
+impl<E: Enforcer + ?Sized> Enforcer for Box<E> {
+    async fn install(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<Applied, EnforceError> {
+        (**self).install(rule, socket).await
+    }
+    async fn modify(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<Applied, EnforceError> {
+        (**self).modify(rule, socket).await
+    }
+    async fn remove(
+        &mut self,
+        id: RuleId,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<(), EnforceError> {
+        (**self).remove(id, socket).await
+    }
+    async fn shutdown(&mut self) -> Result<(), EnforceError> {
+        (**self).shutdown().await
+    }
+}
+
+/// The backends a command line can name (`--enforcer socket|tc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnforcerKind {
+    /// [`SocketEnforcer`]: marking and pacing on the sender's socket.
+    Socket,
+    /// `TcEnforcer` on the policy's interfaces, chained with a marking-only
+    /// [`SocketEnforcer`] for the DSCP (feature `tc`).
+    Tc,
+}
+
+impl std::str::FromStr for EnforcerKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "socket" => Ok(EnforcerKind::Socket),
+            "tc" => Ok(EnforcerKind::Tc),
+            other => Err(format!("unknown enforcer `{other}`: use `socket` or `tc`")),
+        }
+    }
+}
+
+impl EnforcerKind {
+    /// Builds the backend; `interfaces` are the policy's declared interfaces (used by tc).
+    ///
+    /// # Errors
+    ///
+    /// [`EnforceError::Unsupported`] for `Tc` when the crate is built without the `tc`
+    /// feature or no interface is declared; the tc backend's own errors otherwise.
+    pub async fn build(
+        self,
+        interfaces: &[crate::policy::InterfaceSpec],
+    ) -> Result<Box<dyn Enforcer>, EnforceError> {
+        match self {
+            EnforcerKind::Socket => Ok(Box::new(SocketEnforcer::new())),
+            EnforcerKind::Tc => {
+                if interfaces.is_empty() {
+                    return Err(EnforceError::Unsupported(
+                        "the tc enforcer needs at least one [[interface]] in the policy".into(),
+                    ));
+                }
+                #[cfg(feature = "tc")]
+                {
+                    let tc = TcEnforcer::new(interfaces).await?;
+                    Ok(Box::new(Chain::new(
+                        tc,
+                        SocketEnforcer::new().without_pacing(),
+                    )))
+                }
+                #[cfg(not(feature = "tc"))]
+                {
+                    Err(EnforceError::Unsupported(
+                        "qtoq was built without the `tc` feature".into(),
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// One call recorded by [`Recording`].

@@ -1,1 +1,814 @@
-//! placeholder, see DESIGN.md
+//! QoS policies: which connections get which service, and admission control.
+//!
+//! A [`Policy`] is a list of [`PolicyRule`]s read from a TOML file (see
+//! `examples/policy.toml` for every key, documented line by line), plus host-wide limits,
+//! shared rate pools and declared interfaces with their capacity. It implements
+//! [`Admission`]: the engine asks it before any rule is loaded into the stack.
+//!
+//! # Without a file
+//!
+//! [`Policy::default`] (the same as an empty file) has no rules, admits every request whose
+//! flowspec is valid, and limits the host to [`DEFAULT_HOST_MAX_RATE`] bytes/s (100 Mbit/s) of
+//! reservations in total and [`DEFAULT_HOST_MAX_FLOWS`] reservations.
+//!
+//! # Matching
+//!
+//! A rule matches a flow when every `match` key it has matches (missing keys match anything)
+//! and its schedule, if any, is active. Among matching rules the highest `priority` wins; equal
+//! priorities go to the rule written first. "Local" is this host's end: [`Policy::lookup`]
+//! treats the data *sender* as local (this host shapes what it sends) and, when no rule matches
+//! that way, tries again with the receiver as local.
+//!
+//! # Denials
+//!
+//! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`), a
+//! service or signaling mismatch and `unmatched = "deny"` are *policy* failures: RSVP error
+//! code 2. Running out of shared capacity (a rule's `total_rate`, a pool, an interface's
+//! capacity, the host limits) is an *admission control* failure: code 1, value 2 ("requested
+//! bandwidth unavailable", RFC 2205 App. B). A flowspec with a negative or non-finite rate is
+//! code 21 value 3 ("bad flowspec value", RFC 2210).
+
+mod file;
+mod matching;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
+use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
+
+pub use matching::{parse_dscp, Cidr, PolicyTime, PortRange, Schedule, Weekday};
+
+/// Host-wide reservation limit without a policy file: 100 Mbit/s, in bytes per second.
+pub const DEFAULT_HOST_MAX_RATE: f64 = 12_500_000.0;
+/// Host-wide number of reservations without a policy file.
+pub const DEFAULT_HOST_MAX_FLOWS: u32 = 1024;
+
+/// Largest policy file [`Policy::load`] reads: 1 MiB, far beyond any real policy.
+pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
+
+/// RSVP error code for admission control failures (RFC 2205 App. B).
+pub const ERROR_ADMISSION: u8 = 1;
+/// RSVP error code for policy control failures (RFC 2205 App. B).
+pub const ERROR_POLICY: u8 = 2;
+/// Error value under code 1: requested bandwidth unavailable.
+pub const ADMISSION_BANDWIDTH_UNAVAILABLE: u16 = 2;
+/// RSVP error code for traffic control errors (RFC 2210).
+pub const ERROR_TRAFFIC_CONTROL: u8 = 21;
+/// Error value under code 21: bad flowspec value.
+pub const TRAFFIC_CONTROL_BAD_FLOWSPEC: u16 = 3;
+
+/// Why a policy file could not be loaded. Nothing of a bad file is ever applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy file {file}: {source}")]
+    Io {
+        /// The path as given.
+        file: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_POLICY_FILE_BYTES`]; it is not read.
+    #[error("policy file {file} is {size} bytes, more than the {max} accepted")]
+    TooLarge {
+        /// The path as given.
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit, [`MAX_POLICY_FILE_BYTES`].
+        max: u64,
+    },
+    /// The file is not valid TOML or holds a bad value; the position is 1-based.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        /// The path (or the name given to [`Policy::from_toml_str`]).
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+}
+
+/// The service a rule grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Controlled-Load (RFC 2211).
+    ControlledLoad,
+    /// Guaranteed (RFC 2212).
+    Guaranteed,
+    /// DiffServ marking only, no per-flow reservation.
+    DiffServ,
+}
+
+/// What a rule matches; `None` fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Match {
+    /// This host's address.
+    pub local_addr: Option<Cidr>,
+    /// This host's port.
+    pub local_port: Option<PortRange>,
+    /// The peer's address.
+    pub remote_addr: Option<Cidr>,
+    /// The peer's port.
+    pub remote_port: Option<PortRange>,
+    /// IP protocol number.
+    pub protocol: Option<u8>,
+}
+
+impl Match {
+    /// Whether the connection `local` ↔ `remote` over `protocol` matches.
+    pub fn matches(&self, local: SocketAddr, remote: SocketAddr, protocol: u8) -> bool {
+        self.local_addr.is_none_or(|c| c.contains(local.ip()))
+            && self.local_port.is_none_or(|p| p.contains(local.port()))
+            && self.remote_addr.is_none_or(|c| c.contains(remote.ip()))
+            && self.remote_port.is_none_or(|p| p.contains(remote.port()))
+            && self.protocol.is_none_or(|p| p == protocol)
+    }
+}
+
+/// Upper limits on a request's token bucket; for a `signaling = false` rule they are also the
+/// reservation the rule installs. Rates are bytes/s, sizes bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Token rate `r` (and reserved rate `R` for guaranteed service).
+    pub rate: Option<f64>,
+    /// Bucket size `b`.
+    pub bucket: Option<f64>,
+    /// Peak rate `p`.
+    pub peak: Option<f64>,
+    /// Minimum policed unit `m`.
+    pub min_policed: Option<u32>,
+    /// Maximum packet size `M`.
+    pub max_packet: Option<u32>,
+}
+
+/// One rule of a policy.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PolicyRule {
+    /// Unique name, reported in grants and logs.
+    pub name: String,
+    /// Higher wins among matching rules.
+    pub priority: i64,
+    /// Position in the file; breaks priority ties (earlier wins).
+    pub order: usize,
+    /// What the rule applies to.
+    pub matches: Match,
+    /// The service granted.
+    pub service: Service,
+    /// `false` = the seed's "rule marked with no signaling": the rule is loaded at
+    /// accept time with [`PolicyRule::flowspec`], without RSVP.
+    pub signaling: bool,
+    /// DSCP to mark the flow with.
+    pub dscp: Option<u8>,
+    /// Per-request limits.
+    pub limits: Limits,
+    /// Most reservations this rule admits at once.
+    pub max_flows: Option<u32>,
+    /// Most bytes/s all of this rule's reservations may hold together.
+    pub total_rate: Option<f64>,
+    /// Name of the shared pool the rule's reservations draw from.
+    pub pool: Option<String>,
+    /// When the rule applies; `None` = always.
+    pub schedule: Option<Schedule>,
+}
+
+impl PolicyRule {
+    /// Whether the rule applies to `local` ↔ `remote` at `now`.
+    pub fn applies(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        protocol: u8,
+        now: PolicyTime,
+    ) -> bool {
+        self.matches.matches(local, remote, protocol)
+            && self.schedule.is_none_or(|s| s.is_active(now))
+    }
+
+    /// The reservation an unsignaled (`signaling = false`) rule installs, built from its
+    /// limits: `bucket` defaults to 1/10 s of `rate` (at least `max_packet`), `m` to 64,
+    /// `M` to 1500. `None` for diffserv rules and rules without a rate.
+    pub fn flowspec(&self) -> Option<FlowSpec> {
+        let rate = self.limits.rate?;
+        let max_packet = self.limits.max_packet.unwrap_or(1500);
+        let bucket = self
+            .limits
+            .bucket
+            .unwrap_or_else(|| (rate / 10.0).max(f64::from(max_packet)));
+        let tspec = TokenBucket {
+            rate: rate as f32,
+            bucket: bucket as f32,
+            peak: self.limits.peak.map_or(f32::INFINITY, |p| p as f32),
+            min_policed: self.limits.min_policed.unwrap_or(64).min(max_packet),
+            max_packet,
+        };
+        match self.service {
+            Service::ControlledLoad => Some(FlowSpec::ControlledLoad(tspec)),
+            Service::Guaranteed => Some(FlowSpec::Guaranteed {
+                tspec,
+                rspec: GuaranteedRspec {
+                    rate: rate as f32,
+                    slack: 0,
+                },
+            }),
+            Service::DiffServ => None,
+        }
+    }
+}
+
+/// A named rate pool shared by the rules that name it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Pool {
+    /// The name rules refer to.
+    pub name: String,
+    /// Most bytes/s the pool's reservations hold together.
+    pub total_rate: f64,
+}
+
+/// An interface declared with its capacity: admission keeps reservations within it, and the
+/// tc enforcer builds its HTB tree at that rate.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InterfaceSpec {
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// Capacity in bytes/s.
+    pub capacity: f64,
+    /// Local addresses whose flows use this interface; empty = every flow is charged to it.
+    pub addresses: Vec<Cidr>,
+}
+
+impl InterfaceSpec {
+    /// An interface with `capacity` bytes/s that every flow is charged to.
+    pub fn new(name: impl Into<String>, capacity: f64) -> Self {
+        InterfaceSpec {
+            name: name.into(),
+            capacity,
+            addresses: Vec::new(),
+        }
+    }
+
+    fn carries(&self, local: SocketAddr) -> bool {
+        self.addresses.is_empty() || self.addresses.iter().any(|c| c.contains(local.ip()))
+    }
+}
+
+/// What to do with a request no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmatched {
+    /// Admit it within the host limits (the default).
+    #[default]
+    Admit,
+    /// Refuse it with a policy error.
+    Deny,
+}
+
+/// Host-wide settings (`[host]` in the file).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HostLimits {
+    /// Most bytes/s of all reservations together; `None` = no limit.
+    pub max_rate: Option<f64>,
+    /// Most reservations at once; `None` = no limit.
+    pub max_flows: Option<u32>,
+    /// What happens to requests no rule matches.
+    pub unmatched: Unmatched,
+    /// Offset of local time from UTC in minutes, for schedules.
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            max_rate: Some(DEFAULT_HOST_MAX_RATE),
+            max_flows: Some(DEFAULT_HOST_MAX_FLOWS),
+            unmatched: Unmatched::Admit,
+            utc_offset_minutes: 0,
+        }
+    }
+}
+
+/// Counters of admission decisions, for `qosctl` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdmissionStats {
+    /// Requests admitted (modifications included).
+    pub admitted: u64,
+    /// Requests denied.
+    pub denied: u64,
+    /// Reservations released.
+    pub released: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Admitted {
+    request: AdmissionRequest,
+    rate: f64,
+    rule: Option<usize>,
+}
+
+/// A loaded policy and the reservations it has admitted.
+///
+/// # Examples
+///
+/// ```
+/// use qtoq::policy::{Policy, PolicyTime, Weekday};
+/// use qtoq::flow::Flow;
+///
+/// let policy = Policy::from_toml_str(r#"
+///     [[rule]]
+///     name = "video"
+///     service = "controlled-load"
+///     rate = "8Mbit"
+///     dscp = "AF41"
+///     match = { local_port = "5000-5010" }
+/// "#, "inline").unwrap();
+/// let flow = Flow {
+///     sender: "10.0.0.1:5004".parse().unwrap(),
+///     receiver: "10.0.0.2:40000".parse().unwrap(),
+///     protocol: 6,
+/// };
+/// let rule = policy.lookup(&flow, PolicyTime::new(Weekday::Mon, 9, 0)).unwrap();
+/// assert_eq!(rule.name, "video");
+/// assert_eq!(rule.dscp, Some(34));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Policy {
+    origin: Option<String>,
+    host: HostLimits,
+    /// Sorted: highest priority first, then file order.
+    rules: Vec<PolicyRule>,
+    pools: Vec<Pool>,
+    interfaces: Vec<InterfaceSpec>,
+    admitted: BTreeMap<RuleId, Admitted>,
+    stats: AdmissionStats,
+    clock: fn() -> SystemTime,
+}
+
+impl Default for Policy {
+    /// The documented default: no rules, host limits [`DEFAULT_HOST_MAX_RATE`] and
+    /// [`DEFAULT_HOST_MAX_FLOWS`].
+    fn default() -> Self {
+        Policy::from_parts(
+            None,
+            HostLimits::default(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+}
+
+impl Policy {
+    fn from_parts(
+        origin: Option<String>,
+        host: HostLimits,
+        mut rules: Vec<PolicyRule>,
+        pools: Vec<Pool>,
+        interfaces: Vec<InterfaceSpec>,
+    ) -> Self {
+        rules.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order.cmp(&b.order)));
+        Policy {
+            origin,
+            host,
+            rules,
+            pools,
+            interfaces,
+            admitted: BTreeMap::new(),
+            stats: AdmissionStats::default(),
+            clock: SystemTime::now,
+        }
+    }
+
+    /// Reads and validates a policy file.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Io`] when the file cannot be read (or is not UTF-8),
+    /// [`PolicyError::TooLarge`] above [`MAX_POLICY_FILE_BYTES`], [`PolicyError::Invalid`]
+    /// with the line and column of the first problem otherwise.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let io = |source| PolicyError::Io {
+            file: file.clone(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_POLICY_FILE_BYTES {
+            return Err(PolicyError::TooLarge {
+                file,
+                size,
+                max: MAX_POLICY_FILE_BYTES,
+            });
+        }
+        // Read at most the limit even if the file grows meanwhile.
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(io)?,
+                MAX_POLICY_FILE_BYTES,
+            ),
+            &mut text,
+        )
+        .map_err(io)?;
+        Self::from_toml_str(&text, &file)
+    }
+
+    /// Parses a policy from TOML text; `origin` names it in error messages.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Invalid`] with the line and column of the first problem.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        match file::parse(text, origin) {
+            Ok(policy) => {
+                tracing::debug!(origin, rules = policy.rules.len(), "policy loaded");
+                Ok(policy)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "policy rejected");
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the clock used by [`Admission::admit`] and [`Policy::now`] (tests).
+    pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where the policy came from, when it came from a file.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// The rules, highest priority first.
+    pub fn rules(&self) -> &[PolicyRule] {
+        &self.rules
+    }
+
+    /// The declared interfaces.
+    pub fn interfaces(&self) -> &[InterfaceSpec] {
+        &self.interfaces
+    }
+
+    /// The shared pools.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// The host-wide settings.
+    pub fn host(&self) -> &HostLimits {
+        &self.host
+    }
+
+    /// Admission counters.
+    pub fn stats(&self) -> AdmissionStats {
+        self.stats
+    }
+
+    /// The local time schedules are evaluated at, from the policy's clock and `utc_offset`.
+    pub fn now(&self) -> PolicyTime {
+        PolicyTime::from_system((self.clock)(), self.host.utc_offset_minutes)
+    }
+
+    /// The rule for the connection `local` ↔ `remote` at `now`, if any.
+    pub fn lookup_local(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        protocol: u8,
+        now: PolicyTime,
+    ) -> Option<&PolicyRule> {
+        self.rules
+            .iter()
+            .find(|r| r.applies(local, remote, protocol, now))
+    }
+
+    /// The rule for `flow` at `now`: first with the sender as the local end, then with the
+    /// receiver as the local end (see the module docs).
+    pub fn lookup(&self, flow: &Flow, now: PolicyTime) -> Option<&PolicyRule> {
+        self.lookup_index(flow, now).map(|i| &self.rules[i])
+    }
+
+    fn lookup_index(&self, flow: &Flow, now: PolicyTime) -> Option<usize> {
+        let p = flow.protocol;
+        self.rules
+            .iter()
+            .position(|r| r.applies(flow.sender, flow.receiver, p, now))
+            .or_else(|| {
+                self.rules
+                    .iter()
+                    .position(|r| r.applies(flow.receiver, flow.sender, p, now))
+            })
+    }
+
+    /// Number of reservations currently admitted.
+    pub fn admitted_count(&self) -> usize {
+        self.admitted.len()
+    }
+
+    /// Bytes/s currently admitted in total.
+    pub fn admitted_rate(&self) -> f64 {
+        self.admitted.values().map(|a| a.rate).sum()
+    }
+
+    /// [`Admission::admit`] at an explicit local time.
+    ///
+    /// # Errors
+    ///
+    /// [`AdmissionDenied`] with the RSVP error code and value (see the module docs); the
+    /// policy's state is unchanged then.
+    pub fn admit_at(
+        &mut self,
+        request: &AdmissionRequest,
+        now: PolicyTime,
+    ) -> Result<AdmissionGrant, AdmissionDenied> {
+        match self.decide(request, now) {
+            Ok((admitted, grant)) => {
+                self.stats.admitted += 1;
+                tracing::debug!(rule = %request.rule, flow = %request.flow, rate = admitted.rate,
+                    policy = ?grant.policy, "admitted");
+                self.admitted.insert(request.rule, admitted);
+                Ok(grant)
+            }
+            Err(denied) => {
+                self.stats.denied += 1;
+                tracing::info!(rule = %request.rule, flow = %request.flow, code = denied.code,
+                    value = denied.value, reason = %denied.reason, "admission denied");
+                Err(denied)
+            }
+        }
+    }
+
+    /// The decision, without changing any state.
+    fn decide(
+        &self,
+        request: &AdmissionRequest,
+        now: PolicyTime,
+    ) -> Result<(Admitted, AdmissionGrant), AdmissionDenied> {
+        let spec = &request.flowspec;
+        let tspec = spec.tspec();
+        let rate = f64::from(spec.reserved_rate());
+        let valid = |x: f32| x.is_finite() && x >= 0.0;
+        if !valid(spec.reserved_rate())
+            || !valid(tspec.rate)
+            || !valid(tspec.bucket)
+            || tspec.peak.is_nan()
+            || tspec.peak < 0.0
+        {
+            return Err(denied(
+                ERROR_TRAFFIC_CONTROL,
+                TRAFFIC_CONTROL_BAD_FLOWSPEC,
+                format!(
+                    "flowspec of {} has a negative or non-finite value",
+                    request.flow
+                ),
+            ));
+        }
+        // Everything admitted except an earlier version of this very request.
+        let others = || {
+            self.admitted
+                .iter()
+                .filter(|(id, _)| **id != request.rule)
+                .map(|(_, a)| a)
+        };
+
+        let rule_index = self.lookup_index(&request.flow, now);
+        let mut grant = AdmissionGrant::default();
+        if let Some(i) = rule_index {
+            let rule = &self.rules[i];
+            check_rule(rule, request)?;
+            if let Some(max) = rule.max_flows {
+                let used = others().filter(|a| a.rule == Some(i)).count();
+                if used >= max as usize {
+                    return Err(denied(
+                        ERROR_POLICY,
+                        0,
+                        format!(
+                            "policy rule `{}` already has its max_flows = {max} reservations",
+                            rule.name
+                        ),
+                    ));
+                }
+            }
+            if let Some(total) = rule.total_rate {
+                let used: f64 = others().filter(|a| a.rule == Some(i)).map(|a| a.rate).sum();
+                check_room(used, rate, total, || {
+                    format!("policy rule `{}` total_rate", rule.name)
+                })?;
+            }
+            if let Some(pool_name) = &rule.pool {
+                if let Some(pool) = self.pools.iter().find(|p| p.name == *pool_name) {
+                    let used: f64 = others()
+                        .filter(|a| {
+                            a.rule.and_then(|r| self.rules[r].pool.as_ref()) == Some(pool_name)
+                        })
+                        .map(|a| a.rate)
+                        .sum();
+                    check_room(used, rate, pool.total_rate, || {
+                        format!("pool `{pool_name}`")
+                    })?;
+                }
+            }
+            grant.dscp = rule.dscp;
+            grant.policy = Some(rule.name.clone());
+        } else if self.host.unmatched == Unmatched::Deny {
+            return Err(denied(
+                ERROR_POLICY,
+                0,
+                format!(
+                    "no policy rule matches {} and unmatched requests are denied",
+                    request.flow
+                ),
+            ));
+        }
+
+        for iface in self
+            .interfaces
+            .iter()
+            .filter(|i| i.carries(request.flow.sender))
+        {
+            let used: f64 = others()
+                .filter(|a| iface.carries(a.request.flow.sender))
+                .map(|a| a.rate)
+                .sum();
+            check_room(used, rate, iface.capacity, || {
+                format!("interface {} capacity", iface.name)
+            })?;
+        }
+        if let Some(max) = self.host.max_rate {
+            let used: f64 = others().map(|a| a.rate).sum();
+            check_room(used, rate, max, || "host max_rate".to_string())?;
+        }
+        if let Some(max) = self.host.max_flows {
+            if others().count() >= max as usize {
+                return Err(denied(
+                    ERROR_ADMISSION,
+                    ADMISSION_BANDWIDTH_UNAVAILABLE,
+                    format!("host already holds its max_flows = {max} reservations"),
+                ));
+            }
+        }
+        Ok((
+            Admitted {
+                request: request.clone(),
+                rate,
+                rule: rule_index,
+            },
+            grant,
+        ))
+    }
+
+    /// Replaces the rules, pools, interfaces and host limits with `new`'s and re-admits every
+    /// current reservation under them, oldest first. Returns the ids that no longer fit: they
+    /// are released here, and the caller tears them down (ResvErr, rule removal).
+    pub fn reload(&mut self, new: Policy) -> Vec<RuleId> {
+        let now = PolicyTime::from_system((self.clock)(), new.host.utc_offset_minutes);
+        self.reload_at(new, now)
+    }
+
+    /// [`Policy::reload`] at an explicit local time.
+    pub fn reload_at(&mut self, new: Policy, now: PolicyTime) -> Vec<RuleId> {
+        let old = std::mem::take(&mut self.admitted);
+        self.origin = new.origin;
+        self.host = new.host;
+        self.rules = new.rules;
+        self.pools = new.pools;
+        self.interfaces = new.interfaces;
+        let mut dropped = Vec::new();
+        for (id, admitted) in old {
+            match self.decide(&admitted.request, now) {
+                Ok((again, _)) => {
+                    self.admitted.insert(id, again);
+                }
+                Err(why) => {
+                    tracing::info!(rule = %id, reason = %why, "reservation no longer fits the reloaded policy");
+                    self.stats.released += 1;
+                    dropped.push(id);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Re-checks every admitted reservation against the current policy at `now` (e.g. when a
+    /// schedule window closes) and releases and returns those that no longer fit.
+    pub fn revalidate_at(&mut self, now: PolicyTime) -> Vec<RuleId> {
+        let same = Policy {
+            admitted: BTreeMap::new(),
+            ..self.clone()
+        };
+        self.reload_at(same, now)
+    }
+}
+
+fn denied(code: u8, value: u16, reason: String) -> AdmissionDenied {
+    AdmissionDenied {
+        code,
+        value,
+        reason,
+    }
+}
+
+fn check_room(
+    used: f64,
+    rate: f64,
+    limit: f64,
+    what: impl FnOnce() -> String,
+) -> Result<(), AdmissionDenied> {
+    if used + rate > limit {
+        return Err(denied(
+            ERROR_ADMISSION,
+            ADMISSION_BANDWIDTH_UNAVAILABLE,
+            format!(
+                "requested bandwidth unavailable: {rate:.0} B/s asked, {:.0} of {limit:.0} B/s left on {}",
+                (limit - used).max(0.0),
+                what()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The rule's own, per-request limits: policy failures (code 2).
+fn check_rule(rule: &PolicyRule, request: &AdmissionRequest) -> Result<(), AdmissionDenied> {
+    let name = &rule.name;
+    let policy = |reason: String| Err(denied(ERROR_POLICY, 0, reason));
+    if rule.signaling != request.signaled {
+        return policy(if rule.signaling {
+            format!("policy rule `{name}` requires RSVP signaling")
+        } else {
+            format!(
+                "policy rule `{name}` is marked no signaling but an RSVP reservation was requested"
+            )
+        });
+    }
+    match (rule.service, &request.flowspec) {
+        (Service::ControlledLoad, FlowSpec::ControlledLoad(_))
+        | (Service::Guaranteed, FlowSpec::Guaranteed { .. })
+        | (Service::DiffServ, _) => {}
+        (Service::ControlledLoad, _) => {
+            return policy(format!(
+                "policy rule `{name}` grants controlled-load service only"
+            ))
+        }
+        (Service::Guaranteed, _) => {
+            return policy(format!(
+                "policy rule `{name}` grants guaranteed service only"
+            ))
+        }
+    }
+    let spec = &request.flowspec;
+    let tspec = spec.tspec();
+    let limits = &rule.limits;
+    let over = |what: &str, asked: f64, limit: Option<f64>| match limit {
+        Some(limit) if asked > limit => policy(format!(
+            "{what} {asked:.0} exceeds policy rule `{name}` limit {limit:.0}"
+        )),
+        _ => Ok(()),
+    };
+    over("rate (B/s)", f64::from(spec.reserved_rate()), limits.rate)?;
+    over("token rate (B/s)", f64::from(tspec.rate), limits.rate)?;
+    over("bucket (B)", f64::from(tspec.bucket), limits.bucket)?;
+    over("peak (B/s)", f64::from(tspec.peak), limits.peak)?;
+    over(
+        "max packet (B)",
+        f64::from(tspec.max_packet),
+        limits.max_packet.map(f64::from),
+    )?;
+    over(
+        "min policed unit (B)",
+        f64::from(tspec.min_policed),
+        limits.min_policed.map(f64::from),
+    )?;
+    Ok(())
+}
+
+impl Admission for Policy {
+    fn admit(&mut self, request: &AdmissionRequest) -> Result<AdmissionGrant, AdmissionDenied> {
+        let now = self.now();
+        self.admit_at(request, now)
+    }
+
+    fn release(&mut self, rule: RuleId) {
+        if self.admitted.remove(&rule).is_some() {
+            self.stats.released += 1;
+            tracing::debug!(%rule, "released");
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The TOML policy file: raw (spanned) representation and its validation into a [`Policy`].
+//!
+//! Parsing happens in two passes: `toml` + serde produce the raw tables with the byte span of
+//! every value, then validation turns them into typed rules. Both passes report the first
+//! problem as `file:line:column: message`; nothing is applied until the whole file is valid.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::matching::{parse_dscp, parse_protocol, Cidr, PortRange, Schedule};
+use super::units::{parse_rate, parse_size};
+use super::{
+    HostLimits, InterfaceSpec, Limits, Match, Policy, PolicyError, PolicyRule, Pool, Service,
+    Unmatched,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    host: Option<RawHost>,
+    #[serde(default, rename = "pool")]
+    pools: Vec<RawPool>,
+    #[serde(default, rename = "interface")]
+    interfaces: Vec<RawInterface>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    max_rate: Option<Spanned<RawValue>>,
+    max_flows: Option<Spanned<i64>>,
+    unmatched: Option<Spanned<String>>,
+    utc_offset: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Spanned<String>,
+    total_rate: Spanned<RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: Spanned<String>,
+    capacity: Spanned<RawValue>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    #[serde(default)]
+    priority: Option<Spanned<i64>>,
+    service: Spanned<String>,
+    #[serde(default)]
+    signaling: Option<bool>,
+    dscp: Option<Spanned<RawValue>>,
+    #[serde(rename = "match", default)]
+    matches: Option<RawMatch>,
+    rate: Option<Spanned<RawValue>>,
+    bucket: Option<Spanned<RawValue>>,
+    peak: Option<Spanned<RawValue>>,
+    min_policed: Option<Spanned<RawValue>>,
+    max_packet: Option<Spanned<RawValue>>,
+    max_flows: Option<Spanned<i64>>,
+    total_rate: Option<Spanned<RawValue>>,
+    pool: Option<Spanned<String>>,
+    schedule: Option<RawSchedule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    local_addr: Option<Spanned<String>>,
+    local_port: Option<Spanned<RawValue>>,
+    remote_addr: Option<Spanned<String>>,
+    remote_port: Option<Spanned<RawValue>>,
+    protocol: Option<Spanned<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    #[serde(default)]
+    days: Vec<Spanned<String>>,
+    time: Option<Spanned<String>>,
+}
+
+/// A number or a string with units: TOML lets users write either.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl RawValue {
+    fn as_text(&self) -> String {
+        match self {
+            RawValue::Integer(n) => n.to_string(),
+            RawValue::Float(x) => x.to_string(),
+            RawValue::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// Turns byte spans into `file:line:column` errors.
+struct Locator<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> PolicyError {
+        let (line, column) = match span {
+            Some(span) => line_column(self.text, span.start),
+            None => (1, 1),
+        };
+        PolicyError::Invalid {
+            file: self.origin.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, message: impl Into<String>) -> PolicyError {
+        self.error(Some(value.span()), message)
+    }
+
+    fn rate(&self, value: &Spanned<RawValue>, what: &str) -> Result<f64, PolicyError> {
+        let rate = parse_rate(&value.get_ref().as_text())
+            .map_err(|e| self.at(value, format!("{what}: {e}")))?;
+        if rate <= 0.0 {
+            return Err(self.at(value, format!("{what} must be greater than zero")));
+        }
+        Ok(rate)
+    }
+
+    fn size(&self, value: &Spanned<RawValue>, what: &str) -> Result<f64, PolicyError> {
+        parse_size(&value.get_ref().as_text()).map_err(|e| self.at(value, format!("{what}: {e}")))
+    }
+
+    fn count(&self, value: &Spanned<i64>, what: &str) -> Result<u32, PolicyError> {
+        u32::try_from(*value.get_ref())
+            .map_err(|_| self.at(value, format!("{what} must be between 0 and {}", u32::MAX)))
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Parses and validates a whole policy file.
+pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+    let locator = Locator { origin, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        // serde's untagged-enum message is unhelpful; say what the value may be.
+        let message = e.message().trim().replace(
+            "data did not match any variant of untagged enum RawValue",
+            "expected a number or a string with a unit",
+        );
+        locator.error(e.span(), message)
+    })?;
+
+    let host = match &raw.host {
+        None => HostLimits::default(),
+        Some(h) => validate_host(&locator, h)?,
+    };
+
+    let mut pools = Vec::new();
+    for p in &raw.pools {
+        if pools.iter().any(|q: &Pool| q.name == *p.name.get_ref()) {
+            return Err(locator.at(&p.name, format!("duplicate pool `{}`", p.name.get_ref())));
+        }
+        pools.push(Pool {
+            name: p.name.get_ref().clone(),
+            total_rate: locator.rate(&p.total_rate, "pool total_rate")?,
+        });
+    }
+
+    let mut interfaces = Vec::new();
+    for i in &raw.interfaces {
+        let name = i.name.get_ref();
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(locator.at(
+                &i.name,
+                format!("`{name}` is not a valid interface name (1-15 characters, no `/`)"),
+            ));
+        }
+        if interfaces.iter().any(|x: &InterfaceSpec| x.name == *name) {
+            return Err(locator.at(&i.name, format!("duplicate interface `{name}`")));
+        }
+        let mut addresses = Vec::new();
+        for a in &i.addresses {
+            addresses.push(a.get_ref().parse::<Cidr>().map_err(|e| locator.at(a, e))?);
+        }
+        interfaces.push(InterfaceSpec {
+            name: name.clone(),
+            capacity: locator.rate(&i.capacity, "interface capacity")?,
+            addresses,
+        });
+    }
+
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for (index, r) in raw.rules.iter().enumerate() {
+        let rule = validate_rule(&locator, r, &pools, index)?;
+        if !names.insert(rule.name.clone()) {
+            return Err(locator.at(&r.name, format!("duplicate rule name `{}`", rule.name)));
+        }
+        rules.push(rule);
+    }
+
+    Ok(Policy::from_parts(
+        Some(origin.to_string()),
+        host,
+        rules,
+        pools,
+        interfaces,
+    ))
+}
+
+fn validate_host(locator: &Locator<'_>, h: &RawHost) -> Result<HostLimits, PolicyError> {
+    let mut host = HostLimits::default();
+    if let Some(rate) = &h.max_rate {
+        host.max_rate = Some(locator.rate(rate, "host max_rate")?);
+    }
+    if let Some(n) = &h.max_flows {
+        host.max_flows = Some(locator.count(n, "host max_flows")?);
+    }
+    if let Some(u) = &h.unmatched {
+        host.unmatched = match u.get_ref().as_str() {
+            "admit" => Unmatched::Admit,
+            "deny" => Unmatched::Deny,
+            other => {
+                return Err(locator.at(
+                    u,
+                    format!("unmatched must be \"admit\" or \"deny\", not `{other}`"),
+                ))
+            }
+        };
+    }
+    if let Some(off) = &h.utc_offset {
+        host.utc_offset_minutes =
+            parse_utc_offset(off.get_ref()).map_err(|e| locator.at(off, e))?;
+    }
+    Ok(host)
+}
+
+/// `"+02:00"`, `"-05:30"`, `"Z"` → minutes east of UTC.
+fn parse_utc_offset(text: &str) -> Result<i32, String> {
+    let bad = || format!("utc_offset `{text}` must look like `+01:00`, `-05:30` or `Z`");
+    if text == "Z" || text == "UTC" {
+        return Ok(0);
+    }
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m >= 60 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 60 + m))
+}
+
+fn validate_rule(
+    locator: &Locator<'_>,
+    r: &RawRule,
+    pools: &[Pool],
+    index: usize,
+) -> Result<PolicyRule, PolicyError> {
+    let name = r.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(locator.at(&r.name, "rule name must not be empty"));
+    }
+    let service = match r.service.get_ref().as_str() {
+        "controlled-load" => Service::ControlledLoad,
+        "guaranteed" => Service::Guaranteed,
+        "diffserv" => Service::DiffServ,
+        other => {
+            return Err(locator.at(
+                &r.service,
+                format!(
+                    "unknown service `{other}`: use \"controlled-load\", \"guaranteed\" or \
+                     \"diffserv\""
+                ),
+            ))
+        }
+    };
+    let signaling = r.signaling.unwrap_or(service != Service::DiffServ);
+    if signaling && service == Service::DiffServ {
+        return Err(locator.at(
+            &r.service,
+            "a diffserv rule only marks packets and cannot be signaled: set signaling = false",
+        ));
+    }
+    let dscp = match &r.dscp {
+        None => None,
+        Some(d) => Some(parse_dscp(&d.get_ref().as_text()).map_err(|e| locator.at(d, e))?),
+    };
+    if service == Service::DiffServ && dscp.is_none() {
+        return Err(locator.at(&r.service, "a diffserv rule needs a dscp"));
+    }
+
+    let m = r.matches.as_ref();
+    let default_match = RawMatch::default();
+    let m = m.unwrap_or(&default_match);
+    let cidr = |v: &Option<Spanned<String>>| -> Result<Option<Cidr>, PolicyError> {
+        v.as_ref()
+            .map(|s| s.get_ref().parse::<Cidr>().map_err(|e| locator.at(s, e)))
+            .transpose()
+    };
+    let ports = |v: &Option<Spanned<RawValue>>| -> Result<Option<PortRange>, PolicyError> {
+        v.as_ref()
+            .map(|s| {
+                s.get_ref()
+                    .as_text()
+                    .parse::<PortRange>()
+                    .map_err(|e| locator.at(s, e))
+            })
+            .transpose()
+    };
+    let matches = Match {
+        local_addr: cidr(&m.local_addr)?,
+        local_port: ports(&m.local_port)?,
+        remote_addr: cidr(&m.remote_addr)?,
+        remote_port: ports(&m.remote_port)?,
+        protocol: m
+            .protocol
+            .as_ref()
+            .map(|p| parse_protocol(&p.get_ref().as_text()).map_err(|e| locator.at(p, e)))
+            .transpose()?,
+    };
+
+    let limits = Limits {
+        rate: r
+            .rate
+            .as_ref()
+            .map(|v| locator.rate(v, "rate"))
+            .transpose()?,
+        bucket: r
+            .bucket
+            .as_ref()
+            .map(|v| locator.size(v, "bucket"))
+            .transpose()?,
+        peak: r
+            .peak
+            .as_ref()
+            .map(|v| locator.rate(v, "peak"))
+            .transpose()?,
+        min_policed: r
+            .min_policed
+            .as_ref()
+            .map(|v| whole_bytes(locator, v, "min_policed"))
+            .transpose()?,
+        max_packet: r
+            .max_packet
+            .as_ref()
+            .map(|v| whole_bytes(locator, v, "max_packet"))
+            .transpose()?,
+    };
+    if let (Some(rate), Some(peak), Some(span)) = (limits.rate, limits.peak, r.peak.as_ref()) {
+        if peak < rate {
+            return Err(locator.at(span, "peak must not be lower than rate"));
+        }
+    }
+    if let (Some(m_), Some(big_m), Some(span)) =
+        (limits.min_policed, limits.max_packet, r.max_packet.as_ref())
+    {
+        if big_m < m_ {
+            return Err(locator.at(span, "max_packet must not be smaller than min_policed"));
+        }
+    }
+    if !signaling && service != Service::DiffServ && limits.rate.is_none() {
+        return Err(locator.at(
+            &r.name,
+            "a rule with signaling = false needs a rate: it is the reservation the rule installs",
+        ));
+    }
+
+    let pool = match &r.pool {
+        None => None,
+        Some(p) => {
+            let found = pools.iter().position(|q| q.name == *p.get_ref());
+            Some(found.map(|_| p.get_ref().clone()).ok_or_else(|| {
+                locator.at(
+                    p,
+                    format!("unknown pool `{}`: declare it with [[pool]]", p.get_ref()),
+                )
+            })?)
+        }
+    };
+
+    let schedule = match &r.schedule {
+        None => None,
+        Some(s) => {
+            let days: Vec<&str> = s.days.iter().map(|d| d.get_ref().as_str()).collect();
+            match Schedule::parse(&days, s.time.as_ref().map(|t| t.get_ref().as_str())) {
+                Ok(schedule) => Some(schedule),
+                Err(e) => {
+                    // Point at the offending entry.
+                    let span = s
+                        .days
+                        .iter()
+                        .find(|d| Schedule::parse(&[d.get_ref()], None).is_err())
+                        .map(|d| d.span())
+                        .or_else(|| s.time.as_ref().map(|t| t.span()))
+                        .unwrap_or_else(|| r.name.span());
+                    return Err(locator.error(Some(span), e));
+                }
+            }
+        }
+    };
+
+    Ok(PolicyRule {
+        name,
+        priority: r.priority.as_ref().map_or(0, |p| *p.get_ref()),
+        order: index,
+        matches,
+        service,
+        signaling,
+        dscp,
+        limits,
+        max_flows: r
+            .max_flows
+            .as_ref()
+            .map(|n| locator.count(n, "max_flows"))
+            .transpose()?,
+        total_rate: r
+            .total_rate
+            .as_ref()
+            .map(|v| locator.rate(v, "total_rate"))
+            .transpose()?,
+        pool,
+        schedule,
+    })
+}
+
+fn whole_bytes(
+    locator: &Locator<'_>,
+    value: &Spanned<RawValue>,
+    what: &str,
+) -> Result<u32, PolicyError> {
+    let bytes = locator.size(value, what)?;
+    if bytes.fract() != 0.0 || bytes > f64::from(u32::MAX) {
+        return Err(locator.at(value, format!("{what} must be a whole number of bytes")));
+    }
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters() {
+        let text = "a\nbé = 1\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 2), (2, 1));
+        // "bé " is 4 bytes, 3 characters.
+        assert_eq!(line_column(text, 2 + 4), (2, 4));
+        assert_eq!(line_column(text, 999), (3, 1));
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("+02:00"), Ok(120));
+        assert_eq!(parse_utc_offset("-05:30"), Ok(-330));
+        assert_eq!(parse_utc_offset("Z"), Ok(0));
+        assert!(parse_utc_offset("2").is_err());
+        assert!(parse_utc_offset("+15:00").is_err());
+    }
+}
