@@ -150,8 +150,7 @@ async fn transfer(
         }
         Ok(got)
     };
-    let (sent, received) = step("transfer", async { tokio::try_join!(send, receive) }).await?;
-    let _ = sent;
+    let ((), received) = step("transfer", async { tokio::try_join!(send, receive) }).await?;
     let secs = started.elapsed().as_secs_f64();
     timeline.say(
         "data",

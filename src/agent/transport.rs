@@ -68,6 +68,19 @@ impl Transport {
         }
     }
 
+    /// Raw IP when this process may open raw sockets (`CAP_NET_RAW`), UDP encapsulation on
+    /// the standard port otherwise.
+    pub fn raw_if_permitted() -> Self {
+        match Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_RSVP))),
+        ) {
+            Ok(_) => Transport::Raw,
+            Err(_) => Transport::udp(),
+        }
+    }
+
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
