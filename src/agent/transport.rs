@@ -220,7 +220,7 @@ impl Link {
         match self {
             Link::Udp { sockets, port } => sockets
                 .iter()
-                .filter(|s| s.socket.local_addr().is_ok_and(|a| a.port() == *port))
+                .filter(|s| *port == 0 || s.socket.local_addr().is_ok_and(|a| a.port() == *port))
                 .map(|s| s.local)
                 .collect(),
             Link::Raw { sockets } => sockets.iter().map(|s| s.local).collect(),

@@ -82,17 +82,29 @@ pub fn kinds(events: &[QosEvent]) -> Vec<&'static str> {
     events.iter().map(kind).collect()
 }
 
-/// Waits until the agent holds no session (teardown is asynchronous on drop).
+/// Waits until the agent holds no session for a connection (teardown is asynchronous on
+/// drop) and, once every end is closed, no RSVP state at all.
 pub async fn until_no_sessions(agent: &Agent) {
+    until_clean(agent, true).await
+}
+
+/// Waits until the agent holds no session for a connection; RSVP state a live peer keeps
+/// refreshing may remain.
+pub async fn until_no_owned_sessions(agent: &Agent) {
+    until_clean(agent, false).await
+}
+
+async fn until_clean(agent: &Agent, no_state: bool) {
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     loop {
+        let stats = agent.stats().await.expect("agent running");
         let count = agent.session_count().await.expect("agent running");
-        if count == 0 {
+        if count == 0 && (!no_state || stats.engine_sessions == 0) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "agent still holds {count} sessions"
+            "agent still holds {count} sessions: {stats:?}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
