@@ -367,7 +367,7 @@ fn adspec_keeps_unknown_and_out_of_order_content_byte_exact() {
     objects.push(obj(13, 2, &body));
     let bytes = raw(1, &objects);
     let msg = Message::decode(&bytes).unwrap();
-    let adspec = msg.adspec().unwrap();
+    let adspec = msg.adspec().unwrap().to_parts();
     assert!(adspec.general.break_bit);
     assert_eq!(adspec.general.path_mtu, Some(1500));
     assert_eq!(adspec.general.is_hops, None);

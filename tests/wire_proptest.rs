@@ -153,11 +153,13 @@ fn adspec() -> BoxedStrategy<Adspec> {
         proptest::option::of(controlled_load),
         other,
     )
-        .prop_map(|(general, guaranteed, controlled_load, other)| Adspec {
-            general,
-            guaranteed,
-            controlled_load,
-            other,
+        .prop_map(|(general, guaranteed, controlled_load, other)| {
+            Adspec::from(AdspecParts {
+                general,
+                guaranteed,
+                controlled_load,
+                other,
+            })
         })
         .boxed()
 }

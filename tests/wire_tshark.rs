@@ -226,14 +226,14 @@ fn expected_fields(msg: &Message, out: &mut Vec<(&'static str, String)>) {
                 }
             }
             Object::Adspec(a) => {
-                if let Some(mtu) = a.general.path_mtu {
+                if let Some(mtu) = a.path_mtu() {
                     out.push(("rsvp.adspec.uint", mtu.to_string()));
                 }
                 out.push(("rsvp.adspec.service_header", "1".into()));
-                if a.guaranteed.is_some() {
+                if a.guaranteed().is_some() {
                     out.push(("rsvp.adspec.service_header", "2".into()));
                 }
-                if a.controlled_load.is_some() {
+                if a.controlled_load().is_some() {
                     out.push(("rsvp.adspec.service_header", "5".into()));
                 }
             }

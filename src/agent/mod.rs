@@ -1,5 +1,488 @@
-//! The Tokio driver ("QoS server"): owns a transport, the engine, timers and the enforcer.
+//! The Tokio driver ("QoS server"): owns a transport, the engine, one timer and the enforcer.
+//!
+//! An [`Agent`] is a cheap cloneable handle to a running agent task; sockets talk to it over a
+//! channel. The task stops when the last handle (including those held by open
+//! [`QosListener`](crate::QosListener)s and [`QosStream`](crate::QosStream)s) is gone, after
+//! releasing every session, unloading every rule and shutting the enforcer down.
+//!
+//! The first `QosListener`/`QosStream` that is not given an agent starts the process's
+//! *default agent* ([`Agent::default_agent`]): UDP encapsulation on port 1698 at every local
+//! address, admitting everything, with the recording enforcer, on its own thread so it
+//! outlives any one Tokio runtime.
 
-/// Handle to a running agent.
-#[derive(Debug, Clone)]
-pub struct Agent {}
+mod driver;
+mod memory;
+pub mod transport;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use memory::{MemoryNetwork, MemoryStats};
+pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2};
+
+use crate::enforce::{Enforcer, Recording};
+use crate::engine::{EngineConfig, SessionId, SessionKey, Stats};
+use crate::flow::{Admission, AdmitAll, Flow};
+use crate::net::event::SessionShared;
+use crate::net::QosError;
+use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// What a new session does first.
+#[derive(Debug)]
+pub(crate) enum Setup {
+    /// Server with RSVP: a local sender; PATH goes out, a RESV is expected.
+    Sender {
+        key: SessionKey,
+        sender: SocketAddr,
+        tspec: TokenBucket,
+    },
+    /// Client with RSVP: a receiver primed for the PATH, reserving on arrival.
+    Receiver {
+        key: SessionKey,
+        flowspec: FlowSpec,
+        confirm: bool,
+    },
+    /// Server without signaling: admission and rule load now.
+    Unsignaled {
+        key: SessionKey,
+        flow: Flow,
+        flowspec: FlowSpec,
+    },
+}
+
+impl Setup {
+    fn key(&self) -> SessionKey {
+        match self {
+            Setup::Sender { key, .. }
+            | Setup::Receiver { key, .. }
+            | Setup::Unsignaled { key, .. } => *key,
+        }
+    }
+
+    fn role(&self) -> &'static str {
+        match self {
+            Setup::Sender { .. } => "sender",
+            Setup::Receiver { .. } => "receiver",
+            Setup::Unsignaled { .. } => "unsignaled",
+        }
+    }
+}
+
+/// A session the agent opened for a connection.
+pub(crate) struct Opened {
+    pub(crate) id: SessionId,
+    pub(crate) shared: Arc<SessionShared>,
+}
+
+pub(crate) struct OpenRequest {
+    setup: Setup,
+    peer: SocketAddr,
+    notify: bool,
+    /// A duplicate of the data sender's socket, for enforcers that act on sockets.
+    socket: Option<OwnedFd>,
+    reply: oneshot::Sender<Result<Opened, QosError>>,
+}
+
+pub(crate) enum Command {
+    Open(OpenRequest),
+    Release {
+        session: SessionId,
+        reply: Option<oneshot::Sender<Result<(), QosError>>>,
+    },
+    Stats {
+        reply: oneshot::Sender<AgentStats>,
+    },
+}
+
+/// What an agent holds and has done, for tests, logs and `qosctl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentStats {
+    /// Sessions owned by local connections, as the engine counts them.
+    pub engine_owners: usize,
+    /// RSVP sessions the engine holds any state for, including state received from peers
+    /// that lingers until torn down or expired.
+    pub engine_sessions: usize,
+    /// Sessions owned by local connections (the agent's registry).
+    pub owned_sessions: usize,
+    /// Rules the enforcer has loaded and not yet unloaded.
+    pub rules_in_force: usize,
+    /// The engine's counters.
+    pub engine: Stats,
+    /// Datagrams the transport failed to send.
+    pub send_errors: u64,
+    /// Datagrams the transport dropped before the engine (bad IP headers).
+    pub transport_malformed: u64,
+}
+
+struct AgentShared {
+    commands: mpsc::UnboundedSender<Command>,
+    id: u64,
+    local_addrs: Vec<IpAddr>,
+    bound: Vec<SocketAddr>,
+    transport: &'static str,
+}
+
+/// Handle to a running agent. Cheap to clone; the agent stops when the last handle is gone.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use std::time::Duration;
+/// use qtoq::{Agent, QosListener};
+///
+/// let agent = Agent::builder()
+///     .local_addr("127.0.0.1".parse().unwrap())
+///     .refresh_period(Duration::from_secs(5))
+///     .build()?;
+/// let listener = QosListener::builder().agent(&agent).bind("127.0.0.1:0").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Agent {
+    shared: Arc<AgentShared>,
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("id", &self.shared.id)
+            .field("transport", &self.shared.transport)
+            .field("bound", &self.shared.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
+/// The process's default agent, held weakly so it stops when its last user is gone.
+static DEFAULT_AGENT: Mutex<Weak<AgentShared>> = Mutex::new(Weak::new());
+
+impl Agent {
+    /// A builder for an agent with its own transport, addresses, admission and enforcer.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::new()
+    }
+
+    /// The process's default agent, started on first use: UDP encapsulation on port 1698 at
+    /// every local address (an ephemeral port where 1698 is taken), admitting everything,
+    /// recording rules instead of loading them. It runs on its own thread and stops when the
+    /// last handle is gone; the next call starts a new one.
+    ///
+    /// # Errors
+    ///
+    /// When no local address can be found or bound.
+    pub fn default_agent() -> io::Result<Agent> {
+        let mut slot = DEFAULT_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = slot.upgrade() {
+            if !shared.commands.is_closed() {
+                return Ok(Agent { shared });
+            }
+        }
+        let mut builder = AgentBuilder::new();
+        builder.lenient_bind = true;
+        let agent = builder.build_on_thread()?;
+        *slot = Arc::downgrade(&agent.shared);
+        Ok(agent)
+    }
+
+    /// The addresses this agent treats as its own (same-host delivery).
+    pub fn local_addrs(&self) -> &[IpAddr] {
+        &self.shared.local_addrs
+    }
+
+    /// The socket addresses the transport is bound to (UDP: address and port; raw: address
+    /// with port 0; in-memory: none).
+    pub fn bound_addrs(&self) -> &[SocketAddr] {
+        &self.shared.bound
+    }
+
+    /// Whether the agent task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.shared.commands.is_closed()
+    }
+
+    /// What the agent holds and has done.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent has stopped.
+    pub async fn stats(&self) -> io::Result<AgentStats> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Stats { reply })?;
+        answer.await.map_err(|_| QosError::AgentStopped.into())
+    }
+
+    /// Number of sessions the agent holds for connections (the engine's owners and the
+    /// agent's registry, whichever is larger): zero once every connection is closed and torn
+    /// down.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent has stopped.
+    pub async fn session_count(&self) -> io::Result<usize> {
+        let stats = self.stats().await?;
+        Ok(stats.engine_owners.max(stats.owned_sessions))
+    }
+
+    fn send(&self, command: Command) -> Result<(), QosError> {
+        self.shared
+            .commands
+            .send(command)
+            .map_err(|_| QosError::AgentStopped)
+    }
+
+    /// Opens a session; the returned guard releases it when dropped.
+    pub(crate) async fn open(
+        &self,
+        setup: Setup,
+        peer: SocketAddr,
+        notify: bool,
+        socket: Option<OwnedFd>,
+    ) -> Result<SessionGuard, QosError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Open(OpenRequest {
+            setup,
+            peer,
+            notify,
+            socket,
+            reply,
+        }))?;
+        // If this future is dropped here the agent sees the closed reply channel and releases
+        // the session itself.
+        let opened = answer.await.map_err(|_| QosError::AgentStopped)??;
+        Ok(SessionGuard {
+            agent: self.clone(),
+            id: opened.id,
+            shared: opened.shared,
+            released: false,
+        })
+    }
+}
+
+/// Owns one session of an agent: releases it (in the background) when dropped.
+pub(crate) struct SessionGuard {
+    agent: Agent,
+    pub(crate) id: SessionId,
+    pub(crate) shared: Arc<SessionShared>,
+    released: bool,
+}
+
+impl fmt::Debug for SessionGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionGuard")
+            .field("id", &self.id)
+            .field("agent", &self.agent.shared.id)
+            .finish()
+    }
+}
+
+impl SessionGuard {
+    /// Releases the session and waits until the agent has torn it down and unloaded its rule.
+    pub(crate) async fn release(mut self) -> Result<(), QosError> {
+        self.released = true;
+        let (reply, answer) = oneshot::channel();
+        self.agent.send(Command::Release {
+            session: self.id,
+            reply: Some(reply),
+        })?;
+        answer.await.map_err(|_| QosError::AgentStopped)?
+    }
+
+    pub(crate) fn agent(&self) -> &Agent {
+        &self.agent
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            // Unbounded send never blocks: safe in Drop. A stopped agent already released all.
+            let _ = self.agent.send(Command::Release {
+                session: self.id,
+                reply: None,
+            });
+        }
+    }
+}
+
+/// Configures and starts an [`Agent`]. See [`Agent::builder`].
+pub struct AgentBuilder {
+    transport: Transport,
+    local_addrs: Vec<IpAddr>,
+    engine: EngineConfig,
+    admission: Option<Box<dyn Admission>>,
+    enforcer: Option<Box<dyn Enforcer>>,
+    /// Default agent: skip addresses that cannot be bound, fall back to an ephemeral port.
+    lenient_bind: bool,
+}
+
+impl fmt::Debug for AgentBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentBuilder")
+            .field("transport", &self.transport)
+            .field("local_addrs", &self.local_addrs)
+            .field("engine", &self.engine)
+            .field("custom_admission", &self.admission.is_some())
+            .field("enforcer", &self.enforcer)
+            .finish()
+    }
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentBuilder {
+    /// UDP on port 1698, every local address, RFC 2205 timer defaults, admit-all admission,
+    /// recording enforcer.
+    pub fn new() -> Self {
+        AgentBuilder {
+            transport: Transport::udp(),
+            local_addrs: Vec::new(),
+            engine: EngineConfig::default(),
+            admission: None,
+            enforcer: None,
+            lenient_bind: false,
+        }
+    }
+
+    /// The transport for RSVP messages (default [`Transport::udp`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Adds an address the agent binds and answers for; without any, every address of the
+    /// host's interfaces is used. Give distinct loopback addresses (`127.0.0.2`,
+    /// `127.0.0.3`, …) to run several agents on one host.
+    pub fn local_addr(mut self, addr: IpAddr) -> Self {
+        if !self.local_addrs.contains(&addr) {
+            self.local_addrs.push(addr);
+        }
+        self
+    }
+
+    /// The refresh period `R` announced and used (default 30 s).
+    pub fn refresh_period(mut self, period: Duration) -> Self {
+        self.engine.refresh_period = period;
+        self
+    }
+
+    /// Seed of the engine's refresh-jitter RNG.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.engine.rng_seed = seed;
+        self
+    }
+
+    /// The whole engine configuration; its `local_addrs` are replaced by the agent's.
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// Admission control asked before any rule is loaded (default: admit everything).
+    pub fn admission(mut self, admission: Box<dyn Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// The backend that loads rules (default: [`Recording`], which applies nothing).
+    pub fn enforcer(mut self, enforcer: Box<dyn Enforcer>) -> Self {
+        self.enforcer = Some(enforcer);
+        self
+    }
+
+    /// Starts the agent as a task on the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When called outside a Tokio runtime, when no local address is known, or when the
+    /// transport cannot be opened (address in use, no `CAP_NET_RAW` for [`Transport::Raw`]).
+    pub fn build(self) -> io::Result<Agent> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            io::Error::other("AgentBuilder::build must be called from within a tokio runtime")
+        })?;
+        let (agent, driver) = self.prepare()?;
+        runtime.spawn(driver.run());
+        Ok(agent)
+    }
+
+    /// Starts the agent on a thread of its own with a single-threaded runtime.
+    fn build_on_thread(self) -> io::Result<Agent> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("qtoq-agent".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match self.prepare() {
+                        Ok((agent, driver)) => {
+                            let _ = ready_tx.send(Ok(agent));
+                            driver.run().await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the qos agent thread failed to start"))?
+    }
+
+    fn prepare(mut self) -> io::Result<(Agent, driver::Driver)> {
+        let locals = if self.local_addrs.is_empty() {
+            if matches!(self.transport, Transport::Memory(_)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an agent on a memory network needs its addresses: use AgentBuilder::local_addr",
+                ));
+            }
+            crate::sys::local_addresses()?
+        } else {
+            self.local_addrs.clone()
+        };
+        let link = transport::Link::open(&self.transport, &locals, self.lenient_bind)?;
+        let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
+        self.engine.local_addrs = locals.clone();
+        let (commands, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(AgentShared {
+            commands,
+            id,
+            local_addrs: locals.clone(),
+            bound: link.bound(),
+            transport: self.transport.name(),
+        });
+        let driver = driver::Driver::new(driver::DriverParts {
+            id,
+            transport: self.transport.name(),
+            engine: self.engine,
+            admission: self.admission.unwrap_or_else(|| Box::new(AdmitAll)),
+            enforcer: self.enforcer.unwrap_or_else(|| Box::new(Recording::new())),
+            link,
+            local_addrs: locals,
+            commands: rx,
+        });
+        Ok((Agent { shared }, driver))
+    }
+}

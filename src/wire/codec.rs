@@ -111,27 +111,26 @@ pub(crate) fn patch_u16<S: Sink>(out: &mut S, at: usize, value: u16) {
 /// RFC 1071 Internet checksum of `data`: the one's complement of the one's-complement sum of
 /// its 16-bit words (an odd trailing byte is padded with zero).
 pub(crate) fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        // Summing 32-bit halves and folding once at the end gives the same one's-complement
-        // sum as 16-bit words (end-around carry); a u64 cannot overflow below 4 GiB of input.
-        let word = u64::from_be_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]);
-        sum += (word >> 32) + (word & 0xffff_ffff);
+    // RFC 1071 §2(B): the sum does not depend on byte order. Summing native-order 32-bit
+    // words into a u64 (which the compiler vectorizes, no byte swap per word) and swapping
+    // the folded 16-bit result once gives the big-endian sum; a u64 cannot overflow below
+    // 16 GiB of input.
+    let mut words = data.chunks_exact(4);
+    let mut sum: u64 = words
+        .by_ref()
+        .map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+        .sum();
+    // 1 to 3 trailing bytes, zero-padded at the end as RFC 1071 pads an odd byte.
+    let rest = words.remainder();
+    let mut tail = [0u8; 4];
+    if let Some(head) = tail.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
     }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for pair in &mut rest {
-        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = rest.remainder() {
-        sum += u64::from(*last) << 8;
-    }
+    sum += u64::from(u32::from_ne_bytes(tail));
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::from_be(sum as u16)
 }
 
 #[cfg(test)]
@@ -159,5 +158,27 @@ mod tests {
             checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6]),
             !0xdcfbu16
         );
+    }
+
+    #[test]
+    fn checksum_matches_a_word_by_word_sum_at_every_length() {
+        let reference = |data: &[u8]| {
+            let mut sum = 0u32;
+            for pair in data.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            !(sum as u16)
+        };
+        let data: Vec<u8> = (0u32..300).map(|i| (i * 167 + 13) as u8 ^ 0xa5).collect();
+        for len in 0..data.len() {
+            for start in 0..3 {
+                let slice = &data[start..len.max(start)];
+                assert_eq!(checksum(slice), reference(slice), "length {}", slice.len());
+            }
+        }
+        assert_eq!(checksum(&[0xff; 64]), 0);
     }
 }

@@ -121,9 +121,10 @@ fn tspec_err(reason: &'static str) -> BodyError {
 /// Reads the 4-byte IntServ message header (version 0, overall length in words) and checks it
 /// against the body.
 fn read_intserv_header(r: &mut Reader<'_>, body_len: usize) -> Result<(), BodyError> {
-    let (Some(version), Some(_), Some(words)) = (r.u8(), r.u8(), r.u16()) else {
+    let Some([version, _, words_hi, words_lo]) = r.array::<4>() else {
         return Err(tspec_err("shorter than the intserv header"));
     };
+    let words = u16::from_be_bytes([words_hi, words_lo]);
     if version >> 4 != 0 {
         return Err(tspec_err("intserv version is not 0"));
     }
@@ -136,12 +137,29 @@ fn read_intserv_header(r: &mut Reader<'_>, body_len: usize) -> Result<(), BodyEr
 }
 
 /// Reads a parameter or service header: `(number, flags-or-break byte, length in words)`.
+#[inline(always)]
 fn read_sub_header(r: &mut Reader<'_>) -> Option<(u8, u8, usize)> {
-    Some((r.u8()?, r.u8()?, usize::from(r.u16()?)))
+    let [number, flags, words_hi, words_lo] = r.array::<4>()?;
+    Some((
+        number,
+        flags,
+        usize::from(u16::from_be_bytes([words_hi, words_lo])),
+    ))
 }
 
+/// `value` is a usable rate or size: not NaN, not negative (−0 is zero), finite unless
+/// `allow_infinite`.
+#[inline(always)]
 fn check_rate(value: f32, allow_infinite: bool) -> bool {
-    !value.is_nan() && value >= 0.0 && (allow_infinite || value.is_finite())
+    // On the bit pattern, one compare: positive finite floats are 0..=0x7f7f_ffff, +∞ is
+    // 0x7f80_0000, positive NaNs lie above it and every negative value has the sign bit set.
+    let bits = value.to_bits();
+    let limit = if allow_infinite {
+        0x7f80_0000
+    } else {
+        0x7f7f_ffff
+    };
+    bits <= limit || bits == 0x8000_0000
 }
 
 impl TokenBucket {
@@ -373,15 +391,16 @@ pub struct ControlledLoadAdspec {
     pub extra: Vec<RawParam>,
 }
 
-/// ADSPEC object body (class 13, C-Type 2, RFC 2210 §3.3): the general fragment, then the
-/// per-service fragments.
+/// ADSPEC object body (class 13, C-Type 2, RFC 2210 §3.3) in its full, easy-to-build form:
+/// the general fragment, then the per-service fragments. Convert it to and from the compact
+/// [`Adspec`] an [`Object`](super::Object) carries with `From` / [`Adspec::to_parts`].
 ///
-/// Decoding keeps everything: parameters and fragments it does not type, or that arrive out of
-/// the canonical order (general first, then Guaranteed, then Controlled-Load; parameters by
-/// increasing number), land in the `extra` / `other` lists, so re-encoding reproduces the
-/// input byte for byte.
+/// Parameters and fragments the codec does not type, or that arrive out of the canonical
+/// order (general first, then Guaranteed, then Controlled-Load; parameters by increasing
+/// number), land in the `extra` / `other` lists, so re-encoding reproduces the input byte for
+/// byte.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Adspec {
+pub struct AdspecParts {
     /// Service 1 fragment (always present on the wire).
     pub general: AdspecGeneral,
     /// Service 2 fragment.
@@ -392,34 +411,134 @@ pub struct Adspec {
     pub other: Vec<RawFragment>,
 }
 
+/// Slots of the typed parameters in [`Adspec`]'s value array: the general ones, then the
+/// Guaranteed ones, each in canonical wire order.
+const GENERAL_ORDER: [u8; 4] = [
+    PARAM_IS_HOPS,
+    PARAM_PATH_BW,
+    PARAM_MIN_LATENCY,
+    PARAM_PATH_MTU,
+];
+const GUARANTEED_ORDER: [u8; 4] = [PARAM_CTOT, PARAM_DTOT, PARAM_CSUM, PARAM_DSUM];
+const GENERAL_SLOTS: usize = 0;
+const GUARANTEED_SLOTS: usize = 4;
+/// `present` bit of the Guaranteed fragment (bits 0–7 are the value slots).
+const HAS_GUARANTEED: u16 = 1 << 8;
+/// `present` bit of the Controlled-Load fragment.
+const HAS_CONTROLLED_LOAD: u16 = 1 << 9;
+
+/// ADSPEC object body (class 13, C-Type 2, RFC 2210 §3.3), compact.
+///
+/// The typed parameters live inline (eight 32-bit slots and a presence mask, 48 bytes in
+/// all), so decoding the Adspec every Path carries allocates nothing; parameters and fragments
+/// kept raw (unknown, flagged or out of canonical order; see [`AdspecParts`]) go to an owned
+/// tail that is allocated only when there are some.
+///
+/// Read it with the accessors ([`path_bw`](Self::path_bw), [`general`](Self::general),
+/// [`guaranteed`](Self::guaranteed), …) or expand it with [`to_parts`](Self::to_parts);
+/// build one with [`host_default`](Self::host_default) or from an [`AdspecParts`].
+///
+/// # Examples
+///
+/// ```
+/// use qtoq::wire::{Adspec, AdspecParts};
+///
+/// let adspec = Adspec::host_default(1500);
+/// assert_eq!(adspec.path_mtu(), Some(1500));
+/// let mut parts = adspec.to_parts();
+/// parts.general.path_bw = Some(125_000.0);
+/// assert_eq!(Adspec::from(parts).path_bw(), Some(125_000.0));
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct Adspec {
+    /// Typed parameter values: slots 0–3 general (IS hops, path bandwidth as `f32` bits,
+    /// latency, MTU), 4–7 Guaranteed (`Ctot`, `Dtot`, `Csum`, `Dsum`). 0 when absent, so the
+    /// derived equality is exact.
+    values: [u32; 8],
+    /// Bits 0–7: slot present; `HAS_GUARANTEED`, `HAS_CONTROLLED_LOAD`: fragment present.
+    present: u16,
+    general_break: bool,
+    guaranteed_break: bool,
+    controlled_load_break: bool,
+    /// Raw content; `None` whenever every list would be empty.
+    raw: Option<Box<AdspecRaw>>,
+}
+
+/// The raw (untyped) content of an [`Adspec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct AdspecRaw {
+    general: Vec<RawParam>,
+    guaranteed: Vec<RawParam>,
+    controlled_load: Vec<RawParam>,
+    other: Vec<RawFragment>,
+}
+
+impl AdspecRaw {
+    fn is_empty(&self) -> bool {
+        self.general.is_empty()
+            && self.guaranteed.is_empty()
+            && self.controlled_load.is_empty()
+            && self.other.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Adspec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adspec")
+            .field("general", &self.general())
+            .field("guaranteed", &self.guaranteed())
+            .field("controlled_load", &self.controlled_load())
+            .field("other", &self.other())
+            .finish()
+    }
+}
+
 fn adspec_err(reason: &'static str) -> BodyError {
     BodyError::IntServ(reason)
 }
 
-/// Walks the parameters of one fragment: a parameter listed in `order` fills its slot when it
-/// keeps the canonical order (increasing rank, nothing raw before it, flags 0, one word);
-/// everything else is kept raw in `extra`, so re-encoding reproduces the wire order.
+/// Walks the parameters of one fragment: a parameter listed in `order` fills its slot (from
+/// `base` in `values`) when it keeps the canonical order (increasing rank, nothing raw before
+/// it, flags 0, one word); everything else is kept raw (in the list `extra` picks from the
+/// tail), so re-encoding reproduces the wire order.
+#[inline(always)]
 fn read_params(
     data: &[u8],
-    order: &[u8],
-    slots: &mut [Option<u32>],
-    extra: &mut Vec<RawParam>,
+    order: &[u8; 4],
+    base: usize,
+    adspec: &mut Adspec,
+    extra: fn(&mut AdspecRaw) -> &mut Vec<RawParam>,
 ) -> Result<(), BodyError> {
     // Fast path for what hosts and routers send: every typed parameter once, in order.
-    if data.len() == order.len() * 8 && slots.len() == order.len() {
-        let canonical = data
-            .chunks_exact(8)
-            .zip(order)
-            .all(|(param, id)| param[..4] == [*id, 0, 0, 1]);
-        if canonical {
-            for (slot, param) in slots.iter_mut().zip(data.chunks_exact(8)) {
-                *slot = Some(u32::from_be_bytes([param[4], param[5], param[6], param[7]]));
-            }
+    if let Ok(params) = <&[u8; 32]>::try_from(data) {
+        let word =
+            |i: usize| u32::from_be_bytes([params[i], params[i + 1], params[i + 2], params[i + 3]]);
+        let header = |i: usize| u32::from(order[i]) << 24 | 1;
+        if word(0) == header(0)
+            && word(8) == header(1)
+            && word(16) == header(2)
+            && word(24) == header(3)
+        {
+            adspec.values[base..base + 4].copy_from_slice(&[word(4), word(12), word(20), word(28)]);
+            adspec.present |= 0xf << base;
             return Ok(());
         }
     }
+    read_params_slow(data, order, base, adspec, extra)
+}
+
+/// [`read_params`] for any layout.
+#[inline(never)]
+fn read_params_slow(
+    data: &[u8],
+    order: &[u8],
+    base: usize,
+    adspec: &mut Adspec,
+    extra: fn(&mut AdspecRaw) -> &mut Vec<RawParam>,
+) -> Result<(), BodyError> {
     let mut r = Reader::new(data);
     let mut last_rank = 0usize;
+    let mut any_raw = false;
     while !r.is_empty() {
         let Some((id, flags, words)) = read_sub_header(&mut r) else {
             return Err(adspec_err("parameter header truncated"));
@@ -428,18 +547,16 @@ fn read_params(
             return Err(adspec_err("parameter runs past its fragment"));
         };
         let rank = param_rank(order, id).filter(|rank| *rank > last_rank);
-        if let (Some(rank), true, Ok(word)) = (
-            rank,
-            extra.is_empty() && flags == 0,
-            <[u8; 4]>::try_from(value),
-        ) {
-            if let Some(slot) = slots.get_mut(rank - 1) {
-                *slot = Some(u32::from_be_bytes(word));
-                last_rank = rank;
-                continue;
-            }
+        if let (Some(rank), false, 0, Ok(word)) = (rank, any_raw, flags, <[u8; 4]>::try_from(value))
+        {
+            let slot = base + rank - 1;
+            adspec.values[slot] = u32::from_be_bytes(word);
+            adspec.present |= 1 << slot;
+            last_rank = rank;
+            continue;
         }
-        extra.push(RawParam {
+        any_raw = true;
+        extra(adspec.raw_mut()).push(RawParam {
             id,
             flags,
             value: value.to_vec(),
@@ -452,52 +569,130 @@ fn param_rank(order: &[u8], id: u8) -> Option<usize> {
     order.iter().position(|p| *p == id).map(|i| i + 1)
 }
 
-const GENERAL_ORDER: [u8; 4] = [
-    PARAM_IS_HOPS,
-    PARAM_PATH_BW,
-    PARAM_MIN_LATENCY,
-    PARAM_PATH_MTU,
-];
-const GUARANTEED_ORDER: [u8; 4] = [PARAM_CTOT, PARAM_DTOT, PARAM_CSUM, PARAM_DSUM];
-
 impl Adspec {
     /// An Adspec as a sending host starts it (RFC 2210 §3.3.1 defaults): no hops yet, unknown
     /// bandwidth and latency left as "not set", the given MTU, and empty Guaranteed and
     /// Controlled-Load fragments.
     pub fn host_default(path_mtu: u32) -> Self {
         Adspec {
-            general: AdspecGeneral {
-                break_bit: false,
-                is_hops: Some(0),
-                path_bw: Some(f32::INFINITY),
-                min_latency: Some(0),
-                path_mtu: Some(path_mtu),
-                extra: Vec::new(),
-            },
-            guaranteed: Some(GuaranteedAdspec {
-                break_bit: false,
-                ctot: Some(0),
-                dtot: Some(0),
-                csum: Some(0),
-                dsum: Some(0),
-                extra: Vec::new(),
-            }),
-            controlled_load: Some(ControlledLoadAdspec::default()),
-            other: Vec::new(),
+            values: [0, f32::INFINITY.to_bits(), 0, path_mtu, 0, 0, 0, 0],
+            present: 0xff | HAS_GUARANTEED | HAS_CONTROLLED_LOAD,
+            ..Adspec::default()
         }
     }
 
-    /// Decodes an ADSPEC body (C-Type 2), straight into its box.
-    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Box<Self>, BodyError> {
+    fn slot(&self, slot: usize) -> Option<u32> {
+        (self.present & (1 << slot) != 0).then(|| self.values[slot])
+    }
+
+    fn set_slot(&mut self, slot: usize, value: Option<u32>) {
+        self.values[slot] = value.unwrap_or(0);
+        if value.is_some() {
+            self.present |= 1 << slot;
+        } else {
+            self.present &= !(1 << slot);
+        }
+    }
+
+    fn raw_mut(&mut self) -> &mut AdspecRaw {
+        self.raw.get_or_insert_with(Box::default)
+    }
+
+    /// Parameter 4, NUMBER_OF_IS_HOPS, of the general fragment.
+    pub fn is_hops(&self) -> Option<u32> {
+        self.slot(GENERAL_SLOTS)
+    }
+
+    /// Parameter 6, AVAILABLE_PATH_BANDWIDTH, bytes per second, of the general fragment.
+    pub fn path_bw(&self) -> Option<f32> {
+        self.slot(GENERAL_SLOTS + 1).map(f32::from_bits)
+    }
+
+    /// Parameter 8, MINIMUM_PATH_LATENCY, microseconds (`u32::MAX` = indeterminate), of the
+    /// general fragment.
+    pub fn min_latency(&self) -> Option<u32> {
+        self.slot(GENERAL_SLOTS + 2)
+    }
+
+    /// Parameter 10, PATH_MTU, bytes, of the general fragment.
+    pub fn path_mtu(&self) -> Option<u32> {
+        self.slot(GENERAL_SLOTS + 3)
+    }
+
+    /// The general-parameters fragment (its `extra` list is cloned; empty lists do not
+    /// allocate).
+    pub fn general(&self) -> AdspecGeneral {
+        AdspecGeneral {
+            break_bit: self.general_break,
+            is_hops: self.is_hops(),
+            path_bw: self.path_bw(),
+            min_latency: self.min_latency(),
+            path_mtu: self.path_mtu(),
+            extra: self
+                .raw
+                .as_ref()
+                .map(|r| r.general.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The Guaranteed fragment, if present (its `extra` list is cloned).
+    pub fn guaranteed(&self) -> Option<GuaranteedAdspec> {
+        (self.present & HAS_GUARANTEED != 0).then(|| GuaranteedAdspec {
+            break_bit: self.guaranteed_break,
+            ctot: self.slot(GUARANTEED_SLOTS),
+            dtot: self.slot(GUARANTEED_SLOTS + 1),
+            csum: self.slot(GUARANTEED_SLOTS + 2),
+            dsum: self.slot(GUARANTEED_SLOTS + 3),
+            extra: self
+                .raw
+                .as_ref()
+                .map(|r| r.guaranteed.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The Controlled-Load fragment, if present (its `extra` list is cloned).
+    pub fn controlled_load(&self) -> Option<ControlledLoadAdspec> {
+        (self.present & HAS_CONTROLLED_LOAD != 0).then(|| ControlledLoadAdspec {
+            break_bit: self.controlled_load_break,
+            extra: self
+                .raw
+                .as_ref()
+                .map(|r| r.controlled_load.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Fragments kept raw (unknown services, or typed ones out of order), in wire order.
+    pub fn other(&self) -> &[RawFragment] {
+        self.raw.as_ref().map_or(&[], |r| &r.other)
+    }
+
+    /// The full form of this Adspec.
+    pub fn to_parts(&self) -> AdspecParts {
+        AdspecParts {
+            general: self.general(),
+            guaranteed: self.guaranteed(),
+            controlled_load: self.controlled_load(),
+            other: self.other().to_vec(),
+        }
+    }
+
+    /// Decodes an ADSPEC body (C-Type 2) in place: no allocation unless some content is kept
+    /// raw.
+    #[inline]
+    pub(crate) fn decode(c_type: u8, body: &[u8]) -> Result<Self, BodyError> {
         if c_type != 2 {
             return Err(BodyError::CType);
         }
         let mut r = Reader::new(body);
         read_intserv_header(&mut r, body.len())?;
-        let mut adspec = Box::<Adspec>::default();
+        let mut adspec = Adspec::default();
         let mut fragments = 0usize;
         // Rank of the last typed fragment: 1 general, 2 guaranteed, 3 controlled-load.
         let mut last_rank = 0usize;
+        let mut any_other = false;
         while !r.is_empty() {
             let Some((service, break_byte, words)) = read_sub_header(&mut r) else {
                 return Err(adspec_err("fragment header truncated"));
@@ -518,8 +713,9 @@ impl Adspec {
                 SERVICE_CONTROLLED_LOAD => 3,
                 _ => usize::MAX,
             };
-            if rank == usize::MAX || rank <= last_rank || !adspec.other.is_empty() {
-                adspec.other.push(RawFragment {
+            if rank == usize::MAX || rank <= last_rank || any_other {
+                any_other = true;
+                adspec.raw_mut().other.push(RawFragment {
                     service,
                     break_bit,
                     data: data.to_vec(),
@@ -529,34 +725,31 @@ impl Adspec {
             last_rank = rank;
             match service {
                 SERVICE_GENERAL => {
-                    let g = &mut adspec.general;
-                    g.break_bit = break_bit;
-                    let mut slots = [None; 4];
-                    read_params(data, &GENERAL_ORDER, &mut slots, &mut g.extra)?;
-                    let [hops, bw, latency, mtu] = slots;
-                    let bw = bw.map(f32::from_bits);
-                    if bw.is_some_and(|bw| !check_rate(bw, true)) {
+                    adspec.general_break = break_bit;
+                    read_params(data, &GENERAL_ORDER, GENERAL_SLOTS, &mut adspec, |r| {
+                        &mut r.general
+                    })?;
+                    if adspec.path_bw().is_some_and(|bw| !check_rate(bw, true)) {
                         return Err(adspec_err("path bandwidth is negative or not a number"));
                     }
-                    (g.is_hops, g.path_bw, g.min_latency, g.path_mtu) = (hops, bw, latency, mtu);
                 }
                 SERVICE_GUARANTEED => {
-                    let mut frag = GuaranteedAdspec {
-                        break_bit,
-                        ..GuaranteedAdspec::default()
-                    };
-                    let mut slots = [None; 4];
-                    read_params(data, &GUARANTEED_ORDER, &mut slots, &mut frag.extra)?;
-                    [frag.ctot, frag.dtot, frag.csum, frag.dsum] = slots;
-                    adspec.guaranteed = Some(frag);
+                    adspec.guaranteed_break = break_bit;
+                    adspec.present |= HAS_GUARANTEED;
+                    read_params(
+                        data,
+                        &GUARANTEED_ORDER,
+                        GUARANTEED_SLOTS,
+                        &mut adspec,
+                        |r| &mut r.guaranteed,
+                    )?;
                 }
                 _ => {
-                    let mut frag = ControlledLoadAdspec {
-                        break_bit,
-                        extra: Vec::new(),
-                    };
-                    read_params(data, &[], &mut [], &mut frag.extra)?;
-                    adspec.controlled_load = Some(frag);
+                    adspec.controlled_load_break = break_bit;
+                    adspec.present |= HAS_CONTROLLED_LOAD;
+                    if !data.is_empty() {
+                        read_params_slow(data, &[], 0, &mut adspec, |r| &mut r.controlled_load)?;
+                    }
                 }
             }
         }
@@ -568,14 +761,14 @@ impl Adspec {
 
     /// Checks that every raw value is a multiple of 4 bytes (what the wire can carry).
     pub(crate) fn aligned(&self) -> bool {
+        let Some(raw) = &self.raw else {
+            return true;
+        };
         let params = |extra: &[RawParam]| extra.iter().all(|p| p.value.len() % 4 == 0);
-        params(&self.general.extra)
-            && self.guaranteed.as_ref().is_none_or(|g| params(&g.extra))
-            && self
-                .controlled_load
-                .as_ref()
-                .is_none_or(|c| params(&c.extra))
-            && self.other.iter().all(|f| f.data.len() % 4 == 0)
+        params(&raw.general)
+            && params(&raw.guaranteed)
+            && params(&raw.controlled_load)
+            && raw.other.iter().all(|f| f.data.len() % 4 == 0)
     }
 
     /// Encodes an ADSPEC body (C-Type 2). Length fields are back-filled, so the body needs no
@@ -583,27 +776,40 @@ impl Adspec {
     pub(crate) fn encode_body<S: super::codec::Sink>(&self, out: &mut S) {
         let start = super::codec::sink_len(out);
         out.put_u32(0); // version 0, overall length back-filled
-        let g = &self.general;
-        let general = [
-            (PARAM_IS_HOPS, g.is_hops),
-            (PARAM_PATH_BW, g.path_bw.map(f32::to_bits)),
-            (PARAM_MIN_LATENCY, g.min_latency),
-            (PARAM_PATH_MTU, g.path_mtu),
-        ];
-        write_fragment(out, SERVICE_GENERAL, g.break_bit, &general, &g.extra);
-        if let Some(q) = &self.guaranteed {
-            let typed = [
-                (PARAM_CTOT, q.ctot),
-                (PARAM_DTOT, q.dtot),
-                (PARAM_CSUM, q.csum),
-                (PARAM_DSUM, q.dsum),
-            ];
-            write_fragment(out, SERVICE_GUARANTEED, q.break_bit, &typed, &q.extra);
+        let raw = self.raw.as_deref();
+        let typed = |order: &[u8; 4], base: usize| {
+            let mut typed = [(0u8, None); 4];
+            for (i, id) in order.iter().enumerate() {
+                typed[i] = (*id, self.slot(base + i));
+            }
+            typed
+        };
+        write_fragment(
+            out,
+            SERVICE_GENERAL,
+            self.general_break,
+            &typed(&GENERAL_ORDER, GENERAL_SLOTS),
+            raw.map_or(&[], |r| &r.general),
+        );
+        if self.present & HAS_GUARANTEED != 0 {
+            write_fragment(
+                out,
+                SERVICE_GUARANTEED,
+                self.guaranteed_break,
+                &typed(&GUARANTEED_ORDER, GUARANTEED_SLOTS),
+                raw.map_or(&[], |r| &r.guaranteed),
+            );
         }
-        if let Some(c) = &self.controlled_load {
-            write_fragment(out, SERVICE_CONTROLLED_LOAD, c.break_bit, &[], &c.extra);
+        if self.present & HAS_CONTROLLED_LOAD != 0 {
+            write_fragment(
+                out,
+                SERVICE_CONTROLLED_LOAD,
+                self.controlled_load_break,
+                &[],
+                raw.map_or(&[], |r| &r.controlled_load),
+            );
         }
-        for frag in &self.other {
+        for frag in self.other() {
             out.put_u8(frag.service);
             out.put_u8(if frag.break_bit { BREAK_BIT } else { 0 });
             out.put_u16(words_u16(frag.data.len()));
@@ -611,6 +817,60 @@ impl Adspec {
         }
         let words = (super::codec::sink_len(out) - start - 4) / 4;
         super::codec::patch_u16(out, start + 2, saturate_u16(words));
+    }
+}
+
+impl From<AdspecParts> for Adspec {
+    fn from(parts: AdspecParts) -> Self {
+        let AdspecParts {
+            general,
+            guaranteed,
+            controlled_load,
+            other,
+        } = parts;
+        let mut adspec = Adspec {
+            general_break: general.break_bit,
+            ..Adspec::default()
+        };
+        let mut raw = AdspecRaw {
+            general: general.extra,
+            other,
+            ..AdspecRaw::default()
+        };
+        adspec.set_slot(GENERAL_SLOTS, general.is_hops);
+        adspec.set_slot(GENERAL_SLOTS + 1, general.path_bw.map(f32::to_bits));
+        adspec.set_slot(GENERAL_SLOTS + 2, general.min_latency);
+        adspec.set_slot(GENERAL_SLOTS + 3, general.path_mtu);
+        if let Some(g) = guaranteed {
+            adspec.present |= HAS_GUARANTEED;
+            adspec.guaranteed_break = g.break_bit;
+            adspec.set_slot(GUARANTEED_SLOTS, g.ctot);
+            adspec.set_slot(GUARANTEED_SLOTS + 1, g.dtot);
+            adspec.set_slot(GUARANTEED_SLOTS + 2, g.csum);
+            adspec.set_slot(GUARANTEED_SLOTS + 3, g.dsum);
+            raw.guaranteed = g.extra;
+        }
+        if let Some(c) = controlled_load {
+            adspec.present |= HAS_CONTROLLED_LOAD;
+            adspec.controlled_load_break = c.break_bit;
+            raw.controlled_load = c.extra;
+        }
+        if !raw.is_empty() {
+            adspec.raw = Some(Box::new(raw));
+        }
+        adspec
+    }
+}
+
+impl From<&Adspec> for AdspecParts {
+    fn from(adspec: &Adspec) -> Self {
+        adspec.to_parts()
+    }
+}
+
+impl From<Adspec> for AdspecParts {
+    fn from(adspec: Adspec) -> Self {
+        adspec.to_parts()
     }
 }
 
@@ -649,4 +909,41 @@ fn write_fragment<S: super::codec::Sink>(
     }
     let words = (super::codec::sink_len(out) - start - 4) / 4;
     super::codec::patch_u16(out, start + 2, saturate_u16(words));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_rate;
+
+    #[test]
+    fn check_rate_agrees_with_float_comparisons() {
+        let samples = [
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7fc0_0001),
+        ];
+        for value in samples {
+            for allow_infinite in [false, true] {
+                let expected =
+                    !value.is_nan() && value >= 0.0 && (allow_infinite || value.is_finite());
+                assert_eq!(
+                    check_rate(value, allow_infinite),
+                    expected,
+                    "{value:?} (bits {:#x}), infinite allowed: {allow_infinite}",
+                    value.to_bits()
+                );
+            }
+        }
+    }
 }

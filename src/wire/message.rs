@@ -9,7 +9,7 @@ use super::error_spec::ErrorSpec;
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::object::{class, Object, PolicyData};
+use super::object::{class, Object, Objects, PolicyData};
 use super::refresh::MessageId;
 use super::session::{FilterSpec, Session};
 use super::style::Style;
@@ -131,7 +131,7 @@ pub struct Message {
     /// Send_TTL: the IP TTL the message was sent with.
     pub send_ttl: u8,
     /// Objects in wire order. For a Bundle only its optional INTEGRITY.
-    pub objects: Vec<Object>,
+    pub objects: Objects,
     /// Bundle only: the bundled sub-messages, in order (never Bundles themselves).
     pub bundled: Vec<Message>,
 }
@@ -144,7 +144,7 @@ impl Message {
             msg_type,
             flags: 0,
             send_ttl: DEFAULT_SEND_TTL,
-            objects: Vec::new(),
+            objects: Objects::new(),
             bundled: Vec::new(),
         }
     }
@@ -190,7 +190,7 @@ impl Message {
             Object::SenderTspec(sender_tspec),
         ]);
         if let Some(adspec) = adspec {
-            msg.objects.push(Object::Adspec(Box::new(adspec)));
+            msg.objects.push(Object::Adspec(adspec));
         }
         msg
     }
@@ -447,7 +447,7 @@ impl Message {
     /// The ADSPEC object.
     pub fn adspec(&self) -> Option<&Adspec> {
         self.find(|o| match o {
-            Object::Adspec(a) => Some(&**a),
+            Object::Adspec(a) => Some(a),
             _ => None,
         })
     }
@@ -509,6 +509,16 @@ impl Message {
     ///
     /// A [`WireError`] saying what is wrong and where; [`WireError::error_spec`] gives the
     /// ERROR_SPEC to answer with.
+    ///
+    /// # Allocations
+    ///
+    /// None for a message of at most [`INLINE_OBJECTS`](super::INLINE_OBJECTS) objects whose
+    /// objects are all fixed-size (every typical Path, Resv, tear, error or confirmation,
+    /// ADSPEC included). Otherwise: one per variable-size body (NULL, INTEGRITY digest,
+    /// POLICY_DATA, unknown `11bbbbbb` object, MESSAGE_ID_LIST entries); for an ADSPEC with
+    /// content kept raw, its raw tail, lists and items; the object list's own growth beyond
+    /// the inline capacity; and the list of a Bundle's messages.
+    /// `tests/wire_alloc.rs` counts them.
     pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
         Message::decode_at(bytes, 0, true)
     }
@@ -541,38 +551,51 @@ impl Message {
                 computed: expected_checksum(bytes),
             });
         }
-        let mut msg = Message {
+        if msg_type == MsgType::Bundle && !allow_bundle {
+            return Err(WireError::BadBundle {
+                offset: base,
+                reason: "a bundle may not contain another bundle",
+            });
+        }
+        // The message is built in the returned value itself (one exit, no early return
+        // after this point): moving it out of a local would copy every inline object.
+        let mut result = Ok(Message {
             msg_type,
             flags: vers_flags & 0x0f,
             send_ttl,
-            // One allocation of exactly the right size.
-            objects: Vec::with_capacity(count_objects(
-                bytes.get(COMMON_HEADER_LEN..).unwrap_or(&[]),
-            )),
+            // Inline up to INLINE_OBJECTS: a typical message needs no allocation at all.
+            objects: Objects::new(),
             bundled: Vec::new(),
-        };
-        let mut check = validate::Checker::new(msg_type);
-        if msg_type == MsgType::Bundle {
-            if !allow_bundle {
-                return Err(WireError::BadBundle {
-                    offset: base,
-                    reason: "a bundle may not contain another bundle",
-                });
-            }
-            msg.decode_bundle_body(&mut r, base, &mut check)?;
-        } else {
-            while !r.is_empty() {
-                let offset = base + bytes.len() - r.remaining();
-                let (class_num, c_type, body) = read_object(&mut r, offset)?;
-                if Object::decode_into(&mut msg.objects, offset, class_num, c_type, body)? {
-                    if let Some(obj) = msg.objects.last() {
-                        check.observe(offset, obj)?;
-                    }
-                }
+        });
+        if let Ok(msg) = &mut result {
+            if let Err(error) = msg.decode_body(r, base, bytes.len()) {
+                result = Err(error);
             }
         }
-        check.finish(base + bytes.len())?;
-        Ok(msg)
+        result
+    }
+
+    /// Decodes and checks the objects (or bundled messages) after the common header; `r`
+    /// starts after it, `len` is the whole message's length.
+    fn decode_body(&mut self, mut r: Reader<'_>, base: usize, len: usize) -> Result<(), WireError> {
+        let mut check = validate::Checker::new(self.msg_type);
+        if self.msg_type == MsgType::Bundle {
+            self.decode_bundle_body(&mut r, base, &mut check)?;
+        } else {
+            while !r.is_empty() {
+                let offset = base + len - r.remaining();
+                let (class_num, c_type, body) = read_object(&mut r, offset)?;
+                Object::decode_into(
+                    &mut self.objects,
+                    &mut check,
+                    offset,
+                    class_num,
+                    c_type,
+                    body,
+                )?;
+            }
+        }
+        check.finish(base + len)
     }
 
     fn decode_bundle_body(
@@ -588,11 +611,7 @@ impl Message {
             if hi >> 4 != RSVP_VERSION && class_num == class::INTEGRITY {
                 let offset = total - r.remaining();
                 let (class_num, c_type, body) = read_object(r, offset)?;
-                if Object::decode_into(&mut self.objects, offset, class_num, c_type, body)? {
-                    if let Some(obj) = self.objects.last() {
-                        check.observe(offset, obj)?;
-                    }
-                }
+                Object::decode_into(&mut self.objects, check, offset, class_num, c_type, body)?;
             }
         }
         while !r.is_empty() {
@@ -720,22 +739,6 @@ fn expected_checksum(bytes: &[u8]) -> u16 {
     } else {
         value
     }
-}
-
-/// Number of objects a body holds, walking only the length fields (a malformed length ends
-/// the count; the real walk reports it).
-fn count_objects(body: &[u8]) -> usize {
-    let mut at = 0usize;
-    let mut count = 0usize;
-    while let Some(len) = body.get(at..at + 2) {
-        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        if len < 4 {
-            break;
-        }
-        at += len;
-        count += 1;
-    }
-    count
 }
 
 /// Reads one object header and body, checking the length before anything else is read.

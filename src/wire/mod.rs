@@ -44,14 +44,14 @@ pub use error_spec::{ErrorSpec, ERROR_FLAG_IN_PLACE, ERROR_FLAG_NOT_GUILTY};
 pub use hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 pub use integrity::{Challenge, Integrity, INTEGRITY_FLAG_HANDSHAKE};
 pub use intserv::{
-    Adspec, AdspecGeneral, ControlledLoadAdspec, FlowSpec, GuaranteedAdspec, GuaranteedRspec,
-    RawFragment, RawParam, TokenBucket,
+    Adspec, AdspecGeneral, AdspecParts, ControlledLoadAdspec, FlowSpec, GuaranteedAdspec,
+    GuaranteedRspec, RawFragment, RawParam, TokenBucket,
 };
 pub use message::{
     FlowDescriptor, FlowDescriptors, Message, MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL,
     FLAG_REFRESH_REDUCTION_CAPABLE, RSVP_VERSION,
 };
-pub use object::{class, Object, PolicyData};
+pub use object::{class, Object, Objects, PolicyData, INLINE_OBJECTS};
 pub use refresh::{
     MessageId, MessageIdEntries, MessageIdList, MAX_EPOCH, MESSAGE_ID_FLAG_ACK_DESIRED,
 };

@@ -10,6 +10,7 @@ use super::intserv::{Adspec, FlowSpec, TokenBucket};
 use super::refresh::{MessageId, MessageIdList};
 use super::session::{FilterSpec, Session};
 use super::style::Style;
+use super::validate::Checker;
 
 /// Class-Num values (RFC 2205 App. A, RFC 2747, RFC 2961, RFC 3097).
 pub mod class {
@@ -118,6 +119,15 @@ pub struct PolicyData {
     pub body: Vec<u8>,
 }
 
+/// How many objects a [`Message`](super::Message) holds without a heap allocation: a Path
+/// with Adspec or an FF Resv with one filter has 6, plus INTEGRITY and MESSAGE_ID 8.
+pub const INLINE_OBJECTS: usize = 8;
+
+/// The object list of a [`Message`](super::Message), in wire order: a vector (`push`,
+/// `insert`, `extend`, indexing, slices, …) that keeps up to [`INLINE_OBJECTS`] objects inline
+/// and moves to the heap only beyond that.
+pub type Objects = smallvec::SmallVec<[Object; INLINE_OBJECTS]>;
+
 /// One RSVP object, typed. Messages keep their objects in wire order.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -151,9 +161,9 @@ pub enum Object {
     SenderTemplate(FilterSpec),
     /// SENDER_TSPEC (class 12, IntServ C-Type 2).
     SenderTspec(TokenBucket),
-    /// ADSPEC (class 13, IntServ C-Type 2). Boxed: it is the one large, variable-size
-    /// object, and keeping it out of line keeps every `Object` small (48 bytes).
-    Adspec(Box<Adspec>),
+    /// ADSPEC (class 13, IntServ C-Type 2), compact: inline like every fixed-size object
+    /// (an `Object` is 48 bytes), allocating only for raw parameters.
+    Adspec(Adspec),
     /// POLICY_DATA (class 14).
     PolicyData(PolicyData),
     /// RESV_CONFIRM (class 15).
@@ -229,75 +239,99 @@ impl Object {
         }
     }
 
-    /// Decodes one object body and appends it to `out`; returns `false` when the object is an
-    /// unknown `10bbbbbb` one, dropped silently. `offset` is the object header's offset, for
-    /// errors.
-    // Each arm pushes its own object, and the whole function is inlined into the message walk:
-    // the fields then go straight from registers into the vector instead of through a
-    // temporary `Result` on the stack (which cost a store-forwarding stall per object).
+    /// Decodes one object body, checks it against the message's format rules (`check`) and
+    /// appends it to `out`; an unknown `10bbbbbb` object is dropped silently. `offset` is the
+    /// object header's offset, for errors.
+    // The whole function is inlined into the message walk, and the format rules are checked
+    // here, from the class number and the values just decoded, so no object is read back
+    // from the vector (and matched on a second time) to validate it.
     #[inline(always)]
     pub(crate) fn decode_into(
-        out: &mut Vec<Object>,
+        out: &mut Objects,
+        check: &mut Checker,
         offset: usize,
         class_num: u8,
         c_type: u8,
         body: &[u8],
-    ) -> Result<bool, WireError> {
+    ) -> Result<(), WireError> {
         let at = |e: BodyError| e.at(offset, class_num, c_type);
+        // Keeps a decoded known object: the class-level rules, then any rule that needs the
+        // value (`$check`), then the push straight from registers (no temporary object).
+        macro_rules! keep {
+            ($value:expr, $object:expr) => {
+                keep!($value, $object, |_value| Ok::<(), WireError>(()))
+            };
+            ($value:expr, $object:expr, $check:expr) => {{
+                let value = $value.map_err(at)?;
+                check.admit(offset, class_num, c_type, out.len())?;
+                #[allow(clippy::redundant_closure_call)]
+                ($check)(&value)?;
+                out.push($object(value));
+            }};
+        }
         match class_num {
             class::NULL => out.push(Object::Null {
                 c_type,
                 body: body.to_vec(),
             }),
-            class::SESSION => out.push(Object::Session(Session::decode(c_type, body).map_err(at)?)),
-            class::RSVP_HOP => {
-                out.push(Object::RsvpHop(RsvpHop::decode(c_type, body).map_err(at)?))
+            class::SESSION => keep!(
+                Session::decode(c_type, body),
+                Object::Session,
+                |s: &Session| check.session(s.destination.is_ipv6())
+            ),
+            class::RSVP_HOP => keep!(RsvpHop::decode(c_type, body), Object::RsvpHop),
+            class::INTEGRITY => keep!(Integrity::decode(c_type, body), Object::Integrity),
+            class::TIME_VALUES => keep!(TimeValues::decode(c_type, body), Object::TimeValues),
+            class::ERROR_SPEC => keep!(ErrorSpec::decode(c_type, body), Object::ErrorSpec),
+            class::SCOPE => keep!(Scope::decode(c_type, body), Object::Scope),
+            class::STYLE => keep!(Style::decode(c_type, body), Object::Style, |s: &Style| {
+                check.style(*s);
+                Ok(())
+            }),
+            class::FLOWSPEC => keep!(
+                FlowSpec::decode(c_type, body),
+                Object::FlowSpec,
+                |_: &FlowSpec| check.flow_descriptor(offset, class_num, c_type, true)
+            ),
+            class::FILTER_SPEC => keep!(
+                FilterSpec::decode(c_type, body),
+                Object::FilterSpec,
+                |f: &FilterSpec| {
+                    check.flow_descriptor(offset, class_num, c_type, false)?;
+                    check.family(offset, class_num, c_type, f.address().is_ipv6())
+                }
+            ),
+            class::SENDER_TEMPLATE => keep!(
+                FilterSpec::decode(c_type, body),
+                Object::SenderTemplate,
+                |f: &FilterSpec| check.family(offset, class_num, c_type, f.address().is_ipv6())
+            ),
+            class::SENDER_TSPEC => {
+                keep!(TokenBucket::decode_tspec(c_type, body), Object::SenderTspec)
             }
-            class::INTEGRITY => out.push(Object::Integrity(
-                Integrity::decode(c_type, body).map_err(at)?,
-            )),
-            class::TIME_VALUES => out.push(Object::TimeValues(
-                TimeValues::decode(c_type, body).map_err(at)?,
-            )),
-            class::ERROR_SPEC => out.push(Object::ErrorSpec(
-                ErrorSpec::decode(c_type, body).map_err(at)?,
-            )),
-            class::SCOPE => out.push(Object::Scope(Scope::decode(c_type, body).map_err(at)?)),
-            class::STYLE => out.push(Object::Style(Style::decode(c_type, body).map_err(at)?)),
-            class::FLOWSPEC => out.push(Object::FlowSpec(
-                FlowSpec::decode(c_type, body).map_err(at)?,
-            )),
-            class::FILTER_SPEC => out.push(Object::FilterSpec(
-                FilterSpec::decode(c_type, body).map_err(at)?,
-            )),
-            class::SENDER_TEMPLATE => out.push(Object::SenderTemplate(
-                FilterSpec::decode(c_type, body).map_err(at)?,
-            )),
-            class::SENDER_TSPEC => out.push(Object::SenderTspec(
-                TokenBucket::decode_tspec(c_type, body).map_err(at)?,
-            )),
-            class::ADSPEC => out.push(Object::Adspec(Adspec::decode(c_type, body).map_err(at)?)),
-            class::POLICY_DATA if c_type == 1 => out.push(Object::PolicyData(PolicyData {
-                body: body.to_vec(),
-            })),
-            class::RESV_CONFIRM => out.push(Object::ResvConfirm(
-                ResvConfirm::decode(c_type, body).map_err(at)?,
-            )),
-            class::MESSAGE_ID if c_type == 1 => {
-                out.push(Object::MessageId(MessageId::decode(body).map_err(at)?))
-            }
+            class::ADSPEC => keep!(Adspec::decode(c_type, body), Object::Adspec),
+            class::POLICY_DATA if c_type == 1 => keep!(
+                Ok::<_, BodyError>(PolicyData {
+                    body: body.to_vec()
+                }),
+                Object::PolicyData
+            ),
+            class::RESV_CONFIRM => keep!(
+                ResvConfirm::decode(c_type, body),
+                Object::ResvConfirm,
+                |c: &ResvConfirm| check.family(offset, class_num, c_type, c.receiver.is_ipv6())
+            ),
+            class::MESSAGE_ID if c_type == 1 => keep!(MessageId::decode(body), Object::MessageId),
             class::MESSAGE_ID_ACK if c_type == 1 => {
-                out.push(Object::MessageIdAck(MessageId::decode(body).map_err(at)?))
+                keep!(MessageId::decode(body), Object::MessageIdAck)
             }
             class::MESSAGE_ID_ACK if c_type == 2 => {
-                out.push(Object::MessageIdNack(MessageId::decode(body).map_err(at)?))
+                keep!(MessageId::decode(body), Object::MessageIdNack)
             }
-            class::MESSAGE_ID_LIST => out.push(Object::MessageIdList(
-                MessageIdList::decode(c_type, body).map_err(at)?,
-            )),
-            class::CHALLENGE => out.push(Object::Challenge(
-                Challenge::decode(c_type, body).map_err(at)?,
-            )),
+            class::MESSAGE_ID_LIST => {
+                keep!(MessageIdList::decode(c_type, body), Object::MessageIdList)
+            }
+            class::CHALLENGE => keep!(Challenge::decode(c_type, body), Object::Challenge),
             class::POLICY_DATA | class::MESSAGE_ID | class::MESSAGE_ID_ACK => {
                 return Err(at(BodyError::CType))
             }
@@ -307,7 +341,7 @@ impl Object {
                 c_type,
                 body: body.to_vec(),
             }),
-            0x80..=0xbf => return Ok(false),
+            0x80..=0xbf => {}
             _ => {
                 return Err(WireError::UnknownClass {
                     offset,
@@ -316,7 +350,7 @@ impl Object {
                 })
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Encodes the object, header included, back-filling its length.
@@ -371,5 +405,18 @@ impl Object {
         };
         patch_u16(out, start, len16);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_stay_small_with_the_adspec_inline() {
+        // The Adspec's bool fields give the enum a niche for its tag: growing past 48 bytes
+        // would cost every object of every message.
+        assert_eq!(std::mem::size_of::<Adspec>(), 48);
+        assert_eq!(std::mem::size_of::<Object>(), 48);
     }
 }

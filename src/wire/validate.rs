@@ -3,7 +3,7 @@
 
 use super::error::WireError;
 use super::message::MsgType;
-use super::object::{class, Object};
+use super::object::class;
 use super::style::Style;
 
 /// Bit of a known class in a `u64` class set. Known classes are 0–25 and 64 (CHALLENGE),
@@ -136,7 +136,7 @@ fn allowed(msg_type: MsgType) -> u64 {
     }
 }
 
-fn required(msg_type: MsgType) -> &'static [u8] {
+const fn required(msg_type: MsgType) -> &'static [u8] {
     use class::*;
     match msg_type {
         MsgType::Path => &[SESSION, RSVP_HOP, TIME_VALUES],
@@ -154,13 +154,30 @@ fn required(msg_type: MsgType) -> &'static [u8] {
     }
 }
 
+/// [`required`] as a class set, computed at compile time.
+fn required_set(msg_type: MsgType) -> u64 {
+    match msg_type {
+        MsgType::Path => const { bits(required(MsgType::Path)) },
+        MsgType::Resv => const { bits(required(MsgType::Resv)) },
+        MsgType::PathErr => const { bits(required(MsgType::PathErr)) },
+        MsgType::ResvErr => const { bits(required(MsgType::ResvErr)) },
+        MsgType::PathTear => const { bits(required(MsgType::PathTear)) },
+        MsgType::ResvTear => const { bits(required(MsgType::ResvTear)) },
+        MsgType::ResvConf => const { bits(required(MsgType::ResvConf)) },
+        MsgType::Bundle => const { bits(required(MsgType::Bundle)) },
+        MsgType::Ack => const { bits(required(MsgType::Ack)) },
+        MsgType::Srefresh => const { bits(required(MsgType::Srefresh)) },
+        MsgType::IntegrityChallenge => const { bits(required(MsgType::IntegrityChallenge)) },
+        MsgType::IntegrityResponse => const { bits(required(MsgType::IntegrityResponse)) },
+    }
+}
+
 /// Streaming checker: `observe` each object in order, then `finish`.
 #[derive(Debug)]
 pub(crate) struct Checker {
     msg_type: MsgType,
     allowed: u64,
     seen: u64,
-    index: usize,
     style: Option<Style>,
     /// FLOWSPECs seen, FILTER_SPECs seen, and whether the last of the two was a FLOWSPEC.
     flowspecs: usize,
@@ -177,7 +194,6 @@ impl Checker {
             msg_type,
             allowed: allowed(msg_type),
             seen: 0,
-            index: 0,
             style: None,
             flowspecs: 0,
             filters: 0,
@@ -187,95 +203,122 @@ impl Checker {
         }
     }
 
-    pub(crate) fn observe(&mut self, offset: usize, obj: &Object) -> Result<(), WireError> {
-        let class_num = obj.class_num();
-        // The C-Type is only computed when an error needs it.
-        let index = self.index;
-        self.index += 1;
-        // NULL and forwarded unknown objects may sit anywhere.
-        if matches!(obj, Object::Null { .. } | Object::Unknown { .. }) {
-            return Ok(());
-        }
-        if self.allowed & bit(class_num) == 0 || class_num > 64 {
+    /// The class-level rules of one known object, from its header alone: allowed in this
+    /// message type, not a duplicate singleton, and in order (INTEGRITY first, SENDER_TSPEC
+    /// after SENDER_TEMPLATE, ADSPEC after SENDER_TSPEC). `index` is the number of objects
+    /// kept before it. NULL and forwarded unknown objects skip this: they may sit anywhere.
+    #[inline(always)]
+    pub(crate) fn admit(
+        &mut self,
+        offset: usize,
+        class_num: u8,
+        c_type: u8,
+        index: usize,
+    ) -> Result<(), WireError> {
+        let this = bit(class_num);
+        if self.allowed & this == 0 || class_num > 64 {
             return Err(WireError::UnexpectedObject {
                 offset,
                 msg_type: self.msg_type,
                 class_num,
-                c_type: obj.c_type(),
+                c_type,
             });
         }
-        if self.seen & bit(class_num) & SINGLETONS != 0 {
+        if self.seen & this & SINGLETONS != 0 {
             return Err(WireError::DuplicateObject {
                 offset,
                 class_num,
-                c_type: obj.c_type(),
+                c_type,
             });
         }
-        self.seen |= bit(class_num);
-        let order = |reason| WireError::ObjectOrder {
-            offset,
-            class_num,
-            c_type: obj.c_type(),
-            reason,
-        };
-        match obj {
-            Object::Integrity(_) if index != 0 => {
-                return Err(order("integrity must directly follow the common header"))
-            }
-            Object::SenderTspec(_) if self.seen & bit(class::SENDER_TEMPLATE) == 0 => {
-                return Err(order("sender tspec must follow the sender template"))
-            }
-            Object::Adspec(_) if self.seen & bit(class::SENDER_TSPEC) == 0 => {
-                return Err(order("adspec must follow the sender tspec"))
-            }
-            Object::Style(style) => self.style = Some(*style),
-            Object::Session(s) => {
-                let v6 = s.destination.is_ipv6();
-                self.session_v6 = Some(v6);
-                if let Some((offset, class_num, c_type, other)) = self.early_family {
-                    if other != v6 {
-                        return Err(WireError::AddressFamilyMismatch {
-                            offset,
-                            class_num,
-                            c_type,
-                        });
-                    }
+        self.seen |= this;
+        // One test covers the three order rules in the common case (none of those classes).
+        const ORDERED: u64 = bits(&[class::INTEGRITY, class::SENDER_TSPEC, class::ADSPEC]);
+        if this & ORDERED != 0 {
+            let reason = match class_num {
+                class::INTEGRITY if index != 0 => {
+                    Some("integrity must directly follow the common header")
                 }
-            }
-            Object::FlowSpec(_) | Object::FilterSpec(_) => {
-                self.flow_descriptor(offset, obj)?;
-            }
-            _ => {}
-        }
-        let family = match obj {
-            Object::FilterSpec(f) | Object::SenderTemplate(f) => Some(f.address().is_ipv6()),
-            Object::ResvConfirm(c) => Some(c.receiver.is_ipv6()),
-            _ => None,
-        };
-        if let Some(v6) = family {
-            match self.session_v6 {
-                Some(session_v6) if session_v6 != v6 => {
-                    return Err(WireError::AddressFamilyMismatch {
-                        offset,
-                        class_num,
-                        c_type: obj.c_type(),
-                    })
+                class::SENDER_TSPEC if self.seen & bit(class::SENDER_TEMPLATE) == 0 => {
+                    Some("sender tspec must follow the sender template")
                 }
-                None if self.early_family.is_none() => {
-                    self.early_family = Some((offset, class_num, obj.c_type(), v6))
+                class::ADSPEC if self.seen & bit(class::SENDER_TSPEC) == 0 => {
+                    Some("adspec must follow the sender tspec")
                 }
-                _ => {}
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return Err(WireError::ObjectOrder {
+                    offset,
+                    class_num,
+                    c_type,
+                    reason,
+                });
             }
         }
         Ok(())
     }
 
-    fn flow_descriptor(&mut self, offset: usize, obj: &Object) -> Result<(), WireError> {
+    /// Records the STYLE (after [`admit`](Self::admit)).
+    #[inline(always)]
+    pub(crate) fn style(&mut self, style: Style) {
+        self.style = Some(style);
+    }
+
+    /// Records the SESSION's IP version and checks any address-bearing object seen before it.
+    #[inline(always)]
+    pub(crate) fn session(&mut self, v6: bool) -> Result<(), WireError> {
+        self.session_v6 = Some(v6);
+        match self.early_family {
+            Some((offset, class_num, c_type, other)) if other != v6 => {
+                Err(WireError::AddressFamilyMismatch {
+                    offset,
+                    class_num,
+                    c_type,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the IP version of an address-bearing object against the SESSION's.
+    #[inline(always)]
+    pub(crate) fn family(
+        &mut self,
+        offset: usize,
+        class_num: u8,
+        c_type: u8,
+        v6: bool,
+    ) -> Result<(), WireError> {
+        match self.session_v6 {
+            Some(session_v6) if session_v6 != v6 => {
+                return Err(WireError::AddressFamilyMismatch {
+                    offset,
+                    class_num,
+                    c_type,
+                })
+            }
+            None if self.early_family.is_none() => {
+                self.early_family = Some((offset, class_num, c_type, v6))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The flow-descriptor rules of a FLOWSPEC (`is_flowspec`) or FILTER_SPEC.
+    pub(crate) fn flow_descriptor(
+        &mut self,
+        offset: usize,
+        class_num: u8,
+        c_type: u8,
+        is_flowspec: bool,
+    ) -> Result<(), WireError> {
         let Some(style) = self.style else {
             return Err(WireError::ObjectOrder {
                 offset,
-                class_num: obj.class_num(),
-                c_type: obj.c_type(),
+                class_num,
+                c_type,
                 reason: "flow descriptors must follow the style object",
             });
         };
@@ -284,7 +327,6 @@ impl Checker {
             style,
             reason,
         };
-        let is_flowspec = matches!(obj, Object::FlowSpec(_));
         match (style, is_flowspec) {
             (Style::WildcardFilter, false) => {
                 return Err(bad("a wildcard-filter reservation names no filter spec"))
@@ -328,8 +370,8 @@ impl Checker {
     }
 
     pub(crate) fn finish(&self, end: usize) -> Result<(), WireError> {
-        let required = required(self.msg_type);
-        if bits(required) & !self.seen != 0 {
+        if required_set(self.msg_type) & !self.seen != 0 {
+            let required = required(self.msg_type);
             if let Some(class_num) = required.iter().find(|c| self.seen & bit(**c) == 0) {
                 return Err(WireError::MissingObject {
                     msg_type: self.msg_type,

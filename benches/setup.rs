@@ -1,0 +1,247 @@
+//! Reservation setup latency: `QosStream::connect` + `QosListener::accept` until both ends
+//! report `Established`, beside a plain `TcpStream::connect` + `accept` in the same run.
+//!
+//! Besides criterion's estimates it prints p50/p99 of every measured setup and the setups/s
+//! of 64 concurrent setups.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures::StreamExt;
+use qtoq::agent::Transport;
+use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+const CONCURRENT: usize = 64;
+/// Client addresses rotated through: a client binds before it connects (the session names
+/// its address), so one address offers at most ~28k ports while TIME_WAIT remnants (60 s)
+/// hold them; criterion runs more setups than that. The agents own these addresses, as a
+/// host's agent owns the host's.
+const CLIENT_ADDRS: u8 = 50;
+const ONE_AGENT_BLOCK: u8 = 100;
+const TWO_AGENTS_BLOCK: u8 = 150;
+
+fn loopback(n: u8) -> IpAddr {
+    // 127.250.P.n: away from the tests' addresses, one per bench process.
+    IpAddr::V4(Ipv4Addr::new(127, 250, (std::process::id() % 250) as u8, n))
+}
+
+async fn established(stream: &QosStream) {
+    let mut events = stream.events();
+    while let Some(event) = events.next().await {
+        if matches!(event, QosEvent::Established { .. }) {
+            return;
+        }
+    }
+    panic!("event stream ended before Established");
+}
+
+fn client_addr(block: u8, i: u64) -> IpAddr {
+    loopback(block + (i % u64::from(CLIENT_ADDRS)) as u8)
+}
+
+/// One setup: connect + accept, both ends Established. Returns the streams to close untimed.
+async fn qos_setup(agent: &Agent, listener: &QosListener, bind: IpAddr) -> (QosStream, QosStream) {
+    let addr = listener.local_addr().unwrap();
+    let client = async {
+        let stream = QosStream::builder()
+            .agent(agent)
+            .spec(QosSpec::controlled_load(1_000_000, 65_536))
+            .bind(SocketAddr::new(bind, 0))
+            .connect(addr)
+            .await
+            .unwrap();
+        established(&stream).await;
+        stream
+    };
+    let server = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        established(&stream).await;
+        stream
+    };
+    tokio::join!(client, server)
+}
+
+async fn tcp_setup(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let addr = listener.local_addr().unwrap();
+    let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let client = client.unwrap();
+    no_time_wait(&client);
+    (client, server.unwrap().0)
+}
+
+/// Closes with a reset instead of leaving TIME_WAIT behind: tens of thousands of setups would
+/// otherwise fill the host's TIME_WAIT table (and slow every later port search) during a run.
+fn no_time_wait(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+fn percentiles(name: &str, samples: &Mutex<Vec<Duration>>) {
+    let mut s = samples.lock().unwrap().clone();
+    if s.is_empty() {
+        return;
+    }
+    s.sort();
+    let at = |p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)];
+    println!(
+        "{name}: n={} p50={:?} p99={:?}",
+        s.len(),
+        at(0.50),
+        at(0.99)
+    );
+}
+
+fn setup(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server_ip = loopback(1);
+    let (one_agent, listener, two_a, two_b, listener_two, tcp_listener) = rt.block_on(async {
+        let one = (0..CLIENT_ADDRS)
+            .fold(
+                Agent::builder()
+                    .transport(Transport::udp())
+                    .local_addr(server_ip),
+                |b, i| b.local_addr(client_addr(ONE_AGENT_BLOCK, u64::from(i))),
+            )
+            .build()
+            .unwrap();
+        let listener = QosListener::builder()
+            .agent(&one)
+            .spec(QosSpec::controlled_load(1_000_000, 65_536))
+            .bind(SocketAddr::new(server_ip, 0))
+            .await
+            .unwrap();
+        // Two agents talking over real UDP on loopback (two hosts' worth of work).
+        let a = Agent::builder().local_addr(loopback(3)).build().unwrap();
+        let b = (0..CLIENT_ADDRS)
+            .fold(Agent::builder(), |b, i| {
+                b.local_addr(client_addr(TWO_AGENTS_BLOCK, u64::from(i)))
+            })
+            .build()
+            .unwrap();
+        let listener_two = QosListener::builder()
+            .agent(&a)
+            .spec(QosSpec::controlled_load(1_000_000, 65_536))
+            .bind(SocketAddr::new(loopback(3), 0))
+            .await
+            .unwrap();
+        let tcp = TcpListener::bind(SocketAddr::new(loopback(2), 0))
+            .await
+            .unwrap();
+        (one, listener, a, b, listener_two, tcp)
+    });
+
+    let tcp_samples = Arc::new(Mutex::new(Vec::new()));
+    let one_samples = Arc::new(Mutex::new(Vec::new()));
+    let two_samples = Arc::new(Mutex::new(Vec::new()));
+    let mut group = c.benchmark_group("setup");
+    group.bench_function("tcp_connect_accept", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let pair = tcp_setup(&tcp_listener).await;
+                    let d = t.elapsed();
+                    total += d;
+                    tcp_samples.lock().unwrap().push(d);
+                    drop(pair);
+                }
+                total
+            })
+        })
+    });
+    group.bench_function("qos_established_both_ends_one_agent", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let t = Instant::now();
+                    let (client, server) =
+                        qos_setup(&one_agent, &listener, client_addr(ONE_AGENT_BLOCK, i)).await;
+                    let d = t.elapsed();
+                    total += d;
+                    one_samples.lock().unwrap().push(d);
+                    // Teardown is not part of setup: done untimed, fully, before the next.
+                    no_time_wait(client.tcp());
+                    client.close().await.unwrap();
+                    server.close().await.unwrap();
+                }
+                total
+            })
+        })
+    });
+    group.bench_function("qos_established_both_ends_two_agents_udp", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let t = Instant::now();
+                    let (client, server) =
+                        qos_setup(&two_b, &listener_two, client_addr(TWO_AGENTS_BLOCK, i)).await;
+                    let d = t.elapsed();
+                    total += d;
+                    two_samples.lock().unwrap().push(d);
+                    no_time_wait(client.tcp());
+                    client.close().await.unwrap();
+                    server.close().await.unwrap();
+                }
+                total
+            })
+        })
+    });
+    group.throughput(Throughput::Elements(CONCURRENT as u64));
+    group.bench_function("tcp_connect_accept_x64_concurrent", |b| {
+        b.iter_custom(|iters| concurrent(&rt, iters, |_| async { tcp_setup(&tcp_listener).await }))
+    });
+    group.bench_function("qos_established_x64_concurrent_one_agent", |b| {
+        b.iter_custom(|iters| {
+            let (agent, listener) = (&one_agent, &listener);
+            concurrent(&rt, iters, |i| async move {
+                let (client, server) =
+                    qos_setup(agent, listener, client_addr(ONE_AGENT_BLOCK, i as u64)).await;
+                no_time_wait(client.tcp());
+                (client, server)
+            })
+        })
+    });
+    group.finish();
+    let _ = &two_a;
+    percentiles("setup/tcp_connect_accept", &tcp_samples);
+    percentiles("setup/qos_established_both_ends_one_agent", &one_samples);
+    percentiles(
+        "setup/qos_established_both_ends_two_agents_udp",
+        &two_samples,
+    );
+}
+
+/// `CONCURRENT` setups at once per iteration; their streams are dropped untimed and the
+/// agent drained before the next iteration.
+fn concurrent<F, Fut, T>(rt: &Runtime, iters: u64, make: F) -> Duration
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    rt.block_on(async {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let t = Instant::now();
+            let pairs = futures::future::join_all((0..CONCURRENT).map(&make)).await;
+            total += t.elapsed();
+            drop(pairs);
+            // Let background teardown finish outside the measurement.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        total
+    })
+}
+
+criterion_group!(benches, setup);
+criterion_main!(benches);

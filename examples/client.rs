@@ -1,0 +1,85 @@
+//! A QoS client: connects with an RSVP reservation, receives for a while, and prints one line
+//! `goodput_bytes_per_s=<n> reserved_bytes_per_s=<n>`.
+//!
+//! ```text
+//! cargo run --example client -- --connect 127.0.0.1:7878 --rate 1000000 --bucket 65536 --seconds 5
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt;
+use qtoq::{QosEvent, QosSpec, QosStream};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Parser)]
+#[command(about = "qtoq QoS client: receives with a reservation and reports goodput")]
+struct Args {
+    /// The server to connect to.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    connect: SocketAddr,
+    /// Rate to reserve, bytes/s.
+    #[arg(long, default_value_t = 1_000_000)]
+    rate: u64,
+    /// Token bucket size, bytes.
+    #[arg(long, default_value_t = 65_536)]
+    bucket: u64,
+    /// How long to receive.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let mut stream = QosStream::connect(
+        args.connect,
+        QosSpec::controlled_load(args.rate, args.bucket),
+    )
+    .await?;
+    eprintln!(
+        "connected {} -> {}, session {:?}",
+        stream.local_addr()?,
+        stream.peer_addr()?,
+        stream.session_id()
+    );
+    let reserved = Arc::new(Mutex::new(0u64));
+    let mut events = stream.events();
+    let reserved_by_events = reserved.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            eprintln!("{event:?}");
+            match event {
+                QosEvent::Established { flowspec } => {
+                    *reserved_by_events.lock().unwrap_or_else(|e| e.into_inner()) =
+                        flowspec.reserved_rate() as u64;
+                }
+                QosEvent::TornDown { .. } | QosEvent::Expired { .. } => {
+                    *reserved_by_events.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+                }
+                _ => {}
+            }
+        }
+    });
+    let start = Instant::now();
+    let until = start + Duration::from_secs(args.seconds);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received: u64 = 0;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until.into(), stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        received += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let reserved_rate = *reserved.lock().unwrap_or_else(|e| e.into_inner());
+    stream.close().await?;
+    println!(
+        "goodput_bytes_per_s={} reserved_bytes_per_s={}",
+        (received as f64 / secs) as u64,
+        reserved_rate
+    );
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! The agent task: one loop over commands, datagrams and the engine's single timer.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, info_span, trace, warn, Instrument, Span};
+
+use super::transport::{Link, MAX_DATAGRAM};
+use super::{AgentStats, Command, OpenRequest, Opened, Setup};
+use crate::enforce::Enforcer;
+use crate::engine::{
+    CommandError, Engine, EngineConfig, Incoming, RuleAction, RuleFailure, SessionId, Style,
+};
+use crate::flow::{Admission, RuleId};
+use crate::net::event::SessionShared;
+use crate::net::{QosError, QosEvent};
+
+/// How far away "no timer" is: the sleep is parked there.
+const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
+pub(crate) struct DriverParts {
+    pub(crate) id: u64,
+    pub(crate) transport: &'static str,
+    pub(crate) engine: EngineConfig,
+    pub(crate) admission: Box<dyn Admission>,
+    pub(crate) enforcer: Box<dyn Enforcer>,
+    pub(crate) link: Link,
+    pub(crate) local_addrs: Vec<IpAddr>,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+}
+
+struct SessionEntry {
+    shared: Arc<SessionShared>,
+    /// The data sender's socket (a duplicate), for enforcers acting on sockets.
+    socket: Option<OwnedFd>,
+    span: Span,
+    /// Released by its owner (or the agent): removed at the end of the current drain, after
+    /// the engine's teardown actions had the socket.
+    released: bool,
+    release_reply: Option<oneshot::Sender<Result<(), QosError>>>,
+    removal_error: Option<String>,
+}
+
+pub(crate) struct Driver {
+    engine: Engine,
+    link: Link,
+    enforcer: Box<dyn Enforcer>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Addresses whose RSVP traffic reaches our transport.
+    local_addrs: HashSet<IpAddr>,
+    sessions: HashMap<SessionId, SessionEntry>,
+    /// Unsignaled admissions whose owner waits for the rule load.
+    pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
+    rules_in_force: HashSet<RuleId>,
+    send_errors: u64,
+    transport_malformed: u64,
+    span: Span,
+}
+
+impl Driver {
+    pub(crate) fn new(parts: DriverParts) -> Driver {
+        let span = info_span!("qtoq_agent", id = parts.id, transport = parts.transport);
+        span.in_scope(|| {
+            info!(link = ?parts.link, locals = ?parts.local_addrs, "qtoq agent started");
+        });
+        let owned = parts
+            .link
+            .owned_addrs(&parts.local_addrs)
+            .into_iter()
+            .collect();
+        Driver {
+            engine: Engine::new(parts.engine, parts.admission),
+            link: parts.link,
+            enforcer: parts.enforcer,
+            commands: parts.commands,
+            local_addrs: owned,
+            sessions: HashMap::new(),
+            pending_unsignaled: HashMap::new(),
+            rules_in_force: HashSet::new(),
+            send_errors: 0,
+            transport_malformed: 0,
+            span,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let span = self.span.clone();
+        async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let timer = tokio::time::sleep(IDLE);
+            tokio::pin!(timer);
+            loop {
+                self.drain().await;
+                let deadline = self
+                    .engine
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + IDLE);
+                if timer.deadline().into_std() != deadline {
+                    timer.as_mut().reset(deadline.into());
+                }
+                tokio::select! {
+                    command = self.commands.recv() => match command {
+                        Some(command) => self.command(command).await,
+                        None => break,
+                    },
+                    received = self.link.recv(&mut buf, &mut self.transport_malformed) => {
+                        match received {
+                            Ok(r) => {
+                                let end = r.offset + r.len;
+                                trace!(from = %r.source, len = r.len, "datagram received");
+                                self.engine.handle_datagram(Instant::now(), Incoming {
+                                    source: r.source,
+                                    destination: r.destination,
+                                    ttl: r.ttl,
+                                    payload: &buf[r.offset..end],
+                                });
+                            }
+                            Err(e) => {
+                                // Receive errors are transient (ICMP feedback, memory pressure);
+                                // pause briefly so a persistent one cannot spin the loop.
+                                debug!(error = %e, "transport receive error");
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        }
+                    }
+                    () = &mut timer => self.engine.handle_timeout(Instant::now()),
+                }
+            }
+            self.shutdown().await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Open(request) => self.open(request).await,
+            Command::Release { session, reply } => {
+                match self.sessions.get_mut(&session) {
+                    Some(entry) => {
+                        entry.release_reply = reply;
+                        self.release(session);
+                    }
+                    None => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+                self.drain().await;
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(AgentStats {
+                    engine_owners: self.engine.owner_count(),
+                    engine_sessions: self.engine.session_count(),
+                    owned_sessions: self.sessions.len(),
+                    rules_in_force: self.rules_in_force.len(),
+                    engine: self.engine.stats().clone(),
+                    send_errors: self.send_errors,
+                    transport_malformed: self.transport_malformed,
+                });
+            }
+        }
+    }
+
+    async fn open(&mut self, request: OpenRequest) {
+        let OpenRequest {
+            setup,
+            peer,
+            notify,
+            socket,
+            reply,
+        } = request;
+        let now = Instant::now();
+        let id = self.engine.open_session(now, setup.key());
+        let span = info_span!(parent: &self.span, "qtoq_session", session = id.0, %peer, role = setup.role());
+        span.in_scope(|| debug!(key = ?setup.key(), "session opened"));
+        let shared = SessionShared::new(notify);
+        self.sessions.insert(
+            id,
+            SessionEntry {
+                shared: shared.clone(),
+                socket,
+                span,
+                released: false,
+                release_reply: None,
+                removal_error: None,
+            },
+        );
+        let result = match setup {
+            Setup::Sender { sender, tspec, .. } => self
+                .engine
+                .add_sender(now, id, sender, tspec)
+                .map(|()| None),
+            Setup::Receiver {
+                flowspec, confirm, ..
+            } => self
+                .engine
+                .reserve(now, id, Style::FixedFilter, flowspec, confirm)
+                .map(|()| None),
+            Setup::Unsignaled { flow, flowspec, .. } => self
+                .engine
+                .admit_unsignaled(now, id, flow, flowspec)
+                .map(Some),
+        };
+        match result {
+            Err(e) => {
+                self.in_session(id, |_| warn!(error = %e, "session refused"));
+                let error = match e {
+                    CommandError::Denied(denied) => {
+                        shared.push(QosEvent::AdmissionDenied {
+                            code: denied.code,
+                            value: denied.value,
+                            reason: denied.reason.clone(),
+                        });
+                        QosError::AdmissionDenied(denied)
+                    }
+                    other => QosError::Command(other),
+                };
+                self.release(id);
+                self.drain().await;
+                let _ = reply.send(Err(error));
+            }
+            Ok(None) => {
+                if reply.send(Ok(Opened { id, shared })).is_err() {
+                    // The caller gave up (cancelled accept/connect): nobody owns the session.
+                    self.release(id);
+                }
+                self.drain().await;
+            }
+            Ok(Some(rule)) => {
+                // The owner waits until the rule is loaded (or refused): seed step "admission
+                // control is performed, the rule is sent to the TCP/IP stack".
+                self.pending_unsignaled.insert(rule, reply);
+                self.drain().await;
+                if let Some(reply) = self.pending_unsignaled.remove(&rule) {
+                    // No install came for the admitted rule (nothing to load): it is admitted.
+                    self.answer_unsignaled(id, reply, Ok(()));
+                    self.drain().await;
+                }
+            }
+        }
+    }
+
+    /// Answers a waiting unsignaled owner; a failed load releases the session.
+    fn answer_unsignaled(
+        &mut self,
+        id: SessionId,
+        reply: oneshot::Sender<Result<Opened, QosError>>,
+        outcome: Result<(), RuleFailure>,
+    ) {
+        let Some(shared) = self.sessions.get(&id).map(|e| e.shared.clone()) else {
+            let _ = reply.send(Err(QosError::AgentStopped));
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                if reply.send(Ok(Opened { id, shared })).is_err() {
+                    self.release(id);
+                }
+            }
+            Err(failure) => {
+                self.release(id);
+                let _ = reply.send(Err(QosError::RuleFailed {
+                    code: failure.code,
+                    value: failure.value,
+                    reason: failure.reason,
+                }));
+            }
+        }
+    }
+
+    fn release(&mut self, id: SessionId) {
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            if entry.released {
+                return;
+            }
+            entry.released = true;
+            entry.span.in_scope(|| debug!("session released"));
+        }
+        self.engine.release(Instant::now(), id);
+    }
+
+    fn in_session(&self, id: SessionId, f: impl FnOnce(&SessionEntry)) {
+        if let Some(entry) = self.sessions.get(&id) {
+            entry.span.in_scope(|| f(entry));
+        }
+    }
+
+    /// Moves everything the engine produced to where it goes until it has nothing more:
+    /// datagrams to the transport, rule changes
+    /// to the enforcer, events to the sessions' owners. Then drops released sessions.
+    async fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self.engine.poll_transmit() {
+                progressed = true;
+                // Messages for our own sessions' state never get here (the engine delivers
+                // them to itself). One addressed to an address our transport is bound to
+                // would come straight back to us through the kernel: skip the round trip.
+                if self.local_addrs.contains(&transmit.destination) {
+                    self.engine.handle_datagram(
+                        Instant::now(),
+                        Incoming {
+                            source: transmit.source.unwrap_or(transmit.destination),
+                            destination: transmit.destination,
+                            ttl: Some(transmit.ttl),
+                            payload: &transmit.payload,
+                        },
+                    );
+                    continue;
+                }
+                trace!(to = %transmit.destination, len = transmit.payload.len(), "datagram sent");
+                if let Err(e) = self.link.send(&transmit).await {
+                    self.send_errors += 1;
+                    debug!(to = %transmit.destination, error = %e, "transport send failed");
+                }
+            }
+            while let Some(action) = self.engine.poll_action() {
+                progressed = true;
+                self.apply(action).await;
+            }
+            while let Some((id, event)) = self.engine.poll_event() {
+                progressed = true;
+                let Some(entry) = self.sessions.get(&id) else {
+                    continue;
+                };
+                entry.span.in_scope(|| info!(?event, "qos event"));
+                if let Some(event) = QosEvent::from_engine(event) {
+                    entry.shared.push(event);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let released: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.released)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in released {
+            if let Some(entry) = self.sessions.remove(&id) {
+                entry.shared.end("closed");
+                let result = match entry.removal_error {
+                    Some(e) => Err(QosError::RuleRemoval(e)),
+                    None => Ok(()),
+                };
+                if let Some(reply) = entry.release_reply {
+                    let _ = reply.send(result);
+                }
+                // Dropping the entry closes the socket duplicate: the connection's FIN goes
+                // out only after its rule was unloaded.
+            }
+        }
+    }
+
+    async fn apply(&mut self, action: RuleAction) {
+        let now = Instant::now();
+        match action {
+            RuleAction::Install { session, rule } => {
+                let entry = self.sessions.get(&session);
+                let socket = entry.and_then(|e| e.socket.as_ref()).map(|s| s.as_fd());
+                let span = entry.map_or_else(|| self.span.clone(), |e| e.span.clone());
+                let result = self.enforcer.install(&rule, socket).await;
+                let outcome = match result {
+                    Ok(applied) => {
+                        span.in_scope(|| info!(rule = %rule.id, flow = %rule.flow, applied = %applied.summary, "rule loaded"));
+                        self.rules_in_force.insert(rule.id);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        span.in_scope(|| warn!(rule = %rule.id, error = %e, "rule load failed"));
+                        let (code, value) = e.rsvp_error();
+                        Err(RuleFailure {
+                            code,
+                            value,
+                            reason: e.to_string(),
+                        })
+                    }
+                };
+                self.engine.rule_outcome(now, rule.id, outcome.clone());
+                if let Some(reply) = self.pending_unsignaled.remove(&rule.id) {
+                    self.answer_unsignaled(session, reply, outcome);
+                }
+            }
+            RuleAction::Modify { session, rule } => {
+                let entry = self.sessions.get(&session);
+                let socket = entry.and_then(|e| e.socket.as_ref()).map(|s| s.as_fd());
+                let outcome = match self.enforcer.modify(&rule, socket).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let (code, value) = e.rsvp_error();
+                        Err(RuleFailure {
+                            code,
+                            value,
+                            reason: e.to_string(),
+                        })
+                    }
+                };
+                self.engine.rule_outcome(now, rule.id, outcome);
+            }
+            RuleAction::Remove { session, id } => {
+                let entry = self.sessions.get_mut(&session);
+                let socket = entry
+                    .as_ref()
+                    .and_then(|e| e.socket.as_ref())
+                    .map(|s| s.as_fd());
+                let result = self.enforcer.remove(id, socket).await;
+                self.rules_in_force.remove(&id);
+                if let Err(e) = result {
+                    warn!(rule = %id, error = %e, "rule unload failed");
+                    if let Some(entry) = self.sessions.get_mut(&session) {
+                        entry.removal_error = Some(e.to_string());
+                    }
+                } else {
+                    self.in_session(session, |_| info!(rule = %id, "rule unloaded"));
+                }
+            }
+        }
+    }
+
+    /// Every handle is gone: release every session, unload every rule, stop the enforcer.
+    async fn shutdown(&mut self) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.release(id);
+        }
+        self.drain().await;
+        for (_, reply) in self.pending_unsignaled.drain() {
+            let _ = reply.send(Err(QosError::AgentStopped));
+        }
+        if let Err(e) = self.enforcer.shutdown().await {
+            warn!(error = %e, "enforcer shutdown failed");
+        }
+        info!(sessions = self.engine.session_count(), "qtoq agent stopped");
+    }
+}

@@ -1,0 +1,486 @@
+//! How RSVP datagrams leave and reach the agent: UDP encapsulation (RFC 2205 Appendix C), raw
+//! IP protocol 46 with the Router Alert option, or an in-memory network for tests.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::task::Poll;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+
+use super::memory::{MemoryDatagram, MemoryNetwork};
+use crate::engine::Transmit;
+
+/// IP protocol number of RSVP.
+pub const IPPROTO_RSVP: u8 = 46;
+/// UDP port `Pu` of RFC 2205 Appendix C (`rsvp-encap-1`): where UDP-encapsulated RSVP is sent
+/// and received for unicast sessions.
+pub const RSVP_ENCAP_PORT: u16 = 1698;
+/// UDP port `Pu'` of RFC 2205 Appendix C (`rsvp-encap-2`), used by raw-capable nodes for
+/// multicast sessions (qtoq's sessions are unicast TCP, so it is only named here).
+pub const RSVP_ENCAP_PORT_2: u16 = 1699;
+/// IPv4 Router Alert option (RFC 2113): type 148, length 4, value 0 ("examine packet").
+const ROUTER_ALERT_V4: [u8; 4] = [148, 4, 0, 0];
+/// Largest RSVP message we accept (the common header's length is 16 bits).
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+
+/// Which transport an agent uses for RSVP messages.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use qtoq::agent::Transport;
+///
+/// // Two agents on one host, each on its own loopback address with the standard port.
+/// let a = qtoq::Agent::builder()
+///     .transport(Transport::udp())
+///     .local_addr("127.0.0.2".parse().unwrap())
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Transport {
+    /// UDP encapsulation (RFC 2205 Appendix C): messages go to the peer's `port` and are
+    /// received on `port` at each local address. Needs no privileges with a port ≥ 1024 (the
+    /// standard port 1698 qualifies).
+    Udp {
+        /// The UDP port agents listen on and send to (default [`RSVP_ENCAP_PORT`]).
+        port: u16,
+    },
+    /// Raw IP protocol 46, Path-type messages carrying the IP Router Alert option; needs
+    /// `CAP_NET_RAW`.
+    Raw,
+    /// An in-memory network shared with other agents of this process (tests).
+    Memory(MemoryNetwork),
+}
+
+impl Transport {
+    /// UDP encapsulation on the standard port 1698.
+    pub fn udp() -> Self {
+        Transport::Udp {
+            port: RSVP_ENCAP_PORT,
+        }
+    }
+
+    /// Raw IP when this process may open raw sockets (`CAP_NET_RAW`), UDP encapsulation on
+    /// the standard port otherwise.
+    pub fn raw_if_permitted() -> Self {
+        match Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_RSVP))),
+        ) {
+            Ok(_) => Transport::Raw,
+            Err(_) => Transport::udp(),
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Udp { .. } => "udp",
+            Transport::Raw => "raw",
+            Transport::Memory(_) => "memory",
+        }
+    }
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport::udp()
+    }
+}
+
+/// One datagram received, its payload at `buf[offset..offset + len]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    pub(crate) source: IpAddr,
+    pub(crate) destination: IpAddr,
+    pub(crate) ttl: Option<u8>,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+/// A socket bound to one local address, with the per-socket send options last applied (so
+/// they are only changed when a datagram needs different ones).
+pub(crate) struct BoundSocket {
+    socket: UdpSocket,
+    local: IpAddr,
+    ttl: Option<u8>,
+    router_alert: bool,
+}
+
+/// The live transport an agent drives.
+pub(crate) enum Link {
+    Udp {
+        sockets: Vec<BoundSocket>,
+        port: u16,
+    },
+    Raw {
+        sockets: Vec<BoundSocket>,
+    },
+    Memory(super::memory::MemoryEndpoint),
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Udp { sockets, port } => f
+                .debug_struct("Udp")
+                .field("port", port)
+                .field(
+                    "locals",
+                    &sockets.iter().map(|s| s.local).collect::<Vec<_>>(),
+                )
+                .finish(),
+            Link::Raw { sockets } => f
+                .debug_struct("Raw")
+                .field(
+                    "locals",
+                    &sockets.iter().map(|s| s.local).collect::<Vec<_>>(),
+                )
+                .finish(),
+            Link::Memory(ep) => f.debug_tuple("Memory").field(ep).finish(),
+        }
+    }
+}
+
+impl Link {
+    /// Opens the transport on `locals`; must run inside a Tokio runtime. `lenient` (the
+    /// default agent) skips addresses that cannot be bound and takes an ephemeral UDP port
+    /// where the standard one is taken, as long as one address works.
+    pub(crate) fn open(
+        transport: &Transport,
+        locals: &[IpAddr],
+        lenient: bool,
+    ) -> io::Result<Link> {
+        if locals.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the agent has no local address to bind: give one with AgentBuilder::local_addr",
+            ));
+        }
+        let open_each = |open: &dyn Fn(IpAddr) -> io::Result<BoundSocket>| {
+            let mut sockets = Vec::new();
+            let mut first_error = None;
+            for ip in locals {
+                match open(*ip) {
+                    Ok(s) => sockets.push(s),
+                    Err(e) if lenient => {
+                        tracing::warn!(%ip, error = %e, "qtoq agent: address skipped");
+                        first_error.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match (sockets.is_empty(), first_error) {
+                (true, Some(e)) => Err(e),
+                _ => Ok(sockets),
+            }
+        };
+        match transport {
+            Transport::Udp { port } => {
+                let port = *port;
+                let sockets = open_each(&|ip| match udp_socket(SocketAddr::new(ip, port)) {
+                    Err(e) if lenient && e.kind() == io::ErrorKind::AddrInUse => {
+                        tracing::warn!(%ip, port, "qtoq agent: rsvp port taken, using an ephemeral port (peers cannot reach this agent unsolicited)");
+                        udp_socket(SocketAddr::new(ip, 0))
+                    }
+                    other => other,
+                })?;
+                Ok(Link::Udp { sockets, port })
+            }
+            Transport::Raw => Ok(Link::Raw {
+                sockets: open_each(&raw_socket)?,
+            }),
+            Transport::Memory(network) => Ok(Link::Memory(network.attach(locals)?)),
+        }
+    }
+
+    /// The addresses the transport is bound to, with the UDP port where there is one.
+    pub(crate) fn bound(&self) -> Vec<SocketAddr> {
+        match self {
+            Link::Udp { sockets, .. } | Link::Raw { sockets } => sockets
+                .iter()
+                .map(|s| s.socket.local_addr().unwrap_or(SocketAddr::new(s.local, 0)))
+                .collect(),
+            Link::Memory(_) => Vec::new(),
+        }
+    }
+
+    /// The addresses whose RSVP traffic reaches this transport (for UDP: bound on the RSVP
+    /// port itself, not on a fallback port).
+    pub(crate) fn owned_addrs(&self, locals: &[IpAddr]) -> Vec<IpAddr> {
+        match self {
+            Link::Udp { sockets, port } => sockets
+                .iter()
+                .filter(|s| *port == 0 || s.socket.local_addr().is_ok_and(|a| a.port() == *port))
+                .map(|s| s.local)
+                .collect(),
+            Link::Raw { sockets } => sockets.iter().map(|s| s.local).collect(),
+            Link::Memory(_) => locals.to_vec(),
+        }
+    }
+
+    /// Sends one datagram. Failures are returned for the caller to count and log; RSVP's
+    /// refreshes make up for a lost message.
+    pub(crate) async fn send(&mut self, t: &Transmit) -> io::Result<()> {
+        match self {
+            Link::Udp { sockets, port } => {
+                let s = pick(sockets, t)?;
+                if s.ttl != Some(t.ttl) {
+                    set_ttl(&s.socket, s.local, t.ttl)?;
+                    s.ttl = Some(t.ttl);
+                }
+                s.socket
+                    .send_to(&t.payload, SocketAddr::new(t.destination, *port))
+                    .await?;
+                Ok(())
+            }
+            Link::Raw { sockets } => {
+                let s = pick(sockets, t)?;
+                if s.ttl != Some(t.ttl) {
+                    set_ttl(&s.socket, s.local, t.ttl)?;
+                    s.ttl = Some(t.ttl);
+                }
+                if s.local.is_ipv4() && s.router_alert != t.router_alert {
+                    let options: &[u8] = if t.router_alert {
+                        &ROUTER_ALERT_V4
+                    } else {
+                        &[]
+                    };
+                    crate::sys::set_ip_options(s.socket.as_fd(), options)?;
+                    s.router_alert = t.router_alert;
+                }
+                // Raw sockets take no port (IPv6 raw sockets demand 0 or the protocol).
+                s.socket
+                    .send_to(&t.payload, SocketAddr::new(t.destination, 0))
+                    .await?;
+                Ok(())
+            }
+            Link::Memory(ep) => {
+                let source = t.source.unwrap_or(t.destination);
+                ep.send(MemoryDatagram {
+                    source,
+                    destination: t.destination,
+                    ttl: t.ttl,
+                    payload: t.payload.clone(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the next datagram. Datagrams too short to be IP packets (raw) are skipped and
+    /// counted in `malformed`.
+    pub(crate) async fn recv(
+        &mut self,
+        buf: &mut [u8],
+        malformed: &mut u64,
+    ) -> io::Result<Received> {
+        match self {
+            Link::Udp { sockets, .. } => {
+                let (i, source, len) = recv_any(sockets, buf).await?;
+                Ok(Received {
+                    source: source.ip(),
+                    destination: sockets[i].local,
+                    // UDP does not show the IP TTL; RFC 2205 App. C says to use Send_TTL.
+                    ttl: None,
+                    offset: 0,
+                    len,
+                })
+            }
+            Link::Raw { sockets } => loop {
+                let (i, source, len) = recv_any(sockets, buf).await?;
+                let local = sockets[i].local;
+                if local.is_ipv6() {
+                    // IPv6 raw sockets hand over the payload only.
+                    return Ok(Received {
+                        source: source.ip(),
+                        destination: local,
+                        ttl: None,
+                        offset: 0,
+                        len,
+                    });
+                }
+                match parse_ipv4_header(&buf[..len]) {
+                    Some((header_len, ttl, src, dst)) => {
+                        return Ok(Received {
+                            source: src.into(),
+                            destination: dst.into(),
+                            ttl: Some(ttl),
+                            offset: header_len,
+                            len: len - header_len,
+                        })
+                    }
+                    None => {
+                        *malformed += 1;
+                        tracing::debug!(from = %source, len, "raw transport: bad ipv4 header, dropped");
+                    }
+                }
+            },
+            Link::Memory(ep) => {
+                let Some(d) = ep.recv().await else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "memory network endpoint closed",
+                    ));
+                };
+                let len = d.payload.len().min(buf.len());
+                buf[..len].copy_from_slice(&d.payload[..len]);
+                Ok(Received {
+                    source: d.source,
+                    destination: d.destination,
+                    ttl: Some(d.ttl),
+                    offset: 0,
+                    len,
+                })
+            }
+        }
+    }
+}
+
+/// The socket to send `t` from: the one bound to `t.source` if given, else the first of the
+/// destination's address family.
+fn pick<'a>(sockets: &'a mut [BoundSocket], t: &Transmit) -> io::Result<&'a mut BoundSocket> {
+    let index = t
+        .source
+        .and_then(|src| sockets.iter().position(|s| s.local == src))
+        .or_else(|| {
+            sockets
+                .iter()
+                .position(|s| s.local.is_ipv4() == t.destination.is_ipv4())
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!(
+                    "no local address of the family of {}: add one with AgentBuilder::local_addr",
+                    t.destination
+                ),
+            )
+        })?;
+    Ok(&mut sockets[index])
+}
+
+fn set_ttl(socket: &UdpSocket, local: IpAddr, ttl: u8) -> io::Result<()> {
+    if local.is_ipv4() {
+        socket.set_ttl(u32::from(ttl))
+    } else {
+        SockRef::from(socket).set_unicast_hops_v6(u32::from(ttl))
+    }
+}
+
+async fn recv_any(
+    sockets: &[BoundSocket],
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, usize)> {
+    // Start where the last datagram came from +1 would be fairer; sockets are few (one per
+    // local address) and RSVP traffic is light, so plain order is enough.
+    poll_fn(|cx| {
+        for (i, s) in sockets.iter().enumerate() {
+            let mut read = ReadBuf::new(buf);
+            if let Poll::Ready(result) = s.socket.poll_recv_from(cx, &mut read) {
+                return Poll::Ready(result.map(|from| (i, from, read.filled().len())));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<BoundSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind the rsvp udp socket to {addr}: {e} (another agent there? choose another local address or port)"),
+        )
+    })?;
+    Ok(BoundSocket {
+        socket: UdpSocket::from_std(socket.into())?,
+        local: addr.ip(),
+        ttl: None,
+        router_alert: false,
+    })
+}
+
+fn raw_socket(ip: IpAddr) -> io::Result<BoundSocket> {
+    let addr = SocketAddr::new(ip, 0);
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::RAW,
+        Some(Protocol::from(i32::from(IPPROTO_RSVP))),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open a raw ip protocol 46 socket: {e} (needs CAP_NET_RAW; use Transport::udp() otherwise)"),
+        )
+    })?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    // Binding a raw socket filters on the destination address: each agent sees its own.
+    socket.bind(&addr.into())?;
+    // A raw socket behaves like a datagram socket for recvfrom/sendto, so Tokio's UdpSocket
+    // drives its readiness; the payload is the IP packet (IPv4) or the RSVP message (IPv6).
+    Ok(BoundSocket {
+        socket: UdpSocket::from_std(socket.into())?,
+        local: ip,
+        ttl: None,
+        router_alert: false,
+    })
+}
+
+/// `(header length, ttl, source, destination)` of an IPv4 packet whose header is complete.
+fn parse_ipv4_header(packet: &[u8]) -> Option<(usize, u8, Ipv4Addr, Ipv4Addr)> {
+    let first = *packet.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let header_len = usize::from(first & 0x0f) * 4;
+    if header_len < 20 || packet.len() < header_len {
+        return None;
+    }
+    let ttl = packet[8];
+    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    Some((header_len, ttl, src, dst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_header_parse_checks_lengths() {
+        assert!(parse_ipv4_header(&[]).is_none());
+        assert!(parse_ipv4_header(&[0x45; 10]).is_none());
+        assert!(
+            parse_ipv4_header(&[0x65; 40]).is_none(),
+            "version 6 is not ipv4"
+        );
+        assert!(parse_ipv4_header(&[0x44; 40]).is_none(), "ihl < 5");
+        let mut packet = [0u8; 28];
+        packet[0] = 0x46; // 24-byte header (one option word)
+        packet[8] = 63;
+        packet[12..16].copy_from_slice(&[127, 0, 0, 2]);
+        packet[16..20].copy_from_slice(&[127, 0, 0, 3]);
+        let (len, ttl, src, dst) = parse_ipv4_header(&packet).unwrap();
+        assert_eq!((len, ttl), (24, 63));
+        assert_eq!(src, Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(dst, Ipv4Addr::new(127, 0, 0, 3));
+    }
+}

@@ -1,0 +1,83 @@
+//! [`QosError`], the typed source inside the `io::Error`s the socket API returns.
+
+use std::io;
+
+use crate::engine::CommandError;
+use crate::flow::AdmissionDenied;
+
+/// Why a QoS socket operation failed. The socket API returns it as the source of an
+/// [`io::Error`]; get it back with `err.get_ref().and_then(|e| e.downcast_ref::<QosError>())`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QosError {
+    /// `Signaling::None` was asked for on the client side, where the seed calls it invalid.
+    #[error("signaling none is only valid on the server side: use Signaling::Rsvp for a client, or a plain TcpStream")]
+    NoSignalingOnClient,
+    /// Admission control refused the connection's rule (`Signaling::None` accept).
+    #[error("admission denied: {0}")]
+    AdmissionDenied(#[from] AdmissionDenied),
+    /// The enforcer could not load the connection's rule.
+    #[error("the enforcement rule could not be loaded: {reason} (rsvp error code {code}, value {value})")]
+    RuleFailed {
+        /// RSVP error code (21 or 22).
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// Why.
+        reason: String,
+    },
+    /// The enforcer could not unload the connection's rule on close.
+    #[error("the enforcement rule could not be removed: {0}")]
+    RuleRemoval(String),
+    /// The agent refused the command.
+    #[error("the qos agent refused the request: {0}")]
+    Command(#[from] CommandError),
+    /// The agent task is gone (its runtime shut down, or it failed).
+    #[error("the qos agent has stopped: build a new agent (or let the default one restart)")]
+    AgentStopped,
+}
+
+impl QosError {
+    /// The [`io::ErrorKind`] this error is reported with.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            QosError::NoSignalingOnClient => io::ErrorKind::InvalidInput,
+            QosError::AdmissionDenied(_) => io::ErrorKind::PermissionDenied,
+            QosError::RuleFailed { .. } | QosError::RuleRemoval(_) => io::ErrorKind::Other,
+            QosError::Command(_) => io::ErrorKind::InvalidInput,
+            QosError::AgentStopped => io::ErrorKind::BrokenPipe,
+        }
+    }
+
+    /// Whether admission control refused the request.
+    pub fn is_admission_denied(&self) -> bool {
+        matches!(self, QosError::AdmissionDenied(_))
+    }
+}
+
+impl From<QosError> for io::Error {
+    fn from(err: QosError) -> io::Error {
+        io::Error::new(err.kind(), err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_carry_the_typed_source() {
+        let denied = AdmissionDenied {
+            code: 1,
+            value: 2,
+            reason: "pool full".into(),
+        };
+        let io: io::Error = QosError::from(denied.clone()).into();
+        assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+        let source = io.get_ref().and_then(|e| e.downcast_ref::<QosError>());
+        assert_eq!(source, Some(&QosError::AdmissionDenied(denied)));
+        assert!(io.to_string().contains("pool full"));
+        let client: io::Error = QosError::NoSignalingOnClient.into();
+        assert_eq!(client.kind(), io::ErrorKind::InvalidInput);
+    }
+}

@@ -1,0 +1,427 @@
+//! The event stream of one connection: [`QosEvents`] of [`QosEvent`]s, and the current
+//! [`Reservation`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::engine::{Event, Style};
+use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// How many events one connection keeps for its streams; older ones are dropped (and
+/// counted) if nobody reads them. Signaling produces a handful per connection.
+const EVENT_LOG_LIMIT: usize = 1024;
+
+/// Something that happened to a connection's reservation.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum QosEvent {
+    /// Client (data receiver): the server's PATH arrived.
+    PathReceived {
+        /// The data sender.
+        sender: SocketAddr,
+        /// The sender's traffic description.
+        tspec: TokenBucket,
+    },
+    /// Server (data sender): the client's RESV arrived.
+    ResvReceived {
+        /// The reservation requested.
+        flowspec: FlowSpec,
+        /// The reservation style requested.
+        style: Style,
+    },
+    /// The reservation is in force: on the server when the RESV was admitted and the rule
+    /// loaded (or, without signaling, when the rule was loaded); on the client when the
+    /// confirmation arrived.
+    Established {
+        /// The reservation in force.
+        flowspec: FlowSpec,
+    },
+    /// A reservation confirmation (ResvConf) arrived.
+    Confirmed {
+        /// The confirmed reservation.
+        flowspec: FlowSpec,
+    },
+    /// A PathErr arrived or was generated.
+    PathError {
+        /// RSVP error code (RFC 2205 Appendix B).
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// The node that detected the error.
+        node: IpAddr,
+    },
+    /// A ResvErr arrived or was generated.
+    ResvError {
+        /// RSVP error code (RFC 2205 Appendix B).
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// The node that detected the error.
+        node: IpAddr,
+    },
+    /// Admission control refused the reservation, here or at the peer.
+    AdmissionDenied {
+        /// RSVP error code (1 admission, 2 policy).
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// Why.
+        reason: String,
+    },
+    /// The reservation was torn down (by the peer, or by `close`/drop here).
+    TornDown {
+        /// Why.
+        reason: String,
+    },
+    /// The peer stopped refreshing and the soft state expired.
+    Expired {
+        /// Which state expired.
+        reason: String,
+    },
+}
+
+impl QosEvent {
+    /// Whether this event is an error or the end, the kinds delivered with `.notify(false)`.
+    pub fn is_error_or_end(&self) -> bool {
+        matches!(
+            self,
+            QosEvent::PathError { .. }
+                | QosEvent::ResvError { .. }
+                | QosEvent::AdmissionDenied { .. }
+                | QosEvent::TornDown { .. }
+                | QosEvent::Expired { .. }
+        )
+    }
+
+    pub(crate) fn from_engine(event: Event) -> Option<QosEvent> {
+        Some(match event {
+            Event::PathReceived { sender, tspec } => QosEvent::PathReceived { sender, tspec },
+            Event::ResvReceived { flowspec, style } => QosEvent::ResvReceived { flowspec, style },
+            Event::Established { flowspec } => QosEvent::Established { flowspec },
+            Event::Confirmed { flowspec } => QosEvent::Confirmed { flowspec },
+            Event::PathError { code, value, node } => QosEvent::PathError { code, value, node },
+            Event::ResvError { code, value, node } => QosEvent::ResvError { code, value, node },
+            Event::AdmissionDenied {
+                code,
+                value,
+                reason,
+            } => QosEvent::AdmissionDenied {
+                code,
+                value,
+                reason,
+            },
+            Event::TornDown { reason } => QosEvent::TornDown { reason },
+            Event::Expired { reason } => QosEvent::Expired { reason },
+            // The engine's event enum is non-exhaustive: newer kinds are not shown to users
+            // until this API names them.
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+}
+
+/// The current state of a connection's reservation (see `QosStream::reservation`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Reservation {
+    /// Signaling is under way; no rule in force yet.
+    Pending,
+    /// The reservation is in force.
+    Established {
+        /// The reservation in force.
+        flowspec: FlowSpec,
+    },
+    /// Admission control refused it.
+    Denied {
+        /// RSVP error code.
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// Why.
+        reason: String,
+    },
+    /// An RSVP error was reported (PathErr / ResvErr).
+    Failed {
+        /// RSVP error code.
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// The node that detected it.
+        node: IpAddr,
+    },
+    /// Torn down, expired, or closed.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+}
+
+struct SessionState {
+    log: VecDeque<QosEvent>,
+    /// Sequence number of `log[0]`.
+    base: u64,
+    dropped: u64,
+    wakers: Vec<Waker>,
+    reservation: Reservation,
+    ended: bool,
+    notify: bool,
+}
+
+/// What the agent and a connection's handles share about one session.
+pub(crate) struct SessionShared {
+    state: Mutex<SessionState>,
+}
+
+impl fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("SessionShared")
+            .field("events", &(s.base + s.log.len() as u64))
+            .field("reservation", &s.reservation)
+            .field("ended", &s.ended)
+            .finish()
+    }
+}
+
+impl SessionShared {
+    pub(crate) fn new(notify: bool) -> Arc<Self> {
+        Arc::new(SessionShared {
+            state: Mutex::new(SessionState {
+                log: VecDeque::new(),
+                base: 0,
+                dropped: 0,
+                wakers: Vec::new(),
+                reservation: Reservation::Pending,
+                ended: false,
+                notify,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `event`: updates the reservation and, unless the owner asked for quiet
+    /// (`notify(false)`) and it is neither an error nor the end, appends it for the streams.
+    pub(crate) fn push(&self, event: QosEvent) {
+        let wakers = {
+            let mut s = self.lock();
+            match &event {
+                QosEvent::Established { flowspec } => {
+                    s.reservation = Reservation::Established {
+                        flowspec: *flowspec,
+                    }
+                }
+                QosEvent::AdmissionDenied {
+                    code,
+                    value,
+                    reason,
+                } => {
+                    s.reservation = Reservation::Denied {
+                        code: *code,
+                        value: *value,
+                        reason: reason.clone(),
+                    }
+                }
+                QosEvent::PathError { code, value, node }
+                | QosEvent::ResvError { code, value, node } => {
+                    s.reservation = Reservation::Failed {
+                        code: *code,
+                        value: *value,
+                        node: *node,
+                    }
+                }
+                QosEvent::TornDown { reason } | QosEvent::Expired { reason } => {
+                    s.reservation = Reservation::Ended {
+                        reason: reason.clone(),
+                    }
+                }
+                _ => {}
+            }
+            if !s.notify && !event.is_error_or_end() {
+                return;
+            }
+            if s.log.len() >= EVENT_LOG_LIMIT {
+                s.log.pop_front();
+                s.base += 1;
+                s.dropped += 1;
+            }
+            s.log.push_back(event);
+            std::mem::take(&mut s.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The session is gone: streams end once they have read everything.
+    pub(crate) fn end(&self, reason: &str) {
+        let wakers = {
+            let mut s = self.lock();
+            if s.ended {
+                return;
+            }
+            s.ended = true;
+            if !matches!(s.reservation, Reservation::Ended { .. }) {
+                s.reservation = Reservation::Ended {
+                    reason: reason.to_owned(),
+                };
+            }
+            std::mem::take(&mut s.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    pub(crate) fn reservation(&self) -> Reservation {
+        self.lock().reservation.clone()
+    }
+}
+
+/// The events of one connection, in order, as a [`futures::Stream`].
+///
+/// Every `QosEvents` of a connection starts at its first event, so one taken after `accept`
+/// or `connect` returned still sees what happened before. The stream ends after the session is
+/// gone (closed, dropped, or its agent stopped) and every event was read.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(stream: qtoq::QosStream) {
+/// use futures::StreamExt;
+/// use qtoq::QosEvent;
+///
+/// let mut events = stream.events();
+/// while let Some(event) = events.next().await {
+///     if let QosEvent::Established { flowspec } = event {
+///         println!("reserved {} B/s", flowspec.reserved_rate());
+///         break;
+///     }
+/// }
+/// # }
+/// ```
+pub struct QosEvents {
+    shared: Arc<SessionShared>,
+    next: u64,
+}
+
+impl fmt::Debug for QosEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QosEvents")
+            .field("next", &self.next)
+            .field("session", &self.shared)
+            .finish()
+    }
+}
+
+impl QosEvents {
+    pub(crate) fn new(shared: Arc<SessionShared>) -> Self {
+        QosEvents { shared, next: 0 }
+    }
+
+    /// How many events this connection dropped because nobody read them in time.
+    pub fn dropped(&self) -> u64 {
+        self.shared.lock().dropped
+    }
+}
+
+impl futures::Stream for QosEvents {
+    type Item = QosEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<QosEvent>> {
+        let this = self.get_mut();
+        let mut s = this.shared.lock();
+        if this.next < s.base {
+            this.next = s.base;
+        }
+        let index = (this.next - s.base) as usize;
+        if let Some(event) = s.log.get(index) {
+            this.next += 1;
+            return Poll::Ready(Some(event.clone()));
+        }
+        if s.ended {
+            return Poll::Ready(None);
+        }
+        if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            s.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn flowspec() -> FlowSpec {
+        FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 100.0))
+    }
+
+    #[tokio::test]
+    async fn every_stream_sees_every_event_then_ends() {
+        let shared = SessionShared::new(true);
+        let mut early = QosEvents::new(shared.clone());
+        shared.push(QosEvent::Established {
+            flowspec: flowspec(),
+        });
+        let mut late = QosEvents::new(shared.clone());
+        assert_eq!(
+            shared.reservation(),
+            Reservation::Established {
+                flowspec: flowspec()
+            }
+        );
+        let waiter = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(e) = early.next().await {
+                seen.push(e);
+            }
+            seen
+        });
+        shared.push(QosEvent::TornDown {
+            reason: "peer".into(),
+        });
+        shared.end("closed");
+        let seen = waiter.await.unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(matches!(seen[1], QosEvent::TornDown { .. }));
+        assert_eq!(late.next().await, Some(seen[0].clone()));
+        assert_eq!(late.next().await, Some(seen[1].clone()));
+        assert_eq!(late.next().await, None);
+        assert!(matches!(shared.reservation(), Reservation::Ended { reason } if reason == "peer"));
+    }
+
+    #[tokio::test]
+    async fn quiet_sessions_only_report_errors_and_the_end() {
+        let shared = SessionShared::new(false);
+        shared.push(QosEvent::Established {
+            flowspec: flowspec(),
+        });
+        shared.push(QosEvent::Expired {
+            reason: "path".into(),
+        });
+        shared.end("closed");
+        let all: Vec<_> = QosEvents::new(shared.clone()).collect().await;
+        assert_eq!(
+            all,
+            vec![QosEvent::Expired {
+                reason: "path".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let shared = SessionShared::new(true);
+        for _ in 0..EVENT_LOG_LIMIT + 10 {
+            shared.push(QosEvent::Confirmed {
+                flowspec: flowspec(),
+            });
+        }
+        let events = QosEvents::new(shared);
+        assert_eq!(events.dropped(), 10);
+    }
+}

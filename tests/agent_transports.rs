@@ -1,0 +1,126 @@
+//! Two agents talking over each transport: UDP encapsulation on loopback, raw IP protocol
+//! 46 (privileged), and the in-memory network with faults.
+
+mod agent_util;
+
+use std::time::Duration;
+
+use agent_util::*;
+use qtoq::agent::{MemoryNetwork, Transport};
+use qtoq::engine::EngineConfig;
+use qtoq::Agent;
+
+#[tokio::test]
+async fn two_agents_over_udp_on_loopback() {
+    let server_agent = udp_agent();
+    let client_agent = udp_agent();
+    assert_eq!(
+        server_agent.bound_addrs()[0].port(),
+        qtoq::agent::RSVP_ENCAP_PORT
+    );
+    cross_agent_flow(&server_agent, &client_agent).await;
+    let server_stats = server_agent.stats().await.unwrap();
+    let client_stats = client_agent.stats().await.unwrap();
+    // Signaling really crossed the transport, and the teardown left no state either side.
+    assert!(server_stats.engine.transmitted >= 2, "{server_stats:?}");
+    assert!(client_stats.engine.received >= 2, "{client_stats:?}");
+    assert_eq!(
+        server_stats.engine.malformed + client_stats.engine.malformed,
+        0
+    );
+    assert_eq!(
+        (server_stats.engine_sessions, client_stats.engine_sessions),
+        (0, 0)
+    );
+}
+
+fn can_open_raw() -> bool {
+    socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(46)),
+    )
+    .is_ok()
+}
+
+#[tokio::test]
+async fn two_agents_over_raw_ip() {
+    if !privileged("CAP_NET_RAW (raw ip protocol 46)", can_open_raw()) {
+        return;
+    }
+    let raw_agent = || {
+        Agent::builder()
+            .transport(Transport::Raw)
+            .local_addr(unique_loopback())
+            .build()
+            .expect("raw agent")
+    };
+    let server_agent = raw_agent();
+    let client_agent = raw_agent();
+    cross_agent_flow(&server_agent, &client_agent).await;
+    let client_stats = client_agent.stats().await.unwrap();
+    assert!(client_stats.engine.received >= 2, "{client_stats:?}");
+    assert_eq!(client_stats.transport_malformed, 0);
+}
+
+/// Memory-network agents still need real TCP for the data: they use loopback TCP but their
+/// RSVP travels the simulated network, so the session addresses are the TCP ones.
+#[tokio::test]
+async fn memory_network_with_loss_still_establishes() {
+    use qtoq::{QosEvent, QosListener, QosStream};
+    use std::net::SocketAddr;
+
+    let network = MemoryNetwork::new(2205)
+        .with_loss(0.2)
+        .with_duplication(0.05)
+        .with_delay(Duration::from_micros(100), Duration::from_millis(3));
+    // The agents answer for two loopback addresses the TCP ends bind.
+    let (a, b) = (unique_loopback(), unique_loopback());
+    let build = |ip| {
+        Agent::builder()
+            .transport(Transport::Memory(network.clone()))
+            .local_addr(ip)
+            .engine_config(EngineConfig {
+                fast_retransmit_initial: Duration::from_millis(20),
+                fast_retransmit_count: 10,
+                refresh_period: Duration::from_millis(300),
+                ..EngineConfig::default()
+            })
+            .build()
+            .expect("memory agent")
+    };
+    let (server_agent, client_agent) = (build(a), build(b));
+    for round in 0..5 {
+        let listener = QosListener::builder()
+            .agent(&server_agent)
+            .bind(SocketAddr::new(a, 0))
+            .await
+            .unwrap();
+        let (client, accepted) = tokio::join!(
+            QosStream::builder()
+                .agent(&client_agent)
+                .bind(SocketAddr::new(b, 0))
+                .connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let client = client.unwrap();
+        let (server, _) = accepted.unwrap();
+        let mut server_events = server.events();
+        let mut client_events = client.events();
+        until(&mut server_events, "server Established", |e| {
+            matches!(e, QosEvent::Established { .. })
+        })
+        .await;
+        until(&mut client_events, "client Established", |e| {
+            matches!(e, QosEvent::Established { .. })
+        })
+        .await;
+        eprintln!("round {round}: established, {:?}", network.stats());
+        client.close().await.unwrap();
+        server.close().await.unwrap();
+    }
+    until_no_sessions(&server_agent).await;
+    until_no_sessions(&client_agent).await;
+    let stats = network.stats();
+    assert!(stats.lost > 0, "the network lost nothing: {stats:?}");
+}

@@ -1,0 +1,269 @@
+//! The signaling on the wire, as Wireshark sees it: capture two agents talking over loopback
+//! (UDP encapsulation and raw IP), dissect, and check the messages and their fields.
+
+mod agent_util;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use agent_util::*;
+use qtoq::agent::Transport;
+use qtoq::Agent;
+
+/// Wireshark's expert severity for warnings (`PI_WARN`); anything at or above fails.
+const PI_WARN: u32 = 0x0060_0000;
+
+static CAPTURES: AtomicU32 = AtomicU32::new(0);
+
+/// A running `tshark` capture, stopped and its file removed on drop (even on panic).
+struct Capture {
+    child: Option<Child>,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing `filter` on `lo`; bounded to 60 s and 500 packets.
+    fn start(filter: &str) -> Capture {
+        let path = std::env::temp_dir().join(format!(
+            "qtoq-capture-{}-{}.pcap",
+            std::process::id(),
+            CAPTURES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new("tshark")
+            .args([
+                "-i",
+                "lo",
+                "-f",
+                filter,
+                "-a",
+                "duration:60",
+                "-c",
+                "500",
+                "-w",
+            ])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let mut capture = Capture {
+            child: Some(child),
+            path,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Capturing on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            capture.stop();
+            panic!("tshark did not start capturing");
+        }
+        // The capture filter is attached right after the banner; leave it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        capture
+    }
+
+    /// Stops tshark gracefully (SIGINT lets it flush the file).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One dissected RSVP message.
+#[derive(Debug)]
+struct Dissected {
+    src: IpAddr,
+    dst: IpAddr,
+    router_alert: bool,
+    msg: u8,
+    session: Option<SocketAddr>,
+    proto: String,
+    sender: Option<SocketAddr>,
+    tspec_rate: String,
+    flowspec_rate: String,
+    style: String,
+    max_severity: u32,
+    malformed: bool,
+}
+
+fn dissect(capture: &Capture) -> Vec<Dissected> {
+    let fields = [
+        "ip.src",
+        "ip.dst",
+        "ip.opt.type",
+        "rsvp.msg",
+        "rsvp.session.ip",
+        "rsvp.session.port",
+        "rsvp.session.proto",
+        "rsvp.sender.ip",
+        "rsvp.sender.port",
+        "rsvp.tspec.token_bucket_rate",
+        "rsvp.flowspec.token_bucket_rate",
+        "rsvp.style.style",
+        "_ws.expert.severity",
+        "_ws.malformed",
+    ];
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(&capture.path).args([
+        "-d",
+        "udp.port==1698,rsvp",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark reads the capture");
+    assert!(out.status.success(), "tshark -r failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split('|').collect();
+            assert_eq!(f.len(), fields.len(), "{line}");
+            let addr =
+                |ip: &str, port: &str| Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
+            Dissected {
+                src: f[0].parse().expect("ip.src"),
+                dst: f[1].parse().expect("ip.dst"),
+                router_alert: f[2].split(',').any(|t| t == "148"),
+                msg: f[3].parse().unwrap_or_else(|_| panic!("not rsvp: {line}")),
+                session: addr(f[4], f[5]),
+                proto: f[6].to_owned(),
+                sender: addr(f[7], f[8]),
+                tspec_rate: f[9].to_owned(),
+                flowspec_rate: f[10].to_owned(),
+                style: f[11].to_owned(),
+                max_severity: f[12]
+                    .split(',')
+                    .filter_map(|s| s.parse().ok())
+                    .max()
+                    .unwrap_or(0),
+                malformed: !f[13].is_empty(),
+            }
+        })
+        .collect()
+}
+
+fn tshark_available() -> bool {
+    let tshark = Command::new("tshark")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    // Capturing needs root (or the capture capabilities given to dumpcap).
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    tshark && root
+}
+
+async fn capture_flow(transport: Transport, filter_proto: &str) {
+    let agent = || {
+        Agent::builder()
+            .transport(transport.clone())
+            .local_addr(unique_loopback())
+            .build()
+            .expect("agent")
+    };
+    let (server_agent, client_agent) = (agent(), agent());
+    let server_ip = addr_of(&server_agent);
+    let mut capture = Capture::start(&format!("({filter_proto}) and host {server_ip}"));
+    let (server, client) = cross_agent_flow(&server_agent, &client_agent).await;
+    // Let the last datagrams reach the capture before stopping it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    capture.stop();
+    let messages = dissect(&capture);
+    eprintln!("{messages:#?}");
+    let find = |msg: u8| {
+        messages
+            .iter()
+            .find(|m| m.msg == msg)
+            .unwrap_or_else(|| panic!("no rsvp message type {msg} in {messages:#?}"))
+    };
+    for m in &messages {
+        assert!(!m.malformed, "malformed: {m:?}");
+        assert!(m.max_severity < PI_WARN, "expert warning: {m:?}");
+        // Every message is about this connection's session: data flows server -> client.
+        assert_eq!(m.session, Some(client), "{m:?}");
+        assert_eq!(m.proto, "6", "{m:?}");
+    }
+    let path = find(1);
+    assert_eq!((path.src, path.dst), (server.ip(), client.ip()));
+    assert_eq!(path.sender, Some(server));
+    assert_eq!(path.tspec_rate, "500000");
+    let resv = find(2);
+    assert_eq!((resv.src, resv.dst), (client.ip(), server.ip()));
+    assert_eq!(
+        resv.sender,
+        Some(server),
+        "Resv FILTER_SPEC names the sender"
+    );
+    assert_eq!(resv.flowspec_rate, "500000");
+    assert_eq!(resv.style, "0x00000a", "fixed-filter style");
+    let path_tear = find(5);
+    assert_eq!((path_tear.src, path_tear.dst), (server.ip(), client.ip()));
+    let resv_tear = find(6);
+    assert_eq!((resv_tear.src, resv_tear.dst), (client.ip(), server.ip()));
+    if matches!(transport, Transport::Raw) {
+        assert!(
+            path.router_alert,
+            "raw Path carries the Router Alert option"
+        );
+        assert!(
+            path_tear.router_alert,
+            "raw PathTear carries the Router Alert option"
+        );
+        assert!(!resv.router_alert, "Resv goes hop by hop, no Router Alert");
+    }
+}
+
+#[tokio::test]
+async fn udp_signaling_dissects_cleanly() {
+    if !privileged("tshark with capture rights", tshark_available()) {
+        return;
+    }
+    capture_flow(Transport::udp(), "udp port 1698").await;
+}
+
+#[tokio::test]
+async fn raw_signaling_dissects_cleanly() {
+    if !privileged("tshark with capture rights", tshark_available()) {
+        return;
+    }
+    capture_flow(Transport::Raw, "ip proto 46").await;
+}
