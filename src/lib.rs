@@ -27,3 +27,8 @@ pub mod wire;
 
 pub use agent::Agent;
 pub use net::*;
+
+// Compile-checks the README's code blocks.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
