@@ -112,9 +112,9 @@ pub(crate) fn patch_u16<S: Sink>(out: &mut S, at: usize, value: u16) {
 /// its 16-bit words (an odd trailing byte is padded with zero).
 pub(crate) fn checksum(data: &[u8]) -> u16 {
     // RFC 1071 §2(B): the sum does not depend on byte order. Summing native-order 32-bit
-    // words into a u64 (which the compiler vectorizes, no byte swap per word) and swapping
-    // the folded 16-bit result once gives the big-endian sum; a u64 cannot overflow below
-    // 16 GiB of input.
+    // words into a u64 (no byte swap per word, a loop the compiler can vectorize) and
+    // swapping the folded 16-bit result once gives the big-endian sum; a u64 cannot overflow
+    // below 16 GiB of input.
     let mut words = data.chunks_exact(4);
     let mut sum: u64 = words
         .by_ref()

@@ -418,5 +418,7 @@ mod tests {
         // would cost every object of every message.
         assert_eq!(std::mem::size_of::<Adspec>(), 48);
         assert_eq!(std::mem::size_of::<Object>(), 48);
+        // The inline object list is what a message costs to move: keep it in view.
+        assert!(std::mem::size_of::<super::super::Message>() <= 8 * 48 + 48);
     }
 }

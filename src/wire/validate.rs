@@ -172,7 +172,8 @@ fn required_set(msg_type: MsgType) -> u64 {
     }
 }
 
-/// Streaming checker: `observe` each object in order, then `finish`.
+/// Streaming checker: the decode walk calls `admit` (and the value hooks) per known object, then
+/// `finish`.
 #[derive(Debug)]
 pub(crate) struct Checker {
     msg_type: MsgType,
