@@ -264,7 +264,16 @@ impl Engine {
         };
         let own_receiver = local_addr || destination == session.key.destination.ip();
         match msg.kind {
-            Kind::Path | Kind::PathTear => own_receiver && session.audience().next().is_some(),
+            // Also when it holds that sender's path state without an owner left to hear it
+            // (the receiver closed first): otherwise the sender's refreshes and PathTear go
+            // out and may never come back, and the stale state waits for expiry.
+            Kind::Path | Kind::PathTear => {
+                own_receiver
+                    && (session.audience().next().is_some()
+                        || msg
+                            .sender
+                            .is_some_and(|s| session.psbs.iter().any(|p| p.sender == s)))
+            }
             Kind::Resv | Kind::ResvTear | Kind::PathErr => own_sender(session),
             Kind::ResvErr | Kind::ResvConf => own_receiver && session.has_receivers(),
         }

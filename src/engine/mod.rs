@@ -11,9 +11,9 @@
 //!
 //! A message addressed to this host — to one of [`EngineConfig::local_addrs`], a loopback
 //! address, or an address of one of its own sessions — that is *for* state this engine holds
-//! (a Path or PathTear for a session with a primed or reserving owner, a Resv, ResvTear or
-//! PathErr for a session with local senders, a ResvErr or ResvConf for a session with local
-//! receivers) is delivered to the engine itself *instead of* being transmitted, as an RSVP
+//! (a Path or PathTear for a session with a primed or reserving owner or holding that sender's
+//! path state, a Resv, ResvTear or PathErr for a session with local senders, a ResvErr or
+//! ResvConf for a session with local receivers) is delivered to the engine itself *instead of* being transmitted, as an RSVP
 //! daemon does for its own applications. Everything else is transmitted, so two engines on one
 //! host (two agents in one process) still talk through their transports. Local deliveries are
 //! counted in [`Stats::local_delivered`], not in [`Stats::transmitted`].
