@@ -122,17 +122,20 @@ fn receiver_opened_after_the_path_still_gets_it() {
         let id = e.open_session(now, k);
         e.add_sender(now, id, server_addr, tspec()).unwrap();
     });
-    // No local receiver yet: the Path is transmitted (another engine may own the receiver).
-    assert_eq!(net.nodes[host].engine.stats().transmitted, 1);
-    // The transport brings it back to us (loopback): path state is kept for a later owner.
-    net.run_for(Duration::from_millis(10));
+    // No receiver yet, but the destination is one of our addresses: the Path is ours, and
+    // its path state is kept for a later owner.
+    let stats = net.nodes[host].engine.stats().clone();
+    assert_eq!(
+        (stats.transmitted, stats.local_delivered),
+        (0, 1),
+        "{stats:?}"
+    );
     let client = net.with(host, |e, now| {
         let id = e.open_session(now, k);
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
     });
-    net.run_for(Duration::from_millis(10));
     let events = net.nodes[host].events_of(client);
     assert_eq!(
         events.first(),
@@ -144,6 +147,38 @@ fn receiver_opened_after_the_path_still_gets_it() {
     assert!(events.contains(&Event::Established {
         flowspec: flowspec()
     }));
+    assert_eq!(net.nodes[host].engine.stats().transmitted, 0);
+}
+
+#[test]
+fn another_engine_on_another_loopback_address_is_reached_through_the_transport() {
+    let mut net = Net::new(13);
+    let host = net.add("host", LOOPBACK, config(13));
+    let other = net.add("other", OTHER_LOOPBACK, config(14));
+    let server_addr = sock(LOOPBACK, 8080);
+    let k = key(sock(OTHER_LOOPBACK, 40_006));
+    let server = net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, server_addr, tspec()).unwrap();
+        id
+    });
+    // Loopback, but not ours and no state of ours is for it: it goes out.
+    assert_eq!(net.nodes[host].engine.stats().transmitted, 1);
+    net.run_for(Duration::from_millis(10));
+    let client = open_client(&mut net, other, k);
+    net.run_for(Duration::from_millis(100));
+    assert!(net.nodes[other]
+        .events_of(client)
+        .contains(&Event::Established {
+            flowspec: flowspec()
+        }));
+    assert!(net.nodes[host]
+        .events_of(server)
+        .contains(&Event::Established {
+            flowspec: flowspec()
+        }));
+    assert!(net.nodes[host].engine.stats().transmitted >= 2);
+    assert!(net.nodes[other].engine.stats().transmitted >= 1);
 }
 
 #[test]
