@@ -10,12 +10,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, trace, warn, Instrument, Span};
 
 use super::transport::{Link, MAX_DATAGRAM};
-use super::{AgentStats, Command, OpenRequest, Opened, Setup};
+use super::{AgentStats, Command, OpenRequest, Opened, Setup, SharedPolicy};
 use crate::enforce::Enforcer;
 use crate::engine::{
     CommandError, Engine, EngineConfig, Incoming, RuleAction, RuleFailure, SessionId, Style,
 };
 use crate::flow::{Admission, RuleId};
+use crate::policy::{Policy, ERROR_POLICY};
 use crate::net::event::SessionShared;
 use crate::net::{QosError, QosEvent};
 
@@ -27,6 +28,8 @@ pub(crate) struct DriverParts {
     pub(crate) transport: &'static str,
     pub(crate) engine: EngineConfig,
     pub(crate) admission: Box<dyn Admission>,
+    pub(crate) policy: SharedPolicy,
+    pub(crate) custom_admission: bool,
     pub(crate) enforcer: Box<dyn Enforcer>,
     pub(crate) link: Link,
     pub(crate) local_addrs: Vec<IpAddr>,
@@ -55,7 +58,11 @@ pub(crate) struct Driver {
     sessions: HashMap<SessionId, SessionEntry>,
     /// Unsignaled admissions whose owner waits for the rule load.
     pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
-    rules_in_force: HashSet<RuleId>,
+    /// Loaded rules and the session each belongs to.
+    rules_in_force: HashMap<RuleId, SessionId>,
+    policy: SharedPolicy,
+    /// The policy only serves lookups: a reload tears nothing down.
+    custom_admission: bool,
     send_errors: u64,
     transport_malformed: u64,
     span: Span,
@@ -80,7 +87,9 @@ impl Driver {
             local_addrs: owned,
             sessions: HashMap::new(),
             pending_unsignaled: HashMap::new(),
-            rules_in_force: HashSet::new(),
+            rules_in_force: HashMap::new(),
+            policy: parts.policy,
+            custom_admission: parts.custom_admission,
             send_errors: 0,
             transport_malformed: 0,
             span,
@@ -162,9 +171,65 @@ impl Driver {
                     engine: self.engine.stats().clone(),
                     send_errors: self.send_errors,
                     transport_malformed: self.transport_malformed,
+                    policy_admitted: if self.custom_admission {
+                        0
+                    } else {
+                        self.policy.lock().admitted_count()
+                    },
                 });
             }
+            Command::ReloadPolicy { policy, reply } => {
+                let torn_down = self.reload_policy(*policy).await;
+                let _ = reply.send(torn_down);
+            }
         }
+    }
+
+    /// Replaces the policy; reservations that no longer fit lose their rule with a policy
+    /// failure (ResvErr code 2 to the receiver, `AdmissionDenied` to the owner).
+    async fn reload_policy(&mut self, new: Policy) -> usize {
+        let origin = new.origin().map(str::to_owned);
+        let dropped = {
+            let mut policy = self.policy.lock();
+            let dropped = policy.reload(new);
+            if self.custom_admission {
+                Vec::new()
+            } else {
+                dropped
+            }
+        };
+        info!(?origin, torn_down = dropped.len(), "policy reloaded");
+        let now = Instant::now();
+        for id in &dropped {
+            let reason = format!(
+                "the reloaded policy {} no longer admits this reservation",
+                origin.as_deref().unwrap_or("(inline)")
+            );
+            if let Some(entry) = self
+                .rules_in_force
+                .get(id)
+                .and_then(|session| self.sessions.get(session))
+            {
+                entry.span.in_scope(|| info!(rule = %id, "reservation revoked by policy reload"));
+                entry.shared.push(QosEvent::AdmissionDenied {
+                    code: ERROR_POLICY,
+                    value: 0,
+                    reason: reason.clone(),
+                });
+            }
+            // The engine unloads the rule, tells the receiver (ResvErr) and the owner.
+            self.engine.rule_outcome(
+                now,
+                *id,
+                Err(RuleFailure {
+                    code: ERROR_POLICY,
+                    value: 0,
+                    reason,
+                }),
+            );
+        }
+        self.drain().await;
+        dropped.len()
     }
 
     async fn open(&mut self, request: OpenRequest) {
@@ -371,7 +436,7 @@ impl Driver {
                 let outcome = match result {
                     Ok(applied) => {
                         span.in_scope(|| info!(rule = %rule.id, flow = %rule.flow, applied = %applied.summary, "rule loaded"));
-                        self.rules_in_force.insert(rule.id);
+                        self.rules_in_force.insert(rule.id, session);
                         Ok(())
                     }
                     Err(e) => {
