@@ -102,6 +102,7 @@ impl Driver {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             let timer = tokio::time::sleep(IDLE);
             tokio::pin!(timer);
+            let mut stopped = None;
             loop {
                 self.drain().await;
                 let deadline = self
@@ -113,6 +114,10 @@ impl Driver {
                 }
                 tokio::select! {
                     command = self.commands.recv() => match command {
+                        Some(Command::Shutdown { reply }) => {
+                            stopped = Some(reply);
+                            break;
+                        }
                         Some(command) => self.command(command).await,
                         None => break,
                     },
@@ -139,7 +144,12 @@ impl Driver {
                     () = &mut timer => self.engine.handle_timeout(Instant::now()),
                 }
             }
+            // Nothing queued after this point is served: its senders see the agent stopped.
+            self.commands.close();
             self.shutdown().await;
+            if let Some(reply) = stopped {
+                let _ = reply.send(());
+            }
         }
         .instrument(span)
         .await
@@ -181,6 +191,10 @@ impl Driver {
             Command::ReloadPolicy { policy, reply } => {
                 let torn_down = self.reload_policy(*policy).await;
                 let _ = reply.send(torn_down);
+            }
+            // Handled by the loop, which stops.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
             }
         }
     }

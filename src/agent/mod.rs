@@ -113,6 +113,9 @@ pub(crate) enum Command {
         policy: Box<Policy>,
         reply: oneshot::Sender<usize>,
     },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The agent's policy, shared by the engine (admission), listeners (lookups) and reloads.
@@ -307,6 +310,21 @@ impl Agent {
             policy: Box::new(policy),
             reply,
         })?;
+        answer.await.map_err(|_| QosError::AgentStopped.into())
+    }
+
+    /// Stops the agent now, even while connections are open: every session is torn down
+    /// (PathTear/ResvTear), every rule unloaded and the enforcer shut down (the tc backend
+    /// restores the interfaces' previous root qdisc). Returns once that is done. Open streams
+    /// keep their TCP connection; their events end, and later QoS operations report
+    /// `BrokenPipe`. Without this call an agent stops when its last handle is gone.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent had already stopped.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Shutdown { reply })?;
         answer.await.map_err(|_| QosError::AgentStopped.into())
     }
 
