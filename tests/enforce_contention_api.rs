@@ -438,9 +438,13 @@ fn expiry_of_a_silent_peer_leaves_nothing_behind() {
                 .connect((SERVER_IP, QOS_PORT))
                 .await
                 .expect("connect");
+            // Keep the agent running (this runtime drives it) until the crash.
+            tokio::task::spawn_blocking(move || crash_rx.recv_timeout(WAIT))
+                .await
+                .unwrap()
+                .expect("told to crash");
             (agent, stream)
         });
-        crash_rx.recv_timeout(WAIT).expect("told to crash");
         // The crash: the agent's task is dropped with the runtime, no teardown is sent.
         drop(runtime);
         drop(held);
@@ -468,10 +472,94 @@ fn tc_show(server_ns: &str, what: &str) -> String {
 }
 
 fn leftovers_in(server_ns: &str) -> (Vec<String>, String) {
+    // "class htb 7174:1000 parent 7174:1 ...": the third word is the class id.
     let classes = tc_show(server_ns, "class")
         .lines()
-        .filter(|l| l.contains("htb 7174:") && !l.contains("7174:1 ") && !l.contains("7174:2 "))
+        .filter(|l| {
+            let id = l.split_whitespace().nth(2).unwrap_or("");
+            id.starts_with("7174:") && id != "7174:1" && id != "7174:2"
+        })
         .map(str::to_owned)
         .collect();
     (classes, tc_show(server_ns, "filter").trim().to_owned())
+}
+
+/// `Agent::shutdown` while the connection stays open: the client hears the teardown, the
+/// server's rule, class, filter, socket options and whole HTB tree are gone, and the
+/// interface's previous root qdisc is back.
+#[test]
+fn agent_shutdown_with_open_connections_leaves_nothing_behind() {
+    let _serial = serial();
+    let Some(ns) = Namespaces::create() else {
+        return;
+    };
+    ns.tc(&["qdisc", "add", "root", "handle", "9:", "pfifo", "limit", "55"]);
+    let (listening_tx, listening_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let server_ns = ns.server.clone();
+    let server = in_netns(&ns.server, move || async move {
+        let agent = server_agent().await;
+        let listener = QosListener::builder()
+            .agent(&agent)
+            .bind((SERVER_IP, QOS_PORT))
+            .await
+            .expect("qos listener");
+        listening_tx.send(()).unwrap();
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut events = stream.events();
+        until(&mut events, "Established", |e| {
+            matches!(e, QosEvent::Established { .. })
+        })
+        .await;
+        let socket = stream.tcp().as_fd().try_clone_to_owned().unwrap();
+        assert_marked(&socket);
+        assert_eq!(leftovers_in(&server_ns).0.len(), 1, "one reservation class");
+
+        agent.shutdown().await.expect("shutdown");
+        assert!(!agent.is_running());
+        let (classes, filters) = leftovers_in(&server_ns);
+        assert!(classes.is_empty(), "after shutdown: {classes:?}");
+        assert_eq!(filters, "", "after shutdown: filters left");
+        assert_unmarked(&socket, "after shutdown");
+        // The stream's events end; the agent is gone for later calls.
+        let rest = tokio::time::timeout(WAIT, events.by_ref().collect::<Vec<_>>())
+            .await
+            .expect("events end after shutdown");
+        assert!(
+            rest.iter().any(|e| matches!(e, QosEvent::TornDown { .. })),
+            "{rest:?}"
+        );
+        assert_eq!(
+            agent.stats().await.unwrap_err().kind(),
+            std::io::ErrorKind::BrokenPipe
+        );
+        // The client saw the PathTear before the connection goes.
+        let _ = done_rx.recv_timeout(WAIT);
+        drop((stream, listener));
+    });
+    listening_rx.recv_timeout(WAIT).expect("server listening");
+    let client = in_netns(&ns.client, move || async move {
+        let agent = client_agent(Duration::from_secs(30));
+        let stream = QosStream::builder()
+            .agent(&agent)
+            .spec(reservation())
+            .connect((SERVER_IP, QOS_PORT))
+            .await
+            .expect("connect");
+        let mut events = stream.events();
+        // The server's PathTear reaches the client's agent.
+        until(&mut events, "TornDown", |e| {
+            matches!(e, QosEvent::TornDown { .. })
+        })
+        .await;
+        done_tx.send(()).unwrap();
+    });
+    client.join().expect("client thread");
+    server.join().expect("server thread");
+    let qdisc = ns.tc(&["qdisc", "show"]);
+    assert!(!qdisc.contains("7174"), "{qdisc}");
+    assert!(
+        qdisc.contains("qdisc pfifo 9: root"),
+        "previous root qdisc: {qdisc}"
+    );
 }
