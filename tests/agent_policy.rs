@@ -49,11 +49,7 @@ fn is_established(e: &QosEvent) -> bool {
 
 /// A server stream (RSVP, the listener's spec) and its client reserving `rate`, both
 /// established, on one agent.
-async fn reserved_pair(
-    agent: &Agent,
-    listener: &QosListener,
-    rate: u64,
-) -> (QosStream, QosStream) {
+async fn reserved_pair(agent: &Agent, listener: &QosListener, rate: u64) -> (QosStream, QosStream) {
     let ip = addr_of(agent);
     let (client, accepted) = tokio::join!(
         QosStream::builder()

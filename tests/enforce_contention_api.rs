@@ -179,11 +179,8 @@ async fn send_until(stop: Arc<AtomicBool>, mut sink: impl tokio::io::AsyncWrite 
 /// With `reserve`, it also checks teardown by `close`: once the server closes its stream,
 /// no class, filter or socket option remains.
 fn contention_run(ns: &Namespaces, reserve: bool) -> Goodput {
-    let received: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..=BEST_EFFORT_FLOWS)
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
+    let received: Arc<Vec<AtomicU64>> =
+        Arc::new((0..=BEST_EFFORT_FLOWS).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let (step_tx, step_rx) = mpsc::channel::<Step>();
     let (closed_tx, closed_rx) = mpsc::channel::<OwnedFd>();
@@ -345,7 +342,10 @@ fn reservation_through_the_api_protects_a_flow_on_a_saturated_link() {
     // The agent's shutdown removed the tree.
     assert!(!ns.tc(&["qdisc", "show"]).contains("7174"));
     let without = contention_run(&ns, false);
-    for (name, run) in [("with reservation", &with), ("without reservation", &without)] {
+    for (name, run) in [
+        ("with reservation", &with),
+        ("without reservation", &without),
+    ] {
         eprintln!(
             "{name}: qos flow {:.0} B/s ({:.1}% of {RESERVED}), best effort {:?} B/s, total {:.0} B/s",
             run.qos_flow,
@@ -493,7 +493,9 @@ fn agent_shutdown_with_open_connections_leaves_nothing_behind() {
     let Some(ns) = Namespaces::create() else {
         return;
     };
-    ns.tc(&["qdisc", "add", "root", "handle", "9:", "pfifo", "limit", "55"]);
+    ns.tc(&[
+        "qdisc", "add", "root", "handle", "9:", "pfifo", "limit", "55",
+    ]);
     let (listening_tx, listening_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let server_ns = ns.server.clone();

@@ -16,9 +16,9 @@ use crate::engine::{
     CommandError, Engine, EngineConfig, Incoming, RuleAction, RuleFailure, SessionId, Style,
 };
 use crate::flow::{Admission, RuleId};
-use crate::policy::{Policy, ERROR_POLICY};
 use crate::net::event::SessionShared;
 use crate::net::{QosError, QosEvent};
+use crate::policy::{Policy, ERROR_POLICY};
 
 /// How far away "no timer" is: the sleep is parked there.
 const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -224,7 +224,9 @@ impl Driver {
                 .get(id)
                 .and_then(|session| self.sessions.get(session))
             {
-                entry.span.in_scope(|| info!(rule = %id, "reservation revoked by policy reload"));
+                entry
+                    .span
+                    .in_scope(|| info!(rule = %id, "reservation revoked by policy reload"));
                 entry.shared.push(QosEvent::AdmissionDenied {
                     code: ERROR_POLICY,
                     value: 0,

@@ -39,9 +39,9 @@ pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2}
 use crate::enforce::{Enforcer, SocketEnforcer};
 use crate::engine::{EngineConfig, SessionId, SessionKey, Stats};
 use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
-use crate::policy::{Policy, PolicyError, PolicyRule};
 use crate::net::event::SessionShared;
 use crate::net::QosError;
+use crate::policy::{Policy, PolicyError, PolicyRule};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
 /// What a new session does first.
@@ -619,9 +619,7 @@ impl AgentBuilder {
             transport: self.transport.name(),
             engine: self.engine,
             custom_admission: self.admission.is_some(),
-            admission: self
-                .admission
-                .unwrap_or_else(|| Box::new(policy.clone())),
+            admission: self.admission.unwrap_or_else(|| Box::new(policy.clone())),
             policy,
             enforcer: self
                 .enforcer

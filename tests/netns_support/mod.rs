@@ -148,4 +148,3 @@ where
             .block_on(body())
     })
 }
-
