@@ -358,3 +358,66 @@ async fn default_agent_uses_the_default_policy_and_the_socket_enforcer() {
     until_no_sessions(&agent).await;
     assert_eq!(agent.stats().await.unwrap().policy_admitted, 0);
 }
+
+/// The test clock of `schedule_close_tears_down_on_revalidation`, seconds since the epoch.
+static SCHEDULE_CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn schedule_clock() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(SCHEDULE_CLOCK.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn schedule_close_tears_down_on_revalidation() {
+    use std::sync::atomic::Ordering;
+    // Monday 1970-01-05, 09:30 UTC: inside the rule's window.
+    let monday_0930 = 4 * 86_400 + 9 * 3_600 + 30 * 60;
+    SCHEDULE_CLOCK.store(monday_0930, Ordering::SeqCst);
+    let (agent, recording) = agent_with(
+        policy(
+            r#"
+            [host]
+            unmatched = "deny"
+
+            [[rule]]
+            name = "office-hours"
+            service = "controlled-load"
+            signaling = false
+            rate = 100000
+            schedule = { days = ["mon"], time = "09:00-10:00" }
+            "#,
+        )
+        .with_clock(schedule_clock),
+    );
+    let ip = addr_of(&agent);
+    let listener = QosListener::builder()
+        .agent(&agent)
+        .bind(SocketAddr::new(ip, 0))
+        .await
+        .unwrap();
+    let (_plain, accepted) = tokio::join!(
+        TcpStream::connect(listener.local_addr().unwrap()),
+        listener.accept()
+    );
+    let (stream, _) = accepted.expect("admitted inside the window");
+    assert_eq!(recording.installed().len(), 1);
+    // Still inside: nothing happens.
+    assert_eq!(agent.revalidate_policy().await.unwrap(), 0);
+    assert_eq!(recording.installed().len(), 1);
+
+    SCHEDULE_CLOCK.store(monday_0930 + 3_600, Ordering::SeqCst);
+    assert_eq!(agent.revalidate_policy().await.unwrap(), 1);
+    let seen = until(&mut stream.events(), "ResvError", |e| {
+        matches!(e, QosEvent::ResvError { .. })
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, QosEvent::AdmissionDenied { code: 2, .. })),
+        "{seen:?}"
+    );
+    assert!(recording.installed().is_empty());
+    assert_eq!(agent.stats().await.unwrap().policy_admitted, 0);
+    stream.close().await.unwrap();
+    until_no_sessions(&agent).await;
+}

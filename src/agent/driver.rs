@@ -103,6 +103,11 @@ impl Driver {
             let timer = tokio::time::sleep(IDLE);
             tokio::pin!(timer);
             let mut stopped = None;
+            let mut recheck = tokio::time::interval_at(
+                tokio::time::Instant::now() + super::POLICY_RECHECK_PERIOD,
+                super::POLICY_RECHECK_PERIOD,
+            );
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 self.drain().await;
                 let deadline = self
@@ -142,6 +147,9 @@ impl Driver {
                         }
                     }
                     () = &mut timer => self.engine.handle_timeout(Instant::now()),
+                    _ = recheck.tick() => {
+                        self.revalidate_policy().await;
+                    }
                 }
             }
             // Nothing queued after this point is served: its senders see the agent stopped.
@@ -192,6 +200,10 @@ impl Driver {
                 let torn_down = self.reload_policy(*policy).await;
                 let _ = reply.send(torn_down);
             }
+            Command::RevalidatePolicy { reply } => {
+                let torn_down = self.revalidate_policy().await;
+                let _ = reply.send(torn_down);
+            }
             // Handled by the loop, which stops.
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -202,23 +214,38 @@ impl Driver {
     /// Replaces the policy; reservations that no longer fit lose their rule with a policy
     /// failure (ResvErr code 2 to the receiver, `AdmissionDenied` to the owner).
     async fn reload_policy(&mut self, new: Policy) -> usize {
-        let origin = new.origin().map(str::to_owned);
+        let origin = new.origin().unwrap_or("(inline)").to_owned();
+        let dropped = self.policy.lock().reload(new);
+        info!(%origin, torn_down = dropped.len(), "policy reloaded");
+        let reason = format!("the reloaded policy {origin} no longer admits this reservation");
+        self.revoke(dropped, &reason).await
+    }
+
+    /// Re-checks the admitted reservations at the policy's current time (schedules).
+    async fn revalidate_policy(&mut self) -> usize {
         let dropped = {
             let mut policy = self.policy.lock();
-            let dropped = policy.reload(new);
-            if self.custom_admission {
-                Vec::new()
-            } else {
-                dropped
-            }
+            let now = policy.now();
+            policy.revalidate_at(now)
         };
-        info!(?origin, torn_down = dropped.len(), "policy reloaded");
+        if !dropped.is_empty() {
+            info!(torn_down = dropped.len(), "policy schedule closed");
+        }
+        self.revoke(
+            dropped,
+            "the policy's schedule no longer admits this reservation",
+        )
+        .await
+    }
+
+    /// Tears down the reservations of rules the policy released.
+    async fn revoke(&mut self, dropped: Vec<RuleId>, reason: &str) -> usize {
+        if self.custom_admission {
+            // The policy admitted nothing here: its verdicts concern no reservation.
+            return 0;
+        }
         let now = Instant::now();
         for id in &dropped {
-            let reason = format!(
-                "the reloaded policy {} no longer admits this reservation",
-                origin.as_deref().unwrap_or("(inline)")
-            );
             if let Some(entry) = self
                 .rules_in_force
                 .get(id)
@@ -226,11 +253,11 @@ impl Driver {
             {
                 entry
                     .span
-                    .in_scope(|| info!(rule = %id, "reservation revoked by policy reload"));
+                    .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
                 entry.shared.push(QosEvent::AdmissionDenied {
                     code: ERROR_POLICY,
                     value: 0,
-                    reason: reason.clone(),
+                    reason: reason.to_owned(),
                 });
             }
             // The engine unloads the rule, tells the receiver (ResvErr) and the owner.
@@ -240,7 +267,7 @@ impl Driver {
                 Err(RuleFailure {
                     code: ERROR_POLICY,
                     value: 0,
-                    reason,
+                    reason: reason.to_owned(),
                 }),
             );
         }

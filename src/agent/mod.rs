@@ -44,6 +44,10 @@ use crate::net::QosError;
 use crate::policy::{Policy, PolicyError, PolicyRule};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
+/// How often an agent re-checks its admitted reservations against the policy's schedules
+/// (see [`Agent::revalidate_policy`]).
+pub const POLICY_RECHECK_PERIOD: Duration = Duration::from_secs(60);
+
 /// What a new session does first.
 #[derive(Debug)]
 pub(crate) enum Setup {
@@ -111,6 +115,9 @@ pub(crate) enum Command {
     },
     ReloadPolicy {
         policy: Box<Policy>,
+        reply: oneshot::Sender<usize>,
+    },
+    RevalidatePolicy {
         reply: oneshot::Sender<usize>,
     },
     Shutdown {
@@ -310,6 +317,20 @@ impl Agent {
             policy: Box::new(policy),
             reply,
         })?;
+        answer.await.map_err(|_| QosError::AgentStopped.into())
+    }
+
+    /// Re-checks every admitted reservation against the policy at the policy's current time
+    /// and tears down, as [`reload_policy`](Self::reload_policy) does, those whose rule's
+    /// schedule has closed. The agent also does this by itself every
+    /// [`POLICY_RECHECK_PERIOD`]. Returns how many were torn down.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent has stopped.
+    pub async fn revalidate_policy(&self) -> io::Result<usize> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::RevalidatePolicy { reply })?;
         answer.await.map_err(|_| QosError::AgentStopped.into())
     }
 
