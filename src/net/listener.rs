@@ -84,7 +84,9 @@ impl fmt::Debug for QosListener {
 }
 
 impl QosListener {
-    /// Binds a listener with RSVP signaling, the default spec and the default agent.
+    /// Binds a listener on the default agent; each connection's signaling and spec come from
+    /// the matching policy rule (see
+    /// [the type's docs](QosListener#spec-and-signaling-from-the-policy)).
     ///
     /// # Errors
     ///
