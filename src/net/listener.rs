@@ -35,7 +35,8 @@ type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 /// * the signaling is [`Signaling::None`] when the matching rule says `signaling = false`
 ///   (the seed's "rule marked with no signaling"), [`Signaling::Rsvp`] otherwise;
 /// * the spec is the matching rule's
-///   ([`PolicyRule::flowspec`](crate::policy::PolicyRule::flowspec)), or [`QosSpec::default`] when no rule matches or the rule has no rate.
+///   ([`PolicyRule::flowspec`](crate::policy::PolicyRule::flowspec)), or
+///   [`QosSpec::default`] when no rule matches or the rule has no rate.
 ///
 /// # Examples
 ///
