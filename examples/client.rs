@@ -26,6 +26,9 @@ struct Args {
     /// Token bucket size, bytes.
     #[arg(long, default_value_t = 65_536)]
     bucket: u64,
+    /// Peak rate, bytes/s (default: none; policies with a `peak` limit need one).
+    #[arg(long)]
+    peak: Option<u64>,
     /// How long to receive.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -34,11 +37,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let mut stream = QosStream::connect(
-        args.connect,
-        QosSpec::controlled_load(args.rate, args.bucket),
-    )
-    .await?;
+    let mut spec = QosSpec::controlled_load(args.rate, args.bucket);
+    if let Some(peak) = args.peak {
+        spec = spec.peak(peak);
+    }
+    let mut stream = QosStream::connect(args.connect, spec).await?;
     eprintln!(
         "connected {} -> {}, session {:?}",
         stream.local_addr()?,

@@ -3,16 +3,23 @@
 //!
 //! ```text
 //! cargo run --example server -- --listen 0.0.0.0:7878 --signaling rsvp --rate 1000000
+//! cargo run --features tc --example server -- --listen 10.77.0.1:5001 \
+//!     --policy examples/policy.toml --enforcer tc
 //! ```
 //!
-//! Run `examples/client.rs` on another host (or network namespace) against it.
+//! Run `examples/client.rs` on another host (or network namespace) against it. Without
+//! `--rate`/`--signaling` each connection gets what the matching policy rule says. Ctrl-C
+//! stops the agent cleanly (rules unloaded, the tc tree removed).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
-use qtoq::{QosListener, QosSpec, QosStream, Signaling};
+use qtoq::enforce::EnforcerKind;
+use qtoq::policy::Policy;
+use qtoq::{Agent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -29,20 +36,27 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
-    /// How the reservation is signaled.
-    #[arg(long, value_enum, default_value = "rsvp")]
-    signaling: SignalingArg,
-    /// Token bucket rate of the sender's traffic (and of an unsignaled rule), bytes/s.
-    #[arg(long, default_value_t = 1_000_000)]
-    rate: u64,
-    /// Token bucket size, bytes.
+    /// How the reservation is signaled (default: as the matching policy rule says; RSVP
+    /// when none does).
+    #[arg(long, value_enum)]
+    signaling: Option<SignalingArg>,
+    /// Token bucket rate of the sender's traffic (and of an unsignaled rule), bytes/s
+    /// (default: the matching policy rule's rate, else 125000).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Token bucket size, bytes (with --rate).
     #[arg(long, default_value_t = 65_536)]
     bucket: u64,
     /// Stop after this many connections (0: serve forever).
     #[arg(long, default_value_t = 0)]
     connections: u64,
-    // Room for what the policy/enforcement layer brings: `--policy FILE` (rules and
-    // admission pools) and `--enforcer recording|socket|tc`.
+    /// Policy file (TOML, see examples/policy.toml); default: the built-in default policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Enforcement backend: `socket` (marking and pacing, mostly unprivileged) or `tc`
+    /// (HTB on the policy's [[interface]]s; needs CAP_NET_ADMIN and the `tc` feature).
+    #[arg(long, default_value = "socket")]
+    enforcer: EnforcerKind,
 }
 
 async fn serve(mut stream: QosStream, peer: SocketAddr) {
@@ -70,41 +84,81 @@ async fn serve(mut stream: QosStream, peer: SocketAddr) {
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() {
     let args = Args::parse();
-    let signaling = match args.signaling {
-        SignalingArg::Rsvp => Signaling::Rsvp,
-        SignalingArg::None => Signaling::None,
+    if let Err(e) = run(args).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let enforcer_name = match args.enforcer {
+        EnforcerKind::Tc => "tc",
+        _ => "socket",
     };
-    let listener = QosListener::builder()
-        .signaling(signaling)
-        .spec(QosSpec::controlled_load(args.rate, args.bucket))
-        .bind(args.listen)
-        .await?;
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
+    let enforcer = args
+        .enforcer
+        .build(policy.interfaces())
+        .await
+        .map_err(|e| {
+            let hint = if cfg!(feature = "tc") {
+                "(needs CAP_NET_ADMIN and an [[interface]] in the policy)"
+            } else {
+                "(rebuild with `--features tc`)"
+            };
+            format!("--enforcer {enforcer_name}: {e} {hint}")
+        })?;
+    let agent = Agent::builder().policy(policy).enforcer(enforcer).build()?;
+    let mut builder = QosListener::builder().agent(&agent);
+    if let Some(signaling) = args.signaling {
+        builder = builder.signaling(match signaling {
+            SignalingArg::Rsvp => Signaling::Rsvp,
+            SignalingArg::None => Signaling::None,
+        });
+    }
+    if let Some(rate) = args.rate {
+        builder = builder.spec(QosSpec::controlled_load(rate, args.bucket));
+    }
+    let listener = builder.bind(args.listen).await?;
     eprintln!(
-        "listening on {} (signaling {:?}, rate {} B/s)",
+        "listening on {} (signaling {:?}, rate {}, enforcer {enforcer_name})",
         listener.local_addr()?,
-        signaling,
+        args.signaling,
         args.rate
+            .map_or_else(|| "from the policy".to_owned(), |r| format!("{r} B/s")),
     );
     let mut served = 0;
     let mut tasks = Vec::new();
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                eprintln!("accepted {peer}, session {:?}", stream.session_id());
-                tasks.push(tokio::spawn(serve(stream, peer)));
-                served += 1;
-                if args.connections != 0 && served >= args.connections {
-                    break;
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    eprintln!("accepted {peer}, session {:?}", stream.session_id());
+                    tasks.push(tokio::spawn(serve(stream, peer)));
+                    served += 1;
+                    if args.connections != 0 && served >= args.connections {
+                        break;
+                    }
                 }
+                // A refused connection (admission) is closed; keep serving the others.
+                Err(e) => eprintln!("connection refused: {e}"),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: stopping the agent");
+                agent.shutdown().await?;
+                return Ok(());
             }
-            // A refused connection (admission) is closed; keep serving the others.
-            Err(e) => eprintln!("connection refused: {e}"),
         }
     }
     for task in tasks {
         let _ = task.await;
     }
+    // Unload every rule and restore the interfaces before exiting.
+    agent.shutdown().await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, trace, warn, Instrument, Span};
 
 use super::transport::{Link, MAX_DATAGRAM};
-use super::{AgentStats, Command, OpenRequest, Opened, Setup};
+use super::{AgentStats, Command, OpenRequest, Opened, Setup, SharedPolicy};
 use crate::enforce::Enforcer;
 use crate::engine::{
     CommandError, Engine, EngineConfig, Incoming, RuleAction, RuleFailure, SessionId, Style,
@@ -18,6 +18,7 @@ use crate::engine::{
 use crate::flow::{Admission, RuleId};
 use crate::net::event::SessionShared;
 use crate::net::{QosError, QosEvent};
+use crate::policy::{Policy, ERROR_POLICY};
 
 /// How far away "no timer" is: the sleep is parked there.
 const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -27,6 +28,8 @@ pub(crate) struct DriverParts {
     pub(crate) transport: &'static str,
     pub(crate) engine: EngineConfig,
     pub(crate) admission: Box<dyn Admission>,
+    pub(crate) policy: SharedPolicy,
+    pub(crate) custom_admission: bool,
     pub(crate) enforcer: Box<dyn Enforcer>,
     pub(crate) link: Link,
     pub(crate) local_addrs: Vec<IpAddr>,
@@ -55,7 +58,11 @@ pub(crate) struct Driver {
     sessions: HashMap<SessionId, SessionEntry>,
     /// Unsignaled admissions whose owner waits for the rule load.
     pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
-    rules_in_force: HashSet<RuleId>,
+    /// Loaded rules and the session each belongs to.
+    rules_in_force: HashMap<RuleId, SessionId>,
+    policy: SharedPolicy,
+    /// The policy only serves lookups: a reload tears nothing down.
+    custom_admission: bool,
     send_errors: u64,
     transport_malformed: u64,
     span: Span,
@@ -80,7 +87,9 @@ impl Driver {
             local_addrs: owned,
             sessions: HashMap::new(),
             pending_unsignaled: HashMap::new(),
-            rules_in_force: HashSet::new(),
+            rules_in_force: HashMap::new(),
+            policy: parts.policy,
+            custom_admission: parts.custom_admission,
             send_errors: 0,
             transport_malformed: 0,
             span,
@@ -93,6 +102,12 @@ impl Driver {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             let timer = tokio::time::sleep(IDLE);
             tokio::pin!(timer);
+            let mut stopped = None;
+            let mut recheck = tokio::time::interval_at(
+                tokio::time::Instant::now() + super::POLICY_RECHECK_PERIOD,
+                super::POLICY_RECHECK_PERIOD,
+            );
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 self.drain().await;
                 let deadline = self
@@ -104,6 +119,10 @@ impl Driver {
                 }
                 tokio::select! {
                     command = self.commands.recv() => match command {
+                        Some(Command::Shutdown { reply }) => {
+                            stopped = Some(reply);
+                            break;
+                        }
                         Some(command) => self.command(command).await,
                         None => break,
                     },
@@ -128,9 +147,17 @@ impl Driver {
                         }
                     }
                     () = &mut timer => self.engine.handle_timeout(Instant::now()),
+                    _ = recheck.tick() => {
+                        self.revalidate_policy().await;
+                    }
                 }
             }
+            // Nothing queued after this point is served: its senders see the agent stopped.
+            self.commands.close();
             self.shutdown().await;
+            if let Some(reply) = stopped {
+                let _ = reply.send(());
+            }
         }
         .instrument(span)
         .await
@@ -162,9 +189,90 @@ impl Driver {
                     engine: self.engine.stats().clone(),
                     send_errors: self.send_errors,
                     transport_malformed: self.transport_malformed,
+                    policy_admitted: if self.custom_admission {
+                        0
+                    } else {
+                        self.policy.lock().admitted_count()
+                    },
                 });
             }
+            Command::ReloadPolicy { policy, reply } => {
+                let torn_down = self.reload_policy(*policy).await;
+                let _ = reply.send(torn_down);
+            }
+            Command::RevalidatePolicy { reply } => {
+                let torn_down = self.revalidate_policy().await;
+                let _ = reply.send(torn_down);
+            }
+            // Handled by the loop, which stops.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
         }
+    }
+
+    /// Replaces the policy; reservations that no longer fit lose their rule with a policy
+    /// failure (ResvErr code 2 to the receiver, `AdmissionDenied` to the owner).
+    async fn reload_policy(&mut self, new: Policy) -> usize {
+        let origin = new.origin().unwrap_or("(inline)").to_owned();
+        let dropped = self.policy.lock().reload(new);
+        info!(%origin, torn_down = dropped.len(), "policy reloaded");
+        let reason = format!("the reloaded policy {origin} no longer admits this reservation");
+        self.revoke(dropped, &reason).await
+    }
+
+    /// Re-checks the admitted reservations at the policy's current time (schedules).
+    async fn revalidate_policy(&mut self) -> usize {
+        let dropped = {
+            let mut policy = self.policy.lock();
+            let now = policy.now();
+            policy.revalidate_at(now)
+        };
+        if !dropped.is_empty() {
+            info!(torn_down = dropped.len(), "policy schedule closed");
+        }
+        self.revoke(
+            dropped,
+            "the policy's schedule no longer admits this reservation",
+        )
+        .await
+    }
+
+    /// Tears down the reservations of rules the policy released.
+    async fn revoke(&mut self, dropped: Vec<RuleId>, reason: &str) -> usize {
+        if self.custom_admission {
+            // The policy admitted nothing here: its verdicts concern no reservation.
+            return 0;
+        }
+        let now = Instant::now();
+        for id in &dropped {
+            if let Some(entry) = self
+                .rules_in_force
+                .get(id)
+                .and_then(|session| self.sessions.get(session))
+            {
+                entry
+                    .span
+                    .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
+                entry.shared.push(QosEvent::AdmissionDenied {
+                    code: ERROR_POLICY,
+                    value: 0,
+                    reason: reason.to_owned(),
+                });
+            }
+            // The engine unloads the rule, tells the receiver (ResvErr) and the owner.
+            self.engine.rule_outcome(
+                now,
+                *id,
+                Err(RuleFailure {
+                    code: ERROR_POLICY,
+                    value: 0,
+                    reason: reason.to_owned(),
+                }),
+            );
+        }
+        self.drain().await;
+        dropped.len()
     }
 
     async fn open(&mut self, request: OpenRequest) {
@@ -371,7 +479,7 @@ impl Driver {
                 let outcome = match result {
                     Ok(applied) => {
                         span.in_scope(|| info!(rule = %rule.id, flow = %rule.flow, applied = %applied.summary, "rule loaded"));
-                        self.rules_in_force.insert(rule.id);
+                        self.rules_in_force.insert(rule.id, session);
                         Ok(())
                     }
                     Err(e) => {

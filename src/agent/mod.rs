@@ -7,8 +7,17 @@
 //!
 //! The first `QosListener`/`QosStream` that is not given an agent starts the process's
 //! *default agent* ([`Agent::default_agent`]): UDP encapsulation on port 1698 at every local
-//! address, admitting everything, with the recording enforcer, on its own thread so it
+//! address, the documented default [`Policy`] (admission up to a host-wide limit) and the
+//! [`SocketEnforcer`] (marking and pacing on the sender's socket), on its own thread so it
 //! outlives any one Tokio runtime.
+//!
+//! # Policy
+//!
+//! An agent holds one [`Policy`] (default: [`Policy::default`]). It answers the engine's
+//! admission requests, gives listeners the matching rule's spec and signaling (see
+//! [`QosListenerBuilder`](crate::net::QosListenerBuilder)), and can be replaced at run time
+//! with [`Agent::reload_policy`]: reservations that still fit stay; the others are torn
+//! down with a ResvErr (code 2) and an `AdmissionDenied` event on their owner's stream.
 
 mod driver;
 mod memory;
@@ -27,12 +36,17 @@ use tokio::sync::{mpsc, oneshot};
 pub use memory::{MemoryNetwork, MemoryStats};
 pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2};
 
-use crate::enforce::{Enforcer, Recording};
+use crate::enforce::{Enforcer, SocketEnforcer};
 use crate::engine::{EngineConfig, SessionId, SessionKey, Stats};
-use crate::flow::{Admission, AdmitAll, Flow};
+use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
 use crate::net::event::SessionShared;
 use crate::net::QosError;
+use crate::policy::{Policy, PolicyError, PolicyRule};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// How often an agent re-checks its admitted reservations against the policy's schedules
+/// (see [`Agent::revalidate_policy`]).
+pub const POLICY_RECHECK_PERIOD: Duration = Duration::from_secs(60);
 
 /// What a new session does first.
 #[derive(Debug)]
@@ -99,6 +113,42 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<AgentStats>,
     },
+    ReloadPolicy {
+        policy: Box<Policy>,
+        reply: oneshot::Sender<usize>,
+    },
+    RevalidatePolicy {
+        reply: oneshot::Sender<usize>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The agent's policy, shared by the engine (admission), listeners (lookups) and reloads.
+#[derive(Clone)]
+pub(crate) struct SharedPolicy(Arc<Mutex<Policy>>);
+
+impl SharedPolicy {
+    fn new(policy: Policy) -> Self {
+        SharedPolicy(Arc::new(Mutex::new(policy)))
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Policy> {
+        // A panic while holding the lock cannot leave the policy half-changed in a way that
+        // matters more than stopping admission altogether would.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Admission for SharedPolicy {
+    fn admit(&mut self, request: &AdmissionRequest) -> Result<AdmissionGrant, AdmissionDenied> {
+        self.lock().admit(request)
+    }
+
+    fn release(&mut self, rule: RuleId) {
+        self.lock().release(rule);
+    }
 }
 
 /// What an agent holds and has done, for tests, logs and `qosctl`.
@@ -120,6 +170,9 @@ pub struct AgentStats {
     pub send_errors: u64,
     /// Datagrams the transport dropped before the engine (bad IP headers).
     pub transport_malformed: u64,
+    /// Reservations the agent's policy holds as admitted (0 with a custom
+    /// [`AgentBuilder::admission`]).
+    pub policy_admitted: usize,
 }
 
 struct AgentShared {
@@ -128,6 +181,7 @@ struct AgentShared {
     local_addrs: Vec<IpAddr>,
     bound: Vec<SocketAddr>,
     transport: &'static str,
+    policy: SharedPolicy,
 }
 
 /// Handle to a running agent. Cheap to clone; the agent stops when the last handle is gone.
@@ -172,9 +226,10 @@ impl Agent {
     }
 
     /// The process's default agent, started on first use: UDP encapsulation on port 1698 at
-    /// every local address (an ephemeral port where 1698 is taken), admitting everything,
-    /// recording rules instead of loading them. It runs on its own thread and stops when the
-    /// last handle is gone; the next call starts a new one.
+    /// every local address (an ephemeral port where 1698 is taken), the default [`Policy`]
+    /// (admits valid requests up to [`DEFAULT_HOST_MAX_RATE`](crate::policy::DEFAULT_HOST_MAX_RATE)
+    /// in total) and the [`SocketEnforcer`]. It runs on its own thread and stops when the last
+    /// handle is gone; the next call starts a new one.
     ///
     /// # Errors
     ///
@@ -230,6 +285,75 @@ impl Agent {
     pub async fn session_count(&self) -> io::Result<usize> {
         let stats = self.stats().await?;
         Ok(stats.engine_owners.max(stats.owned_sessions))
+    }
+
+    /// Replaces the agent's policy at run time. Reservations admitted under the old policy
+    /// are re-admitted under the new one, oldest first; those that no longer fit are torn
+    /// down: their rule is unloaded, a ResvErr (code 2, policy control failure) goes to the
+    /// receiver, and the owner's [`QosEvents`](crate::QosEvents) report
+    /// [`QosEvent::AdmissionDenied`](crate::QosEvent::AdmissionDenied) then the error.
+    /// Returns how many were torn down.
+    ///
+    /// New connections see the new policy at once (listener lookups and admission). With a
+    /// custom [`AgentBuilder::admission`] the policy only serves lookups and nothing is torn
+    /// down.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent has stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(agent: qtoq::Agent) -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = qtoq::policy::Policy::load("/etc/qtoq/policy.toml")?;
+    /// let torn_down = agent.reload_policy(policy).await?;
+    /// println!("{torn_down} reservations no longer fit");
+    /// # Ok(()) }
+    /// ```
+    pub async fn reload_policy(&self, policy: Policy) -> io::Result<usize> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::ReloadPolicy {
+            policy: Box::new(policy),
+            reply,
+        })?;
+        answer.await.map_err(|_| QosError::AgentStopped.into())
+    }
+
+    /// Re-checks every admitted reservation against the policy at the policy's current time
+    /// and tears down, as [`reload_policy`](Self::reload_policy) does, those whose rule's
+    /// schedule has closed. The agent also does this by itself every
+    /// [`POLICY_RECHECK_PERIOD`]. Returns how many were torn down.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent has stopped.
+    pub async fn revalidate_policy(&self) -> io::Result<usize> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::RevalidatePolicy { reply })?;
+        answer.await.map_err(|_| QosError::AgentStopped.into())
+    }
+
+    /// Stops the agent now, even while connections are open: every session is torn down
+    /// (PathTear/ResvTear), every rule unloaded and the enforcer shut down (the tc backend
+    /// restores the interfaces' previous root qdisc). Returns once that is done. Open streams
+    /// keep their TCP connection; their events end, and later QoS operations report
+    /// `BrokenPipe`. Without this call an agent stops when its last handle is gone.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` if the agent had already stopped.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Shutdown { reply })?;
+        answer.await.map_err(|_| QosError::AgentStopped.into())
+    }
+
+    /// The policy rule that applies to `flow` now, if any (see [`Policy::lookup`]).
+    pub fn policy_rule(&self, flow: &Flow) -> Option<PolicyRule> {
+        let policy = self.shared.policy.lock();
+        let now = policy.now();
+        policy.lookup(flow, now).cloned()
     }
 
     fn send(&self, command: Command) -> Result<(), QosError> {
@@ -319,6 +443,7 @@ pub struct AgentBuilder {
     local_addrs: Vec<IpAddr>,
     engine: EngineConfig,
     admission: Option<Box<dyn Admission>>,
+    policy: Option<Policy>,
     enforcer: Option<Box<dyn Enforcer>>,
     /// Default agent: skip addresses that cannot be bound, fall back to an ephemeral port.
     lenient_bind: bool,
@@ -331,6 +456,7 @@ impl fmt::Debug for AgentBuilder {
             .field("local_addrs", &self.local_addrs)
             .field("engine", &self.engine)
             .field("custom_admission", &self.admission.is_some())
+            .field("policy", &self.policy.as_ref().map(|p| p.origin()))
             .field("enforcer", &self.enforcer)
             .finish()
     }
@@ -343,14 +469,15 @@ impl Default for AgentBuilder {
 }
 
 impl AgentBuilder {
-    /// UDP on port 1698, every local address, RFC 2205 timer defaults, admit-all admission,
-    /// recording enforcer.
+    /// UDP on port 1698, every local address, RFC 2205 timer defaults, the default
+    /// [`Policy`], the [`SocketEnforcer`].
     pub fn new() -> Self {
         AgentBuilder {
             transport: Transport::udp(),
             local_addrs: Vec::new(),
             engine: EngineConfig::default(),
             admission: None,
+            policy: None,
             enforcer: None,
             lenient_bind: false,
         }
@@ -390,13 +517,46 @@ impl AgentBuilder {
         self
     }
 
-    /// Admission control asked before any rule is loaded (default: admit everything).
+    /// The policy: admission control, listener defaults and the interfaces the tc enforcer
+    /// shapes (default [`Policy::default`]: admits valid requests up to a host-wide limit).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Loads the policy from a TOML file (see `examples/policy.toml`).
+    ///
+    /// # Errors
+    ///
+    /// The policy's own error, naming the file, line and column; nothing is applied.
+    pub fn policy_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, PolicyError> {
+        let policy = Policy::load(path)?;
+        Ok(self.policy(policy))
+    }
+
+    /// Admission control asked before any rule is loaded, instead of the policy's (tests,
+    /// or an external policy server). The policy still answers listener lookups.
     pub fn admission(mut self, admission: Box<dyn Admission>) -> Self {
         self.admission = Some(admission);
         self
     }
 
-    /// The backend that loads rules (default: [`Recording`], which applies nothing).
+    /// The backend that loads rules (default: [`SocketEnforcer`]). For the tc backend build
+    /// it with [`EnforcerKind::build`](crate::enforce::EnforcerKind::build) from the
+    /// policy's interfaces, in the network namespace the agent serves.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qtoq::enforce::EnforcerKind;
+    /// use qtoq::policy::Policy;
+    ///
+    /// let policy = Policy::load("policy.toml")?;
+    /// let enforcer = EnforcerKind::Tc.build(policy.interfaces()).await?;
+    /// let agent = qtoq::Agent::builder().policy(policy).enforcer(enforcer).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn enforcer(mut self, enforcer: Box<dyn Enforcer>) -> Self {
         self.enforcer = Some(enforcer);
         self
@@ -463,6 +623,7 @@ impl AgentBuilder {
             self.local_addrs.clone()
         };
         let link = transport::Link::open(&self.transport, &locals, self.lenient_bind)?;
+        let policy = SharedPolicy::new(self.policy.take().unwrap_or_default());
         let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
         self.engine.local_addrs = locals.clone();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -472,13 +633,18 @@ impl AgentBuilder {
             local_addrs: locals.clone(),
             bound: link.bound(),
             transport: self.transport.name(),
+            policy: policy.clone(),
         });
         let driver = driver::Driver::new(driver::DriverParts {
             id,
             transport: self.transport.name(),
             engine: self.engine,
-            admission: self.admission.unwrap_or_else(|| Box::new(AdmitAll)),
-            enforcer: self.enforcer.unwrap_or_else(|| Box::new(Recording::new())),
+            custom_admission: self.admission.is_some(),
+            admission: self.admission.unwrap_or_else(|| Box::new(policy.clone())),
+            policy,
+            enforcer: self
+                .enforcer
+                .unwrap_or_else(|| Box::new(SocketEnforcer::new())),
             link,
             local_addrs: locals,
             commands: rx,

@@ -26,6 +26,18 @@ type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 /// [`events`](QosStream::events) report the client's RESV and the rule load. With
 /// [`Signaling::None`] admission control and the rule load happen before `accept` returns.
 ///
+/// # Spec and signaling from the policy
+///
+/// For each accepted connection the agent's [`Policy`](crate::policy::Policy) is looked up
+/// ([`Agent::policy_rule`]) with the server as the data sender. Unless the builder was given
+/// them explicitly (which always takes precedence):
+///
+/// * the signaling is [`Signaling::None`] when the matching rule says `signaling = false`
+///   (the seed's "rule marked with no signaling"), [`Signaling::Rsvp`] otherwise;
+/// * the spec is the matching rule's
+///   ([`PolicyRule::flowspec`](crate::policy::PolicyRule::flowspec)), or
+///   [`QosSpec::default`] when no rule matches or the rule has no rate.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -50,8 +62,10 @@ type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 pub struct QosListener {
     listener: TcpListener,
     agent: Agent,
-    signaling: Signaling,
-    spec: QosSpec,
+    /// Explicit signaling; `None` = from the matching policy rule.
+    signaling: Option<Signaling>,
+    /// Explicit spec; `None` = from the matching policy rule.
+    spec: Option<QosSpec>,
     notify: bool,
     /// Connections accepted whose session setup is still under way; kept here so a
     /// cancelled `accept` loses none of them.
@@ -71,7 +85,9 @@ impl fmt::Debug for QosListener {
 }
 
 impl QosListener {
-    /// Binds a listener with RSVP signaling, the default spec and the default agent.
+    /// Binds a listener on the default agent; each connection's signaling and spec come from
+    /// the matching policy rule (see
+    /// [the type's docs](QosListener#spec-and-signaling-from-the-policy)).
     ///
     /// # Errors
     ///
@@ -144,6 +160,25 @@ impl QosListener {
             };
             // The enforcer may act on the sender's socket: the agent keeps a duplicate.
             let socket = tcp.as_fd().try_clone_to_owned()?;
+            let flow = Flow {
+                sender: local,
+                receiver: peer,
+                protocol: IPPROTO_TCP,
+            };
+            let (signaling, spec) = match (signaling, spec) {
+                (Some(signaling), Some(spec)) => (signaling, spec),
+                (signaling, spec) => {
+                    let rule = agent.policy_rule(&flow);
+                    let signaling = signaling.unwrap_or(match &rule {
+                        Some(rule) if !rule.signaling => Signaling::None,
+                        _ => Signaling::Rsvp,
+                    });
+                    let spec = spec
+                        .or_else(|| rule.and_then(|r| r.flowspec()).map(QosSpec::from_flowspec))
+                        .unwrap_or_default();
+                    (signaling, spec)
+                }
+            };
             let setup = match signaling {
                 Signaling::Rsvp => Setup::Sender {
                     key,
@@ -152,11 +187,7 @@ impl QosListener {
                 },
                 Signaling::None => Setup::Unsignaled {
                     key,
-                    flow: Flow {
-                        sender: local,
-                        receiver: peer,
-                        protocol: IPPROTO_TCP,
-                    },
+                    flow,
                     flowspec: spec.flowspec(),
                 },
             };
@@ -182,23 +213,25 @@ const DEFAULT_BACKLOG: u32 = 1024;
 /// Builds a [`QosListener`]. See [`QosListener::builder`].
 #[derive(Debug, Clone, Default)]
 pub struct QosListenerBuilder {
-    signaling: Signaling,
-    spec: QosSpec,
+    signaling: Option<Signaling>,
+    spec: Option<QosSpec>,
     notify: Option<bool>,
     agent: Option<Agent>,
     backlog: Option<u32>,
 }
 
 impl QosListenerBuilder {
-    /// RSVP signaling (default) or a rule marked with no signaling.
+    /// RSVP signaling or a rule marked with no signaling, for every connection. Without it
+    /// the matching policy rule decides (RSVP unless the rule says `signaling = false`).
     pub fn signaling(mut self, signaling: Signaling) -> Self {
-        self.signaling = signaling;
+        self.signaling = Some(signaling);
         self
     }
 
-    /// The reservation each connection gets (default [`QosSpec::default`]).
+    /// The reservation each connection gets. Without it: the matching policy rule's, or
+    /// [`QosSpec::default`] when no rule with a rate matches.
     pub fn spec(mut self, spec: QosSpec) -> Self {
-        self.spec = spec;
+        self.spec = Some(spec);
         self
     }
 
