@@ -1,6 +1,6 @@
 //! The agent task: one loop over commands, datagrams and the engine's single timer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -53,8 +53,6 @@ pub(crate) struct Driver {
     link: Link,
     enforcer: Box<dyn Enforcer>,
     commands: mpsc::UnboundedReceiver<Command>,
-    /// Addresses whose RSVP traffic reaches our transport.
-    local_addrs: HashSet<IpAddr>,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Unsignaled admissions whose owner waits for the rule load.
     pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
@@ -74,17 +72,11 @@ impl Driver {
         span.in_scope(|| {
             info!(link = ?parts.link, locals = ?parts.local_addrs, "qtoq agent started");
         });
-        let owned = parts
-            .link
-            .owned_addrs(&parts.local_addrs)
-            .into_iter()
-            .collect();
         Driver {
             engine: Engine::new(parts.engine, parts.admission),
             link: parts.link,
             enforcer: parts.enforcer,
             commands: parts.commands,
-            local_addrs: owned,
             sessions: HashMap::new(),
             pending_unsignaled: HashMap::new(),
             rules_in_force: HashMap::new(),
@@ -407,21 +399,8 @@ impl Driver {
             let mut progressed = false;
             while let Some(transmit) = self.engine.poll_transmit() {
                 progressed = true;
-                // Messages for our own sessions' state never get here (the engine delivers
-                // them to itself). One addressed to an address our transport is bound to
-                // would come straight back to us through the kernel: skip the round trip.
-                if self.local_addrs.contains(&transmit.destination) {
-                    self.engine.handle_datagram(
-                        Instant::now(),
-                        Incoming {
-                            source: transmit.source.unwrap_or(transmit.destination),
-                            destination: transmit.destination,
-                            ttl: Some(transmit.ttl),
-                            payload: &transmit.payload,
-                        },
-                    );
-                    continue;
-                }
+                // The engine delivers messages for this host's own addresses to itself, so
+                // everything polled here is for another host.
                 trace!(to = %transmit.destination, len = transmit.payload.len(), "datagram sent");
                 if let Err(e) = self.link.send(&transmit).await {
                     self.send_errors += 1;

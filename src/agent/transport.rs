@@ -214,20 +214,6 @@ impl Link {
         }
     }
 
-    /// The addresses whose RSVP traffic reaches this transport (for UDP: bound on the RSVP
-    /// port itself, not on a fallback port).
-    pub(crate) fn owned_addrs(&self, locals: &[IpAddr]) -> Vec<IpAddr> {
-        match self {
-            Link::Udp { sockets, port } => sockets
-                .iter()
-                .filter(|s| *port == 0 || s.socket.local_addr().is_ok_and(|a| a.port() == *port))
-                .map(|s| s.local)
-                .collect(),
-            Link::Raw { sockets } => sockets.iter().map(|s| s.local).collect(),
-            Link::Memory(_) => locals.to_vec(),
-        }
-    }
-
     /// Sends one datagram. Failures are returned for the caller to count and log; RSVP's
     /// refreshes make up for a lost message.
     pub(crate) async fn send(&mut self, t: &Transmit) -> io::Result<()> {
