@@ -57,8 +57,9 @@ pub enum Transport {
         /// The UDP port agents listen on and send to (default [`RSVP_ENCAP_PORT`]).
         port: u16,
     },
-    /// Raw IP protocol 46, Path-type messages carrying the IP Router Alert option; needs
-    /// `CAP_NET_RAW`.
+    /// Raw IP protocol 46, Path-type messages carrying the Router Alert option (IPv4 option,
+    /// RFC 2113; IPv6 Hop-by-Hop option with value 1 "RSVP", RFC 2711); needs `CAP_NET_RAW`.
+    /// The received TTL / hop limit reaches the engine on both families.
     Raw,
     /// An in-memory network shared with other agents of this process (tests).
     Memory(MemoryNetwork),
