@@ -122,17 +122,20 @@ fn receiver_opened_after_the_path_still_gets_it() {
         let id = e.open_session(now, k);
         e.add_sender(now, id, server_addr, tspec()).unwrap();
     });
-    // No local receiver yet: the Path is transmitted (another engine may own the receiver).
-    assert_eq!(net.nodes[host].engine.stats().transmitted, 1);
-    // The transport brings it back to us (loopback): path state is kept for a later owner.
-    net.run_for(Duration::from_millis(10));
+    // No receiver yet, but the destination is one of our addresses: the Path is ours, and
+    // its path state is kept for a later owner.
+    let stats = net.nodes[host].engine.stats().clone();
+    assert_eq!(
+        (stats.transmitted, stats.local_delivered),
+        (0, 1),
+        "{stats:?}"
+    );
     let client = net.with(host, |e, now| {
         let id = e.open_session(now, k);
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
     });
-    net.run_for(Duration::from_millis(10));
     let events = net.nodes[host].events_of(client);
     assert_eq!(
         events.first(),
@@ -144,6 +147,38 @@ fn receiver_opened_after_the_path_still_gets_it() {
     assert!(events.contains(&Event::Established {
         flowspec: flowspec()
     }));
+    assert_eq!(net.nodes[host].engine.stats().transmitted, 0);
+}
+
+#[test]
+fn another_engine_on_another_loopback_address_is_reached_through_the_transport() {
+    let mut net = Net::new(13);
+    let host = net.add("host", LOOPBACK, config(13));
+    let other = net.add("other", OTHER_LOOPBACK, config(14));
+    let server_addr = sock(LOOPBACK, 8080);
+    let k = key(sock(OTHER_LOOPBACK, 40_006));
+    let server = net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, server_addr, tspec()).unwrap();
+        id
+    });
+    // Loopback, but not ours and no state of ours is for it: it goes out.
+    assert_eq!(net.nodes[host].engine.stats().transmitted, 1);
+    net.run_for(Duration::from_millis(10));
+    let client = open_client(&mut net, other, k);
+    net.run_for(Duration::from_millis(100));
+    assert!(net.nodes[other]
+        .events_of(client)
+        .contains(&Event::Established {
+            flowspec: flowspec()
+        }));
+    assert!(net.nodes[host]
+        .events_of(server)
+        .contains(&Event::Established {
+            flowspec: flowspec()
+        }));
+    assert!(net.nodes[host].engine.stats().transmitted >= 2);
+    assert!(net.nodes[other].engine.stats().transmitted >= 1);
 }
 
 #[test]
@@ -242,4 +277,105 @@ fn a_thousand_same_host_reservations_through_one_engine() {
     net.run_for(Duration::from_secs(1));
     net.nodes[host].assert_rules_balanced();
     assert_eq!(net.nodes[host].engine.session_count(), 0);
+}
+
+/// The client's address is this host's but not one the transport brings messages back to (the
+/// agent bound to 127.0.0.1, the client on 127.0.0.2): whatever is not delivered locally is
+/// lost, as it is on a real host.
+const OTHER_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Opens a receiver for `k` that asks for a confirmed FF reservation.
+fn open_client(net: &mut Net, host: usize, k: qtoq::engine::SessionKey) -> qtoq::engine::SessionId {
+    net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    })
+}
+
+#[test]
+fn receiver_closing_first_leaves_no_stale_path_for_a_reused_port() {
+    let mut net = Net::new(11);
+    let host = net.add("host", LOOPBACK, config(11));
+    let server_addr = sock(LOOPBACK, 8080);
+    let k = key(sock(OTHER_LOOPBACK, 40_004));
+    let client = open_client(&mut net, host, k);
+    let server = net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, server_addr, tspec()).unwrap();
+        id
+    });
+    assert!(net.nodes[host]
+        .events_of(client)
+        .contains(&Event::Established {
+            flowspec: flowspec()
+        }));
+
+    // The receiver closes first; the sender's PathTear must still reach the path state.
+    net.with(host, |e, now| e.release(now, client));
+    net.run_for(Duration::from_secs(1));
+    net.with(host, |e, now| e.release(now, server));
+    let node = &net.nodes[host];
+    assert_eq!(
+        node.engine.session_count(),
+        0,
+        "path state outlived both owners"
+    );
+    assert_eq!(
+        node.engine.stats().transmitted,
+        0,
+        "{:?}",
+        node.engine.stats()
+    );
+    node.assert_rules_balanced();
+
+    // A new client on the same port sees no stale sender, so no ResvErr and no retransmit.
+    let again = open_client(&mut net, host, k);
+    net.run_for(Duration::from_secs(5));
+    let events = net.nodes[host].events_of(again);
+    assert!(events.is_empty(), "stale state answered: {events:?}");
+    assert_eq!(net.nodes[host].engine.stats().transmitted, 0);
+}
+
+#[test]
+fn sender_refreshes_keep_path_state_after_the_receiver_closed() {
+    let mut net = Net::new(12);
+    let host = net.add("host", LOOPBACK, config(12));
+    let server_addr = sock(LOOPBACK, 8080);
+    let k = key(sock(OTHER_LOOPBACK, 40_005));
+    let client = open_client(&mut net, host, k);
+    net.with(host, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, server_addr, tspec()).unwrap();
+    });
+    net.with(host, |e, now| e.release(now, client));
+
+    // Ten minutes of refreshes with no receiver: they are delivered here, nothing expires.
+    let before = net.nodes[host].engine.stats().local_delivered;
+    net.run_for(Duration::from_secs(600));
+    let stats = net.nodes[host].engine.stats().clone();
+    assert_eq!(stats.expired, 0, "{stats:?}");
+    assert_eq!(stats.transmitted, 0, "{stats:?}");
+    assert!(stats.local_delivered >= before + 10, "{stats:?}");
+
+    // A later receiver on the port finds the live path at once and gets its reservation.
+    let later = open_client(&mut net, host, k);
+    let events = net.nodes[host].events_of(later);
+    assert_eq!(
+        events.first(),
+        Some(&Event::PathReceived {
+            sender: server_addr,
+            tspec: tspec()
+        })
+    );
+    assert!(events.contains(&Event::Established {
+        flowspec: flowspec()
+    }));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ResvError { .. } | Event::Expired { .. })),
+        "{events:?}"
+    );
 }

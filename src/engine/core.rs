@@ -247,6 +247,11 @@ impl Engine {
     /// Whether `msg` sent to `destination` is for state of this very engine (see the module
     /// documentation, *Local delivery*).
     fn is_for_us(&self, msg: &Msg, destination: IpAddr) -> bool {
+        // Sent to one of our own addresses it would only come back to us (or, when the
+        // transport is not bound where it is sent, be lost): deliver it whatever it is for.
+        if self.config.local_addrs.contains(&destination) {
+            return true;
+        }
         self.lookup(&msg.session)
             .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
             .is_some_and(|session| self.is_for_session(session, msg, destination))
@@ -254,8 +259,11 @@ impl Engine {
 
     /// Whether `msg` sent to `destination` is for `session` on this very engine.
     fn is_for_session(&self, session: &Session, msg: &Msg, destination: IpAddr) -> bool {
-        let local_addr =
-            destination.is_loopback() || self.config.local_addrs.contains(&destination);
+        if self.config.local_addrs.contains(&destination) {
+            return true;
+        }
+        // Another loopback address may be another engine's (two agents in one process).
+        let local_addr = destination.is_loopback();
         let own_sender = |session: &Session| {
             session
                 .senders
@@ -264,7 +272,16 @@ impl Engine {
         };
         let own_receiver = local_addr || destination == session.key.destination.ip();
         match msg.kind {
-            Kind::Path | Kind::PathTear => own_receiver && session.audience().next().is_some(),
+            // Also when it holds that sender's path state without an owner left to hear it
+            // (the receiver closed first): otherwise the sender's refreshes and PathTear go
+            // out and may never come back, and the stale state waits for expiry.
+            Kind::Path | Kind::PathTear => {
+                own_receiver
+                    && (session.audience().next().is_some()
+                        || msg
+                            .sender
+                            .is_some_and(|s| session.psbs.iter().any(|p| p.sender == s)))
+            }
             Kind::Resv | Kind::ResvTear | Kind::PathErr => own_sender(session),
             Kind::ResvErr | Kind::ResvConf => own_receiver && session.has_receivers(),
         }

@@ -9,16 +9,18 @@
 //!
 //! # Local delivery
 //!
-//! A message addressed to this host — to one of [`EngineConfig::local_addrs`], a loopback
-//! address, or an address of one of its own sessions — that is *for* state this engine holds
-//! (a Path or PathTear for a session with a primed or reserving owner, a Resv, ResvTear or
-//! PathErr for a session with local senders, a ResvErr or ResvConf for a session with local
-//! receivers) is delivered to the engine itself *instead of* being transmitted, as an RSVP
-//! daemon does for its own applications. Everything else is transmitted, so two engines on one
-//! host (two agents in one process) still talk through their transports. Local deliveries are
-//! counted in [`Stats::local_delivered`], not in [`Stats::transmitted`].
-//! [`EngineConfig::local_delivery`] turns this off (every message is then transmitted and the
-//! transport is expected to bring it back).
+//! A message addressed to one of [`EngineConfig::local_addrs`] is delivered to the engine
+//! itself *instead of* being transmitted, whatever it is for: sent, it would only come back
+//! (or be lost, when the transport is not bound where it is sent). One addressed to another
+//! loopback address or to an address of one of its own sessions is delivered locally when it
+//! is *for* state this engine holds (a Path or PathTear for a session with a primed or
+//! reserving owner or holding that sender's path state, a Resv, ResvTear or PathErr for a
+//! session with local senders, a ResvErr or ResvConf for a session with local receivers), as
+//! an RSVP daemon does for its own applications. Everything else is transmitted, so two
+//! engines on one host with their own addresses (two agents in one process) still talk
+//! through their transports. Local deliveries are counted in [`Stats::local_delivered`], not
+//! in [`Stats::transmitted`]. [`EngineConfig::local_delivery`] turns this off (every message
+//! is then transmitted and the transport is expected to bring it back).
 //!
 //! # Soft state
 //!
@@ -129,9 +131,10 @@ pub struct EngineConfig {
     pub fast_retransmit_initial: Duration,
     /// How many fast retransmissions are made before falling back to refreshes (default 3).
     pub fast_retransmit_count: u32,
-    /// Addresses of this host: messages sent to one of them (or to a loopback address) for
-    /// state this engine holds are delivered to the engine itself (see
-    /// [Local delivery](self#local-delivery)).
+    /// This engine's own addresses (the transport's): messages sent to one of them are
+    /// delivered to the engine itself; to another loopback address, only when they are for
+    /// state this engine holds (see [Local delivery](self#local-delivery)). Two engines on
+    /// one host must not share one.
     pub local_addrs: Vec<IpAddr>,
     /// Seed of the refresh-jitter RNG (deterministic tests pass a fixed seed).
     pub rng_seed: u64,
