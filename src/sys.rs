@@ -1,9 +1,10 @@
 //! The only module allowed `unsafe`: thin wrappers over the few calls libc exposes and socket2
-//! does not (`SO_MAX_PACING_RATE`, `setns`, `IP_OPTIONS`, `getifaddrs`).
+//! does not (`SO_MAX_PACING_RATE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
+//! `recvmsg` with its control messages, `getifaddrs`).
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// "No pacing limit", what the kernel reports for a socket nobody limited (`~0UL`).
@@ -122,6 +123,188 @@ pub(crate) fn set_ip_options(socket: BorrowedFd<'_>, options: &[u8]) -> io::Resu
     }
 }
 
+/// Sets (or, with an empty slice, clears) the IPv6 Hop-by-Hop Options header every datagram
+/// sent on `socket` carries (`IPV6_HOPOPTS`, RFC 3542 §6.3; needs `CAP_NET_RAW` on Linux); the
+/// raw transport uses it for the Router Alert option (RFC 2711). `header` is the whole
+/// extension header: next-header byte (the kernel fills it in), length byte in 8-octet units
+/// beyond the first 8, then the options padded to a multiple of 8 bytes.
+pub(crate) fn set_ipv6_hop_by_hop_options(socket: BorrowedFd<'_>, header: &[u8]) -> io::Result<()> {
+    let well_formed = header.is_empty()
+        || (header.len() % 8 == 0
+            && header.len() <= 8 * 256
+            && usize::from(header[1]) == header.len() / 8 - 1);
+    if !well_formed {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ipv6 hop-by-hop header must be a multiple of 8 bytes and match its length byte",
+        ));
+    }
+    let len = libc::socklen_t::try_from(header.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // A null option with length 0 removes the sticky header.
+    let value: *const libc::c_void = if header.is_empty() {
+        std::ptr::null()
+    } else {
+        header.as_ptr().cast()
+    };
+    // SAFETY: `socket` is a valid open descriptor for the call (BorrowedFd); `value` is null
+    // with length 0 or points at the live `header` slice of `len` bytes, which the kernel
+    // only reads.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_HOPOPTS,
+            value,
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks the kernel to attach the IP TTL to every datagram received on the IPv4 `socket`
+/// (`IP_RECVTTL`), read back by [`recv_with_hop_limit`]. socket2 has the IPv6 twin
+/// (`set_recv_hoplimit_v6`) but not this one.
+pub(crate) fn set_recv_ttl_v4(socket: BorrowedFd<'_>, enabled: bool) -> io::Result<()> {
+    let value = libc::c_int::from(enabled);
+    // SAFETY: `socket` is valid for the call; the option value points at a live c_int of the
+    // length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_RECVTTL,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One datagram read by [`recv_with_hop_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReceivedDatagram {
+    /// Bytes written to the buffer.
+    pub(crate) len: usize,
+    /// Who sent it (port 0 on raw sockets).
+    pub(crate) source: SocketAddr,
+    /// The IPv4 TTL / IPv6 hop limit it arrived with, when the socket asked for it
+    /// (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`) and the kernel attached it.
+    pub(crate) hop_limit: Option<u8>,
+    /// The datagram was longer than the buffer and cut (`MSG_TRUNC`).
+    pub(crate) truncated: bool,
+}
+
+/// Control-message space for a TTL and a hop limit with room to spare, aligned like
+/// `cmsghdr` (CMSG_FIRSTHDR hands out pointers into it).
+#[repr(C, align(8))]
+struct ControlBuffer([u8; 128]);
+
+/// Reads one datagram from the non-blocking `socket` without waiting (`recvmsg` with
+/// `MSG_DONTWAIT`), with its source address and the TTL / hop limit from the control
+/// messages. `WouldBlock` when nothing is queued.
+pub(crate) fn recv_with_hop_limit(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<ReceivedDatagram> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = ControlBuffer([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data (on some targets with private padding fields, hence
+    // zeroed rather than a literal); all-zero means no name, no buffers, no control.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: `socket` is valid for the call; every pointer in `msg` refers to a live local
+    // (`storage`, `iov` → `buf`, `control`) with the size given next to it, and nothing else
+    // borrows them until the call returns.
+    let received = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    let len = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    let source = socket_addr_from(&storage).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "recvmsg returned a source address that is neither ipv4 nor ipv6",
+        )
+    })?;
+    let mut hop_limit = None;
+    // SAFETY: `msg` was filled by a successful recvmsg; its control pointer and (updated)
+    // length describe `control`, still alive and unborrowed.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null pointer from CMSG_FIRSTHDR/CMSG_NXTHDR points at a complete,
+        // aligned cmsghdr inside `control` (the macros check it against msg_controllen).
+        let header = unsafe { &*cmsg };
+        let carries_hops = (header.cmsg_level == libc::IPPROTO_IP
+            && header.cmsg_type == libc::IP_TTL)
+            || (header.cmsg_level == libc::IPPROTO_IPV6 && header.cmsg_type == libc::IPV6_HOPLIMIT);
+        // SAFETY: CMSG_LEN only computes a length.
+        let int_len = unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as libc::c_uint) };
+        #[allow(clippy::unnecessary_cast)] // cmsg_len is size_t on glibc, socklen_t on musl
+        let cmsg_len = header.cmsg_len as usize;
+        if carries_hops && cmsg_len >= int_len as usize {
+            // SAFETY: the message is at least CMSG_LEN(sizeof(int)) long, so an int of data
+            // follows the header inside `control`; read_unaligned makes no alignment claim.
+            let value =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
+            hop_limit = u8::try_from(value).ok();
+        }
+        // SAFETY: `cmsg` is a valid header of `msg`'s control data (see above).
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(ReceivedDatagram {
+        len: len.min(buf.len()),
+        source,
+        hop_limit,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+    })
+}
+
+/// The IPv4 or IPv6 address in `storage`, by its family.
+fn socket_addr_from(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: family AF_INET means the storage holds a sockaddr_in, which fits in
+            // (and is no more aligned than) sockaddr_storage.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family AF_INET6 means the storage holds a sockaddr_in6, which fits in
+            // (and is no more aligned than) sockaddr_storage.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// Every IPv4 and IPv6 address configured on this host's interfaces (`getifaddrs`), loopback
 /// included; the agent treats them as local (same-host delivery) and binds its sockets to them.
 pub(crate) fn local_addresses() -> io::Result<Vec<IpAddr>> {
@@ -187,5 +370,59 @@ mod tests {
         // Router Alert (RFC 2113): type 148, length 4, value 0.
         set_ip_options(fd, &[148, 4, 0, 0]).expect("router alert accepted");
         set_ip_options(fd, &[]).expect("options cleared");
+    }
+
+    #[test]
+    fn hop_by_hop_header_shape_is_checked_before_the_kernel() {
+        let socket = std::net::UdpSocket::bind("[::1]:0").expect("bind");
+        let fd = std::os::fd::AsFd::as_fd(&socket);
+        for bad in [
+            &[0u8, 0, 5, 2, 0, 1][..],
+            &[0, 1, 5, 2, 0, 1, 1, 0],
+            &[0; 12],
+        ] {
+            let e = set_ipv6_hop_by_hop_options(fd, bad).expect_err("malformed header");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    /// The TTL a datagram was sent with comes back from `recv_with_hop_limit` (IPv4 through
+    /// IP_RECVTTL; loopback does not decrement it), with the payload and the sender.
+    #[test]
+    fn recv_reports_ttl_source_and_would_block() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let fd = std::os::fd::AsFd::as_fd(&receiver);
+        let mut buf = [0u8; 16];
+        let idle = recv_with_hop_limit(fd, &mut buf).expect_err("nothing queued");
+        assert_eq!(idle.kind(), io::ErrorKind::WouldBlock);
+        set_recv_ttl_v4(fd, true).expect("IP_RECVTTL");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sender.set_ttl(29).expect("ttl");
+        sender
+            .send_to(b"hello", receiver.local_addr().unwrap())
+            .expect("send");
+        let got = loop {
+            match recv_with_hop_limit(fd, &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                other => break other.expect("recv"),
+            }
+        };
+        assert_eq!(got.hop_limit, Some(29));
+        assert_eq!(got.source, sender.local_addr().unwrap());
+        assert_eq!(&buf[..got.len], b"hello");
+        assert!(!got.truncated);
+        // Cut to a 2-byte buffer: flagged, never past the buffer.
+        sender
+            .send_to(b"hello", receiver.local_addr().unwrap())
+            .expect("send");
+        let mut small = [0u8; 2];
+        let got = loop {
+            match recv_with_hop_limit(fd, &mut small) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                other => break other.expect("recv"),
+            }
+        };
+        assert!(got.truncated);
+        assert_eq!((got.len, &small), (2, b"he"));
     }
 }

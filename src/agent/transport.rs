@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::task::Poll;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::io::ReadBuf;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::memory::{MemoryDatagram, MemoryNetwork};
@@ -25,6 +25,10 @@ pub const RSVP_ENCAP_PORT: u16 = 1698;
 pub const RSVP_ENCAP_PORT_2: u16 = 1699;
 /// IPv4 Router Alert option (RFC 2113): type 148, length 4, value 0 ("examine packet").
 const ROUTER_ALERT_V4: [u8; 4] = [148, 4, 0, 0];
+/// IPv6 Hop-by-Hop Options header holding the Router Alert option (RFC 2711): next header
+/// (filled in by the kernel), header length 0 (8 bytes), option type 5, length 2, value 1
+/// ("datagram contains an RSVP message"), then a PadN of no data bytes to reach 8 bytes.
+const ROUTER_ALERT_V6_HOP_BY_HOP: [u8; 8] = [0, 0, 5, 2, 0, 1, 1, 0];
 /// Largest RSVP message we accept (the common header's length is 16 bits).
 pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
@@ -53,8 +57,9 @@ pub enum Transport {
         /// The UDP port agents listen on and send to (default [`RSVP_ENCAP_PORT`]).
         port: u16,
     },
-    /// Raw IP protocol 46, Path-type messages carrying the IP Router Alert option; needs
-    /// `CAP_NET_RAW`.
+    /// Raw IP protocol 46, Path-type messages carrying the Router Alert option (IPv4 option,
+    /// RFC 2113; IPv6 Hop-by-Hop option with value 1 "RSVP", RFC 2711); needs `CAP_NET_RAW`.
+    /// The received TTL / hop limit reaches the engine on both families.
     Raw,
     /// An in-memory network shared with other agents of this process (tests).
     Memory(MemoryNetwork),
@@ -235,13 +240,22 @@ impl Link {
                     set_ttl(&s.socket, s.local, t.ttl)?;
                     s.ttl = Some(t.ttl);
                 }
-                if s.local.is_ipv4() && s.router_alert != t.router_alert {
-                    let options: &[u8] = if t.router_alert {
-                        &ROUTER_ALERT_V4
-                    } else {
-                        &[]
-                    };
-                    crate::sys::set_ip_options(s.socket.as_fd(), options)?;
+                if s.router_alert != t.router_alert {
+                    // Sticky per socket, so changed only when this datagram differs from the
+                    // last one (Path vs Resv alternate rarely on one socket).
+                    match (s.local.is_ipv4(), t.router_alert) {
+                        (true, true) => {
+                            crate::sys::set_ip_options(s.socket.as_fd(), &ROUTER_ALERT_V4)?
+                        }
+                        (true, false) => crate::sys::set_ip_options(s.socket.as_fd(), &[])?,
+                        (false, true) => crate::sys::set_ipv6_hop_by_hop_options(
+                            s.socket.as_fd(),
+                            &ROUTER_ALERT_V6_HOP_BY_HOP,
+                        )?,
+                        (false, false) => {
+                            crate::sys::set_ipv6_hop_by_hop_options(s.socket.as_fd(), &[])?
+                        }
+                    }
                     s.router_alert = t.router_alert;
                 }
                 // Raw sockets take no port (IPv6 raw sockets demand 0 or the protocol).
@@ -264,7 +278,10 @@ impl Link {
     }
 
     /// Waits for the next datagram. Datagrams too short to be IP packets (raw) are skipped and
-    /// counted in `malformed`.
+    /// counted in `malformed`. The received TTL / hop limit comes from the IPv4 header (raw
+    /// IPv4) or from the `IP_TTL` / `IPV6_HOPLIMIT` control message (UDP, raw IPv6).
+    ///
+    /// Cancel safe: a datagram is only taken off a socket in the poll that returns it.
     pub(crate) async fn recv(
         &mut self,
         buf: &mut [u8],
@@ -272,25 +289,26 @@ impl Link {
     ) -> io::Result<Received> {
         match self {
             Link::Udp { sockets, .. } => {
-                let (i, source, len) = recv_any(sockets, buf).await?;
+                let (i, d) = recv_any(sockets, buf).await?;
                 Ok(Received {
-                    source: source.ip(),
+                    source: d.source.ip(),
                     destination: sockets[i].local,
-                    // UDP does not show the IP TTL; RFC 2205 App. C says to use Send_TTL.
-                    ttl: None,
+                    ttl: d.hop_limit,
                     offset: 0,
-                    len,
+                    len: d.len,
                 })
             }
             Link::Raw { sockets } => loop {
-                let (i, source, len) = recv_any(sockets, buf).await?;
+                let (i, d) = recv_any(sockets, buf).await?;
+                let (source, len) = (d.source, d.len);
                 let local = sockets[i].local;
                 if local.is_ipv6() {
-                    // IPv6 raw sockets hand over the payload only.
+                    // IPv6 raw sockets hand over the payload only; the hop limit comes as a
+                    // control message.
                     return Ok(Received {
                         source: source.ip(),
                         destination: local,
-                        ttl: None,
+                        ttl: d.hop_limit,
                         offset: 0,
                         len,
                     });
@@ -363,17 +381,30 @@ fn set_ttl(socket: &UdpSocket, local: IpAddr, ttl: u8) -> io::Result<()> {
     }
 }
 
+/// The next datagram of any of `sockets`: the index of its socket and what `recvmsg` said.
 async fn recv_any(
     sockets: &[BoundSocket],
     buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, usize)> {
+) -> io::Result<(usize, crate::sys::ReceivedDatagram)> {
     // Start where the last datagram came from +1 would be fairer; sockets are few (one per
     // local address) and RSVP traffic is light, so plain order is enough.
     poll_fn(|cx| {
         for (i, s) in sockets.iter().enumerate() {
-            let mut read = ReadBuf::new(buf);
-            if let Poll::Ready(result) = s.socket.poll_recv_from(cx, &mut read) {
-                return Poll::Ready(result.map(|from| (i, from, read.filled().len())));
+            // Tokio's readiness, then recvmsg ourselves (Tokio's recv_from does not return
+            // control messages); a spurious wake-up clears readiness and polls again.
+            loop {
+                match s.socket.poll_recv_ready(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match s.socket.try_io(Interest::READABLE, || {
+                    crate::sys::recv_with_hop_limit(s.socket.as_fd(), buf)
+                }) {
+                    Ok(d) => return Poll::Ready(Ok((i, d))),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
             }
         }
         Poll::Pending
@@ -386,6 +417,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<BoundSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    receive_hop_limit(&socket, addr.ip())?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into()).map_err(|e| {
         io::Error::new(
@@ -415,7 +447,10 @@ fn raw_socket(ip: IpAddr) -> io::Result<BoundSocket> {
         )
     })?;
     if ip.is_ipv6() {
-        socket.set_only_v6(true)?;
+        // No IPV6_V6ONLY here: Linux refuses it on raw sockets (they have their protocol
+        // number from the start) and an IPv6 raw socket never sees IPv4 anyway.
+        // IPv4 raw sockets read the TTL from the header they hand over; IPv6 ones strip it.
+        receive_hop_limit(&socket, ip)?;
     }
     socket.set_nonblocking(true)?;
     // Binding a raw socket filters on the destination address: each agent sees its own.
@@ -428,6 +463,16 @@ fn raw_socket(ip: IpAddr) -> io::Result<BoundSocket> {
         ttl: None,
         router_alert: false,
     })
+}
+
+/// Makes `socket` report the TTL / hop limit of each datagram it receives (RFC 2205 §3.1.1
+/// compares it with the common header's Send_TTL to notice non-RSVP hops).
+fn receive_hop_limit(socket: &Socket, local: IpAddr) -> io::Result<()> {
+    if local.is_ipv4() {
+        crate::sys::set_recv_ttl_v4(socket.as_fd(), true)
+    } else {
+        socket.set_recv_hoplimit_v6(true)
+    }
 }
 
 /// `(header length, ttl, source, destination)` of an IPv4 packet whose header is complete.
@@ -449,6 +494,145 @@ fn parse_ipv4_header(packet: &[u8]) -> Option<(usize, u8, Ipv4Addr, Ipv4Addr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a test needing `CAP_NET_RAW` may run (see the common test rule: skip with a
+    /// reason, or fail when `QTOQ_REQUIRE_PRIVILEGED=1`).
+    fn raw_permitted() -> bool {
+        let ok = Socket::new(
+            Domain::IPV6,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_RSVP))),
+        )
+        .is_ok();
+        if !ok {
+            if std::env::var("QTOQ_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("CAP_NET_RAW is required (QTOQ_REQUIRE_PRIVILEGED=1) but not available");
+            }
+            eprintln!("skipping: CAP_NET_RAW (raw ip protocol 46) not available");
+        }
+        ok
+    }
+
+    fn transmit(destination: IpAddr, ttl: u8, router_alert: bool, payload: &[u8]) -> Transmit {
+        Transmit {
+            destination,
+            source: None,
+            router_alert,
+            ttl,
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// Receives one datagram on `link`, failing after 5 s rather than hanging.
+    async fn recv_one(link: &mut Link, buf: &mut [u8]) -> Received {
+        let mut malformed = 0;
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            link.recv(buf, &mut malformed),
+        )
+        .await
+        .expect("a datagram within 5 s")
+        .expect("recv");
+        assert_eq!(malformed, 0);
+        r
+    }
+
+    /// UDP: the sending link's TTL / hop limit (what the engine asks for in `Transmit.ttl`)
+    /// comes out of the receiving link as `Received.ttl`, the value the driver passes on as
+    /// `Incoming.ttl`. Loopback does not decrement it; 37 and 200 are not anybody's default.
+    async fn udp_ttl_round_trip(ip: IpAddr) {
+        // The receiver on an ephemeral port; the sender targets that port (its own bind
+        // falls back to an ephemeral port, as the lenient default agent does).
+        let mut receiver = Link::open(&Transport::Udp { port: 0 }, &[ip], false).unwrap();
+        let port = receiver.bound()[0].port();
+        let mut sender = Link::open(&Transport::Udp { port }, &[ip], true).unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for ttl in [37, 200] {
+            let payload = [ttl, 1, 2, 3];
+            sender
+                .send(&transmit(ip, ttl, false, &payload))
+                .await
+                .unwrap();
+            let r = recv_one(&mut receiver, &mut buf).await;
+            assert_eq!(r.ttl, Some(ttl), "{ip}");
+            assert_eq!((r.source, r.destination), (ip, ip));
+            assert_eq!(&buf[r.offset..r.offset + r.len], &payload);
+        }
+    }
+
+    #[tokio::test]
+    async fn udp_ipv4_reports_received_ttl() {
+        udp_ttl_round_trip(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    }
+
+    #[tokio::test]
+    async fn udp_ipv6_reports_received_hop_limit() {
+        udp_ttl_round_trip(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)).await;
+    }
+
+    /// Raw IPv6: datagrams with and without the Router Alert hop-by-hop header (set, then
+    /// cleared again) both go out, arrive with the RSVP message alone (the extension header
+    /// is the kernel's) and with the hop limit sent.
+    #[tokio::test]
+    async fn raw_ipv6_router_alert_and_hop_limit() {
+        if !raw_permitted() {
+            return;
+        }
+        let ip = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        // Both raw sockets are bound to ::1, so each sees every datagram: the receiver reads
+        // what the sender sent.
+        let mut sender = Link::open(&Transport::Raw, &[ip], false).unwrap();
+        let mut receiver = Link::open(&Transport::Raw, &[ip], false).unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // A marker no other test sends, so datagrams of parallel raw tests on ::1 are skipped.
+        let marker = std::process::id().to_be_bytes();
+        for (ttl, alert) in [(37, true), (200, false), (41, true)] {
+            let mut payload = marker.to_vec();
+            payload.push(ttl);
+            sender
+                .send(&transmit(ip, ttl, alert, &payload))
+                .await
+                .unwrap();
+            let r = loop {
+                let r = recv_one(&mut receiver, &mut buf).await;
+                if buf[r.offset..r.offset + r.len] == payload[..] {
+                    break r;
+                }
+            };
+            assert_eq!(r.ttl, Some(ttl), "router alert {alert}");
+            assert_eq!(r.offset, 0);
+        }
+    }
+
+    /// Raw IPv4 reads the TTL from the header it hands over (the path the new recvmsg
+    /// receive must not disturb).
+    #[tokio::test]
+    async fn raw_ipv4_reports_received_ttl() {
+        if !raw_permitted() {
+            return;
+        }
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut sender = Link::open(&Transport::Raw, &[ip], false).unwrap();
+        let mut receiver = Link::open(&Transport::Raw, &[ip], false).unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut payload = std::process::id().to_be_bytes().to_vec();
+        payload.push(0x5a);
+        sender
+            .send(&transmit(ip, 37, true, &payload))
+            .await
+            .unwrap();
+        let r = loop {
+            let r = recv_one(&mut receiver, &mut buf).await;
+            if buf[r.offset..r.offset + r.len] == payload[..] {
+                break r;
+            }
+        };
+        assert_eq!(r.ttl, Some(37));
+        assert_eq!(
+            r.offset, 24,
+            "20-byte header plus the 4-byte router alert option"
+        );
+    }
 
     #[test]
     fn ipv4_header_parse_checks_lengths() {
