@@ -499,6 +499,11 @@ impl Engine {
     ///
     /// A failed `Install` is followed by a `Remove` of the same id (see [Rules](self#rules)).
     /// Outcomes for rules already removed are ignored.
+    ///
+    /// A failure reported for a rule that is *already in force* withdraws it the same way
+    /// (`Remove`, ResvErr with the failure's code toward the receiver, event to the owner): the
+    /// agent uses this when a policy reload or a closing schedule window revokes a reservation
+    /// (code 2, policy control failure).
     pub fn rule_outcome(&mut self, now: Instant, id: RuleId, outcome: Result<(), RuleFailure>) {
         self.cmd_rule_outcome(now, id, outcome);
         self.drain_local(now);
