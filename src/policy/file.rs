@@ -141,7 +141,8 @@ impl Locator<'_> {
     fn rate(&self, value: &Spanned<RawValue>, what: &str) -> Result<f64, PolicyError> {
         let rate = parse_rate(&value.get_ref().as_text())
             .map_err(|e| self.at(value, format!("{what}: {e}")))?;
-        if rate <= 0.0 {
+        // Tested as the f32 RSVP signals it: `1e-50` would otherwise pass and become 0.
+        if rate as f32 <= 0.0 {
             return Err(self.at(value, format!("{what} must be greater than zero")));
         }
         Ok(rate)
@@ -198,10 +199,14 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let mut interfaces = Vec::new();
     for i in &raw.interfaces {
         let name = i.name.get_ref();
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+        if !valid_interface_name(name) {
             return Err(locator.at(
                 &i.name,
-                format!("`{name}` is not a valid interface name (1-15 characters, no `/`)"),
+                format!(
+                    "`{}` is not a valid interface name (1-15 bytes, not `.` or `..`, no `/`, \
+                     `:`, whitespace or control characters)",
+                    name.escape_debug()
+                ),
             ));
         }
         if interfaces.iter().any(|x: &InterfaceSpec| x.name == *name) {
@@ -235,6 +240,18 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         pools,
         interfaces,
     ))
+}
+
+/// The kernel's rule (`dev_valid_name`), plus no control characters: netlink carries the name
+/// NUL-terminated, so a NUL or newline would never name a real interface.
+fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 fn validate_host(locator: &Locator<'_>, h: &RawHost) -> Result<HostLimits, PolicyError> {
@@ -276,6 +293,11 @@ fn parse_utc_offset(text: &str) -> Result<i32, String> {
         _ => return Err(bad()),
     };
     let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    // Two digits each: `parse` alone would take `+-05:00` or `+01:-30` as offsets.
+    let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(h) || !two_digits(m) {
+        return Err(bad());
+    }
     let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 14 || m >= 60 {
         return Err(bad());

@@ -331,7 +331,8 @@ impl Schedule {
                 let (a, b) = text
                     .split_once('-')
                     .ok_or_else(|| format!("time window `{text}` must look like `08:00-18:00`"))?;
-                let (start, end) = (parse_clock(a)?, parse_clock(b)?);
+                // `24:00` ends the day; as a start it is the next midnight, i.e. `00:00`.
+                let (start, end) = (parse_clock(a)? % MINUTES_PER_DAY, parse_clock(b)?);
                 if start == end {
                     return Err(format!("time window `{text}` is empty"));
                 }
@@ -354,15 +355,22 @@ impl Schedule {
     }
 }
 
-/// `"HH:MM"` → minutes; `24:00` is allowed as the end of the day.
+/// `"HH:MM"` → minutes, 0-1440; `24:00` (1440) is allowed as the end of the day, so that
+/// `00:00-24:00` is the whole day rather than an empty window.
 fn parse_clock(text: &str) -> Result<u16, String> {
     let bad = || format!("`{text}` is not a time of day like `08:30`");
     let (h, m) = text.trim().split_once(':').ok_or_else(bad)?;
+    // Digits only: `parse` would also take `+8`.
+    let all_digits =
+        |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(h) || !all_digits(m) {
+        return Err(bad());
+    }
     let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if m >= 60 || h > 24 || (h == 24 && m != 0) {
         return Err(bad());
     }
-    Ok((h * 60 + m) % MINUTES_PER_DAY)
+    Ok(h * 60 + m)
 }
 
 #[cfg(test)]

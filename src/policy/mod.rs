@@ -27,6 +27,11 @@
 //! capacity, the host limits) is an *admission control* failure: code 1, value 2 ("requested
 //! bandwidth unavailable", RFC 2205 App. B). A flowspec with a negative or non-finite rate is
 //! code 21 value 3 ("bad flowspec value", RFC 2210).
+//!
+//! RSVP carries rates and sizes as f32, so limits are applied at that precision: a rule's
+//! own limits are compared with the request after rounding them to f32, and shared capacity
+//! gets a relative slack of `f32::EPSILON`, so that reservations filling a limit exactly in
+//! decimal (three of `333333.33` in `1000000`) are not refused over rounding.
 
 mod file;
 mod matching;
@@ -34,6 +39,7 @@ pub mod units;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -406,7 +412,21 @@ impl Policy {
             file: file.clone(),
             source,
         };
-        let size = std::fs::metadata(path).map_err(io)?.len();
+        // Opened non-blocking and checked to be a regular file before reading: a FIFO (or a
+        // device) in its place would otherwise block the caller forever.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        let metadata = opened.metadata().map_err(io)?;
+        if !metadata.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let size = metadata.len();
         if size > MAX_POLICY_FILE_BYTES {
             return Err(PolicyError::TooLarge {
                 file,
@@ -417,10 +437,7 @@ impl Policy {
         // Read at most the limit even if the file grows meanwhile.
         let mut text = String::new();
         std::io::Read::read_to_string(
-            &mut std::io::Read::take(
-                std::fs::File::open(path).map_err(io)?,
-                MAX_POLICY_FILE_BYTES,
-            ),
+            &mut std::io::Read::take(opened, MAX_POLICY_FILE_BYTES),
             &mut text,
         )
         .map_err(io)?;
@@ -731,7 +748,10 @@ fn check_room(
     limit: f64,
     what: impl FnOnce() -> String,
 ) -> Result<(), AdmissionDenied> {
-    if used + rate > limit {
+    // `rate` and `used` are f32s as RSVP carries them, each up to half an f32 ulp (2^-24
+    // relative) above the decimal value meant: reservations that fill a limit exactly in
+    // decimal must still fit, so the limit gets that much slack (f32::EPSILON = 2^-23).
+    if used + rate > limit + limit * f64::from(f32::EPSILON) {
         return Err(denied(
             ERROR_ADMISSION,
             ADMISSION_BANDWIDTH_UNAVAILABLE,
@@ -743,6 +763,11 @@ fn check_room(
         ));
     }
     Ok(())
+}
+
+/// `value` rounded to the f32 RSVP signals it as (values beyond f32 become infinite).
+fn signaled_precision(value: f64) -> f64 {
+    f64::from(value as f32)
 }
 
 /// The rule's own, per-request limits: policy failures (code 2).
@@ -782,10 +807,21 @@ fn check_rule(rule: &PolicyRule, request: &AdmissionRequest) -> Result<(), Admis
         )),
         _ => Ok(()),
     };
-    over("rate (B/s)", f64::from(spec.reserved_rate()), limits.rate)?;
-    over("token rate (B/s)", f64::from(tspec.rate), limits.rate)?;
-    over("bucket (B)", f64::from(tspec.bucket), limits.bucket)?;
-    over("peak (B/s)", f64::from(tspec.peak), limits.peak)?;
+    // The flowspec holds f32s: compare against the limits at that precision, so that e.g.
+    // a no-signaling rule's own flowspec (built from these limits) always fits them.
+    let rate_limit = limits.rate.map(signaled_precision);
+    over("rate (B/s)", f64::from(spec.reserved_rate()), rate_limit)?;
+    over("token rate (B/s)", f64::from(tspec.rate), rate_limit)?;
+    over(
+        "bucket (B)",
+        f64::from(tspec.bucket),
+        limits.bucket.map(signaled_precision),
+    )?;
+    over(
+        "peak (B/s)",
+        f64::from(tspec.peak),
+        limits.peak.map(signaled_precision),
+    )?;
     over(
         "max packet (B)",
         f64::from(tspec.max_packet),
