@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::StreamExt;
 use qtoq::agent::Transport;
+use qtoq::flow::AdmitAll;
 use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -35,6 +36,8 @@ async fn established(stream: &QosStream) {
         if matches!(event, QosEvent::Established { .. }) {
             return;
         }
+        // A refused or torn-down setup must stop the bench, not hang it.
+        assert!(!event.is_error_or_end(), "setup failed: {event:?}");
     }
     panic!("event stream ended before Established");
 }
@@ -102,11 +105,14 @@ fn setup(c: &mut Criterion) {
         .build()
         .unwrap();
     let server_ip = loopback(1);
+    // Admit-all: this bench measures signaling, and the default policy's host limit
+    // (100 Mbit/s) would admit only 12 of the 64 concurrent 1 MB/s reservations.
     let (one_agent, listener, two_a, two_b, listener_two, tcp_listener) = rt.block_on(async {
         let one = (0..CLIENT_ADDRS)
             .fold(
                 Agent::builder()
                     .transport(Transport::udp())
+                    .admission(Box::new(AdmitAll))
                     .local_addr(server_ip),
                 |b, i| b.local_addr(client_addr(ONE_AGENT_BLOCK, u64::from(i))),
             )
@@ -119,9 +125,13 @@ fn setup(c: &mut Criterion) {
             .await
             .unwrap();
         // Two agents talking over real UDP on loopback (two hosts' worth of work).
-        let a = Agent::builder().local_addr(loopback(3)).build().unwrap();
+        let a = Agent::builder()
+            .admission(Box::new(AdmitAll))
+            .local_addr(loopback(3))
+            .build()
+            .unwrap();
         let b = (0..CLIENT_ADDRS)
-            .fold(Agent::builder(), |b, i| {
+            .fold(Agent::builder().admission(Box::new(AdmitAll)), |b, i| {
                 b.local_addr(client_addr(TWO_AGENTS_BLOCK, u64::from(i)))
             })
             .build()
