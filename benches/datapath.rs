@@ -2,6 +2,7 @@
 //! small (64 B) writes over loopback, QosStream and plain tokio TcpStream in the same run.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qtoq::agent::Transport;
@@ -44,8 +45,8 @@ fn datapath(c: &mut Criterion) {
         .build()
         .unwrap();
     let ip = IpAddr::V4(Ipv4Addr::new(127, 251, (std::process::id() % 250) as u8, 1));
-    let (mut qos_server, mut qos_client, mut tcp_server, mut tcp_client, _agent) =
-        rt.block_on(async {
+    let (qos_server, qos_client, tcp_server, tcp_client, tcp2_server, tcp2_client, _agent) = rt
+        .block_on(async {
             // The recording enforcer: this bench measures what the stream wrapper costs, not
             // the reservation (the default socket enforcer would pace the sender at the
             // reserved 125 000 B/s).
@@ -69,48 +70,86 @@ fn datapath(c: &mut Criterion) {
             let tcp = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
             let (tcp_client, tcp_accepted) =
                 tokio::join!(TcpStream::connect(tcp.local_addr().unwrap()), tcp.accept());
+            let (tcp2_client, tcp2_accepted) =
+                tokio::join!(TcpStream::connect(tcp.local_addr().unwrap()), tcp.accept());
             (
                 accepted.unwrap().0,
                 client.unwrap(),
                 tcp_accepted.unwrap().0,
                 tcp_client.unwrap(),
+                tcp2_accepted.unwrap().0,
+                tcp2_client.unwrap(),
                 agent,
             )
         });
 
-    let mut bulk = c.benchmark_group("datapath_bulk_64KiB_writes");
-    bulk.throughput(Throughput::Bytes(BULK_BYTES as u64));
-    bulk.bench_function("tcp_stream", |b| {
-        b.iter(|| {
-            rt.block_on(transfer(
-                &mut tcp_server,
-                &mut tcp_client,
-                BULK_BYTES,
-                64 * 1024,
-            ))
-        })
-    });
-    bulk.bench_function("qos_stream", |b| {
-        b.iter(|| {
-            rt.block_on(transfer(
-                &mut qos_server,
-                &mut qos_client,
-                BULK_BYTES,
-                64 * 1024,
-            ))
-        })
-    });
-    bulk.finish();
+    let mut pairs = Pairs {
+        qos: (qos_server, qos_client),
+        tcp: (tcp_server, tcp_client),
+        tcp2: (tcp2_server, tcp2_client),
+    };
+    // Interleaved measurement: every iteration moves the same bytes over *all three*
+    // connections, one after the other, and times only the one the bench names. Loopback
+    // throughput drifts over seconds (softirq placement, buffer autotuning), so running the
+    // connections minutes apart would measure the drift. `tcp_stream_second_connection` is an
+    // A/A baseline: a second plain TcpStream shows how far two identical connections differ.
+    for (group_name, total, chunk) in [
+        ("datapath_bulk_64KiB_writes", BULK_BYTES, 64 * 1024),
+        ("datapath_64B_writes", SMALL_BYTES, 64),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Bytes(total as u64));
+        for (name, which) in [
+            ("tcp_stream", Which::Tcp),
+            ("tcp_stream_second_connection", Which::Tcp2),
+            ("qos_stream", Which::Qos),
+        ] {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut timed = Duration::ZERO;
+                        for _ in 0..iters {
+                            timed += pairs.round(which, total, chunk).await;
+                        }
+                        timed
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
 
-    let mut small = c.benchmark_group("datapath_64B_writes");
-    small.throughput(Throughput::Bytes(SMALL_BYTES as u64));
-    small.bench_function("tcp_stream", |b| {
-        b.iter(|| rt.block_on(transfer(&mut tcp_server, &mut tcp_client, SMALL_BYTES, 64)))
-    });
-    small.bench_function("qos_stream", |b| {
-        b.iter(|| rt.block_on(transfer(&mut qos_server, &mut qos_client, SMALL_BYTES, 64)))
-    });
-    small.finish();
+#[derive(Clone, Copy, PartialEq)]
+enum Which {
+    Qos,
+    Tcp,
+    Tcp2,
+}
+
+struct Pairs {
+    qos: (QosStream, QosStream),
+    tcp: (TcpStream, TcpStream),
+    tcp2: (TcpStream, TcpStream),
+}
+
+impl Pairs {
+    /// One transfer over each connection; returns the time of the one asked for.
+    async fn round(&mut self, which: Which, total: usize, chunk: usize) -> Duration {
+        let mut timed = Duration::ZERO;
+        for each in [Which::Qos, Which::Tcp, Which::Tcp2] {
+            let t = Instant::now();
+            match each {
+                Which::Qos => transfer(&mut self.qos.0, &mut self.qos.1, total, chunk).await,
+                Which::Tcp => transfer(&mut self.tcp.0, &mut self.tcp.1, total, chunk).await,
+                Which::Tcp2 => transfer(&mut self.tcp2.0, &mut self.tcp2.1, total, chunk).await,
+            }
+            if each == which {
+                timed = t.elapsed();
+            }
+        }
+        timed
+    }
 }
 
 criterion_group!(benches, datapath);
