@@ -292,7 +292,9 @@ impl Engine {
         self.flush();
         let mut budget = LOCAL_BUDGET;
         while let Some((source, destination, msg)) = self.local.pop_front() {
-            self.on_msg(now, source, destination, msg);
+            // Delivered without an IP layer: received TTL equals Send_TTL by construction.
+            let ttl = Some(msg.send_ttl);
+            self.on_msg(now, source, destination, ttl, msg);
             self.flush();
             budget -= 1;
             if budget == 0 {
@@ -1035,7 +1037,13 @@ impl Engine {
     pub(super) fn on_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
         self.stats.received += 1;
         match codec::decode(datagram.payload) {
-            Ok(msg) => self.on_msg(now, datagram.source, datagram.destination, msg),
+            Ok(msg) => self.on_msg(
+                now,
+                datagram.source,
+                datagram.destination,
+                datagram.ttl,
+                msg,
+            ),
             Err(failure) if failure.unsupported => {
                 self.stats.ignored += 1;
                 tracing::debug!(source = %datagram.source, error = %failure.error, "message ignored");
@@ -1085,11 +1093,19 @@ impl Engine {
         self.stats.rejected += 1;
     }
 
-    fn on_msg(&mut self, now: Instant, source: IpAddr, destination: IpAddr, msg: Msg) {
+    /// `ttl` is the IP TTL / hop limit the message arrived with, `None` when unknown.
+    fn on_msg(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        destination: IpAddr,
+        ttl: Option<u8>,
+        msg: Msg,
+    ) {
         let now = self.clock.ms(now);
         tracing::trace!(kind = ?msg.kind, session = ?msg.session, %source, "rsvp message");
         match msg.kind {
-            Kind::Path => self.on_path(now, source, msg),
+            Kind::Path => self.on_path(now, source, ttl, msg),
             Kind::PathTear => self.on_path_tear(msg),
             Kind::PathErr => self.on_path_err(now, msg),
             Kind::Resv => self.on_resv(now, destination, msg),
@@ -1104,7 +1120,7 @@ impl Engine {
         tracing::debug!(kind = ?msg.kind, session = ?msg.session, "malformed message: {what}");
     }
 
-    fn on_path(&mut self, now: Ms, source: IpAddr, msg: Msg) {
+    fn on_path(&mut self, now: Ms, source: IpAddr, ttl: Option<u8>, msg: Msg) {
         let (Some(hop), Some(sender), Some(tspec)) = (msg.hop, msg.sender, msg.tspec) else {
             return self.malformed(
                 &msg,
@@ -1115,8 +1131,23 @@ impl Engine {
             Some(r) if r > 0 => r,
             _ => return self.malformed(&msg, "path without a usable time_values"),
         };
-        let _ = source;
         let own = msg.session.destination.ip();
+        // RFC 2205 §2.9 / §3.8: RSVP hops intercept Path messages and so never decrement the
+        // IP TTL; a received TTL other than Send_TTL means non-RSVP routers forwarded it.
+        // The engine keeps no ADSPEC, so the break bit is not ours to set: we record it.
+        let non_rsvp_hops = ttl.is_some_and(|ttl| ttl != msg.send_ttl);
+        if non_rsvp_hops {
+            self.stats.non_rsvp_hops += 1;
+            tracing::debug!(
+                session = ?msg.session,
+                %sender,
+                %source,
+                previous_hop = %hop.addr,
+                send_ttl = msg.send_ttl,
+                ttl = ?ttl,
+                "path crossed non-rsvp hops"
+            );
+        }
         let Some(slot) = self.slot_for(msg.session, true) else {
             self.stats.rejected += 1;
             tracing::warn!(
@@ -1144,6 +1175,7 @@ impl Engine {
                 let changed = psb.tspec != tspec || psb.phop != hop;
                 psb.tspec = tspec;
                 psb.phop = hop;
+                psb.non_rsvp_hops = non_rsvp_hops;
                 psb.expires_at = expires_at;
                 changed
             }
@@ -1167,6 +1199,7 @@ impl Engine {
                     tspec,
                     phop: hop,
                     expires_at,
+                    non_rsvp_hops,
                 });
                 true
             }

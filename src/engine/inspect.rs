@@ -34,6 +34,10 @@ pub struct PathInfo {
     pub previous_hop: IpAddr,
     /// When the state expires unless refreshed.
     pub expires: Option<Instant>,
+    /// The last Path arrived with an IP TTL other than its common header's Send_TTL: routers
+    /// that do not speak RSVP lie between the previous hop and us, so the reservation may not
+    /// hold end to end (RFC 2205 §2.9). `false` when the transport did not report the TTL.
+    pub non_rsvp_hops: bool,
 }
 
 /// Reservation state received for a session (on the data sender's side).
@@ -133,6 +137,7 @@ impl Engine {
                     tspec: p.tspec,
                     previous_hop: p.phop.addr,
                     expires: self.clock.instant(p.expires_at),
+                    non_rsvp_hops: p.non_rsvp_hops,
                 })
                 .collect(),
             reservations: session

@@ -337,6 +337,9 @@ pub struct Stats {
     /// Messages this host ignored because they are not for it or arrived for state it no
     /// longer has (e.g. a ResvConf for a released session, a duplicate teardown).
     pub ignored: u64,
+    /// Path messages whose received IP TTL differed from their Send_TTL: non-RSVP routers
+    /// forwarded them (RFC 2205 §2.9). Paths with an unknown TTL are not counted.
+    pub non_rsvp_hops: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).

@@ -234,6 +234,8 @@ pub(crate) struct Psb {
     pub(crate) tspec: TokenBucket,
     pub(crate) phop: Hop,
     pub(crate) expires_at: Ms,
+    /// The last Path arrived with an IP TTL other than its Send_TTL (RFC 2205 §2.9).
+    pub(crate) non_rsvp_hops: bool,
 }
 
 /// Which senders a received reservation covers.
