@@ -10,21 +10,19 @@
 //! returns, unless QTOQ_REQUIRE_PRIVILEGED=1, when it fails.
 
 mod agent_util;
+mod capture_support;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use agent_util::{cross_agent_flow, privileged};
+use capture_support::{Capture, PI_WARN};
 use qtoq::agent::Transport;
 use qtoq::Agent;
 
-/// Wireshark's expert severity for warnings (`PI_WARN`); anything at or above fails.
-const PI_WARN: u32 = 0x0060_0000;
 const SERVER_IP: &str = "fd00:5eed::1";
 const CLIENT_IP: &str = "fd00:5eed::2";
 
@@ -85,75 +83,6 @@ impl Drop for Namespace {
         if let Err(e) = run(&["ip", "netns", "del", &self.name]) {
             eprintln!("could not delete namespace {}: {e}", self.name);
         }
-    }
-}
-
-/// A `tshark` capture on the namespace's `lo`, stopped and its file removed on drop.
-struct Capture {
-    child: Option<Child>,
-    path: PathBuf,
-}
-
-impl Capture {
-    /// Starts capturing RSVP (protocol 46 behind any IPv6 extension header); bounded to
-    /// 60 s and 200 packets.
-    fn start(ns: &Namespace) -> Capture {
-        let path = std::env::temp_dir().join(format!("{}.pcap", ns.name));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "tshark", "-i", "lo"])
-            .args(["-f", "ip6 protochain 46", "-a", "duration:60", "-c", "200"])
-            .arg("-w")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tshark starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let mut capture = Capture {
-            child: Some(child),
-            path,
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Capturing on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            capture.stop();
-            panic!("tshark did not start capturing");
-        }
-        // The capture filter is attached right after the banner; leave it a moment.
-        std::thread::sleep(Duration::from_millis(300));
-        capture
-    }
-
-    /// Stops tshark gracefully (SIGINT lets it flush the file); `ip netns exec` execs
-    /// tshark, so the child's pid is tshark's.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            for _ in 0..100 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -239,7 +168,7 @@ fn raw_ipv6_agents_signal_with_hop_by_hop_router_alert() {
         return;
     }
     let ns = Namespace::create();
-    let mut capture = Capture::start(&ns);
+    let mut capture = Capture::start(Some(&ns.name), "ip6 protochain 46", 200);
     let ns_path = ns.path();
     let flow = std::thread::spawn(move || {
         qtoq::enforce::enter_network_namespace(&ns_path).expect("setns into the test namespace");

@@ -2,102 +2,16 @@
 //! (UDP encapsulation and raw IP), dissect, and check the messages and their fields.
 
 mod agent_util;
+mod capture_support;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_util::*;
+use capture_support::{Capture, PI_WARN};
 use qtoq::agent::Transport;
 use qtoq::Agent;
-
-/// Wireshark's expert severity for warnings (`PI_WARN`); anything at or above fails.
-const PI_WARN: u32 = 0x0060_0000;
-
-static CAPTURES: AtomicU32 = AtomicU32::new(0);
-
-/// A running `tshark` capture, stopped and its file removed on drop (even on panic).
-struct Capture {
-    child: Option<Child>,
-    path: PathBuf,
-}
-
-impl Capture {
-    /// Starts capturing `filter` on `lo`; bounded to 60 s and 500 packets.
-    fn start(filter: &str) -> Capture {
-        let path = std::env::temp_dir().join(format!(
-            "qtoq-capture-{}-{}.pcap",
-            std::process::id(),
-            CAPTURES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut child = Command::new("tshark")
-            .args([
-                "-i",
-                "lo",
-                "-f",
-                filter,
-                "-a",
-                "duration:60",
-                "-c",
-                "500",
-                "-w",
-            ])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tshark starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let mut capture = Capture {
-            child: Some(child),
-            path,
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Capturing on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            capture.stop();
-            panic!("tshark did not start capturing");
-        }
-        // The capture filter is attached right after the banner; leave it a moment.
-        std::thread::sleep(Duration::from_millis(300));
-        capture
-    }
-
-    /// Stops tshark gracefully (SIGINT lets it flush the file).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            for _ in 0..100 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 /// One dissected RSVP message.
 #[derive(Debug)]
@@ -202,7 +116,7 @@ async fn capture_flow(transport: Transport, filter_proto: &str) {
     };
     let (server_agent, client_agent) = (agent(), agent());
     let server_ip = addr_of(&server_agent);
-    let mut capture = Capture::start(&format!("({filter_proto}) and host {server_ip}"));
+    let mut capture = Capture::start(None, &format!("({filter_proto}) and host {server_ip}"), 500);
     let (server, client) = cross_agent_flow(&server_agent, &client_agent).await;
     // Let the last datagrams reach the capture before stopping it.
     tokio::time::sleep(Duration::from_millis(300)).await;

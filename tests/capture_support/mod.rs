@@ -1,0 +1,97 @@
+//! A bounded `tshark` capture for tests that check the signaling on the wire.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Wireshark's expert severity for warnings (`PI_WARN`); anything at or above fails a test.
+pub const PI_WARN: u32 = 0x0060_0000;
+
+static CAPTURES: AtomicU32 = AtomicU32::new(0);
+
+/// A running `tshark` capture, stopped and its file removed on drop (even on panic).
+pub struct Capture {
+    child: Option<Child>,
+    /// The pcap file being written.
+    pub path: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing `filter` on `lo` (inside network namespace `netns` when given),
+    /// bounded to 60 s and `max_packets`; returns once tshark reports it is capturing.
+    pub fn start(netns: Option<&str>, filter: &str, max_packets: u32) -> Capture {
+        let path = std::env::temp_dir().join(format!(
+            "qtoq-capture-{}-{}.pcap",
+            std::process::id(),
+            CAPTURES.fetch_add(1, Ordering::Relaxed)
+        ));
+        // `ip netns exec` execs tshark, so the child's pid is tshark's either way.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "tshark"]);
+                c
+            }
+            None => Command::new("tshark"),
+        };
+        let mut child = command
+            .args(["-i", "lo", "-f", filter, "-a", "duration:60", "-c"])
+            .arg(max_packets.to_string())
+            .arg("-w")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let mut capture = Capture {
+            child: Some(child),
+            path,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Capturing on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            capture.stop();
+            panic!("tshark did not start capturing");
+        }
+        // The capture filter is attached right after the banner; leave it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        capture
+    }
+
+    /// Stops tshark gracefully (SIGINT lets it flush the file).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
