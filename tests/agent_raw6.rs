@@ -12,7 +12,6 @@
 mod agent_util;
 mod capture_support;
 
-use std::io::BufRead;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
