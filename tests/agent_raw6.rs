@@ -11,6 +11,7 @@
 
 mod agent_util;
 mod capture_support;
+mod netns_support;
 
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use agent_util::{cross_agent_flow, privileged};
 use capture_support::{Capture, PI_WARN};
+use netns_support::run;
 use qtoq::agent::Transport;
 use qtoq::Agent;
 
@@ -26,21 +28,6 @@ const SERVER_IP: &str = "fd00:5eed::1";
 const CLIENT_IP: &str = "fd00:5eed::2";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn is_root() -> bool {
     run(&["id", "-u"]).is_ok_and(|uid| uid.trim() == "0")
