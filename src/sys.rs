@@ -1,5 +1,5 @@
 //! The only module allowed `unsafe`: thin wrappers over the few calls libc exposes and socket2
-//! does not (`SO_MAX_PACING_RATE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
+//! does not (`SO_MAX_PACING_RATE`, `SO_COOKIE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
 //! `recvmsg` with its control messages, `getifaddrs`).
 #![allow(unsafe_code)]
 
@@ -79,6 +79,34 @@ pub(crate) fn set_max_pacing_rate(fd: BorrowedFd<'_>, rate: u64) -> io::Result<(
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The kernel's identity of the socket behind `fd` (`SO_COOKIE`, Linux 4.12+): the same u64
+/// for every descriptor dup'd from it, never reused for another socket while the system runs.
+pub(crate) fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `fd` is a valid open descriptor for the borrow's lifetime; `cookie` and `len`
+    // are live, writable and `len` holds the size of `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<u64>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "getsockopt SO_COOKIE answered with an unexpected length",
+        ));
+    }
+    Ok(cookie)
 }
 
 /// Moves the calling thread into the network namespace `ns` (an open `/run/netns/NAME`).
@@ -360,6 +388,20 @@ mod tests {
             addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
             "{addrs:?}"
         );
+    }
+
+    #[test]
+    fn socket_cookie_follows_the_socket_not_the_descriptor() {
+        let first = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let second = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let dup = first.try_clone().expect("dup");
+        let cookie = |s: &std::net::UdpSocket| {
+            socket_cookie(std::os::fd::AsFd::as_fd(s)).expect("SO_COOKIE")
+        };
+        assert_eq!(cookie(&first), cookie(&dup));
+        assert_ne!(cookie(&first), cookie(&second));
+        let file = std::fs::File::open("/dev/null").expect("open");
+        assert!(socket_cookie(std::os::fd::AsFd::as_fd(&file)).is_err());
     }
 
     #[test]

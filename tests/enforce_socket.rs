@@ -160,3 +160,138 @@ async fn errors_carry_rsvp_codes() {
     assert_eq!(not_socket.rsvp_error().0, 22);
     assert_eq!(enforcer.installed_count(), 0);
 }
+
+/// Two rules on one socket, each given its own dup'd descriptor: the newest rule's options
+/// apply, removing it re-applies the older one, and removing the last restores what the
+/// socket had before any rule (not the first rule's marking and pacing).
+#[tokio::test]
+async fn two_rules_on_one_socket_restore_the_original_options() {
+    let (server, _client) = connected_pair("127.0.0.1:0").unwrap();
+    let sock = socket2::SockRef::from(&server);
+    sock.set_tos_v4(0x20).unwrap();
+    sock.set_priority(2).unwrap();
+    let before = SocketOptions::read(server.as_fd()).unwrap();
+    let fd_a = server.try_clone().unwrap();
+    let fd_b = server.try_clone().unwrap();
+    let mut enforcer = SocketEnforcer::new();
+
+    enforcer
+        .install(
+            &rule(10, &server, 1_000_000.0, Some(46)),
+            Some(fd_a.as_fd()),
+        )
+        .await
+        .unwrap();
+    let with_a = SocketOptions::read(server.as_fd()).unwrap();
+    assert_eq!(with_a.tos, Some(46 << 2));
+    assert_eq!(with_a.max_pacing_rate, 1_045_580);
+
+    enforcer
+        .install(&rule(11, &server, 500_000.0, Some(34)), Some(fd_b.as_fd()))
+        .await
+        .unwrap();
+    let with_b = SocketOptions::read(server.as_fd()).unwrap();
+    assert_eq!(with_b.tos, Some(34 << 2));
+    assert_eq!(with_b.max_pacing_rate, 522_790);
+
+    // Removing the older rule leaves the newer one in force.
+    enforcer
+        .remove(RuleId(10), Some(fd_a.as_fd()))
+        .await
+        .unwrap();
+    assert_eq!(SocketOptions::read(server.as_fd()).unwrap(), with_b);
+
+    enforcer
+        .remove(RuleId(11), Some(fd_b.as_fd()))
+        .await
+        .unwrap();
+    assert_eq!(SocketOptions::read(server.as_fd()).unwrap(), before);
+    assert_eq!(enforcer.installed_count(), 0);
+}
+
+/// Removing the newest of two rules re-applies the remaining one; removing that one
+/// restores the originals.
+#[tokio::test]
+async fn removing_the_newest_rule_reapplies_the_older_one() {
+    let (server, _client) = connected_pair("127.0.0.1:0").unwrap();
+    let before = SocketOptions::read(server.as_fd()).unwrap();
+    let fd_a = server.try_clone().unwrap();
+    let fd_b = server.try_clone().unwrap();
+    let mut enforcer = SocketEnforcer::new();
+    enforcer
+        .install(
+            &rule(20, &server, 1_000_000.0, Some(46)),
+            Some(fd_a.as_fd()),
+        )
+        .await
+        .unwrap();
+    let with_a = SocketOptions::read(server.as_fd()).unwrap();
+    enforcer
+        .install(&rule(21, &server, 500_000.0, Some(34)), Some(fd_b.as_fd()))
+        .await
+        .unwrap();
+    // A modify of the older rule is kept but the newer rule stays in force.
+    let deferred = enforcer
+        .modify(&rule(20, &server, 250_000.0, Some(10)), Some(fd_a.as_fd()))
+        .await
+        .unwrap();
+    assert!(
+        deferred.summary.contains("deferred"),
+        "{}",
+        deferred.summary
+    );
+    assert_eq!(
+        SocketOptions::read(server.as_fd()).unwrap().tos,
+        Some(34 << 2)
+    );
+
+    enforcer
+        .remove(RuleId(21), Some(fd_b.as_fd()))
+        .await
+        .unwrap();
+    let after_b = SocketOptions::read(server.as_fd()).unwrap();
+    assert_eq!(after_b.tos, Some(10 << 2));
+    assert_eq!(after_b.max_pacing_rate, 261_395);
+    assert_ne!(after_b, with_a);
+
+    enforcer
+        .remove(RuleId(20), Some(fd_a.as_fd()))
+        .await
+        .unwrap();
+    assert_eq!(SocketOptions::read(server.as_fd()).unwrap(), before);
+}
+
+#[tokio::test]
+async fn dscp_above_63_is_refused_and_nothing_is_applied() {
+    let (server, _client) = connected_pair("127.0.0.1:0").unwrap();
+    let before = SocketOptions::read(server.as_fd()).unwrap();
+    let mut enforcer = SocketEnforcer::new();
+    for dscp in [64, 0x6e, 255] {
+        let refused = enforcer
+            .install(&rule(30, &server, 1000.0, Some(dscp)), Some(server.as_fd()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, EnforceError::Unsupported(m) if m.contains(&format!("dscp {dscp}"))),
+            "{refused}"
+        );
+        assert_eq!(SocketOptions::read(server.as_fd()).unwrap(), before);
+        assert_eq!(enforcer.installed_count(), 0);
+    }
+    // 63 is the largest code point and is accepted.
+    enforcer
+        .install(&rule(31, &server, 1000.0, Some(63)), Some(server.as_fd()))
+        .await
+        .unwrap();
+    assert_eq!(
+        SocketOptions::read(server.as_fd()).unwrap().tos,
+        Some(63 << 2)
+    );
+    // A modify to an out-of-range DSCP leaves the installed rule's options in place.
+    let during = SocketOptions::read(server.as_fd()).unwrap();
+    enforcer
+        .modify(&rule(31, &server, 2000.0, Some(64)), Some(server.as_fd()))
+        .await
+        .unwrap_err();
+    assert_eq!(SocketOptions::read(server.as_fd()).unwrap(), during);
+}

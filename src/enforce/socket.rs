@@ -14,6 +14,9 @@ use crate::sys;
 /// value an unprivileged process may set; `pfifo_fast` puts it in its first band.
 pub const DEFAULT_PRIORITY: u32 = 6;
 
+/// The largest DSCP: the code point is the upper six bits of the TOS / traffic class byte.
+const MAX_DSCP: u8 = 0x3f;
+
 /// The QoS-relevant options of a socket, as read back from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOptions {
@@ -77,19 +80,36 @@ fn kernel(operation: &'static str, source: io::Error) -> EnforceError {
     }
 }
 
+/// One installed rule: which socket it is on and what it wants there.
 #[derive(Debug, Clone, Copy)]
 struct Installed {
-    /// What the socket had before the first install: restored on remove.
+    /// `SO_COOKIE` of the socket: the same for every dup'd descriptor of it.
+    socket: u64,
+    /// The options this rule sets while it is the newest on its socket.
+    wanted: SocketOptions,
+}
+
+/// One socket carrying rules.
+#[derive(Debug, Clone)]
+struct Marked {
+    /// What the socket had before its first rule: restored when its last rule goes.
     original: SocketOptions,
-    /// What the rule set last: restored when a modification fails.
-    current: SocketOptions,
+    /// Its rules in install order; the last one's options are on the socket.
+    rules: Vec<RuleId>,
 }
 
 /// Marks and paces the sender's socket: DSCP through `IP_TOS` / `IPV6_TCLASS`, `SO_PRIORITY`,
 /// and `SO_MAX_PACING_RATE` at the reserved rate (as a [`wire_rate`](super::wire_rate), so
 /// the application gets the reserved payload rate; Linux's `fq` qdisc or TCP's internal pacing
-/// then keep the flow at its reservation). The previous values are remembered and restored on
-/// [`Enforcer::remove`].
+/// then keep the flow at its reservation).
+///
+/// Several rules may share one socket (whichever descriptor of it each is given: sockets are
+/// told apart by `SO_COOKIE`). The socket's options from before its first rule are remembered
+/// once; while rules are on it the *last installed* one's options apply (a [`modify`] of an
+/// older rule is kept and takes effect when the newer ones are gone); removing a rule
+/// re-applies the newest remaining one, and removing the last restores the originals.
+///
+/// [`modify`]: Enforcer::modify
 ///
 /// Works without privileges for priorities 0-6; it only reaches the data *sender's* own
 /// socket, so the agent hands it that socket (`install` without one is
@@ -108,6 +128,7 @@ pub struct SocketEnforcer {
     priority: Option<u32>,
     pace: bool,
     installed: HashMap<RuleId, Installed>,
+    sockets: HashMap<u64, Marked>,
 }
 
 impl Default for SocketEnforcer {
@@ -116,6 +137,7 @@ impl Default for SocketEnforcer {
             priority: None,
             pace: true,
             installed: HashMap::new(),
+            sockets: HashMap::new(),
         }
     }
 }
@@ -148,7 +170,7 @@ impl SocketEnforcer {
     fn wanted(&self, rule: &Rule, base: &SocketOptions) -> SocketOptions {
         let with_dscp = |old: u32| match rule.dscp {
             // Keep the ECN bits the stack manages.
-            Some(dscp) => (u32::from(dscp & 0x3f) << 2) | (old & 0x3),
+            Some(dscp) => (u32::from(dscp) << 2) | (old & 0x3),
             None => old,
         };
         // Pacing counts whole packets; the reservation is payload.
@@ -180,23 +202,53 @@ impl SocketEnforcer {
                 rule.flow
             ))
         })?;
-        let now = SocketOptions::read(socket).map_err(|e| kernel("getsockopt", e))?;
+        if let Some(dscp) = rule.dscp.filter(|&d| d > MAX_DSCP) {
+            tracing::warn!(rule = %rule.id, dscp, "dscp out of range, rule refused");
+            return Err(EnforceError::Unsupported(format!(
+                "dscp {dscp} of rule {} is out of range: a DSCP is 6 bits (0-{MAX_DSCP})",
+                rule.id
+            )));
+        }
+        let cookie = sys::socket_cookie(socket).map_err(|e| kernel("getsockopt SO_COOKIE", e))?;
         let previous = self.installed.get(&rule.id).copied();
-        let original = previous.map_or(now, |p| p.original);
-        let wanted = self.wanted(rule, &now);
-        if let Err(e) = wanted.write(socket) {
-            // Leave the socket as it was: the old rule (modify) or untouched (install).
-            let restore = previous.map_or(now, |p| p.current);
-            if let Err(undo) = restore.write(socket) {
-                tracing::warn!(rule = %rule.id, error = %undo, "could not restore socket options");
+        if let Some(previous) = previous.filter(|p| p.socket != cookie) {
+            return Err(EnforceError::Unsupported(format!(
+                "rule {} is installed on another socket (cookie {}); remove it before \
+                 installing it on this one",
+                rule.id, previous.socket
+            )));
+        }
+        let now = SocketOptions::read(socket).map_err(|e| kernel("getsockopt", e))?;
+        let marked = self.sockets.get(&cookie);
+        // Every rule builds on the untouched socket, never on another rule's options.
+        let original = marked.map_or(now, |m| m.original);
+        let wanted = self.wanted(rule, &original);
+        // An older rule that is modified stays behind the newer ones (last installed wins).
+        let shadowed = previous.is_some()
+            && marked
+                .and_then(|m| m.rules.last())
+                .is_some_and(|&n| n != rule.id);
+        if !shadowed {
+            if let Err(e) = wanted.write(socket) {
+                // Leave the socket as it was: the old rules' options, or untouched.
+                if let Err(undo) = now.write(socket) {
+                    tracing::warn!(rule = %rule.id, error = %undo, "could not restore socket options");
+                }
+                return Err(e);
             }
-            return Err(e);
+        }
+        let marked = self.sockets.entry(cookie).or_insert_with(|| Marked {
+            original,
+            rules: Vec::new(),
+        });
+        if !marked.rules.contains(&rule.id) {
+            marked.rules.push(rule.id);
         }
         self.installed.insert(
             rule.id,
             Installed {
-                original,
-                current: wanted,
+                socket: cookie,
+                wanted,
             },
         );
         let pacing = if wanted.max_pacing_rate == sys::PACING_UNLIMITED {
@@ -204,11 +256,14 @@ impl SocketEnforcer {
         } else {
             format!("{}B/s", wanted.max_pacing_rate)
         };
-        let summary = format!(
+        let mut summary = format!(
             "dscp={} priority={} pacing={pacing}",
             rule.dscp.map_or("unchanged".to_string(), |d| d.to_string()),
             wanted.priority
         );
+        if shadowed {
+            summary.push_str(" (deferred: a newer rule on the socket applies)");
+        }
         tracing::debug!(rule = %rule.id, flow = %rule.flow, %summary, modify, "socket options set");
         Ok(Applied { summary })
     }
@@ -240,9 +295,25 @@ impl Enforcer for SocketEnforcer {
         let Some(installed) = self.installed.remove(&id) else {
             return Ok(());
         };
+        let Some(marked) = self.sockets.get_mut(&installed.socket) else {
+            return Ok(());
+        };
+        let was_newest = marked.rules.last() == Some(&id);
+        marked.rules.retain(|&r| r != id);
+        // What the socket must carry now: the newest remaining rule's options, or the
+        // originals once no rule is left; nothing changes when an older rule goes.
+        let restore = match marked.rules.last() {
+            None => {
+                let original = marked.original;
+                self.sockets.remove(&installed.socket);
+                Some(original)
+            }
+            Some(newest) if was_newest => self.installed.get(newest).map(|n| n.wanted),
+            Some(_) => None,
+        };
         // Without the socket (already closed) there is nothing left to revert.
-        if let Some(socket) = socket {
-            installed.original.write(socket)?;
+        if let (Some(options), Some(socket)) = (restore, socket) {
+            options.write(socket)?;
             tracing::debug!(rule = %id, "socket options restored");
         }
         Ok(())
@@ -252,6 +323,7 @@ impl Enforcer for SocketEnforcer {
         // The options live and die with their sockets; the agent removes rules of sockets
         // that are still open before it stops.
         self.installed.clear();
+        self.sockets.clear();
         Ok(())
     }
 }
