@@ -66,6 +66,18 @@ pub(crate) struct Driver {
     span: Span,
 }
 
+impl Drop for Driver {
+    /// Dropped without its teardown (its runtime shut down, or a panic): the sessions'
+    /// streams end instead of waiting forever for an agent that is gone.
+    fn drop(&mut self) {
+        // Handles see the agent stopped before its streams end.
+        self.commands.close();
+        for entry in self.sessions.values() {
+            entry.shared.end("the qos agent stopped");
+        }
+    }
+}
+
 impl Driver {
     pub(crate) fn new(parts: DriverParts) -> Driver {
         let span = info_span!("qtoq_agent", id = parts.id, transport = parts.transport);

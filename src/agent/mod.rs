@@ -380,14 +380,39 @@ impl Agent {
             reply,
         }))?;
         // If this future is dropped here the agent sees the closed reply channel and releases
-        // the session itself.
-        let opened = answer.await.map_err(|_| QosError::AgentStopped)??;
+        // the session itself; if the agent had already answered, `PendingOpen` releases it.
+        let mut pending = PendingOpen {
+            agent: self.clone(),
+            answer,
+        };
+        let opened = (&mut pending.answer)
+            .await
+            .map_err(|_| QosError::AgentStopped)??;
         Ok(SessionGuard {
             agent: self.clone(),
             id: opened.id,
             shared: opened.shared,
             released: false,
         })
+    }
+}
+
+/// An open request's answer not yet read: dropped unread (the opener was cancelled after
+/// the agent answered), it releases the session nobody will own.
+struct PendingOpen {
+    agent: Agent,
+    answer: oneshot::Receiver<Result<Opened, QosError>>,
+}
+
+impl Drop for PendingOpen {
+    fn drop(&mut self) {
+        if let Ok(Ok(opened)) = self.answer.try_recv() {
+            // Unbounded send never blocks: safe in Drop. A stopped agent already released all.
+            let _ = self.agent.send(Command::Release {
+                session: opened.id,
+                reply: None,
+            });
+        }
     }
 }
 
