@@ -429,9 +429,7 @@ impl Driver {
                     continue;
                 };
                 entry.span.in_scope(|| info!(?event, "qos event"));
-                if let Some(event) = QosEvent::from_engine(event) {
-                    entry.shared.push(event);
-                }
+                entry.shared.push(event);
             }
             if !progressed {
                 break;

@@ -192,73 +192,89 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
-/// What a session's owner is told. The public API maps these onto `QosEvent`.
+/// Something that happened to a session's reservation, told to its owner.
+///
+/// The public socket API hands these out unchanged as [`QosEvent`](crate::QosEvent).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A PATH for the session arrived (receiver side): the sender and its traffic.
+    /// Client (data receiver): the server's PATH arrived.
     PathReceived {
         /// The data sender.
         sender: SocketAddr,
-        /// The sender's SENDER_TSPEC.
+        /// The sender's traffic description.
         tspec: TokenBucket,
     },
-    /// A RESV arrived (sender side) asking for this reservation.
+    /// Server (data sender): the client's RESV arrived.
     ResvReceived {
-        /// The requested reservation.
+        /// The reservation requested.
         flowspec: FlowSpec,
-        /// The requested style.
+        /// The reservation style requested.
         style: Style,
     },
-    /// The reservation is in place: sender side when the rule is loaded, receiver side when the
-    /// ResvConf arrived (or when the Resv was sent, if no confirmation was asked).
+    /// The reservation is in force: on the server when the RESV was admitted and the rule
+    /// loaded (or, without signaling, when the rule was loaded); on the client when the
+    /// confirmation arrived.
     Established {
-        /// The reservation now in force.
+        /// The reservation in force.
         flowspec: FlowSpec,
     },
-    /// A ResvConf arrived for this session's reservation.
+    /// A reservation confirmation (ResvConf) arrived.
     Confirmed {
         /// The confirmed reservation.
         flowspec: FlowSpec,
     },
-    /// A PathErr arrived (sender side) or was generated.
+    /// A PathErr arrived or was generated.
     PathError {
-        /// RSVP error code.
+        /// RSVP error code (RFC 2205 Appendix B).
         code: u8,
         /// RSVP error value.
         value: u16,
-        /// Node that detected the error.
+        /// The node that detected the error.
         node: IpAddr,
     },
-    /// A ResvErr arrived (receiver side) or was generated.
+    /// A ResvErr arrived or was generated.
     ResvError {
-        /// RSVP error code.
+        /// RSVP error code (RFC 2205 Appendix B).
         code: u8,
         /// RSVP error value.
         value: u16,
-        /// Node that detected the error.
+        /// The node that detected the error.
         node: IpAddr,
     },
-    /// Admission control refused the reservation (locally, or reported by the peer's ResvErr
-    /// code 1/2).
+    /// Admission control refused the reservation, here or at the peer.
     AdmissionDenied {
-        /// RSVP error code (1 or 2).
+        /// RSVP error code (1 admission, 2 policy).
         code: u8,
         /// RSVP error value.
         value: u16,
         /// Why.
         reason: String,
     },
-    /// The peer tore the session down (PathTear / ResvTear) or the owner released it.
+    /// The reservation was torn down (by the peer, or by `close`/drop here).
     TornDown {
-        /// Why, readable.
+        /// Why.
         reason: String,
     },
-    /// Soft state expired: the peer stopped refreshing.
+    /// The peer stopped refreshing and the soft state expired.
     Expired {
-        /// Which state expired, readable.
+        /// Which state expired.
         reason: String,
     },
+}
+
+impl Event {
+    /// Whether this event is an error or the end, the kinds delivered with `.notify(false)`.
+    pub fn is_error_or_end(&self) -> bool {
+        matches!(
+            self,
+            Event::PathError { .. }
+                | Event::ResvError { .. }
+                | Event::AdmissionDenied { .. }
+                | Event::TornDown { .. }
+                | Event::Expired { .. }
+        )
+    }
 }
 
 /// A change the enforcer must apply. Every `Install` is followed, eventually, by exactly one

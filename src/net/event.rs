@@ -3,126 +3,19 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::engine::{Event, Style};
-use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::intserv::FlowSpec;
 
 /// How many events one connection keeps for its streams; older ones are dropped (and
 /// counted) if nobody reads them. Signaling produces a handful per connection.
 const EVENT_LOG_LIMIT: usize = 1024;
 
-/// Something that happened to a connection's reservation.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum QosEvent {
-    /// Client (data receiver): the server's PATH arrived.
-    PathReceived {
-        /// The data sender.
-        sender: SocketAddr,
-        /// The sender's traffic description.
-        tspec: TokenBucket,
-    },
-    /// Server (data sender): the client's RESV arrived.
-    ResvReceived {
-        /// The reservation requested.
-        flowspec: FlowSpec,
-        /// The reservation style requested.
-        style: Style,
-    },
-    /// The reservation is in force: on the server when the RESV was admitted and the rule
-    /// loaded (or, without signaling, when the rule was loaded); on the client when the
-    /// confirmation arrived.
-    Established {
-        /// The reservation in force.
-        flowspec: FlowSpec,
-    },
-    /// A reservation confirmation (ResvConf) arrived.
-    Confirmed {
-        /// The confirmed reservation.
-        flowspec: FlowSpec,
-    },
-    /// A PathErr arrived or was generated.
-    PathError {
-        /// RSVP error code (RFC 2205 Appendix B).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
-        /// The node that detected the error.
-        node: IpAddr,
-    },
-    /// A ResvErr arrived or was generated.
-    ResvError {
-        /// RSVP error code (RFC 2205 Appendix B).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
-        /// The node that detected the error.
-        node: IpAddr,
-    },
-    /// Admission control refused the reservation, here or at the peer.
-    AdmissionDenied {
-        /// RSVP error code (1 admission, 2 policy).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
-        /// Why.
-        reason: String,
-    },
-    /// The reservation was torn down (by the peer, or by `close`/drop here).
-    TornDown {
-        /// Why.
-        reason: String,
-    },
-    /// The peer stopped refreshing and the soft state expired.
-    Expired {
-        /// Which state expired.
-        reason: String,
-    },
-}
-
-impl QosEvent {
-    /// Whether this event is an error or the end, the kinds delivered with `.notify(false)`.
-    pub fn is_error_or_end(&self) -> bool {
-        matches!(
-            self,
-            QosEvent::PathError { .. }
-                | QosEvent::ResvError { .. }
-                | QosEvent::AdmissionDenied { .. }
-                | QosEvent::TornDown { .. }
-                | QosEvent::Expired { .. }
-        )
-    }
-
-    pub(crate) fn from_engine(event: Event) -> Option<QosEvent> {
-        Some(match event {
-            Event::PathReceived { sender, tspec } => QosEvent::PathReceived { sender, tspec },
-            Event::ResvReceived { flowspec, style } => QosEvent::ResvReceived { flowspec, style },
-            Event::Established { flowspec } => QosEvent::Established { flowspec },
-            Event::Confirmed { flowspec } => QosEvent::Confirmed { flowspec },
-            Event::PathError { code, value, node } => QosEvent::PathError { code, value, node },
-            Event::ResvError { code, value, node } => QosEvent::ResvError { code, value, node },
-            Event::AdmissionDenied {
-                code,
-                value,
-                reason,
-            } => QosEvent::AdmissionDenied {
-                code,
-                value,
-                reason,
-            },
-            Event::TornDown { reason } => QosEvent::TornDown { reason },
-            Event::Expired { reason } => QosEvent::Expired { reason },
-            // The engine's event enum is non-exhaustive: newer kinds are not shown to users
-            // until this API names them.
-            #[allow(unreachable_patterns)]
-            _ => return None,
-        })
-    }
-}
+/// Something that happened to a connection's reservation (the engine's event, unchanged).
+pub use crate::engine::Event as QosEvent;
 
 /// The current state of a connection's reservation (see `QosStream::reservation`).
 #[derive(Debug, Clone, PartialEq)]
@@ -354,6 +247,7 @@ impl futures::Stream for QosEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::intserv::TokenBucket;
     use futures::StreamExt;
 
     fn flowspec() -> FlowSpec {
