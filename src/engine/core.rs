@@ -181,6 +181,16 @@ impl Engine {
         self.sessions.get_mut(slot as usize)?.take()
     }
 
+    /// Takes out the session a received message names; a message for no known session is
+    /// counted as ignored (the caller answers with an error where the RFC asks for one).
+    fn take_for_message(&mut self, msg: &Msg) -> Option<(u32, Session)> {
+        let Some(slot) = self.lookup(&msg.session) else {
+            self.stats.ignored += 1;
+            return None;
+        };
+        Some((slot, self.take(slot)?))
+    }
+
     /// Puts a session back: deletes it when nothing is left, else makes sure its earliest
     /// deadline is in the timer wheel.
     fn put(&mut self, slot: u32, mut session: Session) {
@@ -1224,11 +1234,7 @@ impl Engine {
         let Some(sender) = msg.sender else {
             return self.malformed(&msg, "pathtear without sender_template");
         };
-        let Some(slot) = self.lookup(&msg.session) else {
-            self.stats.ignored += 1;
-            return;
-        };
-        let Some(mut session) = self.take(slot) else {
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
         match session.psbs.iter().position(|p| p.sender == sender) {
@@ -1255,11 +1261,7 @@ impl Engine {
             return self.malformed(&msg, "patherr without error_spec");
         };
         self.stats.errors_received += 1;
-        let Some(slot) = self.lookup(&msg.session) else {
-            self.stats.ignored += 1;
-            return;
-        };
-        let Some(mut session) = self.take(slot) else {
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
         let mut told: Vec<SessionId> = Vec::new();
@@ -1518,11 +1520,7 @@ impl Engine {
         let Some(hop) = msg.hop else {
             return self.malformed(&msg, "resvtear without rsvp_hop");
         };
-        let Some(slot) = self.lookup(&msg.session) else {
-            self.stats.ignored += 1;
-            return;
-        };
-        let Some(mut session) = self.take(slot) else {
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
         let torn: Vec<SocketAddr> = msg
@@ -1550,11 +1548,7 @@ impl Engine {
             return self.malformed(&msg, "resverr without error_spec");
         };
         self.stats.errors_received += 1;
-        let Some(slot) = self.lookup(&msg.session) else {
-            self.stats.ignored += 1;
-            return;
-        };
-        let Some(mut session) = self.take(slot) else {
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
@@ -1598,11 +1592,7 @@ impl Engine {
     }
 
     fn on_resv_conf(&mut self, now: Ms, msg: Msg) {
-        let Some(slot) = self.lookup(&msg.session) else {
-            self.stats.ignored += 1;
-            return;
-        };
-        let Some(mut session) = self.take(slot) else {
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
