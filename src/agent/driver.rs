@@ -48,6 +48,12 @@ struct SessionEntry {
     removal_error: Option<String>,
 }
 
+struct UnsignaledOutcome {
+    session: SessionId,
+    reply: oneshot::Sender<Result<Opened, QosError>>,
+    outcome: Result<(), RuleFailure>,
+}
+
 pub(crate) struct Driver {
     engine: Engine,
     link: Link,
@@ -56,6 +62,10 @@ pub(crate) struct Driver {
     sessions: HashMap<SessionId, SessionEntry>,
     /// Unsignaled admissions whose owner waits for the rule load.
     pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
+    /// Unsignaled owners whose rule load has an outcome: answered at the end of the drain,
+    /// once the session's state holds every event the outcome produced, so that
+    /// `reservation()` says `Established` the moment `accept` returns.
+    unsignaled_outcomes: Vec<UnsignaledOutcome>,
     /// Loaded rules and the session each belongs to.
     rules_in_force: HashMap<RuleId, SessionId>,
     policy: SharedPolicy,
@@ -91,6 +101,7 @@ impl Driver {
             commands: parts.commands,
             sessions: HashMap::new(),
             pending_unsignaled: HashMap::new(),
+            unsignaled_outcomes: Vec::new(),
             rules_in_force: HashMap::new(),
             policy: parts.policy,
             custom_admission: parts.custom_admission,
@@ -351,7 +362,11 @@ impl Driver {
                 self.drain().await;
                 if let Some(reply) = self.pending_unsignaled.remove(&rule) {
                     // No install came for the admitted rule (nothing to load): it is admitted.
-                    self.answer_unsignaled(id, reply, Ok(()));
+                    self.unsignaled_outcomes.push(UnsignaledOutcome {
+                        session: id,
+                        reply,
+                        outcome: Ok(()),
+                    });
                     self.drain().await;
                 }
             }
@@ -431,6 +446,17 @@ impl Driver {
                 entry.span.in_scope(|| info!(?event, "qos event"));
                 entry.shared.push(event);
             }
+            // Only now: the events of these outcomes (`Established`) are in the sessions'
+            // state. A failed load releases its session, which the next round drains.
+            for UnsignaledOutcome {
+                session,
+                reply,
+                outcome,
+            } in std::mem::take(&mut self.unsignaled_outcomes)
+            {
+                progressed = true;
+                self.answer_unsignaled(session, reply, outcome);
+            }
             if !progressed {
                 break;
             }
@@ -483,7 +509,11 @@ impl Driver {
                 };
                 self.engine.rule_outcome(now, rule.id, outcome.clone());
                 if let Some(reply) = self.pending_unsignaled.remove(&rule.id) {
-                    self.answer_unsignaled(session, reply, outcome);
+                    self.unsignaled_outcomes.push(UnsignaledOutcome {
+                        session,
+                        reply,
+                        outcome,
+                    });
                 }
             }
             RuleAction::Modify { session, rule } => {
