@@ -223,6 +223,7 @@ fn setup(c: &mut Criterion) {
         })
     });
     group.finish();
+    let (mt_tcp_samples, mt_default_samples) = setup_as_users_get_it(c);
     let _ = &two_a;
     percentiles("setup/tcp_connect_accept", &tcp_samples);
     percentiles("setup/qos_established_both_ends_one_agent", &one_samples);
@@ -230,7 +231,124 @@ fn setup(c: &mut Criterion) {
         "setup/qos_established_both_ends_two_agents_udp",
         &two_samples,
     );
+    percentiles("setup_mt/tcp_connect_accept", &mt_tcp_samples);
+    percentiles(
+        "setup_mt/qos_established_both_ends_default_agent",
+        &mt_default_samples,
+    );
 }
+
+/// Setup as an application gets it: `#[tokio::main]`'s multi-thread runtime (one worker per
+/// core), the lazily started default agent and its default policy, the work in a spawned
+/// task; beside plain TCP on the same runtime.
+fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (tcp_listener, listener) = rt.block_on(async {
+        let tcp = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
+        let qos = QosListener::builder()
+            .spec(QosSpec::controlled_load(1_000_000, 65_536))
+            .bind(SocketAddr::new(ip, 0))
+            .await
+            .unwrap();
+        (Arc::new(tcp), Arc::new(qos))
+    });
+    let tcp_samples: Samples = Arc::default();
+    let default_samples: Samples = Arc::default();
+    let mut group = c.benchmark_group("setup_mt");
+    group.bench_function("tcp_connect_accept", |b| {
+        b.iter_custom(|iters| {
+            let (listener, samples) = (tcp_listener.clone(), tcp_samples.clone());
+            rt.block_on(rt.spawn(async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let pair = tcp_setup(&listener).await;
+                    let d = t.elapsed();
+                    total += d;
+                    samples.lock().unwrap().push(d);
+                    drop(pair);
+                }
+                total
+            }))
+            .unwrap()
+        })
+    });
+    let explicit_samples: Samples = Arc::default();
+    let (explicit, explicit_listener) = rt.block_on(async {
+        let agent = Agent::builder().local_addr(loopback(4)).build().unwrap();
+        let listener = QosListener::builder()
+            .agent(&agent)
+            .spec(QosSpec::controlled_load(1_000_000, 65_536))
+            .bind(SocketAddr::new(loopback(4), 0))
+            .await
+            .unwrap();
+        (agent, Arc::new(listener))
+    });
+    for (name, agent, listener, samples) in [
+        (
+            "qos_established_both_ends_default_agent",
+            None,
+            listener.clone(),
+            default_samples.clone(),
+        ),
+        (
+            "qos_established_both_ends_explicit_agent",
+            Some(explicit.clone()),
+            explicit_listener.clone(),
+            explicit_samples.clone(),
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (listener, samples, agent) = (listener.clone(), samples.clone(), agent.clone());
+                rt.block_on(rt.spawn(async move {
+                    let addr = listener.local_addr().unwrap();
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let (client, server) = tokio::join!(
+                            async {
+                                let mut builder = QosStream::builder()
+                                    .spec(QosSpec::controlled_load(1_000_000, 65_536));
+                                if let Some(agent) = &agent {
+                                    builder = builder.agent(agent);
+                                }
+                                let stream = builder.connect(addr).await.unwrap();
+                                established(&stream).await;
+                                stream
+                            },
+                            async {
+                                let (stream, _) = listener.accept().await.unwrap();
+                                established(&stream).await;
+                                stream
+                            }
+                        );
+                        let d = t.elapsed();
+                        total += d;
+                        samples.lock().unwrap().push(d);
+                        no_time_wait(client.tcp());
+                        client.close().await.unwrap();
+                        server.close().await.unwrap();
+                    }
+                    total
+                }))
+                .unwrap()
+            })
+        });
+    }
+    group.finish();
+    percentiles(
+        "setup_mt/qos_established_both_ends_explicit_agent",
+        &explicit_samples,
+    );
+    (tcp_samples, default_samples)
+}
+
+type Samples = Arc<Mutex<Vec<Duration>>>;
 
 /// `CONCURRENT` setups at once per iteration; their streams are dropped untimed and the
 /// agent drained before the next iteration.

@@ -34,6 +34,8 @@ pub(crate) struct DriverParts {
     pub(crate) link: Link,
     pub(crate) local_addrs: Vec<IpAddr>,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    /// See [`Driver::relocatable`].
+    pub(crate) relocatable: bool,
 }
 
 struct SessionEntry {
@@ -74,6 +76,10 @@ pub(crate) struct Driver {
     send_errors: u64,
     transport_malformed: u64,
     span: Span,
+    /// The default agent, hosted by the first multi-thread runtime that asked for it: if
+    /// that runtime shuts down while handles remain (connections of other runtimes), the
+    /// driver moves to a thread of its own instead of ending their sessions.
+    relocatable: bool,
 }
 
 impl Drop for Driver {
@@ -84,6 +90,59 @@ impl Drop for Driver {
         self.commands.close();
         for entry in self.sessions.values() {
             entry.shared.end("the qos agent stopped");
+        }
+    }
+}
+
+/// Owns a driver while it serves.
+struct Serving(Option<Driver>);
+
+impl Drop for Serving {
+    /// Reached with a driver only when the serving future was dropped: its runtime is
+    /// shutting down. A relocatable driver that still has handles moves its sockets, engine
+    /// and sessions to a runtime on a thread of its own and goes on; peers see nothing. (An
+    /// action or datagram being handled at that instant may be lost: soft state recovers.)
+    fn drop(&mut self) {
+        let Some(mut driver) = self.0.take() else {
+            return;
+        };
+        if !driver.relocatable || driver.commands.is_closed() {
+            return;
+        }
+        let detached = match driver.link.detach() {
+            Ok(detached) => detached,
+            Err(e) => {
+                warn!(error = %e, "qtoq agent: its runtime stopped and it could not move");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("qtoq-agent".into())
+            .spawn(move || {
+                let runtime = match super::agent_runtime() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        warn!(error = %e, "qtoq agent: no runtime to move to");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match detached.attach() {
+                        Ok(link) => {
+                            // The old sockets deregister from the stopped runtime here; the
+                            // duplicates carry on.
+                            driver.link = link;
+                            driver.span.in_scope(|| {
+                                info!("qtoq agent: its runtime stopped; moved to its own thread")
+                            });
+                            driver.run().await;
+                        }
+                        Err(e) => warn!(error = %e, "qtoq agent: could not move its sockets"),
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "qtoq agent: no thread to move to");
         }
     }
 }
@@ -108,10 +167,22 @@ impl Driver {
             send_errors: 0,
             transport_malformed: 0,
             span,
+            relocatable: parts.relocatable,
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    /// Serves until stopped. Dropped before that (its runtime shut down), a relocatable
+    /// driver carries on on a thread of its own; any other ends its sessions' streams.
+    pub(crate) async fn run(self) {
+        let mut serving = Serving(Some(self));
+        if let Some(driver) = serving.0.as_mut() {
+            driver.serve().await;
+        }
+        // Served to the end: nothing to move.
+        serving.0 = None;
+    }
+
+    async fn serve(&mut self) {
         let span = self.span.clone();
         async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];

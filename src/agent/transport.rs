@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::task::Poll;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -156,7 +156,75 @@ impl fmt::Debug for Link {
     }
 }
 
+/// A link's sockets taken out of the Tokio runtime that drove them, for another runtime to
+/// drive (see [`Link::detach`]).
+pub(crate) struct DetachedLink {
+    udp_port: Option<u16>,
+    sockets: Vec<DetachedSocket>,
+}
+
+struct DetachedSocket {
+    fd: OwnedFd,
+    local: IpAddr,
+    ttl: Option<u8>,
+    router_alert: bool,
+}
+
+impl DetachedLink {
+    /// Registers the sockets with the current Tokio runtime.
+    pub(crate) fn attach(self) -> io::Result<Link> {
+        let sockets = self
+            .sockets
+            .into_iter()
+            .map(|s| {
+                Ok(BoundSocket {
+                    socket: UdpSocket::from_std(std::net::UdpSocket::from(s.fd))?,
+                    local: s.local,
+                    ttl: s.ttl,
+                    router_alert: s.router_alert,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(match self.udp_port {
+            Some(port) => Link::Udp { sockets, port },
+            None => Link::Raw { sockets },
+        })
+    }
+}
+
 impl Link {
+    /// Duplicates the link's sockets so that another runtime can drive them once this
+    /// link (and the runtime it is registered with) is gone. The bound addresses, ports and
+    /// per-socket options stay: peers see the same agent.
+    ///
+    /// # Errors
+    ///
+    /// When a descriptor cannot be duplicated, or for an in-memory link (nothing to move).
+    pub(crate) fn detach(&self) -> io::Result<DetachedLink> {
+        let (udp_port, sockets) = match self {
+            Link::Udp { sockets, port } => (Some(*port), sockets),
+            Link::Raw { sockets } => (None, sockets),
+            Link::Memory(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "an in-memory link cannot move to another runtime",
+                ))
+            }
+        };
+        let sockets = sockets
+            .iter()
+            .map(|s| {
+                Ok(DetachedSocket {
+                    fd: s.socket.as_fd().try_clone_to_owned()?,
+                    local: s.local,
+                    ttl: s.ttl,
+                    router_alert: s.router_alert,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(DetachedLink { udp_port, sockets })
+    }
+
     /// Opens the transport on `locals`; must run inside a Tokio runtime. `lenient` (the
     /// default agent) skips addresses that cannot be bound and takes an ephemeral UDP port
     /// where the standard one is taken, as long as one address works.
