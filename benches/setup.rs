@@ -315,7 +315,9 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
                                 let mut builder = QosStream::builder()
                                     .spec(QosSpec::controlled_load(1_000_000, 65_536));
                                 if let Some(agent) = &agent {
-                                    builder = builder.agent(agent);
+                                    // From the agent's own address, as in the benches above.
+                                    builder =
+                                        builder.agent(agent).bind(SocketAddr::new(loopback(4), 0));
                                 }
                                 let stream = builder.connect(addr).await.unwrap();
                                 established(&stream).await;

@@ -32,17 +32,33 @@ async fn until_owned(agent: &Agent, want: usize) {
 async fn a_connect_cancelled_after_the_agent_answered_leaks_no_session() {
     let agent = udp_agent();
     let ip = addr_of(&agent);
-    // Nobody listens: the connect would fail later, but it is cancelled first.
-    let target = SocketAddr::new(ip, 9);
+    // A plain server: the TCP connect succeeds, then the session is asked for.
+    let server = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .await
+        .unwrap();
     {
         let mut connect = pin!(QosStream::builder()
             .spec(QosSpec::controlled_load(100_000, 10_000))
             .agent(&agent)
-            .connect(target));
-        // One poll sends the session request, then waits for the agent's answer.
-        assert!(matches!(futures::poll!(connect.as_mut()), Poll::Pending));
-        // The agent opens the session and answers into the still-waiting future ...
-        until_owned(&agent, 1).await;
+            .connect(server.local_addr().unwrap()));
+        // Polled until it has asked the agent for the session: the agent serves commands in
+        // order, so once the statistics asked for after a poll show the session, that poll
+        // sent the request and the answer now waits in the (still pending) future ...
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            assert!(
+                matches!(futures::poll!(connect.as_mut()), Poll::Pending),
+                "the connect finished before it could be cancelled"
+            );
+            if agent.stats().await.unwrap().owned_sessions == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no session asked for"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // ... which is cancelled before it reads the answer.
     }
     until_no_owned_sessions(&agent).await;

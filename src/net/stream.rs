@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -254,8 +254,11 @@ impl QosStreamBuilder {
         self
     }
 
-    /// Primes a session for the server's PATH, then connects (the seed's order: the session
-    /// exists before the connection does, so no PATH can arrive unexpected).
+    /// Connects, then opens the connection's session as a receiver primed for the server's
+    /// PATH. IBM i's `qtoq_connect` primes the session first so that no PATH arrives
+    /// unexpected; here a PATH that arrives between the two is kept as path state, as RFC 2205
+    /// hosts keep it for any session, and answered the moment the session opens, so nothing
+    /// is missed and no route lookup is needed to learn this end's address beforehand.
     ///
     /// # Errors
     ///
@@ -287,22 +290,23 @@ impl QosStreamBuilder {
     }
 
     async fn connect_one(&self, agent: &Agent, peer: SocketAddr) -> io::Result<QosStream> {
-        let socket = if peer.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
+        let tcp = match self.bind {
+            None => TcpStream::connect(peer).await?,
+            Some(local) => {
+                let socket = if peer.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(local)?;
+                socket.connect(peer).await?
+            }
         };
-        // The session names this end's address, so it must be known before connecting.
-        let local = match self.bind {
-            Some(local) if !local.ip().is_unspecified() => local,
-            Some(local) => SocketAddr::new(source_address_for(peer)?, local.port()),
-            None => SocketAddr::new(source_address_for(peer)?, 0),
-        };
-        // Bound before connecting so the session (keyed by this address) exists before any
-        // PATH can arrive. (SO_REUSEADDR here was measured to slow the port search once
-        // thousands of TIME_WAIT remnants exist: left off.)
-        socket.bind(local)?;
-        let local = socket.local_addr()?;
+        // The session is keyed by this end's address, known now without a route lookup of
+        // our own. A PATH that reaches the agent before the session is opened is not lost:
+        // the engine keeps path state for any session (RFC 2205) and answers it with the RESV
+        // as soon as the session is opened below.
+        let local = tcp.local_addr()?;
         let session = agent
             .open(
                 Setup::Receiver {
@@ -318,8 +322,6 @@ impl QosStreamBuilder {
                 None,
             )
             .await?;
-        // On error `session` drops here and releases the session.
-        let tcp = socket.connect(peer).await?;
         Ok(QosStream::from_parts(
             tcp,
             session,
@@ -328,16 +330,4 @@ impl QosStreamBuilder {
             Signaling::Rsvp,
         ))
     }
-}
-
-/// The source address the kernel would pick toward `peer` (a UDP `connect` sends nothing).
-fn source_address_for(peer: SocketAddr) -> io::Result<IpAddr> {
-    let unspecified: SocketAddr = if peer.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = std::net::UdpSocket::bind(unspecified)?;
-    probe.connect(peer)?;
-    Ok(probe.local_addr()?.ip())
 }
