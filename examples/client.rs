@@ -4,6 +4,12 @@
 //! ```text
 //! cargo run --example client -- --connect 127.0.0.1:7878 --rate 1000000 --bucket 65536 --seconds 5
 //! ```
+//!
+//! Ctrl-C (SIGINT) or SIGTERM ends the receiving early, as the end of `--seconds` would: the
+//! stream is closed (ResvTear, session deleted), the line is printed for the time received,
+//! and the client exits 0.
+
+mod stop;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,6 +19,8 @@ use clap::Parser;
 use futures::StreamExt;
 use qtoq::{QosEvent, QosSpec, QosStream};
 use tokio::io::AsyncReadExt;
+
+use stop::StopSignals;
 
 #[derive(Debug, Parser)]
 #[command(about = "qtoq QoS client: receives with a reservation and reports goodput")]
@@ -37,11 +45,19 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    let mut signals = StopSignals::install()?;
     let mut spec = QosSpec::controlled_load(args.rate, args.bucket);
     if let Some(peak) = args.peak {
         spec = spec.peak(peak);
     }
-    let mut stream = QosStream::connect(args.connect, spec).await?;
+    let mut stream = tokio::select! {
+        stream = QosStream::connect(args.connect, spec) => stream?,
+        signal = signals.recv() => {
+            // Dropping the connect future releases the session it opened.
+            eprintln!("stopped by {signal} while connecting");
+            return Ok(());
+        }
+    };
     eprintln!(
         "connected {} -> {}, session {:?}",
         stream.local_addr()?,
@@ -70,11 +86,17 @@ async fn main() -> std::io::Result<()> {
     let until = start + Duration::from_secs(args.seconds);
     let mut buf = vec![0u8; 64 * 1024];
     let mut received: u64 = 0;
-    while let Ok(Ok(n)) = tokio::time::timeout_at(until.into(), stream.read(&mut buf)).await {
-        if n == 0 {
-            break;
+    loop {
+        tokio::select! {
+            read = tokio::time::timeout_at(until.into(), stream.read(&mut buf)) => match read {
+                Ok(Ok(n)) if n > 0 => received += n as u64,
+                _ => break,
+            },
+            signal = signals.recv() => {
+                eprintln!("stopped by {signal}: closing the stream");
+                break;
+            }
         }
-        received += n as u64;
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let reserved_rate = *reserved.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,7 +6,12 @@
 //! cargo run --example demo
 //! ```
 //!
-//! Exits 0 only if every step happened.
+//! Exits 0 only if every step happened. Ctrl-C (SIGINT) or SIGTERM stops it cleanly: the
+//! flow in progress is dropped (its connections and listener release their sessions), the
+//! default agent is shut down (teardowns sent, rules unloaded), and the demo exits with the
+//! status a shell gives a process that signal killed (130 or 143), as not every step happened.
+
+mod stop;
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -14,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use qtoq::wire::intserv::FlowSpec;
-use qtoq::{QosEvent, QosListener, QosSpec, QosStream, Reservation, Signaling};
+use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream, Reservation, Signaling};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use stop::StopSignals;
 
 /// How long any one step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -319,6 +326,34 @@ async fn main() -> ExitCode {
         start: Instant::now(),
     };
     println!("qtoq demo: server and client in one process, embedded default agent, loopback");
+    let setup = StopSignals::install().and_then(|signals| {
+        // The default agent every listener and stream below uses, held so that a signal can
+        // shut it down.
+        Ok((signals, Agent::default_agent()?))
+    });
+    let (mut signals, agent) = match setup {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("\ndemo FAILED to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        code = both_flows(t) => code,
+        signal = signals.recv() => {
+            // The flow in progress is dropped here: its streams and listener release their
+            // sessions; the shutdown tears down what is left and unloads every rule.
+            if let Err(e) = agent.shutdown().await {
+                eprintln!("\ndemo stopped by {signal}; agent shutdown failed: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("\ndemo stopped by {signal}: sessions torn down, rules unloaded");
+            ExitCode::from(signal.shell_status())
+        }
+    }
+}
+
+async fn both_flows(t: Timeline) -> ExitCode {
     for (name, result) in [
         ("no-signaling flow", unsignaled_flow(t).await),
         ("rsvp flow", rsvp_flow(t).await),

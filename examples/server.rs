@@ -9,7 +9,11 @@
 //!
 //! Run `examples/client.rs` on another host (or network namespace) against it. Without
 //! `--rate`/`--signaling` each connection gets what the matching policy rule says. Ctrl-C
-//! stops the agent cleanly (rules unloaded, the tc tree removed).
+//! (SIGINT) or SIGTERM (`kill`, systemd, container runtimes) stops the agent cleanly: sessions
+//! torn down, rules unloaded, the tc tree removed and the interfaces' previous root qdisc
+//! restored; the server then exits 0.
+
+mod stop;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +25,8 @@ use qtoq::enforce::EnforcerKind;
 use qtoq::policy::Policy;
 use qtoq::{Agent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::io::AsyncWriteExt;
+
+use stop::StopSignals;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum SignalingArg {
@@ -93,6 +99,8 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Before the enforcer loads anything: from here on a signal waits for the cleanup.
+    let mut signals = StopSignals::install()?;
     let enforcer_name = match args.enforcer {
         EnforcerKind::Tc => "tc",
         _ => "socket",
@@ -114,7 +122,31 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             format!("--enforcer {enforcer_name}: {e} {hint}")
         })?;
     let agent = Agent::builder().policy(policy).enforcer(enforcer).build()?;
-    let mut builder = QosListener::builder().agent(&agent);
+    let (served, stopped_by) = tokio::select! {
+        served = serve_all(&agent, &args, enforcer_name) => (served, None),
+        signal = signals.recv() => {
+            eprintln!("{signal}: stopping the agent");
+            (Ok(()), Some(signal))
+        }
+    };
+    // Whatever ended the serving (a signal, the last connection, an error such as a listen
+    // address in use): tear every session down, unload every rule and restore the
+    // interfaces before exiting.
+    agent.shutdown().await?;
+    if let Some(signal) = stopped_by {
+        eprintln!("stopped by {signal}: sessions torn down, rules unloaded, interfaces restored");
+    }
+    served
+}
+
+/// Listens and serves until `--connections` connections have come and gone (forever with
+/// 0).
+async fn serve_all(
+    agent: &Agent,
+    args: &Args,
+    enforcer_name: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = QosListener::builder().agent(agent);
     if let Some(signaling) = args.signaling {
         builder = builder.signaling(match signaling {
             SignalingArg::Rsvp => Signaling::Rsvp,
@@ -135,30 +167,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut served = 0;
     let mut tasks = Vec::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    eprintln!("accepted {peer}, session {:?}", stream.session_id());
-                    tasks.push(tokio::spawn(serve(stream, peer)));
-                    served += 1;
-                    if args.connections != 0 && served >= args.connections {
-                        break;
-                    }
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                eprintln!("accepted {peer}, session {:?}", stream.session_id());
+                tasks.push(tokio::spawn(serve(stream, peer)));
+                served += 1;
+                if args.connections != 0 && served >= args.connections {
+                    break;
                 }
-                // A refused connection (admission) is closed; keep serving the others.
-                Err(e) => eprintln!("connection refused: {e}"),
-            },
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: stopping the agent");
-                agent.shutdown().await?;
-                return Ok(());
             }
+            // A refused connection (admission) is closed; keep serving the others.
+            Err(e) => eprintln!("connection refused: {e}"),
         }
     }
     for task in tasks {
         let _ = task.await;
     }
-    // Unload every rule and restore the interfaces before exiting.
-    agent.shutdown().await?;
     Ok(())
 }
