@@ -330,11 +330,18 @@ fn receiver_closing_first_leaves_no_stale_path_for_a_reused_port() {
     );
     node.assert_rules_balanced();
 
-    // A new client on the same port sees no stale sender, so no ResvErr and no retransmit.
+    // A new client on the same port sees no stale sender, so no ResvErr and no retransmit:
+    // only, after the peer wait, that no sender is there.
     let again = open_client(&mut net, host, k);
     net.run_for(Duration::from_secs(5));
     let events = net.nodes[host].events_of(again);
-    assert!(events.is_empty(), "stale state answered: {events:?}");
+    assert_eq!(
+        events,
+        vec![Event::NoSender {
+            waited: qtoq::engine::DEFAULT_PEER_WAIT
+        }],
+        "stale state answered"
+    );
     assert_eq!(net.nodes[host].engine.stats().transmitted, 0);
 }
 

@@ -7,7 +7,7 @@ mod engine_support;
 use std::time::Duration;
 
 use engine_support::*;
-use qtoq::engine::{Event, RuleAction, RuleFailure, Style};
+use qtoq::engine::{Event, RuleAction, RuleFailure, Style, DEFAULT_PEER_WAIT};
 use qtoq::flow::Flow;
 use qtoq::wire::intserv::TokenBucket;
 use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, Style as WireStyle, TimeValues};
@@ -668,9 +668,21 @@ fn restarted_receiver_recovers_on_the_next_path_refresh() {
         .expect("re-established")
         .clone();
     assert!(at - restarted <= R * 3 / 2 + Duration::from_secs(1));
+    // The server's next Path refresh came later than the peer wait: the restarted receiver
+    // said so first, then established as usual.
+    let path_at = client
+        .events
+        .iter()
+        .find(|(_, id, e)| *id == c && matches!(e, Event::PathReceived { .. }))
+        .map(|(at, _, _)| *at)
+        .expect("path received");
+    assert!(path_at - restarted > DEFAULT_PEER_WAIT);
     assert_eq!(
         client.events_of(c),
         vec![
+            Event::NoSender {
+                waited: DEFAULT_PEER_WAIT
+            },
             Event::PathReceived {
                 sender: f.sender,
                 tspec: tspec()
@@ -711,6 +723,24 @@ fn restarted_sender_recovers_on_the_next_resv_refresh() {
         .expect("re-established")
         .clone();
     assert!(at - restarted <= R * 3 / 2 + Duration::from_secs(1));
+    // The client's next Resv refresh came later than the peer wait: the restarted sender
+    // said so first, then the late Resv established as usual.
+    assert!(at - restarted > DEFAULT_PEER_WAIT);
+    assert_eq!(
+        server.events_of(s),
+        vec![
+            Event::NoReceiver {
+                waited: DEFAULT_PEER_WAIT
+            },
+            Event::ResvReceived {
+                flowspec: flowspec(),
+                style: Style::FixedFilter
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
     assert_eq!(server.install_count(), 1);
     // The client saw nothing but its first setup.
     assert_eq!(f.net.nodes[f.client].events_of(c).len(), 3);
@@ -830,7 +860,7 @@ fn unanswered_first_path_is_retransmitted_fast_then_refreshed() {
         },
     );
     let start = f.net.now;
-    let (s, _c) = f.setup(40_000);
+    let (s, c) = f.setup(40_000);
     f.net.run_for(Duration::from_secs(60));
     let times: Vec<Duration> = f
         .net
@@ -851,7 +881,29 @@ fn unanswered_first_path_is_retransmitted_fast_then_refreshed() {
     );
     let refresh = times[4] - times[3];
     assert!(refresh >= R / 2 && refresh <= R * 3 / 2, "{refresh:?}");
-    assert!(f.net.nodes[f.server].events_of(s).is_empty());
+    // Nobody answered: after the peer wait each end says so, once, and nothing else.
+    let server = &f.net.nodes[f.server];
+    assert_eq!(
+        server.events,
+        vec![(
+            start + DEFAULT_PEER_WAIT,
+            s,
+            Event::NoReceiver {
+                waited: DEFAULT_PEER_WAIT
+            }
+        )]
+    );
+    let client = &f.net.nodes[f.client];
+    assert_eq!(
+        client.events,
+        vec![(
+            start + DEFAULT_PEER_WAIT,
+            c,
+            Event::NoSender {
+                waited: DEFAULT_PEER_WAIT
+            }
+        )]
+    );
 }
 
 #[test]
@@ -932,4 +984,314 @@ fn a_new_path_after_teardown_is_reserved_confirmed_and_announced_again() {
         server.events_of(s2).last(),
         Some(Event::Established { .. })
     ));
+}
+
+// ------------------------------------------------------------------------------------------
+// A peer that does not signal (issue 8, point 6): NoSender / NoReceiver after the peer wait.
+
+/// The events of `id` on `node` with the virtual time they were drained at.
+fn timed_events(node: &Node, id: qtoq::engine::SessionId) -> Vec<(std::time::Instant, Event)> {
+    node.events
+        .iter()
+        .filter(|(_, s, _)| *s == id)
+        .map(|(at, _, e)| (*at, e.clone()))
+        .collect()
+}
+
+fn is_peer_wait(event: &Event) -> bool {
+    matches!(event, Event::NoSender { .. } | Event::NoReceiver { .. })
+}
+
+#[test]
+fn receiver_without_a_path_says_no_sender_at_the_wait_then_a_late_path_establishes() {
+    let mut f = two_hosts(60);
+    let start = f.net.now;
+    let k = key(f.receiver);
+    let c = f.net.with(f.client, |e, now| {
+        let id = e.open_session(now, k);
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    // Nothing sent, nothing told before the wait is over.
+    f.net.run_until(start + DEFAULT_PEER_WAIT - TICK);
+    assert!(f.net.nodes[f.client].events.is_empty());
+    f.net.run_until(start + DEFAULT_PEER_WAIT);
+    assert_eq!(
+        timed_events(&f.net.nodes[f.client], c),
+        vec![(
+            start + DEFAULT_PEER_WAIT,
+            Event::NoSender {
+                waited: DEFAULT_PEER_WAIT
+            }
+        )]
+    );
+    assert!(f.net.sent.is_empty(), "nothing goes on the wire for it");
+    // The server turns up late: its Path is answered as usual.
+    f.net.run_for(Duration::from_secs(7));
+    let sender = f.sender;
+    let s = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    f.net.run_for(Duration::from_secs(600));
+    let client = &f.net.nodes[f.client];
+    assert_eq!(
+        client.events_of(c),
+        vec![
+            Event::NoSender {
+                waited: DEFAULT_PEER_WAIT
+            },
+            Event::PathReceived {
+                sender: f.sender,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(
+        f.net.nodes[f.server].events_of(s),
+        vec![
+            Event::ResvReceived {
+                flowspec: flowspec(),
+                style: Style::FixedFilter
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(f.net.nodes[f.server].install_count(), 1);
+}
+
+#[test]
+fn sender_without_a_resv_says_no_receiver_at_the_wait_then_a_late_resv_establishes() {
+    let mut f = two_hosts(61);
+    let start = f.net.now;
+    let k = key(f.receiver);
+    let sender = f.sender;
+    let s = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k);
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    // The client host gets the Path but nobody there asks for a reservation (yet).
+    f.net.run_until(start + DEFAULT_PEER_WAIT - TICK);
+    assert!(f.net.nodes[f.server].events.is_empty());
+    f.net.run_until(start + DEFAULT_PEER_WAIT);
+    assert_eq!(
+        timed_events(&f.net.nodes[f.server], s),
+        vec![(
+            start + DEFAULT_PEER_WAIT,
+            Event::NoReceiver {
+                waited: DEFAULT_PEER_WAIT
+            }
+        )]
+    );
+    // Only Paths went out (the first and its fast retransmissions): nothing for the wait.
+    assert_eq!(f.net.sent.keys().copied().collect::<Vec<_>>(), vec![PATH]);
+    f.net.run_for(Duration::from_secs(20));
+    let c = f.net.with(f.client, |e, now| {
+        let id = e.open_session(now, k);
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    f.net.run_for(Duration::from_secs(600));
+    assert_eq!(
+        f.net.nodes[f.server].events_of(s),
+        vec![
+            Event::NoReceiver {
+                waited: DEFAULT_PEER_WAIT
+            },
+            Event::ResvReceived {
+                flowspec: flowspec(),
+                style: Style::FixedFilter
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    // The path state was there when the client asked: it waited for nothing.
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c),
+        vec![
+            Event::PathReceived {
+                sender: f.sender,
+                tspec: tspec()
+            },
+            Event::Confirmed {
+                flowspec: flowspec()
+            },
+            Event::Established {
+                flowspec: flowspec()
+            },
+        ]
+    );
+    assert_eq!(f.net.nodes[f.server].install_count(), 1);
+}
+
+#[test]
+fn one_lost_path_and_one_lost_resv_per_session_do_not_make_a_peer_look_absent() {
+    let mut f = two_hosts(62);
+    f.net.set_links(Link {
+        loss: 0.5,
+        max_consecutive_loss: Some(1),
+        ..Link::default()
+    });
+    let sessions: Vec<_> = (0..40).map(|i| f.setup(44_000 + i)).collect();
+    // Within the wait only first messages and their retransmissions are sent (refreshes
+    // come after R/2 = 15 s): some of them were lost.
+    f.net.run_for(DEFAULT_PEER_WAIT);
+    assert!(
+        f.net.dropped.get(&PATH).is_some_and(|n| *n >= 10)
+            && f.net.dropped.get(&RESV).is_some_and(|n| *n >= 10),
+        "first messages were lost: {:?}",
+        f.net.dropped
+    );
+    f.net.run_for(Duration::from_secs(600));
+    for (s, c) in sessions {
+        for (node, id) in [(f.server, s), (f.client, c)] {
+            let events = f.net.nodes[node].events_of(id);
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::Established { .. })),
+                "{events:?}"
+            );
+            assert!(!events.iter().any(is_peer_wait), "{events:?}");
+        }
+    }
+}
+
+#[test]
+fn sessions_released_before_the_wait_say_nothing_and_leave_no_timer() {
+    let mut f = two_hosts(63);
+    // Neither end hears the other.
+    let down = Link {
+        down: true,
+        ..Link::default()
+    };
+    f.net.set_links(down);
+    let (s, c) = f.setup(40_000);
+    f.net
+        .run_for(DEFAULT_PEER_WAIT - Duration::from_millis(500));
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.with(f.client, |e, now| e.release(now, c));
+    f.net.run_for(Duration::from_secs(600));
+    let released = |reason: &str| {
+        vec![Event::TornDown {
+            reason: reason.into(),
+        }]
+    };
+    assert_eq!(
+        f.net.nodes[f.server].events_of(s),
+        released("released by the local owner")
+    );
+    assert_eq!(
+        f.net.nodes[f.client].events_of(c),
+        released("released by the local owner")
+    );
+    for node in [f.server, f.client] {
+        assert_eq!(f.net.nodes[node].engine.session_count(), 0);
+        assert_eq!(f.net.nodes[node].engine.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn a_second_receiver_left_behind_is_still_told_and_a_released_one_is_not() {
+    let mut f = two_hosts(64);
+    let k = key(f.receiver);
+    let (first, second) = f.net.with(f.client, |e, now| {
+        let a = e.open_session(now, k);
+        e.reserve(now, a, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        let b = e.open_session(now, k);
+        e.reserve(now, b, Style::FixedFilter, flowspec_rate(1000.0), true)
+            .unwrap();
+        (a, b)
+    });
+    f.net.run_for(Duration::from_secs(1));
+    f.net.with(f.client, |e, now| e.release(now, first));
+    f.net.run_for(Duration::from_secs(60));
+    let client = &f.net.nodes[f.client];
+    assert_eq!(
+        client.events_of(first),
+        vec![Event::TornDown {
+            reason: "released by the local owner".into()
+        }]
+    );
+    assert_eq!(
+        client.events_of(second),
+        vec![Event::NoSender {
+            waited: DEFAULT_PEER_WAIT
+        }]
+    );
+}
+
+#[test]
+fn the_wait_is_configurable_can_be_turned_off_and_reports_a_late_timer() {
+    // Turned off: a silent peer stays silent.
+    let mut net = Net::new(65);
+    let off = net.add(
+        "off",
+        v4(1),
+        qtoq::engine::EngineConfig {
+            peer_wait: None,
+            ..config(65)
+        },
+    );
+    let (s, c) = net.with(off, |e, now| {
+        let s = e.open_session(now, key(sock(v4(7), 1)));
+        e.add_sender(now, s, sock(v4(1), 80), tspec()).unwrap();
+        let c = e.open_session(now, key(sock(v4(1), 2)));
+        e.reserve(now, c, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        (s, c)
+    });
+    net.run_for(Duration::from_secs(600));
+    assert!(net.nodes[off].events_of(s).is_empty());
+    assert!(net.nodes[off].events_of(c).is_empty());
+
+    // A short wait, and a caller that runs the timers late: `waited` says how long it was.
+    let mut engine = qtoq::engine::Engine::new(
+        qtoq::engine::EngineConfig {
+            peer_wait: Some(Duration::from_millis(200)),
+            ..config(66)
+        },
+        admit_all(),
+    );
+    let start = std::time::Instant::now();
+    let id = engine.open_session(start, key(sock(v4(1), 3)));
+    engine
+        .reserve(start, id, Style::FixedFilter, flowspec(), false)
+        .unwrap();
+    // (The wheel may name an earlier wake-up than the deadline; waking early is harmless.)
+    assert!(engine
+        .poll_timeout()
+        .is_some_and(|at| at <= start + Duration::from_millis(200)));
+    engine.handle_timeout(start + Duration::from_millis(199));
+    assert_eq!(engine.poll_event(), None);
+    engine.handle_timeout(start + Duration::from_millis(750));
+    assert_eq!(
+        engine.poll_event(),
+        Some((
+            id,
+            Event::NoSender {
+                waited: Duration::from_millis(750)
+            }
+        ))
+    );
+    assert_eq!(
+        engine.poll_timeout(),
+        None,
+        "told once, nothing left to wait for"
+    );
 }

@@ -551,6 +551,22 @@ impl AgentBuilder {
         self
     }
 
+    /// How long a connection waits for its peer's first RSVP message before it is told that
+    /// the peer does not signal: a server's [`QosEvent::NoReceiver`](crate::QosEvent) when no
+    /// RESV answered its PATH, a client's [`QosEvent::NoSender`](crate::QosEvent) when no
+    /// PATH came, and [`Reservation::NoReceiver`](crate::Reservation) /
+    /// [`Reservation::NoSender`](crate::Reservation) (Winsock GQoS's `WSA_QOS_NO_RECEIVERS` /
+    /// `WSA_QOS_NO_SENDERS`). The connection carries on best effort and a late peer still
+    /// establishes.
+    ///
+    /// Default [`DEFAULT_PEER_WAIT`](crate::engine::DEFAULT_PEER_WAIT), 3 s (longer than the
+    /// fast retransmissions of a lost first message take to repair it); `None` never tells.
+    /// A wait shorter than the peer needs to answer reports it absent before it answers.
+    pub fn peer_wait(mut self, wait: impl Into<Option<Duration>>) -> Self {
+        self.engine.peer_wait = wait.into();
+        self
+    }
+
     /// Seed of the engine's refresh-jitter RNG.
     pub fn rng_seed(mut self, seed: u64) -> Self {
         self.engine.rng_seed = seed;

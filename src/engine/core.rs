@@ -7,7 +7,7 @@
 //! local-delivery decision always sees the current state.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -108,19 +108,41 @@ impl Engine {
     fn fast_start(&self) -> Fast {
         Fast {
             left: u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX),
-            delay_ms: u32::try_from(duration_ms_ceil(self.config.fast_retransmit_initial))
-                .unwrap_or(u32::MAX),
         }
+    }
+
+    /// The delay until the next fast retransmission when `left` remain: the initial delay,
+    /// doubled for each retransmission already made, at most `u32::MAX` ms.
+    fn fast_delay(&self, left: u8) -> Ms {
+        let made = u32::from(self.fast_start().left.saturating_sub(left));
+        let cap = u64::from(u32::MAX);
+        duration_ms_ceil(self.config.fast_retransmit_initial)
+            .min(cap)
+            .saturating_mul(1 << made.min(32))
+            .min(cap)
+    }
+
+    /// The deadline of a peer wait that starts at `now` ([`NEVER`] when waits are off).
+    fn peer_wait_until(&self, now: Ms) -> Ms {
+        self.config
+            .peer_wait
+            .map_or(NEVER, |wait| now.saturating_add(duration_ms_ceil(wait)))
+    }
+
+    /// How long a peer wait due at `at` has lasted at `now` (the configured wait, plus how
+    /// late the timer ran).
+    fn waited(&self, at: Ms, now: Ms) -> Duration {
+        let wait = self.config.peer_wait.map_or(0, duration_ms_ceil);
+        Duration::from_millis(wait.saturating_add(now.saturating_sub(at)))
     }
 
     /// When to send next after a send: the next fast retransmission while unanswered, else a
     /// jittered refresh.
     fn after_send(&mut self, fast: &mut Fast, answered: bool, now: Ms) -> Ms {
         if !answered && fast.left > 0 {
+            let delay = self.fast_delay(fast.left);
             fast.left -= 1;
-            let at = now.saturating_add(u64::from(fast.delay_ms));
-            fast.delay_ms = fast.delay_ms.saturating_mul(2);
-            at
+            now.saturating_add(delay)
         } else {
             fast.left = 0;
             now.saturating_add(self.jitter())
@@ -523,6 +545,7 @@ impl Engine {
                     sender,
                     tspec,
                     next_at: NEVER,
+                    wait_at: self.peer_wait_until(now),
                     fast: self.fast_start(),
                     answered: false,
                     rule: None,
@@ -580,9 +603,17 @@ impl Engine {
     /// send the Resv now if there is path state.
     fn request_changed(&mut self, session: &mut Session, now: Ms) {
         let merged = session.merged_request();
-        let recv = session
-            .recv
-            .get_or_insert_with(|| Box::new(RecvState::new()));
+        if session.recv.is_none() {
+            // A new receiver state: it waits for a Path unless one is here already.
+            let mut recv = RecvState::new();
+            if session.psbs.is_empty() {
+                recv.wait_at = self.peer_wait_until(now);
+            }
+            session.recv = Some(Box::new(recv));
+        }
+        let Some(recv) = session.recv.as_deref_mut() else {
+            return;
+        };
         if recv.request == merged {
             return;
         }
@@ -1220,6 +1251,8 @@ impl Engine {
                 self.emit(id, Event::PathReceived { sender, tspec });
             }
             if let Some(recv) = &mut session.recv {
+                // A sender was heard: the wait for one is over.
+                recv.wait_at = NEVER;
                 if !recv.confirmed {
                     recv.answered = false;
                     recv.fast = self.fast_start();
@@ -1274,6 +1307,8 @@ impl Engine {
                     &mut local.next_at,
                     next,
                 );
+                // Answered, if by an error (reported as such): no `NoReceiver` any more.
+                local.wait_at = NEVER;
                 if !told.contains(&local.owner) {
                     told.push(local.owner);
                 }
@@ -1475,6 +1510,8 @@ impl Engine {
                         &mut local.next_at,
                         next,
                     );
+                    // A receiver was heard: the wait for one is over.
+                    local.wait_at = NEVER;
                 }
             }
             if changed {
@@ -1647,6 +1684,16 @@ impl Engine {
             if session.senders[index].next_at <= now {
                 self.send_path(session, index, now);
             }
+            let local = &mut session.senders[index];
+            if local.wait_at <= now {
+                // No Resv (nor PathErr) answered our Path in time: say so, once. Nothing is
+                // sent; the Path goes on being refreshed and a late Resv still establishes.
+                let (at, owner, sender) = (local.wait_at, local.owner, local.sender);
+                local.wait_at = NEVER;
+                let waited = self.waited(at, now);
+                tracing::debug!(session = ?session.key, %sender, ?waited, "no resv yet: no receiver");
+                self.emit(owner, Event::NoReceiver { waited });
+            }
         }
         if session.psbs.iter().any(|p| p.expires_at <= now) {
             let mut expired: Vec<SocketAddr> = Vec::new();
@@ -1681,6 +1728,18 @@ impl Engine {
         }
         if session.recv.as_ref().is_some_and(|r| r.next_at <= now) {
             self.send_resvs(session, now);
+        }
+        if let Some(recv) = session.recv.as_deref_mut().filter(|r| r.wait_at <= now) {
+            // No Path arrived in time (the wait is disarmed by the first one): say so, once.
+            // The request stays primed; a late Path still gets its Resv.
+            let at = recv.wait_at;
+            recv.wait_at = NEVER;
+            let waited = self.waited(at, now);
+            tracing::debug!(session = ?session.key, ?waited, "no path yet: no sender");
+            let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+            for id in receivers {
+                self.emit(id, Event::NoSender { waited });
+            }
         }
     }
 }

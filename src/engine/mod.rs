@@ -33,6 +33,20 @@
 //! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
 //! Resv). All deadlines of all sessions live in one hierarchical timer wheel.
 //!
+//! # Waiting for the peer
+//!
+//! A peer that runs no RSVP at all — a plain TCP server or client, or a host without an
+//! agent — never answers, and RSVP itself has no message for that. So a local sender
+//! ([`Engine::add_sender`]) that has had neither a Resv nor a PathErr within
+//! [`EngineConfig::peer_wait`] tells its owner [`Event::NoReceiver`], and a receiver session
+//! ([`Engine::reserve`]) that has had no Path within it tells its receivers
+//! [`Event::NoSender`], once (Winsock GQoS's `WSA_QOS_NO_RECEIVERS` / `WSA_QOS_NO_SENDERS`).
+//! Nothing is sent for it and nothing stops: Paths are still refreshed, the request stays
+//! primed, and a late Resv or Path sets the reservation up as usual. The wait is one more
+//! deadline of the session in the same timer wheel, disarmed by the answer or by the
+//! session's release. Unsignaled sessions ([`Engine::admit_unsignaled`]) have no peer to
+//! wait for.
+//!
 //! # Ready for refresh reduction (RFC 2961)
 //!
 //! Every state that sends (a local sender's Path, a receiver's Resv) keeps its own deadline,
@@ -145,7 +159,22 @@ pub struct EngineConfig {
     /// PathErr (code 23) and counted (default 1 048 576, about 350 MB of state at most).
     /// Sessions opened through the API are not limited by it.
     pub max_sessions: usize,
+    /// How long a local sender waits for the first Resv, and a local receiver for the first
+    /// Path, before its owner is told [`Event::NoReceiver`] / [`Event::NoSender`] (see
+    /// [Waiting for the peer](self#waiting-for-the-peer)); `None`: never told. Default
+    /// [`DEFAULT_PEER_WAIT`] (3 s).
+    pub peer_wait: Option<Duration>,
 }
+
+/// The default [`EngineConfig::peer_wait`]: 3 s.
+///
+/// The first Path or Resv is retransmitted 0.5 s, 1.5 s and 3.5 s after it was first sent
+/// (the default [`EngineConfig::fast_retransmit_initial`], doubling): 3 s covers the first two
+/// retransmissions and their answers' round trips with room to spare, so one or even two lost
+/// messages do not make a present peer look absent, while an application still hears within
+/// a few seconds of `connect`/`accept` that its peer signals nothing — well before it would
+/// time out waiting for a reservation.
+pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(3);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -158,6 +187,7 @@ impl Default for EngineConfig {
             rng_seed: 0x5eed,
             local_delivery: true,
             max_sessions: 1 << 20,
+            peer_wait: Some(DEFAULT_PEER_WAIT),
         }
     }
 }
@@ -261,10 +291,41 @@ pub enum Event {
         /// Which state expired.
         reason: String,
     },
+    /// Client (data receiver): no PATH arrived within [`EngineConfig::peer_wait`] of the
+    /// reservation request (Winsock GQoS's `WSA_QOS_NO_SENDERS`). Most likely the server
+    /// does not signal at all — a plain TCP server, or a host without an RSVP agent — or its
+    /// PATHs do not get through.
+    ///
+    /// Status, not an error: the connection carries on best effort, nothing is sent on the
+    /// wire for it, and a PATH that arrives later is answered as usual (`PathReceived`, then
+    /// `Established`). Told once at most (to every receiver of the session), and never once
+    /// a PATH has arrived or the session was released.
+    NoSender {
+        /// How long the receiver waited (the configured wait; longer only if the timer ran
+        /// late).
+        waited: Duration,
+    },
+    /// Server (data sender): no RESV (nor a PathErr) answered the PATH within
+    /// [`EngineConfig::peer_wait`] of the sender's registration (Winsock GQoS's
+    /// `WSA_QOS_NO_RECEIVERS`). Most likely the client does not signal at all — a plain TCP
+    /// client, or a host without an RSVP agent — or the messages do not get through.
+    ///
+    /// Status, not an error: the connection carries on best effort, the PATH goes on being
+    /// refreshed, nothing else is sent for it, and a RESV that arrives later is admitted as
+    /// usual (`ResvReceived`, then `Established`). Told at most once per sender, and never
+    /// once an answer has arrived or the session was released.
+    NoReceiver {
+        /// How long the sender waited (the configured wait; longer only if the timer ran
+        /// late).
+        waited: Duration,
+    },
 }
 
 impl Event {
     /// Whether this event is an error or the end, the kinds delivered with `.notify(false)`.
+    ///
+    /// [`Event::NoSender`] and [`Event::NoReceiver`] are neither: they report a peer that has
+    /// not signaled (yet), and the reservation may still follow.
     pub fn is_error_or_end(&self) -> bool {
         matches!(
             self,

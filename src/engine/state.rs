@@ -59,8 +59,10 @@ impl Session {
         let senders = self.senders.iter().map(|s| s.next_at);
         let psbs = self.psbs.iter().map(|p| p.expires_at);
         let rsbs = self.rsbs.iter().map(|r| r.expires_at);
-        let recv = self.recv.as_deref().map(|r| r.next_at);
+        let waits = self.senders.iter().map(|s| s.wait_at);
+        let recv = self.recv.as_deref().map(|r| r.next_at.min(r.wait_at));
         senders
+            .chain(waits)
             .chain(psbs)
             .chain(rsbs)
             .chain(recv)
@@ -180,12 +182,14 @@ pub(crate) struct UnsignaledRule {
 }
 
 /// Fast retransmission of a first message that was not answered yet.
+///
+/// Only the count is kept: the delay before the next retransmission follows from it (the
+/// configured initial delay, doubled for each retransmission already made), which keeps the
+/// states that embed this one a word smaller.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Fast {
     /// Retransmissions left.
     pub(crate) left: u8,
-    /// Delay before the next one, milliseconds.
-    pub(crate) delay_ms: u32,
 }
 
 /// A sender on this host: the Path we originate and refresh, and the rule it got.
@@ -196,6 +200,9 @@ pub(crate) struct LocalSender {
     pub(crate) tspec: TokenBucket,
     /// Next Path (retransmission or refresh).
     pub(crate) next_at: Ms,
+    /// When the owner is told that no Resv came (`Event::NoReceiver`); [`NEVER`] once an
+    /// answer arrived, once told, or without a peer wait.
+    pub(crate) wait_at: Ms,
     pub(crate) fast: Fast,
     /// A Resv or PathErr answered our Path: fast retransmission stops.
     pub(crate) answered: bool,
@@ -287,6 +294,9 @@ pub(crate) struct Rsb {
 pub(crate) struct RecvState {
     /// Next Resv (retransmission or refresh); [`NEVER`] while there is no path state.
     pub(crate) next_at: Ms,
+    /// When the receivers are told that no Path came (`Event::NoSender`); [`NEVER`] once a
+    /// Path arrived, once told, or without a peer wait.
+    pub(crate) wait_at: Ms,
     pub(crate) fast: Fast,
     /// A ResvConf or ResvErr answered our Resv: fast retransmission stops.
     pub(crate) answered: bool,
@@ -304,6 +314,7 @@ impl RecvState {
     pub(crate) fn new() -> Self {
         RecvState {
             next_at: NEVER,
+            wait_at: NEVER,
             fast: Fast::default(),
             answered: false,
             confirmed: false,
@@ -424,5 +435,10 @@ mod tests {
         assert!(size_of::<Rsb>() <= 136, "rsb {}", size_of::<Rsb>());
         assert!(size_of::<Psb>() <= 96, "psb {}", size_of::<Psb>());
         assert!(size_of::<Owner>() <= 56, "owner {}", size_of::<Owner>());
+        assert!(
+            size_of::<RecvState>() <= 64,
+            "recv {}",
+            size_of::<RecvState>()
+        );
     }
 }

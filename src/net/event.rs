@@ -18,6 +18,10 @@ const EVENT_LOG_LIMIT: usize = 1024;
 pub use crate::engine::Event as QosEvent;
 
 /// The current state of a connection's reservation (see `QosStream::reservation`).
+///
+/// A connection starts `Pending`. Against a peer that does not signal it becomes
+/// [`NoSender`](Self::NoSender) (client) or [`NoReceiver`](Self::NoReceiver) (server) after
+/// the agent's peer wait, and stays so unless the peer signals after all.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reservation {
@@ -51,6 +55,24 @@ pub enum Reservation {
         /// Why.
         reason: String,
     },
+    /// Client: no PATH came from the server within the agent's peer wait
+    /// ([`AgentBuilder::peer_wait`](crate::agent::AgentBuilder::peer_wait), 3 s by default),
+    /// as [`QosEvent::NoSender`] reported — most likely the server does not use RSVP (a plain
+    /// TCP server, or no agent on its host). Winsock GQoS called it `WSA_QOS_NO_SENDERS`.
+    ///
+    /// The connection runs best effort so far; the request stays primed, and a PATH that
+    /// arrives later still establishes the reservation (then this becomes `Established`).
+    NoSender,
+    /// Server: no RESV came from the client within the agent's peer wait
+    /// ([`AgentBuilder::peer_wait`](crate::agent::AgentBuilder::peer_wait), 3 s by default),
+    /// as [`QosEvent::NoReceiver`] reported — most likely the client does not use RSVP (a
+    /// plain TCP client, or no agent on its host). Winsock GQoS called it
+    /// `WSA_QOS_NO_RECEIVERS`.
+    ///
+    /// The connection runs best effort so far; the PATH goes on being refreshed, and a RESV
+    /// that arrives later still establishes the reservation (then this becomes
+    /// `Established`).
+    NoReceiver,
 }
 
 struct SessionState {
@@ -101,6 +123,8 @@ impl SessionShared {
 
     /// Records `event`: updates the reservation and, unless the owner asked for quiet
     /// (`notify(false)`) and it is neither an error nor the end, appends it for the streams.
+    /// (`NoSender`/`NoReceiver` are progress: quiet streams do not get them, the reservation
+    /// shows them regardless.)
     pub(crate) fn push(&self, event: QosEvent) {
         let wakers = {
             let mut s = self.lock();
@@ -133,6 +157,13 @@ impl SessionShared {
                     s.reservation = Reservation::Ended {
                         reason: reason.clone(),
                     }
+                }
+                // Only news while nothing else is known: never hides an error or the end.
+                QosEvent::NoSender { .. } if s.reservation == Reservation::Pending => {
+                    s.reservation = Reservation::NoSender
+                }
+                QosEvent::NoReceiver { .. } if s.reservation == Reservation::Pending => {
+                    s.reservation = Reservation::NoReceiver
                 }
                 _ => {}
             }
@@ -305,6 +336,48 @@ mod tests {
                 reason: "path".into()
             }]
         );
+    }
+
+    #[tokio::test]
+    async fn no_peer_is_progress_shown_by_the_reservation_until_something_else_happens() {
+        use std::time::Duration;
+        let waited = Duration::from_secs(3);
+        let quiet = SessionShared::new(false);
+        quiet.push(QosEvent::NoSender { waited });
+        assert_eq!(quiet.reservation(), Reservation::NoSender);
+        // A late peer establishes after all.
+        quiet.push(QosEvent::Established {
+            flowspec: flowspec(),
+        });
+        assert_eq!(
+            quiet.reservation(),
+            Reservation::Established {
+                flowspec: flowspec()
+            }
+        );
+        quiet.end("closed");
+        let all: Vec<_> = QosEvents::new(quiet).collect().await;
+        assert!(all.is_empty(), "quiet streams get no progress: {all:?}");
+
+        let loud = SessionShared::new(true);
+        loud.push(QosEvent::NoReceiver { waited });
+        assert_eq!(loud.reservation(), Reservation::NoReceiver);
+        loud.push(QosEvent::ResvError {
+            code: 21,
+            value: 1,
+            node: IpAddr::from([127, 0, 0, 1]),
+        });
+        // It never hides what is known already.
+        loud.push(QosEvent::NoReceiver { waited });
+        assert!(matches!(
+            loud.reservation(),
+            Reservation::Failed { code: 21, .. }
+        ));
+        loud.end("closed");
+        let all: Vec<_> = QosEvents::new(loud).collect().await;
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], QosEvent::NoReceiver { waited });
+        assert!(!all[0].is_error_or_end());
     }
 
     #[test]

@@ -26,6 +26,15 @@ type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 /// [`events`](QosStream::events) report the client's RESV and the rule load. With
 /// [`Signaling::None`] admission control and the rule load happen before `accept` returns.
 ///
+/// A client that does not signal (a plain `TcpStream`, or a host without an RSVP agent)
+/// never answers the PATH: after the agent's peer wait
+/// ([`AgentBuilder::peer_wait`](crate::agent::AgentBuilder::peer_wait), 3 s by default) its
+/// stream's events say [`QosEvent::NoReceiver`](crate::QosEvent::NoReceiver) and its
+/// [`reservation`](QosStream::reservation) turns
+/// [`Reservation::NoReceiver`](crate::Reservation::NoReceiver) (Winsock GQoS's
+/// `WSA_QOS_NO_RECEIVERS`); the connection is served best effort, the PATH keeps being
+/// refreshed, and a RESV that comes late still establishes the reservation.
+///
 /// # Spec and signaling from the policy
 ///
 /// For each accepted connection the agent's [`Policy`](crate::policy::Policy) is looked up
@@ -236,7 +245,9 @@ impl QosListenerBuilder {
     }
 
     /// Whether connections' event streams report progress (`true`, default) or stay quiet
-    /// except for errors and the end (`false`, like `REQ_SIGNAL_NORET_EVENTS`).
+    /// except for errors and the end (`false`, like `REQ_SIGNAL_NORET_EVENTS`). `NoReceiver`
+    /// is progress: quiet streams do not get it, but
+    /// [`QosStream::reservation`] shows it either way.
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = Some(notify);
         self

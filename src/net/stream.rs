@@ -25,6 +25,17 @@ use crate::Agent;
 /// reservation down, unloads the rule, deletes the session and then closes the socket;
 /// dropping the stream does the same in the background.
 ///
+/// # A peer without QoS
+///
+/// When the other end does not signal — a plain TCP peer, or a host without an RSVP agent —
+/// no PATH (client) or RESV (server) ever comes. After the agent's peer wait
+/// ([`AgentBuilder::peer_wait`](crate::agent::AgentBuilder::peer_wait), 3 s by default) the
+/// events say [`QosEvent::NoSender`](crate::QosEvent::NoSender) /
+/// [`QosEvent::NoReceiver`](crate::QosEvent::NoReceiver) and [`reservation`](Self::reservation)
+/// turns [`Reservation::NoSender`] / [`Reservation::NoReceiver`], as Winsock GQoS's
+/// `WSA_QOS_NO_SENDERS` / `WSA_QOS_NO_RECEIVERS` did. The bytes flow best effort all the
+/// same, and a peer that signals late still establishes the reservation.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -236,7 +247,8 @@ impl QosStreamBuilder {
     }
 
     /// Whether the event stream reports progress (`true`, default) or only errors and the
-    /// end (`false`).
+    /// end (`false`). `NoSender` is progress: quiet streams do not get it, but
+    /// [`QosStream::reservation`] shows it either way.
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = Some(notify);
         self

@@ -74,6 +74,8 @@ pub fn kind(event: &QosEvent) -> &'static str {
         QosEvent::AdmissionDenied { .. } => "AdmissionDenied",
         QosEvent::TornDown { .. } => "TornDown",
         QosEvent::Expired { .. } => "Expired",
+        QosEvent::NoSender { .. } => "NoSender",
+        QosEvent::NoReceiver { .. } => "NoReceiver",
         _ => "other",
     }
 }
