@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::StreamExt;
 use qtoq::agent::Transport;
-use qtoq::flow::AdmitAll;
 use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -105,14 +104,14 @@ fn setup(c: &mut Criterion) {
         .build()
         .unwrap();
     let server_ip = loopback(1);
-    // Admit-all: this bench measures signaling, and the default policy's host limit
-    // (100 Mbit/s) would admit only 12 of the 64 concurrent 1 MB/s reservations.
+    // The default policy, as applications get it: admission is part of every setup. On
+    // loopback its budget is unlimited, so the 64 concurrent 1 MB/s reservations all fit
+    // (the former host-wide 100 Mbit/s pot admitted only 12 of them).
     let (one_agent, listener, two_a, two_b, listener_two, tcp_listener) = rt.block_on(async {
         let one = (0..CLIENT_ADDRS)
             .fold(
                 Agent::builder()
                     .transport(Transport::udp())
-                    .admission(Box::new(AdmitAll))
                     .local_addr(server_ip),
                 |b, i| b.local_addr(client_addr(ONE_AGENT_BLOCK, u64::from(i))),
             )
@@ -125,13 +124,9 @@ fn setup(c: &mut Criterion) {
             .await
             .unwrap();
         // Two agents talking over real UDP on loopback (two hosts' worth of work).
-        let a = Agent::builder()
-            .admission(Box::new(AdmitAll))
-            .local_addr(loopback(3))
-            .build()
-            .unwrap();
+        let a = Agent::builder().local_addr(loopback(3)).build().unwrap();
         let b = (0..CLIENT_ADDRS)
-            .fold(Agent::builder().admission(Box::new(AdmitAll)), |b, i| {
+            .fold(Agent::builder(), |b, i| {
                 b.local_addr(client_addr(TWO_AGENTS_BLOCK, u64::from(i)))
             })
             .build()

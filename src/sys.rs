@@ -1,6 +1,6 @@
 //! The only module allowed `unsafe`: thin wrappers over the few calls libc exposes and socket2
 //! does not (`SO_MAX_PACING_RATE`, `SO_COOKIE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
-//! `recvmsg` with its control messages, `getifaddrs`).
+//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -333,9 +333,19 @@ fn socket_addr_from(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Every IPv4 and IPv6 address configured on this host's interfaces (`getifaddrs`), loopback
-/// included; the agent treats them as local (same-host delivery) and binds its sockets to them.
-pub(crate) fn local_addresses() -> io::Result<Vec<IpAddr>> {
+/// One address of one interface, as `getifaddrs` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InterfaceAddr {
+    pub(crate) addr: IpAddr,
+    /// The interface's name (`ifa_name`).
+    pub(crate) interface: String,
+    /// The interface is a loopback device (`IFF_LOOPBACK`).
+    pub(crate) loopback: bool,
+}
+
+/// Every IPv4 and IPv6 address of this host's interfaces with the interface holding it
+/// (`getifaddrs`, in the calling thread's network namespace), link-local ones included.
+pub(crate) fn interface_addresses() -> io::Result<Vec<InterfaceAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `head` is a valid out-pointer; on success it receives a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -347,39 +357,151 @@ pub(crate) fn local_addresses() -> io::Result<Vec<IpAddr>> {
         // SAFETY: `cursor` is a non-null node of the list getifaddrs returned, alive until
         // freeifaddrs below.
         let entry = unsafe { &*cursor };
-        if !entry.ifa_addr.is_null() {
-            // SAFETY: `ifa_addr` is non-null and points to a sockaddr whose `sa_family` says
-            // which larger struct it is; we only read the struct of that family.
-            let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                // SAFETY: family AF_INET means the storage is a sockaddr_in.
-                let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
-                addrs.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: family AF_INET6 means the storage is a sockaddr_in6.
-                let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
-                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                // Link-local addresses need a scope id to be used; the agent skips them.
-                if !ip.is_unicast_link_local() {
-                    addrs.push(IpAddr::V6(ip));
-                }
-            }
-        }
         cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: `ifa_addr` is non-null and points to a sockaddr whose `sa_family` says
+        // which larger struct it is; we only read the struct of that family.
+        let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+        let addr = if family == libc::AF_INET {
+            // SAFETY: family AF_INET means the storage is a sockaddr_in.
+            let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        } else if family == libc::AF_INET6 {
+            // SAFETY: family AF_INET6 means the storage is a sockaddr_in6.
+            let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
+            IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+        } else {
+            continue;
+        };
+        // SAFETY: `ifa_name` is non-null and points to the NUL-terminated interface name
+        // of this node, alive until freeifaddrs below; it is copied out here.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        addrs.push(InterfaceAddr {
+            addr,
+            interface: name.to_string_lossy().into_owned(),
+            loopback: entry.ifa_flags & libc::IFF_LOOPBACK as libc::c_uint != 0,
+        });
     }
     // SAFETY: `head` came from a successful getifaddrs and is freed exactly once; no
-    // reference into the list outlives this call (addresses were copied out).
+    // reference into the list outlives this call (names and addresses were copied out).
     unsafe { libc::freeifaddrs(head) };
+    Ok(addrs)
+}
+
+/// Every IPv4 and IPv6 address configured on this host's interfaces (`getifaddrs`), loopback
+/// included; the agent treats them as local (same-host delivery) and binds its sockets to them.
+pub(crate) fn local_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut addrs: Vec<IpAddr> = interface_addresses()?
+        .into_iter()
+        .map(|a| a.addr)
+        // Link-local IPv6 addresses need a scope id to be used; the agent skips them.
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .collect();
     addrs.sort();
     addrs.dedup();
     Ok(addrs)
 }
 
+/// `struct ethtool_cmd` of `<linux/ethtool.h>` (the `ETHTOOL_GSET` answer); libc lacks it.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolCmd {
+    cmd: u32,
+    supported: u32,
+    advertising: u32,
+    speed: u16,
+    duplex: u8,
+    port: u8,
+    phy_address: u8,
+    transceiver: u8,
+    autoneg: u8,
+    mdio_support: u8,
+    maxtxpkt: u32,
+    maxrxpkt: u32,
+    speed_hi: u16,
+    eth_tp_mdix: u8,
+    eth_tp_mdix_ctrl: u8,
+    lp_advertising: u32,
+    reserved: [u32; 2],
+}
+
+/// `ETHTOOL_GSET`: get the link settings (allowed without privileges).
+const ETHTOOL_GSET: u32 = 0x0000_0001;
+/// `SPEED_UNKNOWN` as the 32 bits `speed | speed_hi << 16` carry it.
+const ETHTOOL_SPEED_UNKNOWN: u32 = u32::MAX;
+
+/// The link speed of `interface` in Mbit/s as its driver reports it (`SIOCETHTOOL` with
+/// `ETHTOOL_GSET`, what `ethtool IFACE` and `/sys/class/net/IFACE/speed` show). `None` when
+/// the driver reports no speed: unknown (`-1`, e.g. a link that is down), no ethtool support
+/// (loopback, many virtual devices), or no such interface.
+///
+/// The ioctl goes through a socket of the calling thread's network namespace, so an agent
+/// that entered a namespace reads that namespace's devices; `/sys/class/net` would show the
+/// devices of whichever namespace the sysfs mount belongs to.
+pub(crate) fn link_speed_mbit(interface: &str) -> io::Result<Option<u64>> {
+    let name = interface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Ok(None);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let mut cmd = EthtoolCmd {
+        cmd: ETHTOOL_GSET,
+        ..EthtoolCmd::default()
+    };
+    // SAFETY: ifreq is plain old data (a name array and a union of plain fields); all-zero
+    // is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name) {
+        *slot = *byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut cmd as *mut EthtoolCmd).cast();
+    // SAFETY: the socket is open for the call; `request` is a live ifreq with a
+    // NUL-terminated name (zeroed tail, length checked above) whose data pointer refers to
+    // the live `cmd`, laid out as the kernel's ethtool_cmd, which the kernel fills in.
+    let rc = unsafe {
+        libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCETHTOOL as _,
+            &mut request as *mut libc::ifreq,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENODEV | libc::ENOTTY) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    let speed = u32::from(cmd.speed) | (u32::from(cmd.speed_hi) << 16);
+    Ok(match speed {
+        0 | ETHTOOL_SPEED_UNKNOWN => None,
+        mbit => Some(u64::from(mbit)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_addresses_name_the_loopback_device() {
+        let addrs = interface_addresses().expect("getifaddrs");
+        let lo = addrs
+            .iter()
+            .find(|a| a.addr == IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .expect("127.0.0.1 is configured");
+        assert!(lo.loopback, "{lo:?}");
+        assert!(!lo.interface.is_empty(), "{lo:?}");
+        // Loopback has no ethtool link settings; a name that cannot exist has no speed either.
+        assert_eq!(link_speed_mbit(&lo.interface).expect("ioctl"), None);
+        assert_eq!(link_speed_mbit("qtoq-no-such").expect("ioctl"), None);
+        assert_eq!(
+            link_speed_mbit("much-too-long-a-name").expect("ioctl"),
+            None
+        );
+    }
 
     #[test]
     fn local_addresses_include_loopback() {

@@ -11,7 +11,7 @@ use agent_util::*;
 use qtoq::agent::Transport;
 use qtoq::enforce::{wire_rate, Recorded, Recording, SocketOptions, DEFAULT_PRIORITY};
 use qtoq::flow::{Flow, Rule, RuleId};
-use qtoq::policy::{Policy, PolicyError, DEFAULT_HOST_MAX_RATE};
+use qtoq::policy::{BudgetSource, Policy, PolicyError, UnlimitedReason, DEFAULT_MAX_FLOW_RATE};
 use qtoq::{Agent, QosError, QosEvent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::net::TcpStream;
 
@@ -283,8 +283,9 @@ fn policy_file_errors_name_the_file_and_position() {
     ));
 }
 
-/// Without `.policy`/`.enforcer`: the default policy (host limit) and the socket enforcer,
-/// whose options are read back on the connection's socket and gone after close.
+/// Without `.policy`/`.enforcer`: the default policy (loopback budget unlimited, a cap per
+/// reservation) and the socket enforcer, whose options are read back on the connection's
+/// socket and gone after close.
 #[tokio::test]
 async fn default_agent_uses_the_default_policy_and_the_socket_enforcer() {
     let ip: IpAddr = unique_loopback();
@@ -330,13 +331,29 @@ async fn default_agent_uses_the_default_policy_and_the_socket_enforcer() {
     assert_eq!(reverted.max_pacing_rate, u64::MAX, "{reverted:?}");
     assert_eq!(reverted.tos, Some(0), "{reverted:?}");
 
-    // The default policy's host-wide limit: a reservation above it is an admission failure.
+    // The reservation was booked on loopback, whose budget has no limit.
+    let lo = agent
+        .stats()
+        .await
+        .unwrap()
+        .interfaces
+        .into_iter()
+        .find(|b| b.name == "lo")
+        .expect("a loopback budget");
+    assert_eq!(
+        lo.source,
+        BudgetSource::Unlimited(UnlimitedReason::Loopback)
+    );
+    assert_eq!((lo.reservable, lo.flows), (None, 0), "{lo:?}");
+
+    // The default policy's cap per reservation: a reservation above it is a policy failure,
+    // even on unlimited loopback.
     let too_big = QosListener::builder()
         .agent(&agent)
         .signaling(Signaling::None)
-        // 1% above: admission allows f32 rounding slack (2^-23 relative), not more.
+        // 1% above: the cap is compared at f32 precision, not more loosely.
         .spec(QosSpec::controlled_load(
-            DEFAULT_HOST_MAX_RATE as u64 + DEFAULT_HOST_MAX_RATE as u64 / 100,
+            DEFAULT_MAX_FLOW_RATE as u64 + DEFAULT_MAX_FLOW_RATE as u64 / 100,
             65_536,
         ))
         .bind(SocketAddr::new(ip, 0))
@@ -353,7 +370,7 @@ async fn default_agent_uses_the_default_policy_and_the_socket_enforcer() {
         .and_then(|e| e.downcast_ref::<QosError>())
         .expect("typed source");
     assert!(
-        matches!(source, QosError::AdmissionDenied(d) if d.code == 1 && d.value == 2),
+        matches!(source, QosError::AdmissionDenied(d) if d.code == 2 && d.reason.contains("max_flow_rate")),
         "{source:?}"
     );
     until_no_sessions(&agent).await;

@@ -49,6 +49,7 @@ fn a_full_rule_is_read_with_units() {
         r#"
         [host]
         max_rate = "1Gbit"
+        max_flow_rate = "200Mbit"
         max_flows = 10
         unmatched = "deny"
         utc_offset = "+01:00"
@@ -92,6 +93,7 @@ fn a_full_rule_is_read_with_units() {
     assert_eq!(rule.limits.max_packet, Some(1500));
     assert_eq!(rule.total_rate, Some(2_500_000.0));
     assert_eq!(policy.host().max_rate, Some(125_000_000.0));
+    assert_eq!(policy.host().max_flow_rate, Some(25_000_000.0));
     assert_eq!(policy.host().utc_offset_minutes, 60);
     assert_eq!(policy.pools()[0].total_rate, 6_250_000.0);
     assert_eq!(policy.interfaces()[0].capacity, 12_500_000.0);
@@ -148,6 +150,14 @@ fn errors_name_file_line_and_column() {
     let (_, _, m) =
         error_at("[[rule]]\nname = \"a\"\nservice = \"controlled-load\"\nsignaling = false\n");
     assert!(m.contains("needs a rate"), "{m}");
+
+    // A per-reservation cap of zero or without a unit bits/bytes can tell apart is refused.
+    let (line, column, m) = error_at("[host]\nmax_flow_rate = 0\n");
+    assert_eq!((line, column), (2, 17));
+    assert!(m.contains("max_flow_rate"), "{m}");
+    let (line, _, m) = error_at("[host]\nmax_flow_rate = \"10Mbps\"\n");
+    assert_eq!(line, 2);
+    assert!(m.contains("ambiguous"), "{m}");
 
     // The Display form is file:line:column: message.
     let err = Policy::from_toml_str("[host]\nmax_flows = -1\n", "p.toml").unwrap_err();
@@ -298,9 +308,17 @@ fn empty_file_is_the_default_policy() {
     let empty = Policy::from_toml_str("", "t").unwrap();
     let default = Policy::default();
     assert_eq!(empty.host(), default.host());
+    // No host-wide rate total: each interface has its budget; a per-reservation cap instead.
+    assert_eq!(default.host().max_rate, None);
     assert_eq!(
-        default.host().max_rate,
-        Some(qtoq::policy::DEFAULT_HOST_MAX_RATE)
+        default.host().max_flow_rate,
+        Some(qtoq::policy::DEFAULT_MAX_FLOW_RATE)
+    );
+    assert_eq!(qtoq::policy::DEFAULT_MAX_FLOW_RATE, 12_500_000.0);
+    assert_eq!(
+        default.host().max_flows,
+        Some(qtoq::policy::DEFAULT_HOST_MAX_FLOWS)
     );
     assert!(default.rules().is_empty());
+    assert!(default.interfaces().is_empty());
 }

@@ -1,7 +1,9 @@
 //! Robustness properties of policies: any text either loads or is refused with a
 //! `file:line:column` error, unit parsing never panics and round-trips, and admission keeps
 //! its books exactly under random admit / modify / release / reload sequences (checked
-//! against an independent model of the limits). Plus one regression test per bug fixed.
+//! against an independent model of the limits: rules, pools, a declared and a discovered
+//! interface, the host's totals and per-reservation cap). Plus one regression test per bug
+//! fixed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use qtoq::flow::{Admission, AdmissionRequest, Flow, RuleId};
 use qtoq::policy::units::{parse_rate, parse_size, MAX_VALUE};
-use qtoq::policy::{Cidr, Policy, PolicyError, PolicyTime, Schedule, Weekday};
+use qtoq::policy::{Cidr, Policy, PolicyError, PolicyTime, Schedule, StaticProbe, Weekday};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
 
 const NOON: PolicyTime = PolicyTime {
@@ -333,7 +335,7 @@ proptest! {
         let rate_value: f64 = rate_text.parse().unwrap();
         let service = if guaranteed { "guaranteed" } else { "controlled-load" };
         let text = format!(
-            "[host]\nmax_rate = \"1000GB/s\"\n\
+            "[host]\nmax_rate = \"1000GB/s\"\nmax_flow_rate = \"1000GB/s\"\n\
              [[pool]]\nname = \"p\"\ntotal_rate = {pool}\n\
              [[rule]]\nname = \"fixed\"\nservice = \"{service}\"\nsignaling = false\n\
              rate = \"{rate_text}\"\nbucket = \"{rate_text}\"\npool = \"p\"\n",
@@ -368,6 +370,8 @@ proptest! {
 struct Limits {
     host_rate: f64,
     host_flows: usize,
+    /// `[host] max_flow_rate`.
+    flow_rate: f64,
     pool: f64,
     iface: f64,
     rule_a_rate: f64,
@@ -379,6 +383,7 @@ const VERSIONS: [Limits; 3] = [
     Limits {
         host_rate: 4_000_000.0,
         host_flows: 6,
+        flow_rate: 2_500_000.0,
         pool: 3_000_000.0,
         iface: 2_500_000.0,
         rule_a_rate: 2_000_000.0,
@@ -389,6 +394,7 @@ const VERSIONS: [Limits; 3] = [
     Limits {
         host_rate: 2_000_000.0,
         host_flows: 3,
+        flow_rate: 1_000_000.0,
         pool: 1_000_000.0,
         iface: 1_000_000.0,
         rule_a_rate: 500_000.0,
@@ -399,6 +405,7 @@ const VERSIONS: [Limits; 3] = [
     Limits {
         host_rate: 10_000_000.0,
         host_flows: 9,
+        flow_rate: 12_500_000.0,
         pool: 6_000_000.0,
         iface: 5_000_000.0,
         rule_a_rate: 4_000_000.0,
@@ -413,6 +420,7 @@ fn policy_text(l: &Limits) -> String {
 [host]
 max_rate = {host_rate}
 max_flows = {host_flows}
+max_flow_rate = {flow_rate}
 
 [[pool]]
 name = "p"
@@ -452,6 +460,7 @@ match = {{ local_port = "4000-4999" }}
 "#,
         host_rate = l.host_rate,
         host_flows = l.host_flows,
+        flow_rate = l.flow_rate,
         pool = l.pool,
         iface = l.iface,
         rule_a_rate = l.rule_a_rate,
@@ -518,6 +527,27 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The reservable rate of eth1, the interface discovery finds for the senders not on the
+/// declared eth0: 75 % of its 20 Mbit/s.
+const ETH1_RESERVABLE: f64 = 1_875_000.0;
+
+/// The model's host: 10.0.0.1 on eth0 (declared by the policy, whose capacity wins over the
+/// speed reported here), 10.0.1.1 on eth1 at 20 Mbit/s.
+fn probe() -> StaticProbe {
+    StaticProbe::new()
+        .interface("eth0", Some(1000), &["10.0.0.1".parse().unwrap()])
+        .interface("eth1", Some(20), &["10.0.1.1".parse().unwrap()])
+}
+
+/// The model test's policy of one version, on the model's host.
+fn model_policy(limits: &Limits) -> Policy {
+    Policy::from_toml_str(&policy_text(limits), "p.toml")
+        .unwrap()
+        .with_interface_probe(probe())
+}
+
+/// A request of rule `class` from 10.0.0.1 (on the declared eth0) or else from 10.0.1.1 (on
+/// the discovered eth1).
 fn admission_request(id: u64, class: Class, on_iface: bool, rate: f32) -> AdmissionRequest {
     let port = match class {
         Class::A => 1000,
@@ -557,7 +587,7 @@ fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> 
         }
         Class::D => true, // signaling = false, but the request is signaled
         _ => false,
-    };
+    } || new.rate > limits.flow_rate;
     if policy_failure {
         return Some(2);
     }
@@ -566,6 +596,7 @@ fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> 
         && sum(&|h| h.class == Class::C) + new.rate > with_slack(limits.rule_c_total))
         || (in_pool(&new) && sum(&in_pool) + new.rate > with_slack(limits.pool))
         || (new.on_iface && sum(&|h| h.on_iface) + new.rate > with_slack(limits.iface))
+        || (!new.on_iface && sum(&|h| !h.on_iface) + new.rate > with_slack(ETH1_RESERVABLE))
         || sum(&|_| true) + new.rate > with_slack(limits.host_rate)
         || others().count() >= limits.host_flows;
     short.then_some(1)
@@ -573,7 +604,7 @@ fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> 
 
 /// Everything the model holds fits the limits, and the policy agrees with the model.
 fn check_books(
-    policy: &Policy,
+    policy: &mut Policy,
     held: &BTreeMap<u64, Held>,
     limits: &Limits,
 ) -> Result<(), TestCaseError> {
@@ -601,6 +632,20 @@ fn check_books(
     prop_assert!(held.values().filter(|h| h.class == Class::A).count() <= limits.rule_a_flows);
     prop_assert!(held.len() <= limits.host_flows);
     prop_assert_eq!(policy.admitted_count(), held.len());
+    // Each interface's books: the declared eth0 and the discovered eth1, kept apart.
+    let eth1 = sum(&|h| !h.on_iface);
+    prop_assert!(eth1 <= with_slack(ETH1_RESERVABLE), "eth1 usage {}", eth1);
+    let budgets = policy.interface_budgets();
+    let booked = |name: &str| {
+        budgets
+            .iter()
+            .find(|b| b.name == name)
+            .map_or((0.0, 0), |b| (b.reserved, b.flows))
+    };
+    let count = |on: bool| held.values().filter(|h| h.on_iface == on).count();
+    prop_assert_eq!(booked("eth0"), (iface, count(true)));
+    prop_assert_eq!(booked("eth1"), (eth1, count(false)));
+    prop_assert_eq!(budgets.len(), 2, "{:?}", budgets);
     // Sums of f32 values of these magnitudes are exact in f64, in any order.
     prop_assert_eq!(policy.admitted_rate(), total);
     Ok(())
@@ -614,7 +659,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..60)
     ) {
         let mut limits = VERSIONS[0];
-        let mut policy = Policy::from_toml_str(&policy_text(&limits), "p.toml").unwrap();
+        let mut policy = model_policy(&limits);
         let mut held: BTreeMap<u64, Held> = BTreeMap::new();
         for op in &ops {
             match *op {
@@ -645,7 +690,7 @@ proptest! {
                 }
                 Op::Reload { version } => {
                     limits = VERSIONS[version];
-                    let new = Policy::from_toml_str(&policy_text(&limits), "p.toml").unwrap();
+                    let new = model_policy(&limits);
                     let before = held.clone();
                     let dropped = policy.reload_at(new, NOON);
                     for id in &dropped {
@@ -665,15 +710,20 @@ proptest! {
                     }
                 }
             }
-            check_books(&policy, &held, &limits)?;
+            check_books(&mut policy, &held, &limits)?;
         }
         for id in 0..10 {
             policy.release(RuleId(id));
         }
         prop_assert_eq!(policy.admitted_count(), 0);
         prop_assert_eq!(policy.admitted_rate(), 0.0);
-        // No residue: the whole pool (within host and interface) is available again.
-        let full = limits.pool.min(limits.host_rate) as f32;
+        // No residue: the whole pool (within host, interface and per-reservation cap) is
+        // available again.
+        let full = limits
+            .pool
+            .min(limits.host_rate)
+            .min(limits.flow_rate)
+            .min(ETH1_RESERVABLE) as f32;
         let req = admission_request(0, Class::B, false, full);
         prop_assert!(policy.admit_at(&req, NOON).is_ok());
     }
@@ -682,7 +732,7 @@ proptest! {
 #[test]
 fn repeated_fractional_admissions_leave_no_residue() {
     let limits = VERSIONS[0];
-    let mut policy = Policy::from_toml_str(&policy_text(&limits), "p.toml").unwrap();
+    let mut policy = model_policy(&limits);
     for round in 0..1000u64 {
         for (i, rate) in [0.1f32, 1.0 / 3.0, 0.7, 12_500.5].into_iter().enumerate() {
             let id = round * 4 + i as u64;
@@ -721,7 +771,8 @@ fn refusal(text: &str) -> (usize, usize, String) {
 #[test]
 fn a_rate_rounding_up_in_f32_still_admits_its_own_rule() {
     let mut policy = Policy::from_toml_str(
-        "[host]\nmax_rate = \"10GB/s\"\n[[pool]]\nname = \"p\"\ntotal_rate = 2999999997\n\
+        "[host]\nmax_rate = \"10GB/s\"\nmax_flow_rate = \"10GB/s\"\n\
+         [[pool]]\nname = \"p\"\ntotal_rate = 2999999997\n\
          [[rule]]\nname = \"r\"\nservice = \"controlled-load\"\nsignaling = false\n\
          rate = 999999999\npool = \"p\"\n",
         "p.toml",

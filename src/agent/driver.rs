@@ -280,6 +280,11 @@ impl Driver {
                     } else {
                         self.policy.lock().admitted_count()
                     },
+                    interfaces: if self.custom_admission {
+                        Vec::new()
+                    } else {
+                        self.policy.lock().interface_budgets()
+                    },
                 });
             }
             Command::ReloadPolicy { policy, reply } => {

@@ -7,7 +7,7 @@
 //!
 //! The first `QosListener`/`QosStream` that is not given an agent starts the process's
 //! *default agent* ([`Agent::default_agent`]): UDP encapsulation on port 1698 at every local
-//! address, the documented default [`Policy`] (admission up to a host-wide limit) and the
+//! address, the documented default [`Policy`] (admission within each interface's budget) and the
 //! [`SocketEnforcer`] (marking and pacing on the sender's socket), on its own thread so it
 //! outlives any one Tokio runtime.
 //!
@@ -42,7 +42,7 @@ use crate::engine::{EngineConfig, SessionId, SessionKey, Stats};
 use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
 use crate::net::event::SessionShared;
 use crate::net::QosError;
-use crate::policy::{Policy, PolicyError, PolicyRule};
+use crate::policy::{InterfaceBudget, Policy, PolicyError, PolicyRule};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
 /// How often an agent re-checks its admitted reservations against the policy's schedules
@@ -153,7 +153,7 @@ impl Admission for SharedPolicy {
 }
 
 /// What an agent holds and has done, for tests, logs and `qosctl`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AgentStats {
     /// Sessions owned by local connections, as the engine counts them.
@@ -174,6 +174,10 @@ pub struct AgentStats {
     /// Reservations the agent's policy holds as admitted (0 with a custom
     /// [`AgentBuilder::admission`]).
     pub policy_admitted: usize,
+    /// Each interface's admission budget: how much may be reserved, how much is booked and
+    /// where the number comes from ([`Policy::interface_budgets`]; empty with a custom
+    /// [`AgentBuilder::admission`]).
+    pub interfaces: Vec<InterfaceBudget>,
 }
 
 struct AgentShared {
@@ -228,9 +232,17 @@ impl Agent {
 
     /// The process's default agent, started on first use: UDP encapsulation on port 1698 at
     /// every local address (an ephemeral port where 1698 is taken), the default [`Policy`]
-    /// (admits valid requests up to [`DEFAULT_HOST_MAX_RATE`](crate::policy::DEFAULT_HOST_MAX_RATE)
-    /// in total) and the [`SocketEnforcer`]. It runs on its own thread and stops when the last
-    /// handle is gone; the next call starts a new one.
+    /// and the [`SocketEnforcer`]. It runs on its own thread and stops when the last handle is
+    /// gone; the next call starts a new one.
+    ///
+    /// The default policy admits valid requests within the budget of the interface each
+    /// flow uses: 75 % ([`DEFAULT_RESERVABLE_SHARE`](crate::policy::DEFAULT_RESERVABLE_SHARE))
+    /// of the link speed its driver reports, unlimited on loopback and on links that report
+    /// none; at most [`DEFAULT_MAX_FLOW_RATE`](crate::policy::DEFAULT_MAX_FLOW_RATE) per
+    /// reservation and [`DEFAULT_HOST_MAX_FLOWS`](crate::policy::DEFAULT_HOST_MAX_FLOWS)
+    /// reservations (see the [`policy`](crate::policy#without-a-file) module).
+    /// [`Agent::stats`] lists each interface's budget
+    /// ([`AgentStats::interfaces`]).
     ///
     /// # Errors
     ///
@@ -580,7 +592,8 @@ impl AgentBuilder {
     }
 
     /// The policy: admission control, listener defaults and the interfaces the tc enforcer
-    /// shapes (default [`Policy::default`]: admits valid requests up to a host-wide limit).
+    /// shapes (default [`Policy::default`]: admits valid requests within each interface's
+    /// budget).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = Some(policy);
         self

@@ -33,6 +33,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawHost {
     max_rate: Option<Spanned<RawValue>>,
+    max_flow_rate: Option<Spanned<RawValue>>,
     max_flows: Option<Spanned<i64>>,
     unmatched: Option<Spanned<String>>,
     utc_offset: Option<Spanned<String>>,
@@ -258,6 +259,9 @@ fn validate_host(locator: &Locator<'_>, h: &RawHost) -> Result<HostLimits, Polic
     let mut host = HostLimits::default();
     if let Some(rate) = &h.max_rate {
         host.max_rate = Some(locator.rate(rate, "host max_rate")?);
+    }
+    if let Some(rate) = &h.max_flow_rate {
+        host.max_flow_rate = Some(locator.rate(rate, "host max_flow_rate")?);
     }
     if let Some(n) = &h.max_flows {
         host.max_flows = Some(locator.count(n, "host max_flows")?);

@@ -7,9 +7,42 @@
 //!
 //! # Without a file
 //!
-//! [`Policy::default`] (the same as an empty file) has no rules, admits every request whose
-//! flowspec is valid, and limits the host to [`DEFAULT_HOST_MAX_RATE`] bytes/s (100 Mbit/s) of
-//! reservations in total and [`DEFAULT_HOST_MAX_FLOWS`] reservations.
+//! [`Policy::default`] (the same as an empty file) has no rules and admits every request
+//! whose flowspec is valid within:
+//!
+//! * the budget of the interface the flow uses (see below): 75 %
+//!   ([`DEFAULT_RESERVABLE_SHARE`]) of the link speed its driver reports; unlimited on
+//!   loopback and on links that report no speed;
+//! * at most [`DEFAULT_MAX_FLOW_RATE`] bytes/s (100 Mbit/s) per reservation
+//!   (`[host] max_flow_rate`);
+//! * at most [`DEFAULT_HOST_MAX_FLOWS`] reservations (`[host] max_flows`).
+//!
+//! There is no host-wide rate total unless the file sets `[host] max_rate`.
+//!
+//! # Interface budgets
+//!
+//! Admission books each reservation against the interface its flow uses, one budget per
+//! interface, as a router does per outgoing link:
+//!
+//! * an `[[interface]]` the policy declares is charged with the flows of the local addresses
+//!   it lists (every flow when it lists none) and with every flow that uses an interface of
+//!   that name; its declared `capacity` is what may be reserved: a declared capacity already
+//!   is the reservable amount (the tc enforcer builds its HTB root at it), no share is taken
+//!   of it;
+//! * a flow no declared interface covers is charged to the interface the kernel says it
+//!   uses ([`InterfaceProbe`], [`KernelProbe`]): [`DEFAULT_RESERVABLE_SHARE`] of the link
+//!   speed the driver reports (Cisco IOS reserves 75 % of an interface's bandwidth for RSVP
+//!   by default); unlimited on a loopback device and on links reporting no speed (a link
+//!   that is down, many virtual devices) — declare those to limit them.
+//!
+//! The interface a flow uses is approximated without a route lookup: the one holding its
+//! sender address (the host shapes what it sends), or loopback when the receiver is a local
+//! address too. A flow whose sender is not local but whose receiver is (a reservation on the
+//! receiving side) is charged to the receiver's interface; a flow with neither address local
+//! (an in-memory network) to no interface. Policy-based routing or a sender address held by
+//! another interface than the route's (weak host model) can make the guess wrong: declare the
+//! interface with its `addresses` then. [`Policy::interface_budgets`] reports each budget and
+//! where its number comes from.
 //!
 //! # Matching
 //!
@@ -21,36 +54,49 @@
 //!
 //! # Denials
 //!
-//! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`), a
-//! service or signaling mismatch and `unmatched = "deny"` are *policy* failures: RSVP error
-//! code 2. Running out of shared capacity (a rule's `total_rate`, a pool, an interface's
-//! capacity, the host limits) is an *admission control* failure: code 1, value 2 ("requested
-//! bandwidth unavailable", RFC 2205 App. B). A flowspec with a negative or non-finite rate is
-//! code 21 value 3 ("bad flowspec value", RFC 2210).
+//! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`) or the
+//! host's per-reservation `max_flow_rate`, a service or signaling mismatch and
+//! `unmatched = "deny"` are *policy* failures: RSVP error code 2. Running out of shared
+//! capacity (a rule's `total_rate`, a pool, an interface's budget, the host's `max_rate` and
+//! `max_flows`) is an *admission control* failure: code 1, value 2 ("requested bandwidth
+//! unavailable", RFC 2205 App. B); its reason names the interface and where its budget comes
+//! from. A flowspec with a negative or non-finite rate is code 21 value 3 ("bad flowspec
+//! value", RFC 2210).
 //!
 //! RSVP carries rates and sizes as f32, so limits are applied at that precision: a rule's
 //! own limits are compared with the request after rounding them to f32, and shared capacity
 //! gets a relative slack of `f32::EPSILON`, so that reservations filling a limit exactly in
 //! decimal (three of `333333.33` in `1000000`) are not refused over rounding.
 
+mod budget;
 mod file;
 mod matching;
 pub mod units;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
 
+pub use budget::{
+    BudgetSource, InterfaceAddress, InterfaceBudget, InterfaceProbe, KernelProbe, StaticProbe,
+    UnlimitedReason, DEFAULT_RESERVABLE_SHARE, LOOPBACK_INTERFACE,
+};
+use budget::{Discovery, Pot};
 pub use matching::{parse_dscp, Cidr, PolicyTime, PortRange, Schedule, Weekday};
 
-/// Host-wide reservation limit without a policy file: 100 Mbit/s, in bytes per second.
-pub const DEFAULT_HOST_MAX_RATE: f64 = 12_500_000.0;
-/// Host-wide number of reservations without a policy file.
+/// Most bytes/s one reservation may hold without a policy file (`[host] max_flow_rate`):
+/// 100 Mbit/s. Interfaces without a reported speed (loopback) have no budget; this keeps a
+/// single request from asking for any rate at all.
+pub const DEFAULT_MAX_FLOW_RATE: f64 = 12_500_000.0;
+/// Host-wide number of reservations without a policy file (`[host] max_flows`). One
+/// reservation is one admission at its data sender, so a connection between two sockets of
+/// the same host counts once.
 pub const DEFAULT_HOST_MAX_FLOWS: u32 = 1024;
 
 /// Largest policy file [`Policy::load`] reads: 1 MiB, far beyond any real policy.
@@ -267,8 +313,8 @@ impl InterfaceSpec {
         }
     }
 
-    fn carries(&self, local: SocketAddr) -> bool {
-        self.addresses.is_empty() || self.addresses.iter().any(|c| c.contains(local.ip()))
+    fn carries(&self, local: IpAddr) -> bool {
+        self.addresses.is_empty() || self.addresses.iter().any(|c| c.contains(local))
     }
 }
 
@@ -282,13 +328,22 @@ pub enum Unmatched {
     Deny,
 }
 
-/// Host-wide settings (`[host]` in the file).
+/// Host-wide settings (`[host]` in the file). Rates in bytes/s.
+///
+/// The defaults (no file, or no `[host]`): no host-wide rate total (each interface has its
+/// budget, see [the module docs](self#interface-budgets)), at most [`DEFAULT_MAX_FLOW_RATE`]
+/// per reservation and [`DEFAULT_HOST_MAX_FLOWS`] reservations, unmatched requests admitted,
+/// schedules in UTC.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct HostLimits {
-    /// Most bytes/s of all reservations together; `None` = no limit.
+    /// Most bytes/s of all reservations together (`max_rate`); `None` (the default) = no
+    /// host-wide total, only the interfaces' budgets.
     pub max_rate: Option<f64>,
-    /// Most reservations at once; `None` = no limit.
+    /// Most bytes/s any one reservation may hold (`max_flow_rate`), whichever rule admits
+    /// it; exceeding it is a policy failure (code 2). `None` = no limit.
+    pub max_flow_rate: Option<f64>,
+    /// Most reservations at once (`max_flows`); `None` = no limit.
     pub max_flows: Option<u32>,
     /// What happens to requests no rule matches.
     pub unmatched: Unmatched,
@@ -299,7 +354,8 @@ pub struct HostLimits {
 impl Default for HostLimits {
     fn default() -> Self {
         HostLimits {
-            max_rate: Some(DEFAULT_HOST_MAX_RATE),
+            max_rate: None,
+            max_flow_rate: Some(DEFAULT_MAX_FLOW_RATE),
             max_flows: Some(DEFAULT_HOST_MAX_FLOWS),
             unmatched: Unmatched::Admit,
             utc_offset_minutes: 0,
@@ -323,9 +379,23 @@ struct Admitted {
     request: AdmissionRequest,
     rate: f64,
     rule: Option<usize>,
+    /// The interface budgets it is booked against.
+    pots: Pots,
 }
 
+/// A flow is charged to one interface, or to each declared interface covering it.
+type Pots = smallvec::SmallVec<[Pot; 2]>;
+
 /// A loaded policy and the reservations it has admitted.
+///
+/// # Interface budgets
+///
+/// Interfaces are discovered through an [`InterfaceProbe`] ([`KernelProbe`] unless
+/// [`Policy::with_interface_probe`] says otherwise) and cached for the policy's life, so
+/// that admission, which runs on every connection setup, costs no syscalls: loopback
+/// addresses never ask the kernel; other addresses are looked up in one snapshot of the
+/// host's addresses, retaken only for a local address it lacks; a link's speed is read once.
+/// A reload ([`Policy::reload`], `Agent::reload_policy`) discovers again.
 ///
 /// # Examples
 ///
@@ -361,11 +431,13 @@ pub struct Policy {
     admitted: BTreeMap<RuleId, Admitted>,
     stats: AdmissionStats,
     clock: fn() -> SystemTime,
+    discovery: Discovery,
 }
 
 impl Default for Policy {
-    /// The documented default: no rules, host limits [`DEFAULT_HOST_MAX_RATE`] and
-    /// [`DEFAULT_HOST_MAX_FLOWS`].
+    /// The documented default (see [the module docs](self#without-a-file)): no rules, the
+    /// discovered interfaces' budgets, [`DEFAULT_MAX_FLOW_RATE`] per reservation and
+    /// [`DEFAULT_HOST_MAX_FLOWS`] reservations.
     fn default() -> Self {
         Policy::from_parts(
             None,
@@ -395,6 +467,7 @@ impl Policy {
             admitted: BTreeMap::new(),
             stats: AdmissionStats::default(),
             clock: SystemTime::now,
+            discovery: Discovery::default(),
         }
     }
 
@@ -465,6 +538,14 @@ impl Policy {
     /// Replaces the clock used by [`Admission::admit`] and [`Policy::now`] (tests).
     pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Replaces how interfaces are discovered for admission without a declared
+    /// `[[interface]]` (default [`KernelProbe`]); what was discovered so far is forgotten.
+    /// Tests inject a [`StaticProbe`] to be independent of the host's interfaces.
+    pub fn with_interface_probe(mut self, probe: impl InterfaceProbe + 'static) -> Self {
+        self.discovery = Discovery::new(Arc::new(probe));
         self
     }
 
@@ -544,6 +625,110 @@ impl Policy {
         self.admitted.values().map(|a| a.rate).sum()
     }
 
+    /// Every interface's budget: the declared interfaces first, in file order, then every
+    /// interface of this host the probe lists (discovered on the first call after the policy
+    /// was made, then from the cache), each with what is booked on it now and where its
+    /// number comes from.
+    pub fn interface_budgets(&mut self) -> Vec<InterfaceBudget> {
+        self.discovery.discover_all();
+        let booked = |pot: Pot| {
+            self.admitted
+                .values()
+                .filter(|a| a.pots.contains(&pot))
+                .fold((0.0, 0), |(rate, flows), a| (rate + a.rate, flows + 1))
+        };
+        let mut budgets: Vec<InterfaceBudget> = self
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let (reserved, flows) = booked(Pot::Declared(i));
+                InterfaceBudget {
+                    name: spec.name.clone(),
+                    capacity: Some(spec.capacity),
+                    reservable: Some(spec.capacity),
+                    reserved,
+                    flows,
+                    source: self.declared_source(),
+                }
+            })
+            .collect();
+        for (i, link) in self.discovery.links.iter().enumerate() {
+            if self.interfaces.iter().any(|d| d.name == link.name) {
+                continue;
+            }
+            let Some((capacity, reservable, source)) = link.budget() else {
+                continue;
+            };
+            let (reserved, flows) = booked(Pot::Discovered(i));
+            budgets.push(InterfaceBudget {
+                name: link.name.clone(),
+                capacity,
+                reservable,
+                reserved,
+                flows,
+                source: source.clone(),
+            });
+        }
+        budgets
+    }
+
+    /// What may be reserved on `pot`, bytes/s; `None` = unlimited.
+    fn reservable(&self, pot: Pot) -> Option<f64> {
+        match pot {
+            Pot::Declared(i) => Some(self.interfaces[i].capacity),
+            Pot::Discovered(i) => self.discovery.links[i]
+                .budget()
+                .and_then(|(_, reservable, _)| reservable),
+        }
+    }
+
+    /// `pot` as denials name it: the interface and where its number comes from.
+    fn describe(&self, pot: Pot) -> String {
+        match pot {
+            Pot::Declared(i) => format!(
+                "interface {} ({})",
+                self.interfaces[i].name,
+                self.declared_source()
+            ),
+            Pot::Discovered(i) => {
+                let link = &self.discovery.links[i];
+                match link.budget() {
+                    Some((_, _, source)) => format!("interface {} ({source})", link.name),
+                    None => format!("interface {}", link.name),
+                }
+            }
+        }
+    }
+
+    fn declared_source(&self) -> BudgetSource {
+        BudgetSource::Declared {
+            origin: self.origin.as_deref().unwrap_or("(inline)").to_owned(),
+        }
+    }
+
+    /// The interface budgets `flow` is booked against (see [the module
+    /// docs](self#interface-budgets)).
+    fn pots(&mut self, flow: &Flow) -> Pots {
+        let (local, link) = self.discovery.route(flow);
+        let declared: Pots = (0..self.interfaces.len())
+            .filter(|&i| self.interfaces[i].carries(local))
+            .map(Pot::Declared)
+            .collect();
+        if !declared.is_empty() {
+            return declared;
+        }
+        let Some(link) = link else {
+            return Pots::new();
+        };
+        let name = &self.discovery.links[link].name;
+        if let Some(i) = self.interfaces.iter().position(|d| d.name == *name) {
+            return smallvec::smallvec![Pot::Declared(i)];
+        }
+        self.discovery.budget(link);
+        smallvec::smallvec![Pot::Discovered(link)]
+    }
+
     /// [`Admission::admit`] at an explicit local time.
     ///
     /// # Errors
@@ -555,7 +740,8 @@ impl Policy {
         request: &AdmissionRequest,
         now: PolicyTime,
     ) -> Result<AdmissionGrant, AdmissionDenied> {
-        match self.decide(request, now) {
+        let pots = self.pots(&request.flow);
+        match self.decide(request, now, pots) {
             Ok((admitted, grant)) => {
                 self.stats.admitted += 1;
                 tracing::debug!(rule = %request.rule, flow = %request.flow, rate = admitted.rate,
@@ -572,11 +758,12 @@ impl Policy {
         }
     }
 
-    /// The decision, without changing any state.
+    /// The decision, without changing any state; `pots` are the flow's interface budgets.
     fn decide(
         &self,
         request: &AdmissionRequest,
         now: PolicyTime,
+        pots: Pots,
     ) -> Result<(Admitted, AdmissionGrant), AdmissionDenied> {
         let spec = &request.flowspec;
         let tspec = spec.tspec();
@@ -607,6 +794,8 @@ impl Policy {
 
         let rule_index = self.lookup_index(&request.flow, now);
         let mut grant = AdmissionGrant::default();
+        // Policy failures first (the rule's own limits, unmatched = deny, the host's cap per
+        // reservation), then shared capacity.
         if let Some(i) = rule_index {
             let rule = &self.rules[i];
             check_rule(rule, request)?;
@@ -623,6 +812,35 @@ impl Policy {
                     ));
                 }
             }
+        } else if self.host.unmatched == Unmatched::Deny {
+            return Err(denied(
+                ERROR_POLICY,
+                0,
+                format!(
+                    "no policy rule matches {} and unmatched requests are denied",
+                    request.flow
+                ),
+            ));
+        }
+        if let Some(max) = self.host.max_flow_rate {
+            // A per-request limit, compared at the precision RSVP signals, like a rule's.
+            let max = signaled_precision(max);
+            if rate > max {
+                return Err(denied(
+                    ERROR_POLICY,
+                    0,
+                    format!(
+                        "rate {} B/s exceeds the host max_flow_rate of {} B/s per reservation \
+                         (set [host] max_flow_rate to allow more)",
+                        grouped(rate),
+                        grouped(max)
+                    ),
+                ));
+            }
+        }
+
+        if let Some(i) = rule_index {
+            let rule = &self.rules[i];
             if let Some(total) = rule.total_rate {
                 let used: f64 = others().filter(|a| a.rule == Some(i)).map(|a| a.rate).sum();
                 check_room(used, rate, total, || {
@@ -644,29 +862,15 @@ impl Policy {
             }
             grant.dscp = rule.dscp;
             grant.policy = Some(rule.name.clone());
-        } else if self.host.unmatched == Unmatched::Deny {
-            return Err(denied(
-                ERROR_POLICY,
-                0,
-                format!(
-                    "no policy rule matches {} and unmatched requests are denied",
-                    request.flow
-                ),
-            ));
         }
-
-        for iface in self
-            .interfaces
-            .iter()
-            .filter(|i| i.carries(request.flow.sender))
-        {
-            let used: f64 = others()
-                .filter(|a| iface.carries(a.request.flow.sender))
-                .map(|a| a.rate)
-                .sum();
-            check_room(used, rate, iface.capacity, || {
-                format!("interface {} capacity", iface.name)
-            })?;
+        for &pot in &pots {
+            if let Some(limit) = self.reservable(pot) {
+                let used: f64 = others()
+                    .filter(|a| a.pots.contains(&pot))
+                    .map(|a| a.rate)
+                    .sum();
+                check_room(used, rate, limit, || self.describe(pot))?;
+            }
         }
         if let Some(max) = self.host.max_rate {
             let used: f64 = others().map(|a| a.rate).sum();
@@ -686,6 +890,7 @@ impl Policy {
                 request: request.clone(),
                 rate,
                 rule: rule_index,
+                pots,
             },
             grant,
         ))
@@ -707,9 +912,12 @@ impl Policy {
         self.rules = new.rules;
         self.pools = new.pools;
         self.interfaces = new.interfaces;
+        // The new policy's discovery: interfaces and link speeds are learnt again.
+        self.discovery = new.discovery;
         let mut dropped = Vec::new();
         for (id, admitted) in old {
-            match self.decide(&admitted.request, now) {
+            let pots = self.pots(&admitted.request.flow);
+            match self.decide(&admitted.request, now, pots) {
                 Ok((again, _)) => {
                     self.admitted.insert(id, again);
                 }
@@ -756,13 +964,36 @@ fn check_room(
             ERROR_ADMISSION,
             ADMISSION_BANDWIDTH_UNAVAILABLE,
             format!(
-                "requested bandwidth unavailable: {rate:.0} B/s asked, {:.0} of {limit:.0} B/s left on {}",
-                (limit - used).max(0.0),
-                what()
+                "requested bandwidth unavailable on {}: {} B/s asked, {} of {} B/s already booked",
+                what(),
+                grouped(rate),
+                grouped(used),
+                grouped(limit)
             ),
         ));
     }
     Ok(())
+}
+
+/// `value` rounded to whole units with thousands separators: `93,750,000`.
+fn grouped(value: f64) -> String {
+    // An empty f64 sum is -0.0: shown as 0.
+    let value = if value == 0.0 { 0.0 } else { value };
+    let digits = format!("{:.0}", value.abs());
+    if !value.is_finite() || digits.len() <= 3 {
+        return format!("{value:.0}");
+    }
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if value < 0.0 {
+        out.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// `value` rounded to the f32 RSVP signals it as (values beyond f32 become infinite).
@@ -846,5 +1077,21 @@ impl Admission for Policy {
             self.stats.released += 1;
             tracing::debug!(%rule, "released");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouped;
+
+    #[test]
+    fn rates_in_messages_are_grouped_by_thousands() {
+        assert_eq!(grouped(93_750_000.0), "93,750,000");
+        assert_eq!(grouped(125_000.4), "125,000");
+        assert_eq!(grouped(999.6), "1,000");
+        assert_eq!(grouped(100.0), "100");
+        assert_eq!(grouped(-0.0), "0");
+        assert_eq!(grouped(-1234.0), "-1,234");
+        assert_eq!(grouped(f64::INFINITY), "inf");
     }
 }
