@@ -1,4 +1,4 @@
-//! Decodes one RSVP message and pretty-prints it — a first taste of `qosctl decode`.
+//! Decodes one RSVP message and pretty-prints it .
 //!
 //! ```text
 //! cargo run --example decode -- 1001d0a4400000...     # hex (spaces, colons allowed)

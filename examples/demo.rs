@@ -1,5 +1,5 @@
 //! qtoq in one process: a QoS server and a QoS client over loopback, with the embedded
-//! default agent, through both server flows of the seed — a rule marked *no signaling*, then
+//! default agent, through both server flows of IBM i's `qtoq_accept` — a rule marked *no signaling*, then
 //! RSVP signaling — printing a timeline of what happens on each end.
 //!
 //! ```text
@@ -184,7 +184,7 @@ async fn unsignaled_flow(t: Timeline) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     t.say("server", format!("listening on {addr} (signaling: none)"));
 
-    // The seed: a client has nothing to signal for such a rule; asking is refused.
+    // As IBM i's API says: a client has nothing to signal for such a rule; asking is refused.
     match QosStream::builder()
         .signaling(Signaling::None)
         .connect(addr)

@@ -80,7 +80,7 @@ pub struct AdmissionRequest {
 pub struct AdmissionGrant {
     /// DSCP the matching policy asks for.
     pub dscp: Option<u8>,
-    /// Name of the policy rule that admitted the request, for logs and `qosctl`.
+    /// Name of the policy rule that admitted the request, for logs and monitoring.
     pub policy: Option<String>,
 }
 

@@ -5,9 +5,11 @@
 //! agent signals RSVP (RFC 2205) reservations for the connection, runs admission control,
 //! loads an enforcement rule into the Linux stack and keeps the soft state refreshed.
 //!
-//! The crate is layered (see `DESIGN.md`):
+//! The crate is layered, each layer using only those listed before it (the README's
+//! "Layers" section maps them to folders):
 //!
-//! * [`wire`] — sans-IO RSVP codec (RFC 2205, 2210, 2747, 2961 objects);
+//! * [`wire`] — sans-IO RSVP codec (RFC 2205 and 2210; RFC 2747 INTEGRITY and RFC 2961
+//!   refresh-reduction objects are parsed and encoded, not yet acted on);
 //! * [`engine`] — sans-IO RSVP soft-state machine, time passed in;
 //! * [`policy`] — QoS policy rules and admission control;
 //! * [`enforce`] — enforcement backends (socket options, Linux tc, recording);

@@ -432,7 +432,7 @@ impl Driver {
                 self.drain().await;
             }
             Ok(Some(rule)) => {
-                // The owner waits until the rule is loaded (or refused): seed step "admission
+                // The owner waits until the rule is loaded (or refused): IBM i's step "admission
                 // control is performed, the rule is sent to the TCP/IP stack".
                 self.pending_unsignaled.insert(rule, reply);
                 self.drain().await;

@@ -8,8 +8,10 @@
 //! The first `QosListener`/`QosStream` that is not given an agent starts the process's
 //! *default agent* ([`Agent::default_agent`]): UDP encapsulation on port 1698 at every local
 //! address, the documented default [`Policy`] (admission within each interface's budget) and the
-//! [`SocketEnforcer`] (marking and pacing on the sender's socket), on its own thread so it
-//! outlives any one Tokio runtime.
+//! [`SocketEnforcer`] (marking and pacing on the sender's socket). Started from a multi-thread
+//! runtime it is a task of that runtime (no thread hop per socket operation) and moves to a
+//! thread of its own if that runtime shuts down while others still use it; started from
+//! anywhere else it runs on a thread of its own.
 //!
 //! # Policy
 //!
@@ -152,7 +154,7 @@ impl Admission for SharedPolicy {
     }
 }
 
-/// What an agent holds and has done, for tests, logs and `qosctl`.
+/// What an agent holds and has done, for tests, logs and monitoring.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AgentStats {
@@ -232,8 +234,15 @@ impl Agent {
 
     /// The process's default agent, started on first use: UDP encapsulation on port 1698 at
     /// every local address (an ephemeral port where 1698 is taken), the default [`Policy`]
-    /// and the [`SocketEnforcer`]. It runs on its own thread and stops when the last handle is
-    /// gone; the next call starts a new one.
+    /// and the [`SocketEnforcer`]. It stops when the last handle is gone; the next call starts
+    /// a new one. One process has one default agent at a time, whatever runtimes use it.
+    ///
+    /// Called from a multi-thread Tokio runtime (`#[tokio::main]`), the agent is a task of that
+    /// runtime, so a setup costs task wake-ups rather than wake-ups of another thread; should
+    /// that runtime shut down while handles remain (connections of another runtime), the agent
+    /// moves, with its sockets and sessions, to a thread of its own and goes on. Called from a
+    /// current-thread runtime or outside any, it runs on a thread of its own, where a blocked
+    /// caller cannot stall it.
     ///
     /// The default policy admits valid requests within the budget of the interface each
     /// flow uses: 75 % ([`DEFAULT_RESERVABLE_SHARE`](crate::policy::DEFAULT_RESERVABLE_SHARE))

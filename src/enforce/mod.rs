@@ -66,7 +66,7 @@ pub fn enter_network_namespace(path: impl AsRef<std::path::Path>) -> std::io::Re
     crate::sys::enter_network_namespace(ns.as_fd())
 }
 
-/// What a backend applied for a rule, for logs and `qosctl`.
+/// What a backend applied for a rule, for logs and inspection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Applied {
     /// Readable summary, e.g. `"dscp=46 pacing=1000000B/s"` or `"htb 1:ff02 rate 8Mbit"`.

@@ -1,4 +1,4 @@
-//! Read-only views of the engine's state, for `qosctl`, logs and tests.
+//! Read-only views of the engine's state, for logs, monitoring and tests.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -157,7 +157,7 @@ impl Engine {
         })
     }
 
-    /// Approximate bytes of engine state, heap included (for the memory goal and `qosctl`).
+    /// Approximate bytes of engine state, heap included (for the memory goal and monitoring).
     pub fn state_bytes(&self) -> usize {
         use std::mem::size_of;
         let mut bytes = size_of::<Self>()

@@ -392,7 +392,7 @@ pub enum CommandError {
     Denied(#[from] crate::flow::AdmissionDenied),
 }
 
-/// Counters of what the engine saw, for logs and `qosctl`.
+/// Counters of what the engine saw, for logs and monitoring.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Datagrams handled.

@@ -10,9 +10,12 @@ use crate::flow::AdmissionDenied;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QosError {
-    /// `Signaling::None` was asked for on the client side, where the seed calls it invalid.
+    /// `Signaling::None` was asked for on the client side, where IBM i's `qtoq_connect` calls it invalid.
     #[error("signaling none is only valid on the server side: use Signaling::Rsvp for a client, or a plain TcpStream")]
     NoSignalingOnClient,
+    /// The spec can never be a valid flowspec (see [`QosSpec::validate`](crate::QosSpec::validate)).
+    #[error(transparent)]
+    InvalidSpec(#[from] crate::net::InvalidSpec),
     /// Admission control refused the connection's rule (`Signaling::None` accept).
     #[error("admission denied: {0}")]
     AdmissionDenied(#[from] AdmissionDenied),
@@ -41,7 +44,7 @@ impl QosError {
     /// The [`io::ErrorKind`] this error is reported with.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            QosError::NoSignalingOnClient => io::ErrorKind::InvalidInput,
+            QosError::NoSignalingOnClient | QosError::InvalidSpec(_) => io::ErrorKind::InvalidInput,
             QosError::AdmissionDenied(_) => io::ErrorKind::PermissionDenied,
             QosError::RuleFailed { .. } | QosError::RuleRemoval(_) => io::ErrorKind::Other,
             QosError::Command(_) => io::ErrorKind::InvalidInput,

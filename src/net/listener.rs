@@ -19,7 +19,7 @@ use crate::Agent;
 type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 
 /// A TCP listener whose accepted connections carry a QoS reservation (the server side of
-/// the seed: `qtoq_accept`).
+/// IBM i's `qtoq_accept`).
 ///
 /// With [`Signaling::Rsvp`] (the default) each accepted connection gets an RSVP session with
 /// the server as the data sender: the stream is returned at once and its
@@ -42,7 +42,7 @@ type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 /// them explicitly (which always takes precedence):
 ///
 /// * the signaling is [`Signaling::None`] when the matching rule says `signaling = false`
-///   (the seed's "rule marked with no signaling"), [`Signaling::Rsvp`] otherwise;
+///   (IBM i's "rule marked with no signaling"), [`Signaling::Rsvp`] otherwise;
 /// * the spec is the matching rule's
 ///   ([`PolicyRule::flowspec`](crate::policy::PolicyRule::flowspec)), or
 ///   [`QosSpec::default`] when no rule matches or the rule has no rate.
@@ -270,8 +270,13 @@ impl QosListenerBuilder {
     ///
     /// # Errors
     ///
-    /// As `tokio::net::TcpListener::bind`, or when the default agent cannot start.
+    /// `InvalidInput` for an explicit spec that can never be a valid flowspec
+    /// ([`QosSpec::validate`]); as `tokio::net::TcpListener::bind`, or when the default agent
+    /// cannot start.
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> io::Result<QosListener> {
+        if let Some(spec) = &self.spec {
+            spec.validate().map_err(super::QosError::from)?;
+        }
         let agent = agent_or_default(self.agent.as_ref())?;
         let backlog = self.backlog.unwrap_or(DEFAULT_BACKLOG);
         let mut last_error = None;

@@ -1,6 +1,6 @@
 //! The public socket API: [`QosListener`], [`QosStream`], [`QosEvents`], [`QosSpec`].
 //!
-//! The three flows of the seed (`qtoq_accept` with and without signaling, `qtoq_connect`),
+//! The three flows of IBM i's QoS socket API (`qtoq_accept` with and without signaling, `qtoq_connect`),
 //! async-native:
 //!
 //! | call | what happens |
@@ -19,7 +19,7 @@ mod stream;
 pub use error::QosError;
 pub use event::{QosEvent, QosEvents, Reservation};
 pub use listener::{QosListener, QosListenerBuilder};
-pub use spec::{QosSpec, Signaling};
+pub use spec::{InvalidSpec, QosSpec, Signaling};
 pub use stream::{QosStream, QosStreamBuilder};
 
 use crate::Agent;

@@ -2,6 +2,20 @@
 
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
 
+/// Why a [`QosSpec`] can never be a valid flowspec: the field and what is wrong with it.
+/// Returned by [`QosSpec::validate`]; `connect` and `bind` report it as an `InvalidInput`
+/// error whose source is [`QosError::InvalidSpec`](crate::QosError::InvalidSpec).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid qos spec: {field} {problem}")]
+#[non_exhaustive]
+pub struct InvalidSpec {
+    /// The spec's field: `rate`, `bucket`, `peak`, `min_policed`, `max_packet` or
+    /// `reserved rate`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
 /// Whether a connection's reservation is signaled with RSVP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Signaling {
@@ -9,7 +23,7 @@ pub enum Signaling {
     /// receiver) answers with RESV, the rule is loaded when the RESV is admitted.
     #[default]
     Rsvp,
-    /// The seed's "rule marked with no signaling": server side only; admission control and
+    /// IBM i's "rule marked with no signaling": server side only; admission control and
     /// rule load happen on `accept`, no RSVP message is sent. Invalid on the client side.
     None,
 }
@@ -102,6 +116,83 @@ impl QosSpec {
         self.flowspec
     }
 
+    /// Checks that the spec can be a valid flowspec as RSVP carries it (32-bit floats):
+    /// a positive, finite token rate `r` and bucket `b`; a peak `p` not below `r` (or
+    /// unbounded); `M` above zero and `m` not above `M`; for Guaranteed service a finite
+    /// reserved rate `R` not below `r`. `connect` and `bind` call it, so a spec that fails
+    /// here is refused at the call with `InvalidInput`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSpec`], naming the field and what is wrong with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use qtoq::QosSpec;
+    ///
+    /// assert!(QosSpec::controlled_load(1_000_000, 65_536).validate().is_ok());
+    /// let zero = QosSpec::controlled_load(0, 65_536).validate().unwrap_err();
+    /// assert_eq!(zero.field, "rate");
+    /// let low_peak = QosSpec::controlled_load(1_000_000, 65_536).peak(500_000);
+    /// assert_eq!(low_peak.validate().unwrap_err().field, "peak");
+    /// ```
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let t = self.tspec();
+        let invalid = |field, problem: String| Err(InvalidSpec { field, problem });
+        if !(t.rate.is_finite() && t.rate > 0.0) {
+            return invalid(
+                "rate",
+                format!(
+                    "must be a positive, finite number of bytes/s (r = {})",
+                    t.rate
+                ),
+            );
+        }
+        if !(t.bucket.is_finite() && t.bucket > 0.0) {
+            return invalid(
+                "bucket",
+                format!(
+                    "must be a positive, finite number of bytes (b = {})",
+                    t.bucket
+                ),
+            );
+        }
+        if t.peak.is_nan() || t.peak < t.rate {
+            return invalid(
+                "peak",
+                format!(
+                    "must be at least the token rate (p = {} B/s, r = {} B/s); leave it unset for no peak limit",
+                    t.peak, t.rate
+                ),
+            );
+        }
+        if t.max_packet == 0 {
+            return invalid("max_packet", "M must be at least 1 byte".to_owned());
+        }
+        if t.min_policed > t.max_packet {
+            return invalid(
+                "min_policed",
+                format!(
+                    "m ({} bytes) must not exceed the maximum packet size M ({} bytes)",
+                    t.min_policed, t.max_packet
+                ),
+            );
+        }
+        if let FlowSpec::Guaranteed { rspec, .. } = &self.flowspec {
+            if !(rspec.rate.is_finite() && rspec.rate >= t.rate) {
+                return invalid(
+                    "reserved rate",
+                    format!(
+                        "R must be finite and at least the token rate (R = {} B/s, r = {} B/s, RFC 2212)",
+                        rspec.rate, t.rate
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn tspec_mut(&mut self) -> &mut TokenBucket {
         match &mut self.flowspec {
             FlowSpec::ControlledLoad(tspec) => tspec,
@@ -139,5 +230,64 @@ mod tests {
             other => panic!("not guaranteed: {other:?}"),
         }
         assert_eq!(g.rate(), 5000);
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+    use crate::wire::intserv::GuaranteedRspec;
+
+    fn field(spec: QosSpec) -> &'static str {
+        spec.validate().expect_err("invalid spec accepted").field
+    }
+
+    #[test]
+    fn every_impossible_flowspec_is_refused_naming_its_field() {
+        assert_eq!(field(QosSpec::controlled_load(0, 0)), "rate");
+        assert_eq!(field(QosSpec::controlled_load(1000, 0)), "bucket");
+        assert_eq!(field(QosSpec::controlled_load(1000, 100).peak(999)), "peak");
+        assert_eq!(
+            field(QosSpec::controlled_load(1000, 100).max_packet(0)),
+            "max_packet"
+        );
+        assert_eq!(
+            field(
+                QosSpec::controlled_load(1000, 100)
+                    .min_policed(1501)
+                    .max_packet(1500)
+            ),
+            "min_policed"
+        );
+        let nan =
+            QosSpec::from_flowspec(FlowSpec::ControlledLoad(TokenBucket::new(f32::NAN, 100.0)));
+        assert_eq!(field(nan), "rate");
+        let infinite_bucket = QosSpec::from_flowspec(FlowSpec::ControlledLoad(TokenBucket::new(
+            1000.0,
+            f32::INFINITY,
+        )));
+        assert_eq!(field(infinite_bucket), "bucket");
+        let low_reserved = QosSpec::from_flowspec(FlowSpec::Guaranteed {
+            tspec: TokenBucket::new(1000.0, 100.0),
+            rspec: GuaranteedRspec {
+                rate: 999.0,
+                slack: 0,
+            },
+        });
+        assert_eq!(field(low_reserved), "reserved rate");
+    }
+
+    #[test]
+    fn ordinary_specs_pass() {
+        for spec in [
+            QosSpec::default(),
+            QosSpec::controlled_load(1, 1),
+            QosSpec::controlled_load(1000, 100).peak(1000),
+            QosSpec::controlled_load(1000, 100).min_policed(1500),
+            QosSpec::guaranteed(250_000, 16_384, 500),
+            QosSpec::controlled_load(u64::MAX, u64::MAX),
+        ] {
+            assert_eq!(spec.validate(), Ok(()), "{spec:?}");
+        }
     }
 }

@@ -83,7 +83,8 @@ impl QosStream {
     ///
     /// # Errors
     ///
-    /// As `TcpStream::connect`; `BrokenPipe` if the agent stopped.
+    /// `InvalidInput` for a spec that can never be a valid flowspec ([`QosSpec::validate`]);
+    /// otherwise as `TcpStream::connect`; `BrokenPipe` if the agent stopped.
     ///
     /// # Cancel safety
     ///
@@ -240,7 +241,7 @@ impl QosStreamBuilder {
     }
 
     /// Must stay [`Signaling::Rsvp`]: [`Signaling::None`] makes `connect` fail with
-    /// `InvalidInput`, as the seed says the client has nothing to signal.
+    /// `InvalidInput`, as IBM i's `qtoq_connect` says the client has nothing to signal.
     pub fn signaling(mut self, signaling: Signaling) -> Self {
         self.signaling = signaling;
         self
@@ -274,8 +275,9 @@ impl QosStreamBuilder {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` ([`QosError::NoSignalingOnClient`]) with `Signaling::None`, before
-    /// anything is created; otherwise as `TcpStream::connect`, or `BrokenPipe` if the agent
+    /// `InvalidInput` ([`QosError::NoSignalingOnClient`]) with `Signaling::None`, and
+    /// `InvalidInput` ([`QosError::InvalidSpec`]) for a spec [`QosSpec::validate`] refuses,
+    /// both before anything is created; otherwise as `TcpStream::connect`, or `BrokenPipe` if the agent
     /// stopped.
     ///
     /// # Cancel safety
@@ -285,6 +287,7 @@ impl QosStreamBuilder {
         if self.signaling == Signaling::None {
             return Err(QosError::NoSignalingOnClient.into());
         }
+        self.spec.validate().map_err(QosError::from)?;
         let agent = agent_or_default(self.agent.as_ref())?;
         let mut last_error = None;
         for peer in tokio::net::lookup_host(addr).await? {

@@ -219,7 +219,7 @@ pub struct PolicyRule {
     pub matches: Match,
     /// The service granted.
     pub service: Service,
-    /// `false` = the seed's "rule marked with no signaling": the rule is loaded at
+    /// `false` = IBM i's "rule marked with no signaling": the rule is loaded at
     /// accept time with [`PolicyRule::flowspec`], without RSVP.
     pub signaling: bool,
     /// DSCP to mark the flow with.
@@ -363,7 +363,7 @@ impl Default for HostLimits {
     }
 }
 
-/// Counters of admission decisions, for `qosctl` and tests.
+/// Counters of admission decisions, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionStats {
     /// Requests admitted (modifications included).

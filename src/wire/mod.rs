@@ -1,6 +1,6 @@
-//! Sans-IO RSVP codec (RFC 2205 messages and objects, RFC 2210 IntServ bodies, RFC 2747
-//! INTEGRITY, RFC 2961 refresh reduction, RFC 3097 integrity handshake). No tokio, no
-//! sockets, no clock.
+//! Sans-IO RSVP codec (RFC 2205 messages and objects, RFC 2210 IntServ bodies; the formats
+//! of RFC 2747 INTEGRITY, RFC 2961 refresh reduction and the RFC 3097 integrity handshake,
+//! which the engine does not act on yet). No tokio, no sockets, no clock.
 //!
 //! [`Message::decode`] parses and validates one message; [`Message::encode`] writes it back
 //! with its checksum. A [`Message`] keeps its [`Object`]s in wire order, so decoding then
