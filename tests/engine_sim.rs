@@ -677,24 +677,7 @@ fn restarted_receiver_recovers_on_the_next_path_refresh() {
         .map(|(at, _, _)| *at)
         .expect("path received");
     assert!(path_at - restarted > DEFAULT_PEER_WAIT);
-    assert_eq!(
-        client.events_of(c),
-        vec![
-            Event::NoSender {
-                waited: DEFAULT_PEER_WAIT
-            },
-            Event::PathReceived {
-                sender: f.sender,
-                tspec: tspec()
-            },
-            Event::Confirmed {
-                flowspec: flowspec()
-            },
-            Event::Established {
-                flowspec: flowspec()
-            },
-        ]
-    );
+    assert_eq!(client.events_of(c), late_sender_events(f.sender));
     // The server never lost its reservation.
     let server = &f.net.nodes[f.server];
     assert_eq!(server.remove_count(), 0);
@@ -998,6 +981,26 @@ fn timed_events(node: &Node, id: qtoq::engine::SessionId) -> Vec<(std::time::Ins
         .collect()
 }
 
+/// What a client whose server signals only after the peer wait sees: told there is no
+/// sender, then the usual PATH, confirmation and establishment.
+fn late_sender_events(sender: std::net::SocketAddr) -> Vec<Event> {
+    vec![
+        Event::NoSender {
+            waited: DEFAULT_PEER_WAIT,
+        },
+        Event::PathReceived {
+            sender,
+            tspec: tspec(),
+        },
+        Event::Confirmed {
+            flowspec: flowspec(),
+        },
+        Event::Established {
+            flowspec: flowspec(),
+        },
+    ]
+}
+
 fn is_peer_wait(event: &Event) -> bool {
     matches!(event, Event::NoSender { .. } | Event::NoReceiver { .. })
 }
@@ -1037,24 +1040,7 @@ fn receiver_without_a_path_says_no_sender_at_the_wait_then_a_late_path_establish
     });
     f.net.run_for(Duration::from_secs(600));
     let client = &f.net.nodes[f.client];
-    assert_eq!(
-        client.events_of(c),
-        vec![
-            Event::NoSender {
-                waited: DEFAULT_PEER_WAIT
-            },
-            Event::PathReceived {
-                sender: f.sender,
-                tspec: tspec()
-            },
-            Event::Confirmed {
-                flowspec: flowspec()
-            },
-            Event::Established {
-                flowspec: flowspec()
-            },
-        ]
-    );
+    assert_eq!(client.events_of(c), late_sender_events(f.sender));
     assert_eq!(
         f.net.nodes[f.server].events_of(s),
         vec![
