@@ -342,7 +342,101 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
         "setup_mt/qos_established_both_ends_explicit_agent",
         &explicit_samples,
     );
+    server_in_its_own_task(c, &rt, &tcp_listener, &listener);
     (tcp_samples, default_samples)
+}
+
+/// The same through the default agent, shaped as servers are written: the server accepts in
+/// a task of its own and hands over each connection once established; the measured task
+/// connects, waits for `Established` and for the server's connection. Plain TCP in the same
+/// shape beside it.
+fn server_in_its_own_task(
+    c: &mut Criterion,
+    rt: &Runtime,
+    tcp_listener: &Arc<TcpListener>,
+    qos_listener: &Arc<QosListener>,
+) {
+    let (tcp_accepted, tcp_handed) = tokio::sync::mpsc::unbounded_channel();
+    let (qos_accepted, qos_handed) = tokio::sync::mpsc::unbounded_channel();
+    // The measuring task takes the receiving ends for each batch and gives them back.
+    let tcp_handed = Arc::new(tokio::sync::Mutex::new(tcp_handed));
+    let qos_handed = Arc::new(tokio::sync::Mutex::new(qos_handed));
+    let (tcp_server, qos_server) = (tcp_listener.clone(), qos_listener.clone());
+    rt.spawn(async move {
+        while let Ok((stream, _)) = tcp_server.accept().await {
+            if tcp_accepted.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    rt.spawn(async move {
+        while let Ok((stream, _)) = qos_server.accept().await {
+            established(&stream).await;
+            if qos_accepted.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    let (tcp_addr, qos_addr) = (
+        tcp_listener.local_addr().unwrap(),
+        qos_listener.local_addr().unwrap(),
+    );
+    let tcp_samples: Samples = Arc::default();
+    let qos_samples: Samples = Arc::default();
+    let mut group = c.benchmark_group("setup_mt_server_task");
+    group.bench_function("tcp_connect_accept", |b| {
+        b.iter_custom(|iters| {
+            let (handed, samples) = (tcp_handed.clone(), tcp_samples.clone());
+            rt.block_on(rt.spawn(async move {
+                let mut tcp_handed = handed.lock().await;
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let client = TcpStream::connect(tcp_addr).await.unwrap();
+                    let server = tcp_handed.recv().await.unwrap();
+                    let d = t.elapsed();
+                    total += d;
+                    samples.lock().unwrap().push(d);
+                    no_time_wait(&client);
+                    drop((client, server));
+                }
+                total
+            }))
+            .unwrap()
+        })
+    });
+    group.bench_function("qos_established_both_ends_default_agent", |b| {
+        b.iter_custom(|iters| {
+            let (handed, samples) = (qos_handed.clone(), qos_samples.clone());
+            rt.block_on(rt.spawn(async move {
+                let mut qos_handed = handed.lock().await;
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let client =
+                        QosStream::connect(qos_addr, QosSpec::controlled_load(1_000_000, 65_536))
+                            .await
+                            .unwrap();
+                    established(&client).await;
+                    let server = qos_handed.recv().await.unwrap();
+                    let d = t.elapsed();
+                    total += d;
+                    samples.lock().unwrap().push(d);
+                    no_time_wait(client.tcp());
+                    client.close().await.unwrap();
+                    server.close().await.unwrap();
+                }
+                total
+            }))
+            .unwrap()
+        })
+    });
+    group.finish();
+    percentiles("setup_mt_server_task/tcp_connect_accept", &tcp_samples);
+    percentiles(
+        "setup_mt_server_task/qos_established_both_ends_default_agent",
+        &qos_samples,
+    );
 }
 
 type Samples = Arc<Mutex<Vec<Duration>>>;

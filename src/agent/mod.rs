@@ -21,6 +21,7 @@
 //! with [`Agent::reload_policy`]: reservations that still fit stay; the others are torn
 //! down with a ResvErr (code 2) and an `AdmissionDenied` event on their owner's stream.
 
+mod core;
 mod driver;
 mod memory;
 pub mod transport;
@@ -108,7 +109,6 @@ pub(crate) struct OpenRequest {
 }
 
 pub(crate) enum Command {
-    Open(OpenRequest),
     Release {
         session: SessionId,
         reply: Option<oneshot::Sender<Result<(), QosError>>>,
@@ -184,6 +184,8 @@ pub struct AgentStats {
 
 struct AgentShared {
     commands: mpsc::UnboundedSender<Command>,
+    /// The state sockets act on directly (see [`core`](self::core)).
+    core: Arc<core::AgentCore>,
     id: u64,
     local_addrs: Vec<IpAddr>,
     bound: Vec<SocketAddr>,
@@ -396,7 +398,8 @@ impl Agent {
             .map_err(|_| QosError::AgentStopped)
     }
 
-    /// Opens a session; the returned guard releases it when dropped.
+    /// Opens a session; the returned guard releases it when dropped. The session is set up
+    /// within this call as far as it can be without waiting (see [`core`](self::core)).
     pub(crate) async fn open(
         &self,
         setup: Setup,
@@ -405,19 +408,23 @@ impl Agent {
         socket: Option<OwnedFd>,
     ) -> Result<SessionGuard, QosError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Open(OpenRequest {
-            setup,
-            peer,
-            notify,
-            socket,
-            reply,
-        }))?;
-        // If this future is dropped here the agent sees the closed reply channel and releases
-        // the session itself; if the agent had already answered, `PendingOpen` releases it.
+        // If this future is dropped while waiting for the lock nothing happened; once
+        // `answer` exists, `PendingOpen` releases a session nobody read.
         let mut pending = PendingOpen {
             agent: self.clone(),
             answer,
         };
+        {
+            let mut core = self.shared.core.lock().await;
+            core.open(OpenRequest {
+                setup,
+                peer,
+                notify,
+                socket,
+                reply,
+            });
+            self.shared.core.wake_if_needed(&core);
+        }
         let opened = (&mut pending.answer)
             .await
             .map_err(|_| QosError::AgentStopped)??;
@@ -427,6 +434,23 @@ impl Agent {
             shared: opened.shared,
             released: false,
         })
+    }
+
+    /// Releases `session` without waiting: at once when the state is free, through the task
+    /// otherwise. Safe in `Drop`. A stopped agent has already released everything.
+    fn release_soon(&self, session: SessionId) {
+        match self.shared.core.try_lock() {
+            Some(mut core) => {
+                core.release_by_owner(session, None);
+                self.shared.core.wake_if_needed(&core);
+            }
+            None => {
+                let _ = self.send(Command::Release {
+                    session,
+                    reply: None,
+                });
+            }
+        }
     }
 }
 
@@ -440,11 +464,7 @@ struct PendingOpen {
 impl Drop for PendingOpen {
     fn drop(&mut self) {
         if let Ok(Ok(opened)) = self.answer.try_recv() {
-            // Unbounded send never blocks: safe in Drop. A stopped agent already released all.
-            let _ = self.agent.send(Command::Release {
-                session: opened.id,
-                reply: None,
-            });
+            self.agent.release_soon(opened.id);
         }
     }
 }
@@ -471,10 +491,12 @@ impl SessionGuard {
     pub(crate) async fn release(mut self) -> Result<(), QosError> {
         self.released = true;
         let (reply, answer) = oneshot::channel();
-        self.agent.send(Command::Release {
-            session: self.id,
-            reply: Some(reply),
-        })?;
+        {
+            let core = &self.agent.shared.core;
+            let mut state = core.lock().await;
+            state.release_by_owner(self.id, Some(reply));
+            core.wake_if_needed(&state);
+        }
         answer.await.map_err(|_| QosError::AgentStopped)?
     }
 
@@ -486,11 +508,7 @@ impl SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         if !self.released {
-            // Unbounded send never blocks: safe in Drop. A stopped agent already released all.
-            let _ = self.agent.send(Command::Release {
-                session: self.id,
-                reply: None,
-            });
+            self.agent.release_soon(self.id);
         }
     }
 }
@@ -705,31 +723,34 @@ impl AgentBuilder {
         };
         let link = transport::Link::open(&self.transport, &locals, self.default_agent)?;
         let policy = SharedPolicy::new(self.policy.take().unwrap_or_default());
+        let shared_policy = policy.clone();
         let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
         self.engine.local_addrs = locals.clone();
         let (commands, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(AgentShared {
-            commands,
-            id,
-            local_addrs: locals.clone(),
-            bound: link.bound(),
-            transport: self.transport.name(),
-            policy: policy.clone(),
-        });
-        let driver = driver::Driver::new(driver::DriverParts {
+        let bound = link.bound();
+        let (driver, core) = driver::Driver::new(driver::DriverParts {
             id,
             transport: self.transport.name(),
             engine: self.engine,
             custom_admission: self.admission.is_some(),
             admission: self.admission.unwrap_or_else(|| Box::new(policy.clone())),
-            policy,
+            policy: policy.clone(),
             enforcer: self
                 .enforcer
                 .unwrap_or_else(|| Box::new(SocketEnforcer::new())),
             link,
-            local_addrs: locals,
+            local_addrs: locals.clone(),
             commands: rx,
             relocatable: self.default_agent,
+        });
+        let shared = Arc::new(AgentShared {
+            commands,
+            core,
+            id,
+            local_addrs: locals.clone(),
+            bound,
+            transport: self.transport.name(),
+            policy: shared_policy,
         });
         Ok((Agent { shared }, driver))
     }

@@ -138,6 +138,39 @@ pub trait Enforcer: Send + fmt::Debug {
     /// Removes everything this backend installed and restores what it replaced; called when
     /// the agent stops.
     async fn shutdown(&mut self) -> Result<(), EnforceError>;
+
+    /// Loads a new rule at once, when the backend can without waiting (socket options can;
+    /// netlink requests cannot): the agent then sets a reservation up within the application's
+    /// own `accept`/`connect` instead of handing it to its task. `None` (the default) means
+    /// "use [`install`](Self::install)"; nothing may have been applied then.
+    fn install_now(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<Applied, EnforceError>> {
+        let _ = (rule, socket);
+        None
+    }
+
+    /// [`modify`](Self::modify) at once, as [`install_now`](Self::install_now).
+    fn modify_now(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<Applied, EnforceError>> {
+        let _ = (rule, socket);
+        None
+    }
+
+    /// [`remove`](Self::remove) at once, as [`install_now`](Self::install_now).
+    fn remove_now(
+        &mut self,
+        id: RuleId,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<(), EnforceError>> {
+        let _ = (id, socket);
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -165,6 +198,27 @@ impl<E: Enforcer + ?Sized> Enforcer for Box<E> {
     }
     async fn shutdown(&mut self) -> Result<(), EnforceError> {
         (**self).shutdown().await
+    }
+    fn install_now(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<Applied, EnforceError>> {
+        (**self).install_now(rule, socket)
+    }
+    fn modify_now(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<Applied, EnforceError>> {
+        (**self).modify_now(rule, socket)
+    }
+    fn remove_now(
+        &mut self,
+        id: RuleId,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<(), EnforceError>> {
+        (**self).remove_now(id, socket)
     }
 }
 

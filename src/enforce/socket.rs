@@ -267,31 +267,9 @@ impl SocketEnforcer {
         tracing::debug!(rule = %rule.id, flow = %rule.flow, %summary, modify, "socket options set");
         Ok(Applied { summary })
     }
-}
 
-#[async_trait::async_trait]
-impl Enforcer for SocketEnforcer {
-    async fn install(
-        &mut self,
-        rule: &Rule,
-        socket: Option<BorrowedFd<'_>>,
-    ) -> Result<Applied, EnforceError> {
-        self.apply(rule, socket, false)
-    }
-
-    async fn modify(
-        &mut self,
-        rule: &Rule,
-        socket: Option<BorrowedFd<'_>>,
-    ) -> Result<Applied, EnforceError> {
-        self.apply(rule, socket, true)
-    }
-
-    async fn remove(
-        &mut self,
-        id: RuleId,
-        socket: Option<BorrowedFd<'_>>,
-    ) -> Result<(), EnforceError> {
+    /// Unloads rule `id` (socket options are plain system calls: nothing to wait for).
+    fn unload(&mut self, id: RuleId, socket: Option<BorrowedFd<'_>>) -> Result<(), EnforceError> {
         let Some(installed) = self.installed.remove(&id) else {
             return Ok(());
         };
@@ -318,6 +296,33 @@ impl Enforcer for SocketEnforcer {
         }
         Ok(())
     }
+}
+
+#[async_trait::async_trait]
+impl Enforcer for SocketEnforcer {
+    async fn install(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<Applied, EnforceError> {
+        self.apply(rule, socket, false)
+    }
+
+    async fn modify(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<Applied, EnforceError> {
+        self.apply(rule, socket, true)
+    }
+
+    async fn remove(
+        &mut self,
+        id: RuleId,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Result<(), EnforceError> {
+        self.unload(id, socket)
+    }
 
     async fn shutdown(&mut self) -> Result<(), EnforceError> {
         // The options live and die with their sockets; the agent removes rules of sockets
@@ -325,5 +330,30 @@ impl Enforcer for SocketEnforcer {
         self.installed.clear();
         self.sockets.clear();
         Ok(())
+    }
+
+    // Socket options are plain system calls: always done at once.
+    fn install_now(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<Applied, EnforceError>> {
+        Some(self.apply(rule, socket, false))
+    }
+
+    fn modify_now(
+        &mut self,
+        rule: &Rule,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<Applied, EnforceError>> {
+        Some(self.apply(rule, socket, true))
+    }
+
+    fn remove_now(
+        &mut self,
+        id: RuleId,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Option<Result<(), EnforceError>> {
+        Some(self.unload(id, socket))
     }
 }

@@ -608,6 +608,11 @@ impl Engine {
         self.clock.instant(at)
     }
 
+    /// Whether a datagram waits for [`poll_transmit`](Self::poll_transmit).
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

@@ -1,0 +1,644 @@
+//! The agent's state: the engine, the enforcer and the sessions of local connections, behind
+//! one lock that both the agent task and the sockets' own calls take.
+//!
+//! quinn's shape: a connection's API calls lock its state and act on it directly, and the
+//! driver task only does what needs waiting (I/O, timers). Here `accept`/`connect` open their
+//! session, run the engine and, when the enforcer can apply a rule at once (socket options),
+//! load it, all within the caller's own call; for a same-host connection the whole exchange
+//! (PATH, RESV, admission, rule load, ResvConf) completes there. What must wait (datagrams to
+//! send, a netlink request, an earlier timer) is left for the agent task, which is woken for
+//! it. Measured: a setup through an agent task cost two cross-thread wake-ups per round trip
+//! on a multi-thread runtime.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Mutex, MutexGuard, Notify};
+use tracing::{debug, info, info_span, trace, warn, Span};
+
+use super::transport::Link;
+use super::{AgentStats, OpenRequest, Opened, Setup, SharedPolicy};
+use crate::enforce::{Applied, EnforceError, Enforcer};
+use crate::engine::{CommandError, Engine, RuleAction, RuleFailure, SessionId, Style};
+use crate::flow::{Rule, RuleId};
+use crate::net::event::SessionShared;
+use crate::net::{QosError, QosEvent};
+use crate::policy::{Policy, ERROR_POLICY};
+
+/// How far away "no timer" is: the task's sleep is parked there.
+pub(crate) const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The agent's state and the bell that wakes its task.
+pub(crate) struct AgentCore {
+    state: Mutex<Core>,
+    wake: Notify,
+}
+
+impl AgentCore {
+    pub(crate) fn new(core: Core) -> Arc<Self> {
+        Arc::new(AgentCore {
+            state: Mutex::new(core),
+            wake: Notify::new(),
+        })
+    }
+
+    pub(crate) async fn lock(&self) -> MutexGuard<'_, Core> {
+        self.state.lock().await
+    }
+
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        self.state.try_lock().ok()
+    }
+
+    /// Wakes the agent task if what a caller just did left it work.
+    pub(crate) fn wake_if_needed(&self, core: &Core) {
+        if core.needs_task() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Resolves when a caller left the task work (at once if one did since the last time).
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+struct SessionEntry {
+    shared: Arc<SessionShared>,
+    /// The data sender's socket (a duplicate), for enforcers acting on sockets.
+    socket: Option<OwnedFd>,
+    span: Span,
+    /// Released by its owner (or the agent): removed once the engine's teardown actions had
+    /// the socket.
+    released: bool,
+    release_reply: Option<oneshot::Sender<Result<(), QosError>>>,
+    removal_error: Option<String>,
+}
+
+struct UnsignaledOutcome {
+    session: SessionId,
+    reply: oneshot::Sender<Result<Opened, QosError>>,
+    outcome: Result<(), RuleFailure>,
+}
+
+/// What [`Core::new`] needs.
+pub(crate) struct CoreParts {
+    pub(crate) engine: Engine,
+    pub(crate) enforcer: Box<dyn Enforcer>,
+    pub(crate) policy: SharedPolicy,
+    pub(crate) custom_admission: bool,
+    pub(crate) span: Span,
+}
+
+pub(crate) struct Core {
+    engine: Engine,
+    enforcer: Box<dyn Enforcer>,
+    sessions: HashMap<SessionId, SessionEntry>,
+    /// Unsignaled admissions whose owner waits for the rule load.
+    pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
+    /// Unsignaled owners whose rule load has an outcome: answered once the session's state
+    /// holds every event the outcome produced, so that `reservation()` says `Established` the
+    /// moment `accept` returns.
+    unsignaled_outcomes: Vec<UnsignaledOutcome>,
+    /// Loaded rules and the session each belongs to.
+    rules_in_force: HashMap<RuleId, SessionId>,
+    /// Rule actions the enforcer could not apply at once, and every action after them (rules
+    /// change in the engine's order): the task applies them.
+    waiting: VecDeque<RuleAction>,
+    policy: SharedPolicy,
+    /// The policy only serves lookups: a reload tears nothing down.
+    custom_admission: bool,
+    send_errors: u64,
+    /// The deadline the task's timer is set to: an earlier one needs the task.
+    armed: Instant,
+    /// The task has stopped (or is gone): nothing new is opened.
+    stopped: bool,
+    span: Span,
+}
+
+impl Core {
+    pub(crate) fn new(parts: CoreParts) -> Core {
+        Core {
+            engine: parts.engine,
+            enforcer: parts.enforcer,
+            sessions: HashMap::new(),
+            pending_unsignaled: HashMap::new(),
+            unsignaled_outcomes: Vec::new(),
+            rules_in_force: HashMap::new(),
+            waiting: VecDeque::new(),
+            policy: parts.policy,
+            custom_admission: parts.custom_admission,
+            send_errors: 0,
+            armed: Instant::now(),
+            stopped: false,
+            span: parts.span,
+        }
+    }
+
+    pub(crate) fn engine(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Whether the task has something to do that a caller's call could not: datagrams to
+    /// send, rule actions to wait for, or a timer earlier than the one it has set.
+    fn needs_task(&self) -> bool {
+        self.engine.has_transmit()
+            || !self.waiting.is_empty()
+            || self.engine.poll_timeout().is_some_and(|t| t < self.armed)
+    }
+
+    /// The engine's next deadline, which the task now sets its timer to.
+    pub(crate) fn arm(&mut self) -> Instant {
+        self.armed = self
+            .engine
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + IDLE);
+        self.armed
+    }
+
+    pub(crate) fn stats(&self, transport_malformed: u64) -> AgentStats {
+        let (policy_admitted, interfaces) = if self.custom_admission {
+            (0, Vec::new())
+        } else {
+            let mut policy = self.policy.lock();
+            (policy.admitted_count(), policy.interface_budgets())
+        };
+        AgentStats {
+            engine_owners: self.engine.owner_count(),
+            engine_sessions: self.engine.session_count(),
+            owned_sessions: self.sessions.len(),
+            rules_in_force: self.rules_in_force.len(),
+            engine: self.engine.stats().clone(),
+            send_errors: self.send_errors,
+            transport_malformed,
+            policy_admitted,
+            interfaces,
+        }
+    }
+
+    /// Opens a session and runs it as far as it goes now; `request.reply` is answered when
+    /// the session exists (and, without signaling, once its rule is loaded or refused).
+    pub(crate) fn open(&mut self, request: OpenRequest) {
+        let OpenRequest {
+            setup,
+            peer,
+            notify,
+            socket,
+            reply,
+        } = request;
+        if self.stopped {
+            let _ = reply.send(Err(QosError::AgentStopped));
+            return;
+        }
+        let now = Instant::now();
+        let id = self.engine.open_session(now, setup.key());
+        let span = info_span!(parent: &self.span, "qtoq_session", session = id.0, %peer, role = setup.role());
+        span.in_scope(|| debug!(key = ?setup.key(), "session opened"));
+        let shared = SessionShared::new(notify);
+        self.sessions.insert(
+            id,
+            SessionEntry {
+                shared: shared.clone(),
+                socket,
+                span,
+                released: false,
+                release_reply: None,
+                removal_error: None,
+            },
+        );
+        let result = match setup {
+            Setup::Sender { sender, tspec, .. } => self
+                .engine
+                .add_sender(now, id, sender, tspec)
+                .map(|()| None),
+            Setup::Receiver {
+                flowspec, confirm, ..
+            } => self
+                .engine
+                .reserve(now, id, Style::FixedFilter, flowspec, confirm)
+                .map(|()| None),
+            Setup::Unsignaled { flow, flowspec, .. } => self
+                .engine
+                .admit_unsignaled(now, id, flow, flowspec)
+                .map(Some),
+        };
+        match result {
+            Err(e) => {
+                self.in_session(id, |_| warn!(error = %e, "session refused"));
+                let error = match e {
+                    CommandError::Denied(denied) => {
+                        shared.push(QosEvent::AdmissionDenied {
+                            code: denied.code,
+                            value: denied.value,
+                            reason: denied.reason.clone(),
+                        });
+                        QosError::AdmissionDenied(denied)
+                    }
+                    other => QosError::Command(other),
+                };
+                self.release(id);
+                self.drain();
+                let _ = reply.send(Err(error));
+            }
+            Ok(None) => {
+                if reply.send(Ok(Opened { id, shared })).is_err() {
+                    // The caller gave up (cancelled accept/connect): nobody owns the session.
+                    self.release(id);
+                }
+                self.drain();
+            }
+            Ok(Some(rule)) => {
+                // The owner waits until the rule is loaded (or refused): IBM i's step
+                // "admission control is performed, the rule is sent to the TCP/IP stack".
+                self.pending_unsignaled.insert(rule, reply);
+                self.drain();
+                let install_waits = self.waiting.iter().any(
+                    |action| matches!(action, RuleAction::Install { rule: r, .. } if r.id == rule),
+                );
+                if !install_waits {
+                    if let Some(reply) = self.pending_unsignaled.remove(&rule) {
+                        // No install came for the admitted rule (nothing to load): admitted.
+                        self.unsignaled_outcomes.push(UnsignaledOutcome {
+                            session: id,
+                            reply,
+                            outcome: Ok(()),
+                        });
+                        self.drain();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The owner releases `session` (`close` or drop); `reply` is answered once it is torn
+    /// down and its rule unloaded.
+    pub(crate) fn release_by_owner(
+        &mut self,
+        session: SessionId,
+        reply: Option<oneshot::Sender<Result<(), QosError>>>,
+    ) {
+        match self.sessions.get_mut(&session) {
+            Some(entry) => {
+                entry.release_reply = reply;
+                self.release(session);
+            }
+            None => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        self.drain();
+    }
+
+    /// Replaces the policy; reservations that no longer fit lose their rule with a policy
+    /// failure (ResvErr code 2 to the receiver, `AdmissionDenied` to the owner).
+    pub(crate) fn reload_policy(&mut self, new: Policy) -> usize {
+        let origin = new.origin().unwrap_or("(inline)").to_owned();
+        let dropped = self.policy.lock().reload(new);
+        info!(%origin, torn_down = dropped.len(), "policy reloaded");
+        let reason = format!("the reloaded policy {origin} no longer admits this reservation");
+        self.revoke(dropped, &reason)
+    }
+
+    /// Re-checks the admitted reservations at the policy's current time (schedules).
+    pub(crate) fn revalidate_policy(&mut self) -> usize {
+        let dropped = {
+            let mut policy = self.policy.lock();
+            let now = policy.now();
+            policy.revalidate_at(now)
+        };
+        if !dropped.is_empty() {
+            info!(torn_down = dropped.len(), "policy schedule closed");
+        }
+        self.revoke(
+            dropped,
+            "the policy's schedule no longer admits this reservation",
+        )
+    }
+
+    /// Tears down the reservations of rules the policy released.
+    fn revoke(&mut self, dropped: Vec<RuleId>, reason: &str) -> usize {
+        if self.custom_admission {
+            // The policy admitted nothing here: its verdicts concern no reservation.
+            return 0;
+        }
+        let now = Instant::now();
+        for id in &dropped {
+            if let Some(entry) = self
+                .rules_in_force
+                .get(id)
+                .and_then(|session| self.sessions.get(session))
+            {
+                entry
+                    .span
+                    .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
+                entry.shared.push(QosEvent::AdmissionDenied {
+                    code: ERROR_POLICY,
+                    value: 0,
+                    reason: reason.to_owned(),
+                });
+            }
+            // The engine unloads the rule, tells the receiver (ResvErr) and the owner.
+            self.engine.rule_outcome(
+                now,
+                *id,
+                Err(RuleFailure {
+                    code: ERROR_POLICY,
+                    value: 0,
+                    reason: reason.to_owned(),
+                }),
+            );
+        }
+        self.drain();
+        dropped.len()
+    }
+
+    /// Answers a waiting unsignaled owner; a failed load releases the session.
+    fn answer_unsignaled(
+        &mut self,
+        id: SessionId,
+        reply: oneshot::Sender<Result<Opened, QosError>>,
+        outcome: Result<(), RuleFailure>,
+    ) {
+        let Some(shared) = self.sessions.get(&id).map(|e| e.shared.clone()) else {
+            let _ = reply.send(Err(QosError::AgentStopped));
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                if reply.send(Ok(Opened { id, shared })).is_err() {
+                    self.release(id);
+                }
+            }
+            Err(failure) => {
+                self.release(id);
+                let _ = reply.send(Err(QosError::RuleFailed {
+                    code: failure.code,
+                    value: failure.value,
+                    reason: failure.reason,
+                }));
+            }
+        }
+    }
+
+    fn release(&mut self, id: SessionId) {
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            if entry.released {
+                return;
+            }
+            entry.released = true;
+            entry.span.in_scope(|| debug!("session released"));
+        }
+        self.engine.release(Instant::now(), id);
+    }
+
+    fn in_session(&self, id: SessionId, f: impl FnOnce(&SessionEntry)) {
+        if let Some(entry) = self.sessions.get(&id) {
+            entry.span.in_scope(|| f(entry));
+        }
+    }
+
+    /// Moves everything the engine produced that needs no waiting to where it goes: rule
+    /// changes the enforcer can apply at once, events to the owners, answers to unsignaled
+    /// owners. Datagrams and rule changes that must wait stay for the task's
+    /// [`flush`](Self::flush).
+    pub(crate) fn drain(&mut self) {
+        while self.drain_once() {}
+        self.remove_released();
+    }
+
+    /// One round of [`drain`](Self::drain); whether anything moved.
+    fn drain_once(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(action) = self.engine.poll_action() {
+            progressed = true;
+            if self.waiting.is_empty() {
+                if let Some(action) = self.apply_now(action) {
+                    self.waiting.push_back(action);
+                }
+            } else {
+                self.waiting.push_back(action);
+            }
+        }
+        while let Some((id, event)) = self.engine.poll_event() {
+            progressed = true;
+            let Some(entry) = self.sessions.get(&id) else {
+                continue;
+            };
+            entry.span.in_scope(|| info!(?event, "qos event"));
+            entry.shared.push(event);
+        }
+        // Only now: the events of these outcomes (`Established`) are in the sessions' state.
+        // A failed load releases its session, which the next round drains.
+        for UnsignaledOutcome {
+            session,
+            reply,
+            outcome,
+        } in std::mem::take(&mut self.unsignaled_outcomes)
+        {
+            progressed = true;
+            self.answer_unsignaled(session, reply, outcome);
+        }
+        progressed
+    }
+
+    /// Everything [`drain`](Self::drain) leaves: datagrams out on `link`, waiting rule changes
+    /// applied in order; then a drain. The task calls it.
+    pub(crate) async fn flush(&mut self, link: &mut Link) {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self.engine.poll_transmit() {
+                progressed = true;
+                // The engine delivers messages for this host's own addresses to itself, so
+                // everything polled here is for another host.
+                trace!(to = %transmit.destination, len = transmit.payload.len(), "datagram sent");
+                if let Err(e) = link.send(&transmit).await {
+                    self.send_errors += 1;
+                    debug!(to = %transmit.destination, error = %e, "transport send failed");
+                }
+            }
+            while let Some(action) = self.waiting.pop_front() {
+                progressed = true;
+                self.apply(action).await;
+            }
+            if self.drain_once() {
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.remove_released();
+    }
+
+    /// Drops released sessions whose rule changes are all done (the socket duplicate closes
+    /// only after its rule was unloaded, so the connection's FIN goes out after it).
+    fn remove_released(&mut self) {
+        let released: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(id, e)| e.released && !self.waiting.iter().any(|a| action_session(a) == **id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in released {
+            if let Some(entry) = self.sessions.remove(&id) {
+                entry.shared.end("closed");
+                let result = match entry.removal_error {
+                    Some(e) => Err(QosError::RuleRemoval(e)),
+                    None => Ok(()),
+                };
+                if let Some(reply) = entry.release_reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Applies `action` if the enforcer can without waiting; otherwise hands it back.
+    fn apply_now(&mut self, action: RuleAction) -> Option<RuleAction> {
+        let socket = self
+            .sessions
+            .get(&action_session(&action))
+            .and_then(|e| e.socket.as_ref())
+            .map(|s| s.as_fd());
+        match &action {
+            RuleAction::Install { session, rule } => {
+                match self.enforcer.install_now(rule, socket) {
+                    Some(result) => {
+                        let (session, rule) = (*session, rule.clone());
+                        self.installed(session, &rule, result);
+                    }
+                    None => return Some(action),
+                }
+            }
+            RuleAction::Modify { rule, .. } => match self.enforcer.modify_now(rule, socket) {
+                Some(result) => self.modified(rule.id, result),
+                None => return Some(action),
+            },
+            RuleAction::Remove { session, id } => match self.enforcer.remove_now(*id, socket) {
+                Some(result) => self.removed(*session, *id, result),
+                None => return Some(action),
+            },
+        }
+        None
+    }
+
+    /// Applies `action`, waiting for the enforcer as long as it takes.
+    async fn apply(&mut self, action: RuleAction) {
+        let socket = self
+            .sessions
+            .get(&action_session(&action))
+            .and_then(|e| e.socket.as_ref());
+        let socket = socket.map(|s| s.as_fd());
+        match action {
+            RuleAction::Install { session, rule } => {
+                let result = self.enforcer.install(&rule, socket).await;
+                self.installed(session, &rule, result);
+            }
+            RuleAction::Modify { rule, .. } => {
+                let result = self.enforcer.modify(&rule, socket).await;
+                self.modified(rule.id, result);
+            }
+            RuleAction::Remove { session, id } => {
+                let result = self.enforcer.remove(id, socket).await;
+                self.removed(session, id, result);
+            }
+        }
+    }
+
+    fn installed(
+        &mut self,
+        session: SessionId,
+        rule: &Rule,
+        result: Result<Applied, EnforceError>,
+    ) {
+        let span = self
+            .sessions
+            .get(&session)
+            .map_or_else(|| self.span.clone(), |e| e.span.clone());
+        let outcome = match result {
+            Ok(applied) => {
+                span.in_scope(|| info!(rule = %rule.id, flow = %rule.flow, applied = %applied.summary, "rule loaded"));
+                self.rules_in_force.insert(rule.id, session);
+                Ok(())
+            }
+            Err(e) => {
+                span.in_scope(|| warn!(rule = %rule.id, error = %e, "rule load failed"));
+                Err(rule_failure(&e))
+            }
+        };
+        self.engine
+            .rule_outcome(Instant::now(), rule.id, outcome.clone());
+        if let Some(reply) = self.pending_unsignaled.remove(&rule.id) {
+            self.unsignaled_outcomes.push(UnsignaledOutcome {
+                session,
+                reply,
+                outcome,
+            });
+        }
+    }
+
+    fn modified(&mut self, id: RuleId, result: Result<Applied, EnforceError>) {
+        let outcome = result.map(|_| ()).map_err(|e| rule_failure(&e));
+        self.engine.rule_outcome(Instant::now(), id, outcome);
+    }
+
+    fn removed(&mut self, session: SessionId, id: RuleId, result: Result<(), EnforceError>) {
+        self.rules_in_force.remove(&id);
+        match result {
+            Err(e) => {
+                warn!(rule = %id, error = %e, "rule unload failed");
+                if let Some(entry) = self.sessions.get_mut(&session) {
+                    entry.removal_error = Some(e.to_string());
+                }
+            }
+            Ok(()) => self.in_session(session, |_| info!(rule = %id, "rule unloaded")),
+        }
+    }
+
+    /// The agent stops: every session released, every rule unloaded, the enforcer shut down.
+    pub(crate) async fn shutdown(&mut self, link: &mut Link) {
+        self.stopped = true;
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.release(id);
+        }
+        self.drain();
+        self.flush(link).await;
+        for (_, reply) in self.pending_unsignaled.drain() {
+            let _ = reply.send(Err(QosError::AgentStopped));
+        }
+        if let Err(e) = self.enforcer.shutdown().await {
+            warn!(error = %e, "enforcer shutdown failed");
+        }
+        info!(sessions = self.engine.session_count(), "qtoq agent stopped");
+    }
+
+    /// The agent task is gone without its teardown: the streams end instead of waiting.
+    pub(crate) fn end_streams(&mut self) {
+        self.stopped = true;
+        for entry in self.sessions.values() {
+            entry.shared.end("the qos agent stopped");
+        }
+    }
+}
+
+fn action_session(action: &RuleAction) -> SessionId {
+    match action {
+        RuleAction::Install { session, .. }
+        | RuleAction::Modify { session, .. }
+        | RuleAction::Remove { session, .. } => *session,
+    }
+}
+
+fn rule_failure(e: &EnforceError) -> RuleFailure {
+    let (code, value) = e.rsvp_error();
+    RuleFailure {
+        code,
+        value,
+        reason: e.to_string(),
+    }
+}
