@@ -1,7 +1,10 @@
 //! The Tokio driver ("QoS server"): owns a transport, the engine, one timer and the enforcer.
 //!
-//! An [`Agent`] is a cheap cloneable handle to a running agent task; sockets talk to it over a
-//! channel. The task stops when the last handle (including those held by open
+//! An [`Agent`] is a cheap cloneable handle to a running agent. Sockets act on the agent's
+//! state directly, as quinn's connections do: `accept` and `connect` open their session, run
+//! the engine and load the rule (when the enforcer can without waiting) within their own
+//! call, so a same-host setup completes there; the agent task sends datagrams, waits for
+//! netlink and runs the timers. The task stops when the last handle (including those held by open
 //! [`QosListener`](crate::QosListener)s and [`QosStream`](crate::QosStream)s) is gone, after
 //! releasing every session, unloading every rule and shutting the enforcer down.
 //!
