@@ -65,3 +65,16 @@ async fn unsignaled_accept_is_established_on_return_with_an_explicit_agent() {
 async fn unsignaled_accept_is_established_on_return_with_the_default_agent() {
     every_accept_returns_established(None, "127.0.0.1".parse().unwrap()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsignaled_accept_is_established_on_return_when_the_enforcer_makes_the_task_wait() {
+    // The recording enforcer applies nothing at once, as a netlink backend: the rule load and
+    // the answer come from the agent's task rather than from the accepting call.
+    let agent = qtoq::Agent::builder()
+        .local_addr(unique_loopback())
+        .enforcer(Box::new(qtoq::enforce::Recording::new()))
+        .build()
+        .unwrap();
+    every_accept_returns_established(Some(&agent), addr_of(&agent)).await;
+    assert_eq!(agent.session_count().await.unwrap(), 0);
+}

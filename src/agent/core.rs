@@ -48,6 +48,11 @@ impl AgentCore {
         self.state.lock().await
     }
 
+    /// Outside any runtime only (it blocks the thread).
+    pub(crate) fn blocking_lock(&self) -> MutexGuard<'_, Core> {
+        self.state.blocking_lock()
+    }
+
     pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
         self.state.try_lock().ok()
     }

@@ -48,8 +48,16 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // Handles see the agent stopped before its streams end.
         self.commands.close();
-        if let Some(mut core) = self.core.try_lock() {
-            core.end_streams();
+        match self.core.try_lock() {
+            Some(mut core) => core.end_streams(),
+            None => {
+                // A caller (or the future being dropped) holds the state right now: end the
+                // streams once it lets go, from a thread that may block.
+                let core = self.core.clone();
+                let _ = std::thread::Builder::new()
+                    .name("qtoq-agent-end".into())
+                    .spawn(move || core.blocking_lock().end_streams());
+            }
         }
     }
 }
