@@ -57,8 +57,26 @@ impl AgentCore {
         self.state.try_lock().ok()
     }
 
-    /// Wakes the agent task if what a caller just did left it work.
-    pub(crate) fn wake_if_needed(&self, core: &Core) {
+    /// Runs a caller's operation on the state, then wakes the agent task if the operation
+    /// left it work (datagrams, waiting rule changes, an earlier timer): every caller goes
+    /// through here so none can forget the wake.
+    pub(crate) async fn act<R>(&self, op: impl FnOnce(&mut Core) -> R) -> R {
+        let mut core = self.state.lock().await;
+        let result = op(&mut core);
+        self.wake_if_needed(&core);
+        result
+    }
+
+    /// [`act`](Self::act) without waiting for the state: `None` (nothing done) when it is
+    /// busy. Safe in `Drop`.
+    pub(crate) fn try_act<R>(&self, op: impl FnOnce(&mut Core) -> R) -> Option<R> {
+        let mut core = self.state.try_lock().ok()?;
+        let result = op(&mut core);
+        self.wake_if_needed(&core);
+        Some(result)
+    }
+
+    fn wake_if_needed(&self, core: &Core) {
         if core.needs_task() {
             self.wake.notify_one();
         }
@@ -410,7 +428,7 @@ impl Core {
     /// changes the enforcer can apply at once, events to the owners, answers to unsignaled
     /// owners. Datagrams and rule changes that must wait stay for the task's
     /// [`flush`](Self::flush).
-    pub(crate) fn drain(&mut self) {
+    fn drain(&mut self) {
         while self.drain_once() {}
         self.remove_released();
     }

@@ -187,14 +187,13 @@ impl Driver {
                             Ok(r) => {
                                 let end = r.offset + r.len;
                                 trace!(from = %r.source, len = r.len, "datagram received");
-                                let mut state = core.lock().await;
-                                state.engine().handle_datagram(Instant::now(), Incoming {
+                                // What it produced is flushed at the top of the loop.
+                                core.lock().await.engine().handle_datagram(Instant::now(), Incoming {
                                     source: r.source,
                                     destination: r.destination,
                                     ttl: r.ttl,
                                     payload: &buf[r.offset..end],
                                 });
-                                state.drain();
                             }
                             Err(e) => {
                                 // Receive errors are transient (ICMP feedback, memory pressure);
@@ -204,11 +203,7 @@ impl Driver {
                             }
                         }
                     }
-                    () = &mut timer => {
-                        let mut state = core.lock().await;
-                        state.engine().handle_timeout(Instant::now());
-                        state.drain();
-                    }
+                    () = &mut timer => core.lock().await.engine().handle_timeout(Instant::now()),
                     _ = recheck.tick() => {
                         core.lock().await.revalidate_policy();
                     }

@@ -417,17 +417,14 @@ impl Agent {
             agent: self.clone(),
             answer,
         };
-        {
-            let mut core = self.shared.core.lock().await;
-            core.open(OpenRequest {
-                setup,
-                peer,
-                notify,
-                socket,
-                reply,
-            });
-            self.shared.core.wake_if_needed(&core);
-        }
+        let request = OpenRequest {
+            setup,
+            peer,
+            notify,
+            socket,
+            reply,
+        };
+        self.shared.core.act(|core| core.open(request)).await;
         let opened = (&mut pending.answer)
             .await
             .map_err(|_| QosError::AgentStopped)??;
@@ -442,17 +439,15 @@ impl Agent {
     /// Releases `session` without waiting: at once when the state is free, through the task
     /// otherwise. Safe in `Drop`. A stopped agent has already released everything.
     fn release_soon(&self, session: SessionId) {
-        match self.shared.core.try_lock() {
-            Some(mut core) => {
-                core.release_by_owner(session, None);
-                self.shared.core.wake_if_needed(&core);
-            }
-            None => {
-                let _ = self.send(Command::Release {
-                    session,
-                    reply: None,
-                });
-            }
+        let released = self
+            .shared
+            .core
+            .try_act(|core| core.release_by_owner(session, None));
+        if released.is_none() {
+            let _ = self.send(Command::Release {
+                session,
+                reply: None,
+            });
         }
     }
 }
@@ -494,12 +489,12 @@ impl SessionGuard {
     pub(crate) async fn release(mut self) -> Result<(), QosError> {
         self.released = true;
         let (reply, answer) = oneshot::channel();
-        {
-            let core = &self.agent.shared.core;
-            let mut state = core.lock().await;
-            state.release_by_owner(self.id, Some(reply));
-            core.wake_if_needed(&state);
-        }
+        let id = self.id;
+        self.agent
+            .shared
+            .core
+            .act(|core| core.release_by_owner(id, Some(reply)))
+            .await;
         answer.await.map_err(|_| QosError::AgentStopped)?
     }
 
