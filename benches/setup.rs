@@ -4,6 +4,7 @@
 //! Besides criterion's estimates it prints p50/p99 of every measured setup and the setups/s
 //! of 64 concurrent setups.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,6 +84,33 @@ fn no_time_wait(stream: &TcpStream) {
         .unwrap();
 }
 
+/// `iters` setups one after another: each `setup(i)` is timed and kept for the percentiles,
+/// and its `teardown` runs untimed and completes before the next setup.
+async fn timed<T, S: Future<Output = T>, D: Future<Output = ()>>(
+    iters: u64,
+    samples: &Mutex<Vec<Duration>>,
+    mut setup: impl FnMut(u64) -> S,
+    mut teardown: impl FnMut(T) -> D,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for i in 0..iters {
+        let t = Instant::now();
+        let done = setup(i).await;
+        let d = t.elapsed();
+        total += d;
+        samples.lock().unwrap().push(d);
+        teardown(done).await;
+    }
+    total
+}
+
+/// Teardown is not part of setup: done untimed, fully, before the next.
+async fn close_pair((client, server): (QosStream, QosStream)) {
+    no_time_wait(client.tcp());
+    client.close().await.unwrap();
+    server.close().await.unwrap();
+}
+
 fn percentiles(name: &str, samples: &Mutex<Vec<Duration>>) {
     let mut s = samples.lock().unwrap().clone();
     if s.is_empty() {
@@ -149,57 +177,32 @@ fn setup(c: &mut Criterion) {
     let mut group = c.benchmark_group("setup");
     group.bench_function("tcp_connect_accept", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let pair = tcp_setup(&tcp_listener).await;
-                    let d = t.elapsed();
-                    total += d;
-                    tcp_samples.lock().unwrap().push(d);
-                    drop(pair);
-                }
-                total
-            })
+            rt.block_on(timed(
+                iters,
+                &tcp_samples,
+                |_| tcp_setup(&tcp_listener),
+                |pair| async move { drop(pair) },
+            ))
         })
     });
     group.bench_function("qos_established_both_ends_one_agent", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for i in 0..iters {
-                    let t = Instant::now();
-                    let (client, server) =
-                        qos_setup(&one_agent, &listener, client_addr(ONE_AGENT_BLOCK, i)).await;
-                    let d = t.elapsed();
-                    total += d;
-                    one_samples.lock().unwrap().push(d);
-                    // Teardown is not part of setup: done untimed, fully, before the next.
-                    no_time_wait(client.tcp());
-                    client.close().await.unwrap();
-                    server.close().await.unwrap();
-                }
-                total
-            })
+            rt.block_on(timed(
+                iters,
+                &one_samples,
+                |i| qos_setup(&one_agent, &listener, client_addr(ONE_AGENT_BLOCK, i)),
+                close_pair,
+            ))
         })
     });
     group.bench_function("qos_established_both_ends_two_agents_udp", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for i in 0..iters {
-                    let t = Instant::now();
-                    let (client, server) =
-                        qos_setup(&two_b, &listener_two, client_addr(TWO_AGENTS_BLOCK, i)).await;
-                    let d = t.elapsed();
-                    total += d;
-                    two_samples.lock().unwrap().push(d);
-                    no_time_wait(client.tcp());
-                    client.close().await.unwrap();
-                    server.close().await.unwrap();
-                }
-                total
-            })
+            rt.block_on(timed(
+                iters,
+                &two_samples,
+                |i| qos_setup(&two_b, &listener_two, client_addr(TWO_AGENTS_BLOCK, i)),
+                close_pair,
+            ))
         })
     });
     group.throughput(Throughput::Elements(CONCURRENT as u64));
@@ -258,16 +261,13 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
         b.iter_custom(|iters| {
             let (listener, samples) = (tcp_listener.clone(), tcp_samples.clone());
             rt.block_on(rt.spawn(async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let pair = tcp_setup(&listener).await;
-                    let d = t.elapsed();
-                    total += d;
-                    samples.lock().unwrap().push(d);
-                    drop(pair);
-                }
-                total
+                timed(
+                    iters,
+                    &samples,
+                    |_| tcp_setup(&listener),
+                    |pair| async move { drop(pair) },
+                )
+                .await
             }))
             .unwrap()
         })
@@ -302,14 +302,13 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
                 let (listener, samples, agent) = (listener.clone(), samples.clone(), agent.clone());
                 rt.block_on(rt.spawn(async move {
                     let addr = listener.local_addr().unwrap();
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let t = Instant::now();
-                        let (client, server) = tokio::join!(
+                    let (agent, listener) = (&agent, &listener);
+                    let one_task_setup = |_| async move {
+                        tokio::join!(
                             async {
                                 let mut builder = QosStream::builder()
                                     .spec(QosSpec::controlled_load(1_000_000, 65_536));
-                                if let Some(agent) = &agent {
+                                if let Some(agent) = agent {
                                     // From the agent's own address, as in the benches above.
                                     builder =
                                         builder.agent(agent).bind(SocketAddr::new(loopback(4), 0));
@@ -323,15 +322,9 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
                                 established(&stream).await;
                                 stream
                             }
-                        );
-                        let d = t.elapsed();
-                        total += d;
-                        samples.lock().unwrap().push(d);
-                        no_time_wait(client.tcp());
-                        client.close().await.unwrap();
-                        server.close().await.unwrap();
-                    }
-                    total
+                        )
+                    };
+                    timed(iters, &samples, one_task_setup, close_pair).await
                 }))
                 .unwrap()
             })
@@ -358,7 +351,7 @@ fn server_in_its_own_task(
 ) {
     let (tcp_accepted, tcp_handed) = tokio::sync::mpsc::unbounded_channel();
     let (qos_accepted, qos_handed) = tokio::sync::mpsc::unbounded_channel();
-    // The measuring task takes the receiving ends for each batch and gives them back.
+    // Shared by the measuring tasks of successive batches (locked uncontended: a few ns).
     let tcp_handed = Arc::new(tokio::sync::Mutex::new(tcp_handed));
     let qos_handed = Arc::new(tokio::sync::Mutex::new(qos_handed));
     let (tcp_server, qos_server) = (tcp_listener.clone(), qos_listener.clone());
@@ -388,19 +381,16 @@ fn server_in_its_own_task(
         b.iter_custom(|iters| {
             let (handed, samples) = (tcp_handed.clone(), tcp_samples.clone());
             rt.block_on(rt.spawn(async move {
-                let mut tcp_handed = handed.lock().await;
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
+                let handed = &handed;
+                let setup = |_| async move {
                     let client = TcpStream::connect(tcp_addr).await.unwrap();
-                    let server = tcp_handed.recv().await.unwrap();
-                    let d = t.elapsed();
-                    total += d;
-                    samples.lock().unwrap().push(d);
+                    (client, handed.lock().await.recv().await.unwrap())
+                };
+                let teardown = |(client, server): (TcpStream, TcpStream)| async move {
                     no_time_wait(&client);
-                    drop((client, server));
-                }
-                total
+                    drop(server);
+                };
+                timed(iters, &samples, setup, teardown).await
             }))
             .unwrap()
         })
@@ -409,24 +399,16 @@ fn server_in_its_own_task(
         b.iter_custom(|iters| {
             let (handed, samples) = (qos_handed.clone(), qos_samples.clone());
             rt.block_on(rt.spawn(async move {
-                let mut qos_handed = handed.lock().await;
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
+                let handed = &handed;
+                let setup = |_| async move {
                     let client =
                         QosStream::connect(qos_addr, QosSpec::controlled_load(1_000_000, 65_536))
                             .await
                             .unwrap();
                     established(&client).await;
-                    let server = qos_handed.recv().await.unwrap();
-                    let d = t.elapsed();
-                    total += d;
-                    samples.lock().unwrap().push(d);
-                    no_time_wait(client.tcp());
-                    client.close().await.unwrap();
-                    server.close().await.unwrap();
-                }
-                total
+                    (client, handed.lock().await.recv().await.unwrap())
+                };
+                timed(iters, &samples, setup, close_pair).await
             }))
             .unwrap()
         })
