@@ -21,13 +21,15 @@
 pub mod agent;
 pub mod enforce;
 pub mod engine;
+mod error;
 pub mod flow;
 mod net;
 pub mod policy;
 mod sys;
 pub mod wire;
 
-pub use agent::Agent;
+pub use agent::{Agent, Reservation};
+pub use error::{InvalidSpec, QosError};
 pub use net::*;
 
 // Compile-checks the README's code blocks.

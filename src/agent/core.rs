@@ -19,12 +19,11 @@ use tokio::sync::{oneshot, Mutex, MutexGuard, Notify};
 use tracing::{debug, info, info_span, trace, warn, Span};
 
 use super::transport::Link;
-use super::{AgentStats, OpenRequest, Opened, Setup, SharedPolicy};
+use super::{AgentStats, OpenRequest, Opened, SessionShared, Setup, SharedPolicy};
 use crate::enforce::{Applied, EnforceError, Enforcer};
-use crate::engine::{CommandError, Engine, RuleAction, RuleFailure, SessionId, Style};
+use crate::engine::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, Style};
 use crate::flow::{Rule, RuleId};
-use crate::net::event::SessionShared;
-use crate::net::{QosError, QosEvent};
+use crate::error::QosError;
 use crate::policy::{Policy, ERROR_POLICY};
 
 /// How far away "no timer" is: the task's sleep is parked there.
@@ -252,7 +251,7 @@ impl Core {
                 self.in_session(id, |_| warn!(error = %e, "session refused"));
                 let error = match e {
                     CommandError::Denied(denied) => {
-                        shared.push(QosEvent::AdmissionDenied {
+                        shared.push(Event::AdmissionDenied {
                             code: denied.code,
                             value: denied.value,
                             reason: denied.reason.clone(),
@@ -358,7 +357,7 @@ impl Core {
                 entry
                     .span
                     .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
-                entry.shared.push(QosEvent::AdmissionDenied {
+                entry.shared.push(Event::AdmissionDenied {
                     code: ERROR_POLICY,
                     value: 0,
                     reason: reason.to_owned(),

@@ -27,6 +27,7 @@
 mod core;
 mod driver;
 mod memory;
+mod session;
 pub mod transport;
 
 use std::fmt;
@@ -41,75 +42,22 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 
 pub use memory::{MemoryNetwork, MemoryStats};
+pub use session::Reservation;
+pub(crate) use session::{SessionGuard, SessionShared, Setup};
+#[cfg(test)]
+pub(crate) use session::EVENT_LOG_LIMIT;
+use session::{OpenRequest, Opened, PendingOpen};
 pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2};
 
 use crate::enforce::{Enforcer, SocketEnforcer};
-use crate::engine::{EngineConfig, SessionId, SessionKey, Stats};
+use crate::engine::{EngineConfig, SessionId, Stats};
 use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
-use crate::net::event::SessionShared;
-use crate::net::QosError;
+use crate::error::QosError;
 use crate::policy::{InterfaceBudget, Policy, PolicyError, PolicyRule};
-use crate::wire::intserv::{FlowSpec, TokenBucket};
 
 /// How often an agent re-checks its admitted reservations against the policy's schedules
 /// (see [`Agent::revalidate_policy`]).
 pub const POLICY_RECHECK_PERIOD: Duration = Duration::from_secs(60);
-
-/// What a new session does first.
-#[derive(Debug)]
-pub(crate) enum Setup {
-    /// Server with RSVP: a local sender; PATH goes out, a RESV is expected.
-    Sender {
-        key: SessionKey,
-        sender: SocketAddr,
-        tspec: TokenBucket,
-    },
-    /// Client with RSVP: a receiver primed for the PATH, reserving on arrival.
-    Receiver {
-        key: SessionKey,
-        flowspec: FlowSpec,
-        confirm: bool,
-    },
-    /// Server without signaling: admission and rule load now.
-    Unsignaled {
-        key: SessionKey,
-        flow: Flow,
-        flowspec: FlowSpec,
-    },
-}
-
-impl Setup {
-    fn key(&self) -> SessionKey {
-        match self {
-            Setup::Sender { key, .. }
-            | Setup::Receiver { key, .. }
-            | Setup::Unsignaled { key, .. } => *key,
-        }
-    }
-
-    fn role(&self) -> &'static str {
-        match self {
-            Setup::Sender { .. } => "sender",
-            Setup::Receiver { .. } => "receiver",
-            Setup::Unsignaled { .. } => "unsignaled",
-        }
-    }
-}
-
-/// A session the agent opened for a connection.
-pub(crate) struct Opened {
-    pub(crate) id: SessionId,
-    pub(crate) shared: Arc<SessionShared>,
-}
-
-pub(crate) struct OpenRequest {
-    setup: Setup,
-    peer: SocketAddr,
-    notify: bool,
-    /// A duplicate of the data sender's socket, for enforcers that act on sockets.
-    socket: Option<OwnedFd>,
-    reply: oneshot::Sender<Result<Opened, QosError>>,
-}
 
 pub(crate) enum Command {
     Release {
@@ -448,65 +396,6 @@ impl Agent {
                 session,
                 reply: None,
             });
-        }
-    }
-}
-
-/// An open request's answer not yet read: dropped unread (the opener was cancelled after
-/// the agent answered), it releases the session nobody will own.
-struct PendingOpen {
-    agent: Agent,
-    answer: oneshot::Receiver<Result<Opened, QosError>>,
-}
-
-impl Drop for PendingOpen {
-    fn drop(&mut self) {
-        if let Ok(Ok(opened)) = self.answer.try_recv() {
-            self.agent.release_soon(opened.id);
-        }
-    }
-}
-
-/// Owns one session of an agent: releases it (in the background) when dropped.
-pub(crate) struct SessionGuard {
-    agent: Agent,
-    pub(crate) id: SessionId,
-    pub(crate) shared: Arc<SessionShared>,
-    released: bool,
-}
-
-impl fmt::Debug for SessionGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionGuard")
-            .field("id", &self.id)
-            .field("agent", &self.agent.shared.id)
-            .finish()
-    }
-}
-
-impl SessionGuard {
-    /// Releases the session and waits until the agent has torn it down and unloaded its rule.
-    pub(crate) async fn release(mut self) -> Result<(), QosError> {
-        self.released = true;
-        let (reply, answer) = oneshot::channel();
-        let id = self.id;
-        self.agent
-            .shared
-            .core
-            .act(|core| core.release_by_owner(id, Some(reply)))
-            .await;
-        answer.await.map_err(|_| QosError::AgentStopped)?
-    }
-
-    pub(crate) fn agent(&self) -> &Agent {
-        &self.agent
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        if !self.released {
-            self.agent.release_soon(self.id);
         }
     }
 }

@@ -107,10 +107,9 @@ use timer::{Clock, Timers};
 /// IP TTL (and common-header Send_TTL) of the messages this engine sends.
 pub const SEND_TTL: u8 = 64;
 
-/// Engine-local handle of one RSVP session as seen by one local owner (one connection).
+/// Engine-local handle of one RSVP session as seen by one local owner.
 ///
-/// Unique for the engine's life, never reused; the public API exposes it as
-/// `QosStream::session_id()`.
+/// Unique for the engine's life, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
@@ -222,9 +221,7 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
-/// Something that happened to a session's reservation, told to its owner.
-///
-/// The public socket API hands these out unchanged as [`QosEvent`](crate::QosEvent).
+/// Something that happened to a session's reservation, told to its owner, in order.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {

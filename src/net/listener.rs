@@ -275,7 +275,7 @@ impl QosListenerBuilder {
     /// cannot start.
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> io::Result<QosListener> {
         if let Some(spec) = &self.spec {
-            spec.validate().map_err(super::QosError::from)?;
+            spec.validate().map_err(crate::QosError::from)?;
         }
         let agent = agent_or_default(self.agent.as_ref())?;
         let backlog = self.backlog.unwrap_or(DEFAULT_BACKLOG);

@@ -10,16 +10,14 @@
 //! | `QosStream::connect` | session primed for the server's PATH; TCP connect; RESV sent when the PATH arrives; `Established` on the confirmation |
 //! | `QosStream::builder().signaling(Signaling::None)` | `InvalidInput`, nothing created |
 
-pub(crate) mod error;
 pub(crate) mod event;
 mod listener;
 mod spec;
 mod stream;
 
-pub use error::QosError;
-pub use event::{QosEvent, QosEvents, Reservation};
+pub use event::{QosEvent, QosEvents};
 pub use listener::{QosListener, QosListenerBuilder};
-pub use spec::{InvalidSpec, QosSpec, Signaling};
+pub use spec::{QosSpec, Signaling};
 pub use stream::{QosStream, QosStreamBuilder};
 
 use crate::Agent;

@@ -1,20 +1,7 @@
 //! What a connection asks for: [`QosSpec`] and [`Signaling`].
 
+use crate::error::InvalidSpec;
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
-
-/// Why a [`QosSpec`] can never be a valid flowspec: the field and what is wrong with it.
-/// Returned by [`QosSpec::validate`]; `connect` and `bind` report it as an `InvalidInput`
-/// error whose source is [`QosError::InvalidSpec`](crate::QosError::InvalidSpec).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid qos spec: {field} {problem}")]
-#[non_exhaustive]
-pub struct InvalidSpec {
-    /// The spec's field: `rate`, `bucket`, `peak`, `min_policed`, `max_packet` or
-    /// `reserved rate`.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
 
 /// Whether a connection's reservation is signaled with RSVP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -10,7 +10,9 @@ use pin_project::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 
-use super::{agent_or_default, QosError, QosEvents, QosSpec, Reservation, Signaling};
+use super::{agent_or_default, QosEvents, QosSpec, Signaling};
+use crate::agent::Reservation;
+use crate::error::QosError;
 use crate::agent::{SessionGuard, Setup};
 use crate::engine::{SessionId, SessionKey};
 use crate::flow::IPPROTO_TCP;
@@ -88,8 +90,9 @@ impl QosStream {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe in the sense that a cancelled connect leaves no connection; it leaves
-    /// no session either (a session opened before the cancellation is released).
+    /// Dropping the future before it completes (in `select!`, or under a `timeout`) leaves
+    /// nothing behind: no TCP connection, and no session (one already opened is released).
+    /// Nothing carries over to the next call, which starts over.
     pub async fn connect<A: ToSocketAddrs>(addr: A, spec: QosSpec) -> io::Result<QosStream> {
         QosStream::builder().spec(spec).connect(addr).await
     }
@@ -282,7 +285,7 @@ impl QosStreamBuilder {
     ///
     /// # Cancel safety
     ///
-    /// A cancelled connect leaves neither a connection nor a session behind.
+    /// As [`QosStream::connect`]: a dropped connect leaves neither a connection nor a session.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> io::Result<QosStream> {
         if self.signaling == Signaling::None {
             return Err(QosError::NoSignalingOnClient.into());

@@ -1,9 +1,25 @@
-//! [`QosError`], the typed source inside the `io::Error`s the socket API returns.
+//! The crate's errors: [`QosError`], the typed source inside the `io::Error`s the socket API
+//! returns, and [`InvalidSpec`]. They sit below both the agent and the socket API, which
+//! both report them.
 
 use std::io;
 
 use crate::engine::CommandError;
 use crate::flow::AdmissionDenied;
+
+/// Why a [`QosSpec`](crate::QosSpec) can never be a valid flowspec: the field and what is wrong with it.
+/// Returned by [`QosSpec::validate`](crate::QosSpec::validate); `connect` and `bind` report it as an `InvalidInput`
+/// error whose source is [`QosError::InvalidSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid qos spec: {field} {problem}")]
+#[non_exhaustive]
+pub struct InvalidSpec {
+    /// The spec's field: `rate`, `bucket`, `peak`, `min_policed`, `max_packet` or
+    /// `reserved rate`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
 
 /// Why a QoS socket operation failed. The socket API returns it as the source of an
 /// [`io::Error`]; get it back with `err.get_ref().and_then(|e| e.downcast_ref::<QosError>())`.
@@ -15,7 +31,7 @@ pub enum QosError {
     NoSignalingOnClient,
     /// The spec can never be a valid flowspec (see [`QosSpec::validate`](crate::QosSpec::validate)).
     #[error(transparent)]
-    InvalidSpec(#[from] crate::net::InvalidSpec),
+    InvalidSpec(#[from] InvalidSpec),
     /// Admission control refused the connection's rule (`Signaling::None` accept).
     #[error("admission denied: {0}")]
     AdmissionDenied(#[from] AdmissionDenied),

@@ -1,0 +1,354 @@
+//! One session as its owner sees it: what a new session does first ([`Setup`]), the state
+//! the agent and the owner's handles share ([`SessionShared`]: the event log and the current
+//! [`Reservation`]), and the guard that releases the session when its owner lets go.
+//!
+//! The socket API reads this through its streams; the agent never names a socket type.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::oneshot;
+
+use super::Agent;
+use crate::engine::{Event, SessionId, SessionKey};
+use crate::error::QosError;
+use crate::flow::Flow;
+use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+/// What a new session does first.
+#[derive(Debug)]
+pub(crate) enum Setup {
+    /// Server with RSVP: a local sender; PATH goes out, a RESV is expected.
+    Sender {
+        key: SessionKey,
+        sender: SocketAddr,
+        tspec: TokenBucket,
+    },
+    /// Client with RSVP: a receiver primed for the PATH, reserving on arrival.
+    Receiver {
+        key: SessionKey,
+        flowspec: FlowSpec,
+        confirm: bool,
+    },
+    /// Server without signaling: admission and rule load now.
+    Unsignaled {
+        key: SessionKey,
+        flow: Flow,
+        flowspec: FlowSpec,
+    },
+}
+
+impl Setup {
+    pub(super) fn key(&self) -> SessionKey {
+        match self {
+            Setup::Sender { key, .. }
+            | Setup::Receiver { key, .. }
+            | Setup::Unsignaled { key, .. } => *key,
+        }
+    }
+
+    pub(super) fn role(&self) -> &'static str {
+        match self {
+            Setup::Sender { .. } => "sender",
+            Setup::Receiver { .. } => "receiver",
+            Setup::Unsignaled { .. } => "unsignaled",
+        }
+    }
+}
+
+/// A session the agent opened for a connection.
+pub(crate) struct Opened {
+    pub(crate) id: SessionId,
+    pub(crate) shared: Arc<SessionShared>,
+}
+
+pub(crate) struct OpenRequest {
+    pub(super) setup: Setup,
+    pub(super) peer: SocketAddr,
+    pub(super) notify: bool,
+    /// A duplicate of the data sender's socket, for enforcers that act on sockets.
+    pub(super) socket: Option<OwnedFd>,
+    pub(super) reply: oneshot::Sender<Result<Opened, QosError>>,
+}
+
+/// How many events one connection keeps for its streams; older ones are dropped (and
+/// counted) if nobody reads them. Signaling produces a handful per connection.
+pub(crate) const EVENT_LOG_LIMIT: usize = 1024;
+
+/// The current state of a session's reservation, as its owner sees it (a connection's is
+/// `QosStream::reservation`).
+///
+/// A connection starts `Pending`. Against a peer that does not signal it becomes
+/// [`NoSender`](Self::NoSender) (client) or [`NoReceiver`](Self::NoReceiver) (server) after
+/// the agent's peer wait, and stays so unless the peer signals after all.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Reservation {
+    /// Signaling is under way; no rule in force yet.
+    Pending,
+    /// The reservation is in force.
+    Established {
+        /// The reservation in force.
+        flowspec: FlowSpec,
+    },
+    /// Admission control refused it.
+    Denied {
+        /// RSVP error code.
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// Why.
+        reason: String,
+    },
+    /// An RSVP error was reported (PathErr / ResvErr).
+    Failed {
+        /// RSVP error code.
+        code: u8,
+        /// RSVP error value.
+        value: u16,
+        /// The node that detected it.
+        node: IpAddr,
+    },
+    /// Torn down, expired, or closed.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+    /// Client: no PATH came from the server within the agent's peer wait
+    /// ([`AgentBuilder::peer_wait`](crate::agent::AgentBuilder::peer_wait), 3 s by default),
+    /// as [`Event::NoSender`] reported — most likely the server does not use RSVP (a plain
+    /// TCP server, or no agent on its host). Winsock GQoS called it `WSA_QOS_NO_SENDERS`.
+    ///
+    /// The connection runs best effort so far; the request stays primed, and a PATH that
+    /// arrives later still establishes the reservation (then this becomes `Established`).
+    NoSender,
+    /// Server: no RESV came from the client within the agent's peer wait
+    /// ([`AgentBuilder::peer_wait`](crate::agent::AgentBuilder::peer_wait), 3 s by default),
+    /// as [`Event::NoReceiver`] reported — most likely the client does not use RSVP (a
+    /// plain TCP client, or no agent on its host). Winsock GQoS called it
+    /// `WSA_QOS_NO_RECEIVERS`.
+    ///
+    /// The connection runs best effort so far; the PATH goes on being refreshed, and a RESV
+    /// that arrives later still establishes the reservation (then this becomes
+    /// `Established`).
+    NoReceiver,
+}
+
+struct SessionState {
+    log: VecDeque<Event>,
+    /// Sequence number of `log[0]`.
+    base: u64,
+    dropped: u64,
+    wakers: Vec<Waker>,
+    reservation: Reservation,
+    ended: bool,
+    notify: bool,
+}
+
+/// What the agent and a connection's handles share about one session.
+pub(crate) struct SessionShared {
+    state: Mutex<SessionState>,
+}
+
+impl fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("SessionShared")
+            .field("events", &(s.base + s.log.len() as u64))
+            .field("reservation", &s.reservation)
+            .field("ended", &s.ended)
+            .finish()
+    }
+}
+
+impl SessionShared {
+    pub(crate) fn new(notify: bool) -> Arc<Self> {
+        Arc::new(SessionShared {
+            state: Mutex::new(SessionState {
+                log: VecDeque::new(),
+                base: 0,
+                dropped: 0,
+                wakers: Vec::new(),
+                reservation: Reservation::Pending,
+                ended: false,
+                notify,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `event`: updates the reservation and, unless the owner asked for quiet
+    /// (`notify(false)`) and it is neither an error nor the end, appends it for the streams.
+    /// (`NoSender`/`NoReceiver` are progress: quiet streams do not get them, the reservation
+    /// shows them regardless.)
+    pub(crate) fn push(&self, event: Event) {
+        let wakers = {
+            let mut s = self.lock();
+            match &event {
+                Event::Established { flowspec } => {
+                    s.reservation = Reservation::Established {
+                        flowspec: *flowspec,
+                    }
+                }
+                Event::AdmissionDenied {
+                    code,
+                    value,
+                    reason,
+                } => {
+                    s.reservation = Reservation::Denied {
+                        code: *code,
+                        value: *value,
+                        reason: reason.clone(),
+                    }
+                }
+                Event::PathError { code, value, node }
+                | Event::ResvError { code, value, node } => {
+                    s.reservation = Reservation::Failed {
+                        code: *code,
+                        value: *value,
+                        node: *node,
+                    }
+                }
+                Event::TornDown { reason } | Event::Expired { reason } => {
+                    s.reservation = Reservation::Ended {
+                        reason: reason.clone(),
+                    }
+                }
+                // Only news while nothing else is known: never hides an error or the end.
+                Event::NoSender { .. } if s.reservation == Reservation::Pending => {
+                    s.reservation = Reservation::NoSender
+                }
+                Event::NoReceiver { .. } if s.reservation == Reservation::Pending => {
+                    s.reservation = Reservation::NoReceiver
+                }
+                _ => {}
+            }
+            if !s.notify && !event.is_error_or_end() {
+                return;
+            }
+            if s.log.len() >= EVENT_LOG_LIMIT {
+                s.log.pop_front();
+                s.base += 1;
+                s.dropped += 1;
+            }
+            s.log.push_back(event);
+            std::mem::take(&mut s.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The session is gone: streams end once they have read everything.
+    pub(crate) fn end(&self, reason: &str) {
+        let wakers = {
+            let mut s = self.lock();
+            if s.ended {
+                return;
+            }
+            s.ended = true;
+            if !matches!(s.reservation, Reservation::Ended { .. }) {
+                s.reservation = Reservation::Ended {
+                    reason: reason.to_owned(),
+                };
+            }
+            std::mem::take(&mut s.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    pub(crate) fn reservation(&self) -> Reservation {
+        self.lock().reservation.clone()
+    }
+
+    /// The event at sequence number `*next` (advanced past events the bounded log
+    /// dropped), `None` once the session ended and every event was read.
+    pub(crate) fn poll_event(&self, next: &mut u64, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut s = self.lock();
+        if *next < s.base {
+            *next = s.base;
+        }
+        let index = (*next - s.base) as usize;
+        if let Some(event) = s.log.get(index) {
+            *next += 1;
+            return Poll::Ready(Some(event.clone()));
+        }
+        if s.ended {
+            return Poll::Ready(None);
+        }
+        if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            s.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// How many events the bounded log dropped because nobody read them in time.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+}
+
+/// An open request's answer not yet read: dropped unread (the opener was cancelled after
+/// the agent answered), it releases the session nobody will own.
+pub(super) struct PendingOpen {
+    pub(super) agent: Agent,
+    pub(super) answer: oneshot::Receiver<Result<Opened, QosError>>,
+}
+
+impl Drop for PendingOpen {
+    fn drop(&mut self) {
+        if let Ok(Ok(opened)) = self.answer.try_recv() {
+            self.agent.release_soon(opened.id);
+        }
+    }
+}
+
+/// Owns one session of an agent: releases it (in the background) when dropped.
+pub(crate) struct SessionGuard {
+    pub(super) agent: Agent,
+    pub(crate) id: SessionId,
+    pub(crate) shared: Arc<SessionShared>,
+    pub(super) released: bool,
+}
+
+impl fmt::Debug for SessionGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionGuard")
+            .field("id", &self.id)
+            .field("agent", &self.agent.shared.id)
+            .finish()
+    }
+}
+
+impl SessionGuard {
+    /// Releases the session and waits until the agent has torn it down and unloaded its rule.
+    pub(crate) async fn release(mut self) -> Result<(), QosError> {
+        self.released = true;
+        let (reply, answer) = oneshot::channel();
+        let id = self.id;
+        self.agent
+            .shared
+            .core
+            .act(|core| core.release_by_owner(id, Some(reply)))
+            .await;
+        answer.await.map_err(|_| QosError::AgentStopped)?
+    }
+
+    pub(crate) fn agent(&self) -> &Agent {
+        &self.agent
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            self.agent.release_soon(self.id);
+        }
+    }
+}
+
