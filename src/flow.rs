@@ -60,7 +60,11 @@ pub struct Rule {
 }
 
 /// A request to admit (or re-admit with new parameters) one reservation.
+///
+/// Built by the engine; [`AdmissionRequest::new`] builds one for tests and tools. It will
+/// grow (e.g. the local owner of the session), hence `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct AdmissionRequest {
     /// The rule this admission is for. Re-admitting the same id is a *modification*: on
     /// denial the previously admitted parameters stay in force.
@@ -73,6 +77,37 @@ pub struct AdmissionRequest {
     pub sender_tspec: Option<TokenBucket>,
     /// `true` when the reservation is RSVP-signaled, `false` for a rule marked *no signaling*.
     pub signaled: bool,
+}
+
+impl AdmissionRequest {
+    /// A signaled request for `flow` with no sender TSpec; set the other fields as needed.
+    ///
+    /// ```
+    /// use qtoq::flow::{AdmissionRequest, Flow, RuleId};
+    /// use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+    ///
+    /// let flow = Flow {
+    ///     sender: "10.0.0.1:5000".parse().unwrap(),
+    ///     receiver: "10.0.0.2:80".parse().unwrap(),
+    ///     protocol: 6,
+    /// };
+    /// let mut request = AdmissionRequest::new(
+    ///     RuleId(1),
+    ///     flow,
+    ///     FlowSpec::ControlledLoad(TokenBucket::new(125_000.0, 16_384.0)),
+    /// );
+    /// request.signaled = false;
+    /// assert_eq!(request.sender_tspec, None);
+    /// ```
+    pub fn new(rule: RuleId, flow: Flow, flowspec: FlowSpec) -> Self {
+        AdmissionRequest {
+            rule,
+            flow,
+            flowspec,
+            sender_tspec: None,
+            signaled: true,
+        }
+    }
 }
 
 /// The outcome of a successful admission: what the rule should carry besides the flowspec.

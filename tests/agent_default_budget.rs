@@ -139,17 +139,15 @@ async fn two_hundred_loopback_reservations_through_the_default_agent() {
 }
 
 fn request(id: u64, sender: &str, receiver: &str, rate: f32) -> AdmissionRequest {
-    AdmissionRequest {
-        rule: RuleId(id),
-        flow: Flow {
+    AdmissionRequest::new(
+        RuleId(id),
+        Flow {
             sender: format!("{sender}:{}", 5000 + id).parse().unwrap(),
             receiver: format!("{receiver}:6000").parse().unwrap(),
             protocol: 6,
         },
-        flowspec: FlowSpec::ControlledLoad(TokenBucket::new(rate, 65_536.0)),
-        sender_tspec: None,
-        signaled: true,
-    }
+        FlowSpec::ControlledLoad(TokenBucket::new(rate, 65_536.0)),
+    )
 }
 
 /// The kernel probe in a namespace: the veth (which reports 10000 Mbit/s) gets 75 % of it,

@@ -20,17 +20,15 @@ const NOON: PolicyTime = PolicyTime {
 };
 
 fn request(id: u64, sender_port: u16, rate: f32) -> AdmissionRequest {
-    AdmissionRequest {
-        rule: RuleId(id),
-        flow: Flow {
+    AdmissionRequest::new(
+        RuleId(id),
+        Flow {
             sender: format!("10.0.0.1:{sender_port}").parse().unwrap(),
             receiver: "10.0.0.2:40000".parse().unwrap(),
             protocol: 6,
         },
-        flowspec: FlowSpec::ControlledLoad(TokenBucket::new(rate, 10_000.0)),
-        sender_tspec: None,
-        signaled: true,
-    }
+        FlowSpec::ControlledLoad(TokenBucket::new(rate, 10_000.0)),
+    )
 }
 
 /// A policy whose interface discovery knows no interface: the 10.0.0.x flows of these tests

@@ -224,13 +224,7 @@ proptest! {
                     protocol: 6,
                 };
                 let _ = policy.lookup(&flow, NOON);
-                let req = AdmissionRequest {
-                    rule: RuleId(1),
-                    flow,
-                    flowspec: FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 1500.0)),
-                    sender_tspec: None,
-                    signaled: true,
-                };
+                let req = AdmissionRequest::new(RuleId(1), flow, FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 1500.0)));
                 let admitted = policy.admit_at(&req, NOON).is_ok();
                 prop_assert_eq!(policy.admitted_count(), usize::from(admitted));
                 policy.release(RuleId(1));
@@ -344,17 +338,15 @@ proptest! {
         let mut policy = Policy::from_toml_str(&text, "p.toml").unwrap();
         let flowspec = policy.rules()[0].flowspec().unwrap();
         for id in 0..u64::from(flows) {
-            let req = AdmissionRequest {
-                rule: RuleId(id),
-                flow: Flow {
+            let req = {
+ let mut r = AdmissionRequest::new(RuleId(id), Flow {
                     sender: format!("10.0.0.1:{}", 1000 + id).parse().unwrap(),
                     receiver: "10.0.0.2:80".parse().unwrap(),
                     protocol: 6,
-                },
-                flowspec,
-                sender_tspec: None,
-                signaled: false,
-            };
+                }, flowspec);
+r.signaled = false;
+ r
+ };
             let admitted = policy.admit_at(&req, NOON);
             prop_assert!(admitted.is_ok(), "flow {id} of {flows} at {rate_text}: {admitted:?}");
         }
@@ -557,17 +549,15 @@ fn admission_request(id: u64, class: Class, on_iface: bool, rate: f32) -> Admiss
         Class::Unmatched => 5000,
     } + id as u16;
     let host = if on_iface { "10.0.0.1" } else { "10.0.1.1" };
-    AdmissionRequest {
-        rule: RuleId(id),
-        flow: Flow {
+    AdmissionRequest::new(
+        RuleId(id),
+        Flow {
             sender: format!("{host}:{port}").parse().unwrap(),
             receiver: "192.0.2.9:40000".parse().unwrap(),
             protocol: 6,
         },
-        flowspec: FlowSpec::ControlledLoad(TokenBucket::new(rate, 3000.0)),
-        sender_tspec: None,
-        signaled: true,
-    }
+        FlowSpec::ControlledLoad(TokenBucket::new(rate, 3000.0)),
+    )
 }
 
 /// A limit as admission applies it: reservations are f32s, each up to 2^-24 above the
@@ -781,16 +771,18 @@ fn a_rate_rounding_up_in_f32_still_admits_its_own_rule() {
     let flowspec = policy.rules()[0].flowspec().unwrap();
     assert_eq!(flowspec.reserved_rate(), 1e9);
     for id in 0..3 {
-        let req = AdmissionRequest {
-            rule: RuleId(id),
-            flow: Flow {
-                sender: format!("10.0.0.1:{}", 1000 + id).parse().unwrap(),
-                receiver: "10.0.0.2:80".parse().unwrap(),
-                protocol: 6,
-            },
-            flowspec,
-            sender_tspec: None,
-            signaled: false,
+        let req = {
+            let mut r = AdmissionRequest::new(
+                RuleId(id),
+                Flow {
+                    sender: format!("10.0.0.1:{}", 1000 + id).parse().unwrap(),
+                    receiver: "10.0.0.2:80".parse().unwrap(),
+                    protocol: 6,
+                },
+                flowspec,
+            );
+            r.signaled = false;
+            r
         };
         policy.admit_at(&req, NOON).unwrap();
     }

@@ -22,8 +22,8 @@ use super::transport::Link;
 use super::{AgentStats, OpenRequest, Opened, SessionShared, Setup, SharedPolicy};
 use crate::enforce::{Applied, EnforceError, Enforcer};
 use crate::engine::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, Style};
-use crate::flow::{Rule, RuleId};
 use crate::error::QosError;
+use crate::flow::{Rule, RuleId};
 use crate::policy::{Policy, ERROR_POLICY};
 
 /// How far away "no timer" is: the task's sleep is parked there.

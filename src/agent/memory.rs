@@ -26,6 +26,7 @@ pub(crate) struct MemoryDatagram {
 
 /// Counters of a [`MemoryNetwork`], for tests that check the faults really happened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryStats {
     /// Datagrams handed to the network.
     pub sent: u64,

@@ -43,16 +43,16 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use memory::{MemoryNetwork, MemoryStats};
 pub use session::Reservation;
-pub(crate) use session::{SessionGuard, SessionShared, Setup};
 #[cfg(test)]
 pub(crate) use session::EVENT_LOG_LIMIT;
 use session::{OpenRequest, Opened, PendingOpen};
+pub(crate) use session::{SessionGuard, SessionShared, Setup};
 pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2};
 
 use crate::enforce::{Enforcer, SocketEnforcer};
 use crate::engine::{EngineConfig, SessionId, Stats};
-use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
 use crate::error::QosError;
+use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
 use crate::policy::{InterfaceBudget, Policy, PolicyError, PolicyRule};
 
 /// How often an agent re-checks its admitted reservations against the policy's schedules

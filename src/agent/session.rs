@@ -208,8 +208,7 @@ impl SessionShared {
                         reason: reason.clone(),
                     }
                 }
-                Event::PathError { code, value, node }
-                | Event::ResvError { code, value, node } => {
+                Event::PathError { code, value, node } | Event::ResvError { code, value, node } => {
                     s.reservation = Reservation::Failed {
                         code: *code,
                         value: *value,
@@ -351,4 +350,3 @@ impl Drop for SessionGuard {
         }
     }
 }
-

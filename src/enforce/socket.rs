@@ -19,6 +19,7 @@ const MAX_DSCP: u8 = 0x3f;
 
 /// The QoS-relevant options of a socket, as read back from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocketOptions {
     /// `IP_TOS` (IPv4 sockets and IPv6 sockets carrying IPv4-mapped traffic), DSCP << 2 | ECN.
     pub tos: Option<u32>,

@@ -72,9 +72,9 @@ mod tests {
     use super::*;
     use crate::agent::Reservation;
     use crate::wire::intserv::FlowSpec;
-    use std::net::IpAddr;
     use crate::wire::intserv::TokenBucket;
     use futures::StreamExt;
+    use std::net::IpAddr;
 
     fn flowspec() -> FlowSpec {
         FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 100.0))

@@ -12,9 +12,9 @@ use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 
 use super::{agent_or_default, QosEvents, QosSpec, Signaling};
 use crate::agent::Reservation;
-use crate::error::QosError;
 use crate::agent::{SessionGuard, Setup};
 use crate::engine::{SessionId, SessionKey};
+use crate::error::QosError;
 use crate::flow::IPPROTO_TCP;
 use crate::Agent;
 

@@ -365,6 +365,7 @@ impl Default for HostLimits {
 
 /// Counters of admission decisions, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdmissionStats {
     /// Requests admitted (modifications included).
     pub admitted: u64,
