@@ -239,7 +239,7 @@ proptest! {
         for result in [parse_rate(&text), parse_size(&text)] {
             match result {
                 Ok(v) => prop_assert!(v.is_finite() && (0.0..=MAX_VALUE).contains(&v), "{v}"),
-                Err(e) => prop_assert!(!e.is_empty()),
+                Err(e) => prop_assert!(!e.message().is_empty()),
             }
         }
     }

@@ -233,14 +233,24 @@ pub enum EnforcerKind {
     Tc,
 }
 
-impl std::str::FromStr for EnforcerKind {
-    type Err = String;
+/// A name that is not an [`EnforcerKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown enforcer `{name}`: use `socket` or `tc`")]
+pub struct UnknownEnforcer {
+    /// The name given.
+    pub name: String,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for EnforcerKind {
+    type Err = UnknownEnforcer;
+
+    fn from_str(text: &str) -> Result<Self, UnknownEnforcer> {
         match text {
             "socket" => Ok(EnforcerKind::Socket),
             "tc" => Ok(EnforcerKind::Tc),
-            other => Err(format!("unknown enforcer `{other}`: use `socket` or `tc`")),
+            other => Err(UnknownEnforcer {
+                name: other.to_owned(),
+            }),
         }
     }
 }

@@ -20,12 +20,13 @@ impl Cidr {
     /// # Errors
     ///
     /// When `prefix_len` is longer than the address.
-    pub fn new(network: IpAddr, prefix_len: u8) -> Result<Self, String> {
+    pub fn new(network: IpAddr, prefix_len: u8) -> Result<Self, InvalidValue> {
         let max = if network.is_ipv4() { 32 } else { 128 };
         if prefix_len > max {
             return Err(format!(
                 "prefix length /{prefix_len} is longer than the address ({max} bits)"
-            ));
+            )
+            .into());
         }
         let network = mask(network, prefix_len);
         Ok(Cidr {
@@ -76,9 +77,9 @@ fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
 }
 
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = InvalidValue;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, InvalidValue> {
         let (addr, len) = match text.split_once('/') {
             Some((addr, len)) => (addr, Some(len)),
             None => (text, None),
@@ -122,10 +123,10 @@ impl PortRange {
 }
 
 impl FromStr for PortRange {
-    type Err = String;
+    type Err = InvalidValue;
 
     /// `"5000"` or `"5000-5100"`.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, InvalidValue> {
         let parse = |s: &str| {
             s.trim()
                 .parse::<u16>()
@@ -139,20 +140,20 @@ impl FromStr for PortRange {
             }
         };
         if first > last {
-            return Err(format!("port range `{text}` is empty (first > last)"));
+            return Err(format!("port range `{text}` is empty (first > last)").into());
         }
         Ok(PortRange { first, last })
     }
 }
 
 /// Parses an IP protocol: `tcp`, `udp` or a number 0-255.
-pub(crate) fn parse_protocol(text: &str) -> Result<u8, String> {
+pub(crate) fn parse_protocol(text: &str) -> Result<u8, InvalidValue> {
     match text.to_ascii_lowercase().as_str() {
         "tcp" => Ok(6),
         "udp" => Ok(17),
         other => other
             .parse()
-            .map_err(|_| format!("unknown protocol `{text}`: use `tcp`, `udp` or 0-255")),
+            .map_err(|_| format!("unknown protocol `{text}`: use `tcp`, `udp` or 0-255").into()),
     }
 }
 
@@ -172,7 +173,7 @@ pub(crate) fn parse_protocol(text: &str) -> Result<u8, String> {
 /// assert_eq!(parse_dscp("CS3"), Ok(24));
 /// assert!(parse_dscp("AF51").is_err());
 /// ```
-pub fn parse_dscp(text: &str) -> Result<u8, String> {
+pub fn parse_dscp(text: &str) -> Result<u8, InvalidValue> {
     let upper = text.trim().to_ascii_uppercase();
     let bad = || {
         format!("unknown DSCP `{text}`: use EF, AF11-AF43, CS0-CS7, BE, VA, LE or a number 0-63")
@@ -189,15 +190,15 @@ pub fn parse_dscp(text: &str) -> Result<u8, String> {
         "LE" => Ok(1),
         s if s.starts_with("AF") => match digits(&s[2..]).as_deref() {
             Some(&[class @ 1..=4, drop @ 1..=3]) => Ok(8 * class + 2 * drop),
-            _ => Err(bad()),
+            _ => Err(bad().into()),
         },
         s if s.starts_with("CS") => match digits(&s[2..]).as_deref() {
             Some(&[class @ 0..=7]) => Ok(8 * class),
-            _ => Err(bad()),
+            _ => Err(bad().into()),
         },
         s => match s.parse::<u8>() {
             Ok(n) if n <= 63 => Ok(n),
-            _ => Err(bad()),
+            _ => Err(bad().into()),
         },
     }
 }
@@ -230,7 +231,7 @@ impl Weekday {
         self as usize
     }
 
-    fn parse(text: &str) -> Result<Weekday, String> {
+    fn parse(text: &str) -> Result<Weekday, InvalidValue> {
         let lower = text.trim().to_ascii_lowercase();
         let prefix = lower.get(..3).unwrap_or("");
         let day = match prefix {
@@ -241,7 +242,7 @@ impl Weekday {
             "fri" => Weekday::Fri,
             "sat" => Weekday::Sat,
             "sun" => Weekday::Sun,
-            _ => return Err(format!("unknown day `{text}`: use mon, tue, … sun")),
+            _ => return Err(format!("unknown day `{text}`: use mon, tue, … sun").into()),
         };
         Ok(day)
     }
@@ -307,7 +308,7 @@ impl Schedule {
     /// # Errors
     ///
     /// A message naming the bad day or time.
-    pub fn parse(days: &[&str], window: Option<&str>) -> Result<Self, String> {
+    pub fn parse(days: &[&str], window: Option<&str>) -> Result<Self, InvalidValue> {
         let mut set = [days.is_empty(); 7];
         for entry in days {
             match entry.split_once('-') {
@@ -334,7 +335,7 @@ impl Schedule {
                 // `24:00` ends the day; as a start it is the next midnight, i.e. `00:00`.
                 let (start, end) = (parse_clock(a)? % MINUTES_PER_DAY, parse_clock(b)?);
                 if start == end {
-                    return Err(format!("time window `{text}` is empty"));
+                    return Err(format!("time window `{text}` is empty").into());
                 }
                 Some((start, end))
             }
@@ -357,18 +358,18 @@ impl Schedule {
 
 /// `"HH:MM"` → minutes, 0-1440; `24:00` (1440) is allowed as the end of the day, so that
 /// `00:00-24:00` is the whole day rather than an empty window.
-fn parse_clock(text: &str) -> Result<u16, String> {
+fn parse_clock(text: &str) -> Result<u16, InvalidValue> {
     let bad = || format!("`{text}` is not a time of day like `08:30`");
     let (h, m) = text.trim().split_once(':').ok_or_else(bad)?;
     // Digits only: `parse` would also take `+8`.
     let all_digits =
         |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
     if !all_digits(h) || !all_digits(m) {
-        return Err(bad());
+        return Err(bad().into());
     }
     let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if m >= 60 || h > 24 || (h == 24 && m != 0) {
-        return Err(bad());
+        return Err(bad().into());
     }
     Ok(h * 60 + m)
 }
@@ -462,5 +463,33 @@ mod tests {
             PolicyTime::from_system(t, 90),
             PolicyTime::new(Weekday::Mon, 1, 30)
         );
+    }
+}
+
+/// A policy value that does not parse (an address prefix, port range, DSCP name, day, time
+/// window, rate or size): what was wrong and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidValue {
+    message: String,
+}
+
+impl InvalidValue {
+    /// What was wrong and what would be accepted, e.g. "`99:00` is not a time of day like
+    /// `08:30`".
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for InvalidValue {
+    fn from(message: String) -> Self {
+        InvalidValue { message }
+    }
+}
+
+impl From<InvalidValue> for String {
+    fn from(invalid: InvalidValue) -> Self {
+        invalid.message
     }
 }

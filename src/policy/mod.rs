@@ -88,7 +88,7 @@ pub use budget::{
     UnlimitedReason, DEFAULT_RESERVABLE_SHARE, LOOPBACK_INTERFACE,
 };
 use budget::{Discovery, Pot};
-pub use matching::{parse_dscp, Cidr, PolicyTime, PortRange, Schedule, Weekday};
+pub use matching::{parse_dscp, Cidr, InvalidValue, PolicyTime, PortRange, Schedule, Weekday};
 
 /// Most bytes/s one reservation may hold without a policy file (`[host] max_flow_rate`):
 /// 100 Mbit/s. Interfaces without a reported speed (loopback) have no budget; this keeps a

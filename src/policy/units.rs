@@ -14,6 +14,8 @@
 //!
 //! Results are bytes per second and bytes, as in the rest of the API.
 
+use super::matching::InvalidValue;
+
 /// The largest value accepted anywhere: RSVP carries rates and sizes as IEEE-754 single
 /// precision floats, so nothing larger could ever be signaled.
 pub const MAX_VALUE: f64 = f32::MAX as f64;
@@ -33,13 +35,14 @@ pub const MAX_VALUE: f64 = f32::MAX as f64;
 /// assert_eq!(parse_rate("1000").unwrap(), 1000.0);
 /// assert!(parse_rate("10kbps").is_err());
 /// ```
-pub fn parse_rate(text: &str) -> Result<f64, String> {
+pub fn parse_rate(text: &str) -> Result<f64, InvalidValue> {
     let (number, unit) = split_number(text)?;
     let unit_lower = unit.to_ascii_lowercase();
     if unit_lower.ends_with("bps") {
         return Err(format!(
             "ambiguous rate unit `{unit}`: write bits as `kbit`/`Mbit` or bytes as `kB/s`/`MB/s`"
-        ));
+        )
+        .into());
     }
     let bytes_per_unit = if unit.is_empty() {
         1.0
@@ -53,7 +56,7 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     } else if let Some(prefix) = unit.strip_suffix("B/s") {
         prefix_factor(prefix).ok_or_else(|| unknown_rate_unit(unit))?
     } else {
-        return Err(unknown_rate_unit(unit));
+        return Err(unknown_rate_unit(unit).into());
     };
     finish(number * bytes_per_unit, text)
 }
@@ -72,14 +75,14 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
 /// assert_eq!(parse_size("1500").unwrap(), 1500.0);
 /// assert!(parse_size("64Kib").is_err());
 /// ```
-pub fn parse_size(text: &str) -> Result<f64, String> {
+pub fn parse_size(text: &str) -> Result<f64, InvalidValue> {
     let (number, unit) = split_number(text)?;
     let factor = if unit.is_empty() {
         1.0
     } else if let Some(prefix) = unit.strip_suffix('B') {
         prefix_factor(prefix).ok_or_else(|| unknown_size_unit(unit))?
     } else {
-        return Err(unknown_size_unit(unit));
+        return Err(unknown_size_unit(unit).into());
     };
     finish(number * factor, text)
 }
@@ -99,14 +102,14 @@ fn unknown_size_unit(unit: &str) -> String {
 }
 
 /// Splits `"1.5 MB/s"` into `(1.5, "MB/s")`.
-fn split_number(text: &str) -> Result<(f64, &str), String> {
+fn split_number(text: &str) -> Result<(f64, &str), InvalidValue> {
     let trimmed = text.trim();
     let end = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
         .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(end);
     if digits.is_empty() {
-        return Err(format!("`{text}` does not start with a number"));
+        return Err(format!("`{text}` does not start with a number").into());
     }
     let number: f64 = digits
         .replace('_', "")
@@ -134,9 +137,9 @@ fn prefix_factor(prefix: &str) -> Option<f64> {
     Some(base.powi(power))
 }
 
-fn finish(value: f64, text: &str) -> Result<f64, String> {
+fn finish(value: f64, text: &str) -> Result<f64, InvalidValue> {
     if !value.is_finite() || value > MAX_VALUE {
-        return Err(format!("`{text}` is too large"));
+        return Err(format!("`{text}` is too large").into());
     }
     Ok(value)
 }
@@ -175,9 +178,12 @@ mod tests {
             "1.2.3Mbit",
         ] {
             let err = parse_rate(bad).unwrap_err();
-            assert!(!err.is_empty(), "{bad}");
+            assert!(!err.message().is_empty(), "{bad}");
         }
-        assert!(parse_rate("10kbps").unwrap_err().contains("ambiguous"));
+        assert!(parse_rate("10kbps")
+            .unwrap_err()
+            .message()
+            .contains("ambiguous"));
         assert!(parse_rate("1e40").is_err());
         assert!(parse_rate("999999999999999999999999999999999999999999TB/s").is_err());
     }
