@@ -6,15 +6,19 @@
 //! loads an enforcement rule into the Linux stack and keeps the soft state refreshed.
 //!
 //! The crate is layered, each layer using only those listed before it (the README's
-//! "Layers" section maps them to folders):
+//! "Layers" section maps them to folders; `tests/layers.rs` checks the order):
 //!
 //! * [`wire`] — sans-IO RSVP codec (RFC 2205 and 2210; RFC 2747 INTEGRITY and RFC 2961
 //!   refresh-reduction objects are parsed and encoded, not yet acted on);
+//! * [`flow`] — the vocabulary the layers above share: flows, rules, admission;
 //! * [`engine`] — sans-IO RSVP soft-state machine, time passed in;
 //! * [`policy`] — QoS policy rules and admission control;
 //! * [`enforce`] — enforcement backends (socket options, Linux tc, recording);
-//! * [`agent`] — the Tokio driver that owns transport, engine, timers and enforcer;
-//! * the public socket API re-exported at the crate root.
+//! * [`QosError`] and [`InvalidSpec`] — the errors the agent and the socket API report;
+//! * [`agent`] — the Tokio driver that owns transport, engine, timers and enforcer; it never
+//!   names a socket type;
+//! * the public socket API re-exported at the crate root ([`QosListener`], [`QosStream`],
+//!   [`QosEvents`]), a thin front end over the agent.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 
