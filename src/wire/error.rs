@@ -1,6 +1,8 @@
 //! Decode and encode errors, each mapped to the RSVP ERROR_SPEC it deserves.
 
-use super::message::MsgType;
+use super::class;
+use super::header::MsgType;
+use super::primitive::BodyError;
 use super::style::Style;
 
 /// RSVP error code 6: unknown reservation style (RFC 2205 App. B).
@@ -262,8 +264,8 @@ impl WireError {
             WireError::UnsupportedService { .. } => (CODE_TRAFFIC_CONTROL, 2),
             WireError::BadIntServ { class_num, .. } => {
                 let value = match class_num {
-                    super::object::class::FLOWSPEC => 3,
-                    super::object::class::SENDER_TSPEC => 4,
+                    class::FLOWSPEC => 3,
+                    class::SENDER_TSPEC => 4,
                     _ => 5,
                 };
                 (CODE_TRAFFIC_CONTROL, value)
@@ -357,9 +359,52 @@ impl WireError {
             | WireError::Unaligned {
                 class_num, c_type, ..
             } => Some((class_num, c_type)),
-            WireError::UnknownStyle { .. } => Some((super::object::class::STYLE, 1)),
+            WireError::UnknownStyle { .. } => Some((class::STYLE, 1)),
             WireError::MissingObject { class_num, .. } => Some((class_num, 0)),
             _ => None,
+        }
+    }
+}
+
+// Here rather than beside `BodyError`: the primitives sit below the error type.
+impl BodyError {
+    /// The [`WireError`] for this body error in the object at `offset` of class `class_num`,
+    /// C-Type `c_type`.
+    pub(crate) fn at(self, offset: usize, class_num: u8, c_type: u8) -> WireError {
+        match self {
+            BodyError::Size => WireError::Malformed {
+                offset,
+                class_num,
+                c_type,
+                reason: "body size is wrong for the c-type",
+            },
+            BodyError::CType => WireError::UnknownCType {
+                offset,
+                class_num,
+                c_type,
+            },
+            BodyError::Invalid(reason) => WireError::Malformed {
+                offset,
+                class_num,
+                c_type,
+                reason,
+            },
+            BodyError::Style(option_vector) => WireError::UnknownStyle {
+                offset,
+                option_vector,
+            },
+            BodyError::Service(service) => WireError::UnsupportedService {
+                offset,
+                class_num,
+                c_type,
+                service,
+            },
+            BodyError::IntServ(reason) => WireError::BadIntServ {
+                offset,
+                class_num,
+                c_type,
+                reason,
+            },
         }
     }
 }

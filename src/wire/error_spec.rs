@@ -2,10 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::codec::Reader;
-use super::hop::decode_addr;
-use super::object::BodyError;
-use super::session::put_ip;
+use super::primitive::{decode_addr, put_ip, BodyError, Reader};
 
 /// ERROR_SPEC flag `InPlace` (RFC 2205 §A.5): the reservation is still in place.
 pub const ERROR_FLAG_IN_PLACE: u8 = 0x01;
