@@ -153,7 +153,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let (code, value) = e.error_spec();
+            let (code, value): (u8, u16) = e.error_spec().into();
             eprintln!("error: {e}");
             if let Some(offset) = e.offset() {
                 eprintln!("  at byte offset {offset}");

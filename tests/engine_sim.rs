@@ -472,7 +472,7 @@ fn resv_err_codes(f: &mut Flow2) -> Vec<u8> {
     while let Some(t) = f.net.nodes[f.server].engine.poll_transmit() {
         let msg = Message::decode(&t.payload).unwrap();
         if let Some(e) = msg.error_spec() {
-            codes.push(e.code);
+            codes.push(e.code.0);
             assert_eq!(t.destination, v4(9));
         }
     }

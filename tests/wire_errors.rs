@@ -96,7 +96,10 @@ fn header_errors_are_silent_discards() {
         matches!(err, WireError::BadMessageLength { declared, available } if declared + 4 == available)
     );
     assert!(err.discard_silently());
-    assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 4));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 4)
+    );
 }
 
 #[test]
@@ -142,7 +145,10 @@ fn zero_and_short_object_lengths_never_loop() {
             matches!(err, WireError::BadObjectLength { offset: 20, length: l, class_num: 1, .. } if l == usize::from(length)),
             "{length}: {err:?}"
         );
-        assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 6));
+        assert_eq!(
+            err.error_spec(),
+            RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 6)
+        );
     }
 }
 
@@ -191,7 +197,10 @@ fn unknown_class_rules_of_rfc2205_3_10() {
             c_type: 7
         }
     );
-    assert_eq!(err.error_spec(), (13, (42 << 8) | 7));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::UNKNOWN_OBJECT_CLASS, (42 << 8) | 7)
+    );
     assert_eq!(err.offset(), Some(32));
     assert_eq!(err.object(), Some((42, 7)));
     assert!(!err.discard_silently());
@@ -232,7 +241,10 @@ fn unknown_c_type_is_code_14() {
             c_type: 3
         }
     );
-    assert_eq!(err.error_spec(), (14, (5 << 8) | 3));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::UNKNOWN_OBJECT_C_TYPE, (5 << 8) | 3)
+    );
     // LSP_TUNNEL sessions (RFC 3209 C-Type 7) are not ours either.
     let mut objects = path_objects();
     objects[0] = obj(1, 7, &[0; 12]);
@@ -240,8 +252,8 @@ fn unknown_c_type_is_code_14() {
         Message::decode(&raw(1, &objects))
             .unwrap_err()
             .error_spec()
-            .0,
-        14
+            .code,
+        ErrorCode::UNKNOWN_OBJECT_C_TYPE
     );
 }
 
@@ -259,7 +271,10 @@ fn wrong_body_sizes_are_malformed() {
         objects[at] = bad;
         let err = Message::decode(&raw(1, &objects)).unwrap_err();
         assert!(matches!(err, WireError::Malformed { .. }), "{err:?}");
-        assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 7));
+        assert_eq!(
+            err.error_spec(),
+            RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 7)
+        );
     }
 }
 
@@ -273,14 +288,17 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::BadIntServ { class_num: 12, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 4));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4)
+    );
 
     // A negative token rate is a bad Tspec.
     let mut objects = path_objects();
     objects[4][16..20].copy_from_slice(&(-1.0f32).to_bits().to_be_bytes());
     assert_eq!(
         Message::decode(&raw(1, &objects)).unwrap_err().error_spec(),
-        (21, 4)
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4)
     );
 
     // m > M.
@@ -288,7 +306,7 @@ fn intserv_errors_map_to_traffic_control_codes() {
     objects[4][28..32].copy_from_slice(&2000u32.to_be_bytes());
     assert_eq!(
         Message::decode(&raw(1, &objects)).unwrap_err().error_spec(),
-        (21, 4)
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4)
     );
 
     // A flowspec for service 3 is unsupported; a truncated Guaranteed one is bad.
@@ -312,7 +330,10 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::UnsupportedService { service: 3, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 2));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 2)
+    );
     let mut no_rspec = flowspec_obj();
     no_rspec.truncate(no_rspec.len() - 12);
     no_rspec[1] -= 12;
@@ -323,7 +344,10 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::BadIntServ { class_num: 9, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 3));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 3)
+    );
 
     // Adspec whose first fragment is not the general one.
     let mut objects = path_objects();
@@ -333,14 +357,17 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::BadIntServ { class_num: 13, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 5));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 5)
+    );
 
     // A parameter running past its fragment.
     let mut objects = path_objects();
     objects.push(obj(13, 2, &[0, 0, 0, 2, 1, 0, 0, 1, 4, 0, 0, 9]));
     assert_eq!(
         Message::decode(&raw(1, &objects)).unwrap_err().error_spec(),
-        (21, 5)
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 5)
     );
 }
 
@@ -444,7 +471,10 @@ fn required_objects_per_message_type() {
             class_num: 24
         }
     ));
-    assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 8));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 8)
+    );
 }
 
 #[test]
@@ -556,7 +586,10 @@ fn unknown_style_is_code_6() {
             option_vector: 0x09
         }
     );
-    assert_eq!(err.error_spec(), (6, 0));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::UNKNOWN_RESERVATION_STYLE, 0)
+    );
 }
 
 #[test]
@@ -658,7 +691,7 @@ fn bundles_hold_plain_messages_only() {
     broken[second + 8 + 2] = 42; // SESSION object's class → unknown class 42
     let err = Message::decode(&broken).unwrap_err();
     assert_eq!(err.offset(), Some(second + 8));
-    assert_eq!(err.error_spec().0, 13);
+    assert_eq!(err.error_spec().code, ErrorCode::UNKNOWN_OBJECT_CLASS);
 
     let empty = raw(12, &[]);
     assert!(matches!(

@@ -232,7 +232,7 @@ fn error_spec(v6: bool) -> impl Strategy<Value = ErrorSpec> {
         ErrorSpec {
             node,
             flags,
-            code,
+            code: ErrorCode(code),
             value,
         }
     })

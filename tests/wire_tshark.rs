@@ -186,7 +186,7 @@ fn expected_fields(msg: &Message, out: &mut Vec<(&'static str, String)>) {
             }
             Object::ErrorSpec(e) => {
                 out.push(("rsvp.error.error_node_ipv4", e.node.to_string()));
-                out.push(("rsvp.error.error_code", e.code.to_string()));
+                out.push(("rsvp.error.error_code", e.code.0.to_string()));
                 out.push(("rsvp.error_value", e.value.to_string()));
                 out.push(("rsvp.error_flags", format!("0x{:02x}", e.flags)));
             }

@@ -1,21 +1,10 @@
 //! Decode and encode errors, each mapped to the RSVP ERROR_SPEC it deserves.
 
 use super::class;
+use super::error_spec::{ErrorCode, RsvpError};
 use super::header::MsgType;
 use super::primitive::BodyError;
 use super::style::Style;
-
-/// RSVP error code 6: unknown reservation style (RFC 2205 App. B).
-pub const CODE_UNKNOWN_STYLE: u8 = 6;
-/// RSVP error code 13: unknown object class (RFC 2205 App. B).
-pub const CODE_UNKNOWN_CLASS: u8 = 13;
-/// RSVP error code 14: unknown object C-Type (RFC 2205 App. B).
-pub const CODE_UNKNOWN_C_TYPE: u8 = 14;
-/// RSVP error code 21: traffic control error (RFC 2205 App. B).
-pub const CODE_TRAFFIC_CONTROL: u8 = 21;
-/// RSVP error code 23: RSVP system error (RFC 2205 App. B); the value is ours (see
-/// [`WireError::error_spec`]).
-pub const CODE_RSVP_SYSTEM: u8 = 23;
 
 /// Why a message could not be decoded, validated or encoded.
 ///
@@ -232,7 +221,7 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// The ERROR_SPEC `(error code, error value)` this error deserves (RFC 2205 App. B).
+    /// The ERROR_SPEC error code and value this error deserves (RFC 2205 App. B).
     ///
     /// * unknown class → `(13, class << 8 | c_type)`, unknown C-Type → `(14, class << 8 | c_type)`;
     /// * unknown style → `(6, 0)`;
@@ -247,46 +236,53 @@ impl WireError {
     /// # Examples
     ///
     /// ```
-    /// use qtoq::wire::WireError;
+    /// use qtoq::wire::{ErrorCode, RsvpError, WireError};
     /// let err = WireError::UnknownClass { offset: 8, class_num: 99, c_type: 1 };
-    /// assert_eq!(err.error_spec(), (13, (99 << 8) | 1));
+    /// assert_eq!(err.error_spec(), RsvpError::new(ErrorCode::UNKNOWN_OBJECT_CLASS, (99 << 8) | 1));
     /// ```
-    pub fn error_spec(&self) -> (u8, u16) {
+    pub fn error_spec(&self) -> RsvpError {
         let class_ctype = |class: u8, ctype: u8| (u16::from(class) << 8) | u16::from(ctype);
-        match *self {
+        let (code, value) = match *self {
             WireError::UnknownClass {
                 class_num, c_type, ..
-            } => (CODE_UNKNOWN_CLASS, class_ctype(class_num, c_type)),
+            } => (
+                ErrorCode::UNKNOWN_OBJECT_CLASS,
+                class_ctype(class_num, c_type),
+            ),
             WireError::UnknownCType {
                 class_num, c_type, ..
-            } => (CODE_UNKNOWN_C_TYPE, class_ctype(class_num, c_type)),
-            WireError::UnknownStyle { .. } => (CODE_UNKNOWN_STYLE, 0),
-            WireError::UnsupportedService { .. } => (CODE_TRAFFIC_CONTROL, 2),
+            } => (
+                ErrorCode::UNKNOWN_OBJECT_C_TYPE,
+                class_ctype(class_num, c_type),
+            ),
+            WireError::UnknownStyle { .. } => (ErrorCode::UNKNOWN_RESERVATION_STYLE, 0),
+            WireError::UnsupportedService { .. } => (ErrorCode::TRAFFIC_CONTROL_ERROR, 2),
             WireError::BadIntServ { class_num, .. } => {
                 let value = match class_num {
                     class::FLOWSPEC => 3,
                     class::SENDER_TSPEC => 4,
                     _ => 5,
                 };
-                (CODE_TRAFFIC_CONTROL, value)
+                (ErrorCode::TRAFFIC_CONTROL_ERROR, value)
             }
-            WireError::TooShort { .. } => (CODE_RSVP_SYSTEM, 1),
-            WireError::BadVersion { .. } => (CODE_RSVP_SYSTEM, 2),
-            WireError::UnknownMsgType { .. } => (CODE_RSVP_SYSTEM, 3),
-            WireError::BadMessageLength { .. } => (CODE_RSVP_SYSTEM, 4),
-            WireError::BadChecksum { .. } => (CODE_RSVP_SYSTEM, 5),
-            WireError::BadObjectLength { .. } => (CODE_RSVP_SYSTEM, 6),
-            WireError::Malformed { .. } => (CODE_RSVP_SYSTEM, 7),
-            WireError::MissingObject { .. } => (CODE_RSVP_SYSTEM, 8),
-            WireError::UnexpectedObject { .. } => (CODE_RSVP_SYSTEM, 9),
-            WireError::DuplicateObject { .. } => (CODE_RSVP_SYSTEM, 10),
-            WireError::ObjectOrder { .. } => (CODE_RSVP_SYSTEM, 11),
-            WireError::BadFlowDescriptor { .. } => (CODE_RSVP_SYSTEM, 12),
-            WireError::AddressFamilyMismatch { .. } => (CODE_RSVP_SYSTEM, 13),
-            WireError::BadBundle { .. } => (CODE_RSVP_SYSTEM, 14),
-            WireError::TooLong { .. } => (CODE_RSVP_SYSTEM, 15),
-            WireError::Unaligned { .. } => (CODE_RSVP_SYSTEM, 16),
-        }
+            WireError::TooShort { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 1),
+            WireError::BadVersion { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 2),
+            WireError::UnknownMsgType { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 3),
+            WireError::BadMessageLength { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 4),
+            WireError::BadChecksum { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 5),
+            WireError::BadObjectLength { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 6),
+            WireError::Malformed { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 7),
+            WireError::MissingObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 8),
+            WireError::UnexpectedObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 9),
+            WireError::DuplicateObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 10),
+            WireError::ObjectOrder { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 11),
+            WireError::BadFlowDescriptor { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 12),
+            WireError::AddressFamilyMismatch { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 13),
+            WireError::BadBundle { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 14),
+            WireError::TooLong { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 15),
+            WireError::Unaligned { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 16),
+        };
+        RsvpError::new(code, value)
     }
 
     /// `true` when RFC 2205 wants the message dropped without any error message: the common

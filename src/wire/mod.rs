@@ -6,7 +6,8 @@
 //! with its checksum. A [`Message`] keeps its [`Object`]s in wire order, so decoding then
 //! encoding a well-formed message reproduces its bytes (a zero checksum is filled in), and
 //! unknown `11bbbbbb` objects are forwarded in place. Every failure is a [`WireError`] that
-//! knows where it happened and which ERROR_SPEC it deserves.
+//! knows where it happened and which ERROR_SPEC it deserves (an [`RsvpError`]: a typed
+//! [`ErrorCode`] and its value).
 //!
 //! The layout follows smoltcp's `wire` and rustls' `msgs`: one file per object family, a
 //! bounds-checked reader, a writer that back-fills lengths.
@@ -19,7 +20,7 @@
 //!    `class`: the Class-Num constants; `header`: [`MsgType`] and the common-header constants.
 //! 2. The object bodies, each on `primitive` alone: `session`, `hop` (RSVP_HOP, TIME_VALUES,
 //!    SCOPE, RESV_CONFIRM), `style`, `error_spec`, `intserv`, `integrity`, `refresh`.
-//! 3. `error`: [`WireError`] (needs `class`, `header`, `style`).
+//! 3. `error`: [`WireError`] (needs `class`, `header`, `style`, `error_spec`).
 //! 4. `validate`: the per-message-type format rules the decode walk applies.
 //! 5. `object`: the [`Object`] enum, dispatching to the bodies and checking each object.
 //! 6. `message`: [`Message`], decode and encode.
@@ -56,11 +57,8 @@ mod object;
 
 mod message;
 
-pub use error::{
-    WireError, CODE_RSVP_SYSTEM, CODE_TRAFFIC_CONTROL, CODE_UNKNOWN_CLASS, CODE_UNKNOWN_C_TYPE,
-    CODE_UNKNOWN_STYLE,
-};
-pub use error_spec::{ErrorSpec, ERROR_FLAG_IN_PLACE, ERROR_FLAG_NOT_GUILTY};
+pub use error::WireError;
+pub use error_spec::{ErrorCode, ErrorSpec, RsvpError, ERROR_FLAG_IN_PLACE, ERROR_FLAG_NOT_GUILTY};
 pub use header::{
     MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL, FLAG_REFRESH_REDUCTION_CAPABLE, RSVP_VERSION,
 };
