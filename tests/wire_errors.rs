@@ -46,7 +46,7 @@ fn template_obj() -> Vec<u8> {
 }
 /// Body of an object encoded by our own encoder, taken from a message.
 fn encoded_obj(o: Object) -> Vec<u8> {
-    let m = Message::new(MsgType::Ack).with(o).encode();
+    let m = Message::new(MsgType::Ack).with(o).encode().unwrap();
     m[8..].to_vec()
 }
 fn tspec_obj() -> Vec<u8> {
@@ -106,7 +106,7 @@ fn header_errors_are_silent_discards() {
 fn checksum_is_verified_unless_zero_and_filled_on_encode() {
     let zero = raw(1, &path_objects());
     let msg = Message::decode(&zero).unwrap();
-    let filled = msg.encode();
+    let filled = msg.encode().unwrap();
     assert_ne!(&filled[2..4], &[0, 0]);
     assert_eq!(&filled[..2], &zero[..2]);
     assert_eq!(&filled[4..], &zero[4..]);
@@ -210,7 +210,7 @@ fn unknown_class_rules_of_rfc2205_3_10() {
     objects.insert(2, obj(0x85, 1, &[1, 2, 3, 4]));
     let msg = Message::decode(&raw(1, &objects)).unwrap();
     assert_eq!(msg.objects.len(), 5);
-    assert_eq!(msg.encode().len(), raw(1, &path_objects()).len());
+    assert_eq!(msg.encode().unwrap().len(), raw(1, &path_objects()).len());
 
     // 11bbbbbb: kept in place, re-encoded byte for byte.
     let mut objects = path_objects();
@@ -225,7 +225,7 @@ fn unknown_class_rules_of_rfc2205_3_10() {
             body: vec![1, 2, 3, 4, 5, 6, 7, 8]
         }
     );
-    assert_eq!(&msg.encode()[4..], &bytes[4..]);
+    assert_eq!(&msg.encode().unwrap()[4..], &bytes[4..]);
 }
 
 #[test]
@@ -420,7 +420,7 @@ fn adspec_keeps_unknown_and_out_of_order_content_byte_exact() {
             data: vec![1, 2, 3, 4]
         }
     );
-    assert_eq!(&msg.encode()[4..], &bytes[4..]);
+    assert_eq!(&msg.encode().unwrap()[4..], &bytes[4..]);
 }
 
 #[test]
@@ -668,12 +668,12 @@ fn flow_descriptor_lists_must_fit_the_style() {
 
 #[test]
 fn bundles_hold_plain_messages_only() {
-    let inner = path().encode();
+    let inner = path().encode().unwrap();
     let bundle = Message::bundle(vec![path(), resv_ff()]);
-    let bytes = bundle.encode();
+    let bytes = bundle.encode().unwrap();
     assert_eq!(Message::decode(&bytes).unwrap(), bundle);
 
-    let nested = Message::bundle(vec![bundle.clone()]).encode();
+    let nested = Message::bundle(vec![bundle.clone()]).encode().unwrap();
     let err = Message::decode(&nested).unwrap_err();
     assert_eq!(
         err,
@@ -684,7 +684,7 @@ fn bundles_hold_plain_messages_only() {
     );
 
     // A sub-message error reports its offset inside the bundle.
-    let mut broken = Message::bundle(vec![path(), path()]).encode();
+    let mut broken = Message::bundle(vec![path(), path()]).encode().unwrap();
     broken[2..4].copy_from_slice(&[0, 0]);
     let second = 8 + inner.len();
     broken[second + 2..second + 4].copy_from_slice(&[0, 0]);
@@ -705,15 +705,19 @@ fn encode_refuses_what_the_wire_cannot_carry() {
     let odd = Message::new(MsgType::Path).with(Object::PolicyData(PolicyData {
         body: vec![1, 2, 3],
     }));
+    let unaligned = EncodeError::Unaligned {
+        class_num: 14,
+        c_type: 1,
+        length: 3,
+    };
+    assert_eq!(odd.encode(), Err(unaligned.clone()));
+    let err = odd.validate().unwrap_err();
+    assert_eq!(err, WireError::Encode(unaligned));
     assert_eq!(
-        odd.try_encode().unwrap_err(),
-        WireError::Unaligned {
-            class_num: 14,
-            c_type: 1,
-            length: 3
-        }
+        err.error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 16)
     );
-    assert!(odd.encode().is_empty());
+    assert_eq!(err.object(), Some((14, 1)));
     let huge = Message::new(MsgType::Path)
         .with(Object::PolicyData(PolicyData {
             body: vec![0; 40_000],
@@ -721,7 +725,16 @@ fn encode_refuses_what_the_wire_cannot_carry() {
         .with(Object::PolicyData(PolicyData {
             body: vec![0; 40_000],
         }));
-    assert!(matches!(huge.try_encode(), Err(WireError::TooLong { .. })));
+    assert_eq!(
+        huge.encode(),
+        Err(EncodeError::MessageTooLong {
+            length: 8 + 2 * (4 + 40_000)
+        })
+    );
+    assert_eq!(
+        huge.validate().unwrap_err().error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 15)
+    );
     let mut out = bytes::BytesMut::from(&b"keep"[..]);
     assert!(huge.encode_into(&mut out).is_err());
     assert_eq!(&out[..], b"keep");

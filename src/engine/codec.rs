@@ -206,7 +206,7 @@ pub(crate) fn to_wire(msg: &Msg) -> Message {
 
 /// Encodes `msg`; `None` (logged) if the codec cannot express it.
 pub(crate) fn encode(msg: &Msg) -> Option<Vec<u8>> {
-    match to_wire(msg).try_encode() {
+    match to_wire(msg).encode() {
         Ok(bytes) => Some(bytes),
         Err(error) => {
             tracing::warn!(kind = ?msg.kind, session = ?msg.session, %error, "cannot encode message; not sent");

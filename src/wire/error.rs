@@ -6,7 +6,7 @@ use super::header::MsgType;
 use super::primitive::BodyError;
 use super::style::Style;
 
-/// Why a message could not be decoded, validated or encoded.
+/// Why a message could not be decoded or validated.
 ///
 /// Every variant says what was wrong and, where it applies, where: the byte `offset` from the
 /// start of the message (of the object's header for object errors), the object's `class_num`
@@ -202,22 +202,10 @@ pub enum WireError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Encoding only: the message (or one object) would exceed the 16-bit length field.
-    #[error("message would be {length} bytes, above the 65535 an rsvp length field can express; split it")]
-    TooLong {
-        /// The length it would have had.
-        length: usize,
-    },
-    /// Encoding only: an opaque body whose length is not a multiple of 4.
-    #[error("object of class {class_num}, c-type {c_type} has a {length}-byte opaque body; rsvp needs a multiple of 4, pad it")]
-    Unaligned {
-        /// Class-Num.
-        class_num: u8,
-        /// C-Type.
-        c_type: u8,
-        /// Body length.
-        length: usize,
-    },
+    /// Validation of a message built in memory (`Message::validate`) only: the message cannot
+    /// be expressed on the wire.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 impl WireError {
@@ -279,8 +267,10 @@ impl WireError {
             WireError::BadFlowDescriptor { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 12),
             WireError::AddressFamilyMismatch { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 13),
             WireError::BadBundle { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 14),
-            WireError::TooLong { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 15),
-            WireError::Unaligned { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 16),
+            WireError::Encode(
+                EncodeError::MessageTooLong { .. } | EncodeError::ObjectTooLong { .. },
+            ) => (ErrorCode::RSVP_SYSTEM_ERROR, 15),
+            WireError::Encode(EncodeError::Unaligned { .. }) => (ErrorCode::RSVP_SYSTEM_ERROR, 16),
         };
         RsvpError::new(code, value)
     }
@@ -351,13 +341,59 @@ impl WireError {
             }
             | WireError::AddressFamilyMismatch {
                 class_num, c_type, ..
-            }
-            | WireError::Unaligned {
-                class_num, c_type, ..
             } => Some((class_num, c_type)),
+            WireError::Encode(ref error) => error.object(),
             WireError::UnknownStyle { .. } => Some((class::STYLE, 1)),
             WireError::MissingObject { class_num, .. } => Some((class_num, 0)),
             _ => None,
+        }
+    }
+}
+
+/// Why a message could not be encoded: something in it does not fit RSVP's fields. Decoded
+/// messages always encode; this is for messages built in memory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The message would exceed its 16-bit length field.
+    #[error("message would be {length} bytes, above the 65535 an rsvp length field can express; split it")]
+    MessageTooLong {
+        /// The length it would have had.
+        length: usize,
+    },
+    /// One object would exceed its 16-bit length field.
+    #[error("object of class {class_num}, c-type {c_type} would be {length} bytes, above the 65535 an rsvp length field can express")]
+    ObjectTooLong {
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// The length it would have had, header included.
+        length: usize,
+    },
+    /// An opaque body whose length is not a multiple of 4.
+    #[error("object of class {class_num}, c-type {c_type} has a {length}-byte opaque body; rsvp needs a multiple of 4, pad it")]
+    Unaligned {
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// Body length.
+        length: usize,
+    },
+}
+
+impl EncodeError {
+    /// `(class_num, c_type)` of the object at fault, when one is.
+    pub fn object(&self) -> Option<(u8, u8)> {
+        match *self {
+            EncodeError::MessageTooLong { .. } => None,
+            EncodeError::ObjectTooLong {
+                class_num, c_type, ..
+            }
+            | EncodeError::Unaligned {
+                class_num, c_type, ..
+            } => Some((class_num, c_type)),
         }
     }
 }

@@ -3,11 +3,11 @@
 //! which the engine does not act on yet). No tokio, no sockets, no clock.
 //!
 //! [`Message::decode`] parses and validates one message; [`Message::encode`] writes it back
-//! with its checksum. A [`Message`] keeps its [`Object`]s in wire order, so decoding then
-//! encoding a well-formed message reproduces its bytes (a zero checksum is filled in), and
-//! unknown `11bbbbbb` objects are forwarded in place. Every failure is a [`WireError`] that
-//! knows where it happened and which ERROR_SPEC it deserves (an [`RsvpError`]: a typed
-//! [`ErrorCode`] and its value).
+//! with its checksum, or says with an [`EncodeError`] why it cannot. A [`Message`] keeps its
+//! [`Object`]s in wire order, so decoding then encoding a well-formed message reproduces its
+//! bytes (a zero checksum is filled in), and unknown `11bbbbbb` objects are forwarded in
+//! place. Every decode failure is a [`WireError`] that knows where it happened and which
+//! ERROR_SPEC it deserves (an [`RsvpError`]: a typed [`ErrorCode`] and its value).
 //!
 //! The layout follows smoltcp's `wire` and rustls' `msgs`: one file per object family, a
 //! bounds-checked reader, a writer that back-fills lengths.
@@ -20,7 +20,7 @@
 //!    `class`: the Class-Num constants; `header`: [`MsgType`] and the common-header constants.
 //! 2. The object bodies, each on `primitive` alone: `session`, `hop` (RSVP_HOP, TIME_VALUES,
 //!    SCOPE, RESV_CONFIRM), `style`, `error_spec`, `intserv`, `integrity`, `refresh`.
-//! 3. `error`: [`WireError`] (needs `class`, `header`, `style`, `error_spec`).
+//! 3. `error`: [`WireError`], [`EncodeError`] (needs `class`, `header`, `style`, `error_spec`).
 //! 4. `validate`: the per-message-type format rules the decode walk applies.
 //! 5. `object`: the [`Object`] enum, dispatching to the bodies and checking each object.
 //! 6. `message`: [`Message`], decode and encode.
@@ -57,7 +57,7 @@ mod object;
 
 mod message;
 
-pub use error::WireError;
+pub use error::{EncodeError, WireError};
 pub use error_spec::{ErrorCode, ErrorSpec, RsvpError, ERROR_FLAG_IN_PLACE, ERROR_FLAG_NOT_GUILTY};
 pub use header::{
     MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL, FLAG_REFRESH_REDUCTION_CAPABLE, RSVP_VERSION,

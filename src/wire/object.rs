@@ -2,7 +2,7 @@
 //! codec knows, with the RFC 2205 §3.10 rules for unknown classes.
 
 use super::class;
-use super::error::WireError;
+use super::error::{EncodeError, WireError};
 use super::error_spec::ErrorSpec;
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
@@ -188,7 +188,7 @@ impl Object {
             class::SCOPE => keep!(Scope::decode(c_type, body), Object::Scope),
             class::STYLE => keep!(Style::decode(c_type, body), Object::Style, |s: &Style| {
                 check.style(*s);
-                Ok(())
+                Ok::<(), WireError>(())
             }),
             class::FLOWSPEC => keep!(
                 FlowSpec::decode(c_type, body),
@@ -256,7 +256,7 @@ impl Object {
     }
 
     /// Encodes the object, header included, back-filling its length.
-    pub(crate) fn encode<S: Sink>(&self, out: &mut S) -> Result<(), WireError> {
+    pub(crate) fn encode<S: Sink>(&self, out: &mut S) -> Result<(), EncodeError> {
         let opaque_len = match self {
             Object::Null { body, .. }
             | Object::Unknown { body, .. }
@@ -269,7 +269,7 @@ impl Object {
             _ => opaque_len.is_none_or(|len| len % 4 == 0),
         };
         if !aligned {
-            return Err(WireError::Unaligned {
+            return Err(EncodeError::Unaligned {
                 class_num: self.class_num(),
                 c_type: self.c_type(),
                 length: opaque_len.unwrap_or(0),
@@ -303,7 +303,11 @@ impl Object {
         let len = sink_len(out) - start;
         let Ok(len16) = u16::try_from(len) else {
             out.truncate_to(start);
-            return Err(WireError::TooLong { length: len });
+            return Err(EncodeError::ObjectTooLong {
+                class_num: self.class_num(),
+                c_type: self.c_type(),
+                length: len,
+            });
         };
         patch_u16(out, start, len16);
         Ok(())
