@@ -64,7 +64,7 @@ fn checksum(data: &[u8]) -> u16 {
 
 fn bench(c: &mut Criterion) {
     for (name, msg) in [("path_adspec", path()), ("resv_ff_guaranteed", resv_ff())] {
-        let bytes = msg.encode();
+        let bytes = msg.encode().expect("encodable");
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(1));
         group.bench_function("decode", |b| {

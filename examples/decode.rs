@@ -111,7 +111,9 @@ fn print_message(msg: &Message, bytes: usize, indent: &str) {
         );
     }
     for sub in &msg.bundled {
-        print_message(sub, sub.encode().len(), &format!("{indent}  | "));
+        // A decoded sub-message always encodes; its length is what it took on the wire.
+        let len = sub.encode().map_or(0, |bytes| bytes.len());
+        print_message(sub, len, &format!("{indent}  | "));
     }
 }
 
@@ -122,12 +124,16 @@ fn main() -> ExitCode {
             eprintln!("unknown sample {name:?}: use `path` or `resv`");
             return ExitCode::FAILURE;
         };
-        let bytes = msg.encode();
-        println!(
-            "hex: {}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        Ok(bytes)
+        match msg.encode() {
+            Ok(bytes) => {
+                println!(
+                    "hex: {}",
+                    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                );
+                Ok(bytes)
+            }
+            Err(e) => Err(format!("cannot encode sample {name}: {e}")),
+        }
     } else if let Some(path) = &args.file {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     } else if let Some(hex) = &args.hex {
@@ -153,7 +159,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let (code, value) = e.error_spec();
+            let (code, value): (u8, u16) = e.error_spec().into();
             eprintln!("error: {e}");
             if let Some(offset) = e.offset() {
                 eprintln!("  at byte offset {offset}");

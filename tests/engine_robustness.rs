@@ -87,7 +87,8 @@ fn a_path_flood_is_capped_by_max_sessions_and_answered() {
             tspec(),
             None,
         )
-        .encode();
+        .encode()
+        .unwrap();
         net.inject(victim, v4(9), &path);
     }
     net.run_for(Duration::from_millis(100));

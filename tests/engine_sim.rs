@@ -464,6 +464,7 @@ fn resv_bytes(session_port: u16, style: WireStyle, sender: std::net::SocketAddr)
         &[FilterSpec::new(sender)],
     )
     .encode()
+    .unwrap()
 }
 
 /// The ResvErrs the server sent in answer to injected messages: (code, destination).
@@ -472,7 +473,7 @@ fn resv_err_codes(f: &mut Flow2) -> Vec<u8> {
     while let Some(t) = f.net.nodes[f.server].engine.poll_transmit() {
         let msg = Message::decode(&t.payload).unwrap();
         if let Some(e) = msg.error_spec() {
-            codes.push(e.code);
+            codes.push(e.code.0);
             assert_eq!(t.destination, v4(9));
         }
     }
@@ -557,7 +558,8 @@ fn unknown_class_and_ctype_in_a_path_are_answered_with_path_err_13_and_14() {
         tspec(),
         None,
     )
-    .encode();
+    .encode()
+    .unwrap();
     for (object, code, value) in [
         ([0u8, 8, 0x21, 1], 13u8, 0x2101u16),
         ([0u8, 8, 5, 9], 14, 0x0509),

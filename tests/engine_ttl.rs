@@ -50,6 +50,7 @@ fn path_bytes(send_ttl: u8) -> Vec<u8> {
     )
     .with_send_ttl(send_ttl)
     .encode()
+    .unwrap()
 }
 
 /// Delivers a Path sent with [`SEND_TTL`] that arrived with IP TTL `ttl`; returns the path

@@ -73,7 +73,7 @@ fn addr(s: &str) -> SocketAddr {
 fn typical_path_with_adspec_decodes_without_allocating() {
     let msg = path();
     assert!(msg.adspec().is_some());
-    let bytes = msg.encode();
+    let bytes = msg.encode().unwrap();
     let (allocations, decoded) = allocations_to_decode(&bytes);
     assert_eq!(decoded, msg);
     assert_eq!(allocations, 0, "path with adspec");
@@ -86,7 +86,7 @@ fn resv_ff_guaranteed_decodes_without_allocating() {
         msg.flowspec(),
         Some(intserv::FlowSpec::Guaranteed { .. })
     ));
-    let bytes = msg.encode();
+    let bytes = msg.encode().unwrap();
     let (allocations, decoded) = allocations_to_decode(&bytes);
     assert_eq!(decoded, msg);
     assert_eq!(allocations, 0, "resv ff guaranteed");
@@ -110,7 +110,7 @@ fn fixed_size_objects_never_allocate_up_to_the_inline_capacity() {
         id: 2,
     }));
     assert_eq!(msg.objects.len(), INLINE_OBJECTS);
-    let (allocations, decoded) = allocations_to_decode(&msg.encode());
+    let (allocations, decoded) = allocations_to_decode(&msg.encode().unwrap());
     assert_eq!(decoded, msg);
     assert_eq!(allocations, 0);
 }
@@ -120,7 +120,7 @@ fn documented_exceptions_allocate_and_are_counted() {
     // A variable-size body (the INTEGRITY digest): one allocation for its bytes.
     let mut signed = resv_ff();
     signed.objects.insert(0, Object::Integrity(integrity()));
-    let (allocations, _) = allocations_to_decode(&signed.encode());
+    let (allocations, _) = allocations_to_decode(&signed.encode().unwrap());
     assert_eq!(allocations, 1, "integrity digest");
 
     // More objects than fit inline: the list moves to the heap (growth included, a few).
@@ -136,7 +136,7 @@ fn documented_exceptions_allocate_and_are_counted() {
         &filters,
     );
     assert!(big.objects.len() > INLINE_OBJECTS);
-    let (allocations, decoded) = allocations_to_decode(&big.encode());
+    let (allocations, decoded) = allocations_to_decode(&big.encode().unwrap());
     assert_eq!(decoded, big);
     assert!(
         (1..=2).contains(&allocations),
@@ -159,7 +159,7 @@ fn documented_exceptions_allocate_and_are_counted() {
         tspec(),
         Some(parts.into()),
     );
-    let (allocations, decoded) = allocations_to_decode(&raw_path.encode());
+    let (allocations, decoded) = allocations_to_decode(&raw_path.encode().unwrap());
     assert_eq!(decoded, raw_path);
     assert_eq!(allocations, 3, "raw adspec parameter");
 }

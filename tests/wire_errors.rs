@@ -46,7 +46,7 @@ fn template_obj() -> Vec<u8> {
 }
 /// Body of an object encoded by our own encoder, taken from a message.
 fn encoded_obj(o: Object) -> Vec<u8> {
-    let m = Message::new(MsgType::Ack).with(o).encode();
+    let m = Message::new(MsgType::Ack).with(o).encode().unwrap();
     m[8..].to_vec()
 }
 fn tspec_obj() -> Vec<u8> {
@@ -96,14 +96,17 @@ fn header_errors_are_silent_discards() {
         matches!(err, WireError::BadMessageLength { declared, available } if declared + 4 == available)
     );
     assert!(err.discard_silently());
-    assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 4));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 4)
+    );
 }
 
 #[test]
 fn checksum_is_verified_unless_zero_and_filled_on_encode() {
     let zero = raw(1, &path_objects());
     let msg = Message::decode(&zero).unwrap();
-    let filled = msg.encode();
+    let filled = msg.encode().unwrap();
     assert_ne!(&filled[2..4], &[0, 0]);
     assert_eq!(&filled[..2], &zero[..2]);
     assert_eq!(&filled[4..], &zero[4..]);
@@ -142,7 +145,10 @@ fn zero_and_short_object_lengths_never_loop() {
             matches!(err, WireError::BadObjectLength { offset: 20, length: l, class_num: 1, .. } if l == usize::from(length)),
             "{length}: {err:?}"
         );
-        assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 6));
+        assert_eq!(
+            err.error_spec(),
+            RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 6)
+        );
     }
 }
 
@@ -191,7 +197,10 @@ fn unknown_class_rules_of_rfc2205_3_10() {
             c_type: 7
         }
     );
-    assert_eq!(err.error_spec(), (13, (42 << 8) | 7));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::UNKNOWN_OBJECT_CLASS, (42 << 8) | 7)
+    );
     assert_eq!(err.offset(), Some(32));
     assert_eq!(err.object(), Some((42, 7)));
     assert!(!err.discard_silently());
@@ -201,7 +210,7 @@ fn unknown_class_rules_of_rfc2205_3_10() {
     objects.insert(2, obj(0x85, 1, &[1, 2, 3, 4]));
     let msg = Message::decode(&raw(1, &objects)).unwrap();
     assert_eq!(msg.objects.len(), 5);
-    assert_eq!(msg.encode().len(), raw(1, &path_objects()).len());
+    assert_eq!(msg.encode().unwrap().len(), raw(1, &path_objects()).len());
 
     // 11bbbbbb: kept in place, re-encoded byte for byte.
     let mut objects = path_objects();
@@ -216,7 +225,7 @@ fn unknown_class_rules_of_rfc2205_3_10() {
             body: vec![1, 2, 3, 4, 5, 6, 7, 8]
         }
     );
-    assert_eq!(&msg.encode()[4..], &bytes[4..]);
+    assert_eq!(&msg.encode().unwrap()[4..], &bytes[4..]);
 }
 
 #[test]
@@ -232,7 +241,10 @@ fn unknown_c_type_is_code_14() {
             c_type: 3
         }
     );
-    assert_eq!(err.error_spec(), (14, (5 << 8) | 3));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::UNKNOWN_OBJECT_C_TYPE, (5 << 8) | 3)
+    );
     // LSP_TUNNEL sessions (RFC 3209 C-Type 7) are not ours either.
     let mut objects = path_objects();
     objects[0] = obj(1, 7, &[0; 12]);
@@ -240,8 +252,8 @@ fn unknown_c_type_is_code_14() {
         Message::decode(&raw(1, &objects))
             .unwrap_err()
             .error_spec()
-            .0,
-        14
+            .code,
+        ErrorCode::UNKNOWN_OBJECT_C_TYPE
     );
 }
 
@@ -259,7 +271,10 @@ fn wrong_body_sizes_are_malformed() {
         objects[at] = bad;
         let err = Message::decode(&raw(1, &objects)).unwrap_err();
         assert!(matches!(err, WireError::Malformed { .. }), "{err:?}");
-        assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 7));
+        assert_eq!(
+            err.error_spec(),
+            RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 7)
+        );
     }
 }
 
@@ -273,14 +288,17 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::BadIntServ { class_num: 12, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 4));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4)
+    );
 
     // A negative token rate is a bad Tspec.
     let mut objects = path_objects();
     objects[4][16..20].copy_from_slice(&(-1.0f32).to_bits().to_be_bytes());
     assert_eq!(
         Message::decode(&raw(1, &objects)).unwrap_err().error_spec(),
-        (21, 4)
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4)
     );
 
     // m > M.
@@ -288,7 +306,7 @@ fn intserv_errors_map_to_traffic_control_codes() {
     objects[4][28..32].copy_from_slice(&2000u32.to_be_bytes());
     assert_eq!(
         Message::decode(&raw(1, &objects)).unwrap_err().error_spec(),
-        (21, 4)
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4)
     );
 
     // A flowspec for service 3 is unsupported; a truncated Guaranteed one is bad.
@@ -312,7 +330,10 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::UnsupportedService { service: 3, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 2));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 2)
+    );
     let mut no_rspec = flowspec_obj();
     no_rspec.truncate(no_rspec.len() - 12);
     no_rspec[1] -= 12;
@@ -323,7 +344,10 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::BadIntServ { class_num: 9, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 3));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 3)
+    );
 
     // Adspec whose first fragment is not the general one.
     let mut objects = path_objects();
@@ -333,14 +357,17 @@ fn intserv_errors_map_to_traffic_control_codes() {
         matches!(err, WireError::BadIntServ { class_num: 13, .. }),
         "{err:?}"
     );
-    assert_eq!(err.error_spec(), (21, 5));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 5)
+    );
 
     // A parameter running past its fragment.
     let mut objects = path_objects();
     objects.push(obj(13, 2, &[0, 0, 0, 2, 1, 0, 0, 1, 4, 0, 0, 9]));
     assert_eq!(
         Message::decode(&raw(1, &objects)).unwrap_err().error_spec(),
-        (21, 5)
+        RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 5)
     );
 }
 
@@ -393,7 +420,7 @@ fn adspec_keeps_unknown_and_out_of_order_content_byte_exact() {
             data: vec![1, 2, 3, 4]
         }
     );
-    assert_eq!(&msg.encode()[4..], &bytes[4..]);
+    assert_eq!(&msg.encode().unwrap()[4..], &bytes[4..]);
 }
 
 #[test]
@@ -444,7 +471,10 @@ fn required_objects_per_message_type() {
             class_num: 24
         }
     ));
-    assert_eq!(err.error_spec(), (CODE_RSVP_SYSTEM, 8));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 8)
+    );
 }
 
 #[test]
@@ -556,7 +586,10 @@ fn unknown_style_is_code_6() {
             option_vector: 0x09
         }
     );
-    assert_eq!(err.error_spec(), (6, 0));
+    assert_eq!(
+        err.error_spec(),
+        RsvpError::new(ErrorCode::UNKNOWN_RESERVATION_STYLE, 0)
+    );
 }
 
 #[test]
@@ -635,12 +668,12 @@ fn flow_descriptor_lists_must_fit_the_style() {
 
 #[test]
 fn bundles_hold_plain_messages_only() {
-    let inner = path().encode();
+    let inner = path().encode().unwrap();
     let bundle = Message::bundle(vec![path(), resv_ff()]);
-    let bytes = bundle.encode();
+    let bytes = bundle.encode().unwrap();
     assert_eq!(Message::decode(&bytes).unwrap(), bundle);
 
-    let nested = Message::bundle(vec![bundle.clone()]).encode();
+    let nested = Message::bundle(vec![bundle.clone()]).encode().unwrap();
     let err = Message::decode(&nested).unwrap_err();
     assert_eq!(
         err,
@@ -651,14 +684,14 @@ fn bundles_hold_plain_messages_only() {
     );
 
     // A sub-message error reports its offset inside the bundle.
-    let mut broken = Message::bundle(vec![path(), path()]).encode();
+    let mut broken = Message::bundle(vec![path(), path()]).encode().unwrap();
     broken[2..4].copy_from_slice(&[0, 0]);
     let second = 8 + inner.len();
     broken[second + 2..second + 4].copy_from_slice(&[0, 0]);
     broken[second + 8 + 2] = 42; // SESSION object's class → unknown class 42
     let err = Message::decode(&broken).unwrap_err();
     assert_eq!(err.offset(), Some(second + 8));
-    assert_eq!(err.error_spec().0, 13);
+    assert_eq!(err.error_spec().code, ErrorCode::UNKNOWN_OBJECT_CLASS);
 
     let empty = raw(12, &[]);
     assert!(matches!(
@@ -672,15 +705,19 @@ fn encode_refuses_what_the_wire_cannot_carry() {
     let odd = Message::new(MsgType::Path).with(Object::PolicyData(PolicyData {
         body: vec![1, 2, 3],
     }));
+    let unaligned = EncodeError::Unaligned {
+        class_num: 14,
+        c_type: 1,
+        length: 3,
+    };
+    assert_eq!(odd.encode(), Err(unaligned.clone()));
+    let err = odd.validate().unwrap_err();
+    assert_eq!(err, WireError::Encode(unaligned));
     assert_eq!(
-        odd.try_encode().unwrap_err(),
-        WireError::Unaligned {
-            class_num: 14,
-            c_type: 1,
-            length: 3
-        }
+        err.error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 16)
     );
-    assert!(odd.encode().is_empty());
+    assert_eq!(err.object(), Some((14, 1)));
     let huge = Message::new(MsgType::Path)
         .with(Object::PolicyData(PolicyData {
             body: vec![0; 40_000],
@@ -688,7 +725,16 @@ fn encode_refuses_what_the_wire_cannot_carry() {
         .with(Object::PolicyData(PolicyData {
             body: vec![0; 40_000],
         }));
-    assert!(matches!(huge.try_encode(), Err(WireError::TooLong { .. })));
+    assert_eq!(
+        huge.encode(),
+        Err(EncodeError::MessageTooLong {
+            length: 8 + 2 * (4 + 40_000)
+        })
+    );
+    assert_eq!(
+        huge.validate().unwrap_err().error_spec(),
+        RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 15)
+    );
     let mut out = bytes::BytesMut::from(&b"keep"[..]);
     assert!(huge.encode_into(&mut out).is_err());
     assert_eq!(&out[..], b"keep");

@@ -186,7 +186,7 @@ fn expected_fields(msg: &Message, out: &mut Vec<(&'static str, String)>) {
             }
             Object::ErrorSpec(e) => {
                 out.push(("rsvp.error.error_node_ipv4", e.node.to_string()));
-                out.push(("rsvp.error.error_code", e.code.to_string()));
+                out.push(("rsvp.error.error_code", e.code.0.to_string()));
                 out.push(("rsvp.error_value", e.value.to_string()));
                 out.push(("rsvp.error_flags", format!("0x{:02x}", e.flags)));
             }
@@ -292,7 +292,7 @@ fn tshark_decodes_every_message_type_as_encoded() {
     let mut packets = Vec::new();
     let mut encoded = Vec::new();
     for (_, msg) in &messages {
-        let bytes = msg.encode();
+        let bytes = msg.encode().unwrap();
         let (src, dst, router_alert) = endpoints(msg);
         packets.push(ip_packet(src, dst, msg.send_ttl, router_alert, &bytes));
         encoded.push(bytes);
@@ -406,7 +406,7 @@ fn tshark_flags_a_corrupted_checksum_that_decode_rejects() {
         return;
     }
     // The negative control: if our checksum were wrong, this is what the test would see.
-    let mut bytes = wire_support::path().encode();
+    let mut bytes = wire_support::path().encode().unwrap();
     bytes[2] ^= 0x01;
     assert!(matches!(
         Message::decode(&bytes),

@@ -70,7 +70,7 @@ fn error_obj(error: Option<ErrorInfo>, fallback: IpAddr) -> Object {
     Object::ErrorSpec(ErrorSpec {
         node: error.node,
         flags: error.flags,
-        code: error.code,
+        code: error.code.into(),
         value: error.value,
     })
 }
@@ -206,7 +206,7 @@ pub(crate) fn to_wire(msg: &Msg) -> Message {
 
 /// Encodes `msg`; `None` (logged) if the codec cannot express it.
 pub(crate) fn encode(msg: &Msg) -> Option<Vec<u8>> {
-    match to_wire(msg).try_encode() {
+    match to_wire(msg).encode() {
         Ok(bytes) => Some(bytes),
         Err(error) => {
             tracing::warn!(kind = ?msg.kind, session = ?msg.session, %error, "cannot encode message; not sent");
@@ -285,7 +285,7 @@ pub(crate) fn from_wire(message: &Message) -> Result<Msg, Failure> {
         error: message.error_spec().map(|e| ErrorInfo {
             node: e.node,
             flags: e.flags,
-            code: e.code,
+            code: e.code.into(),
             value: e.value,
         }),
         confirm: message.resv_confirm().map(|c| c.receiver),
@@ -314,7 +314,7 @@ fn answer_for(bytes: &[u8], error: &WireError) -> Option<Answer> {
     if error.discard_silently() {
         return None;
     }
-    let (code, value) = error.error_spec();
+    let (code, value): (u8, u16) = error.error_spec().into();
     if !matches!(code, 6 | 13 | 14) {
         return None;
     }

@@ -259,6 +259,7 @@ impl Engine {
                 continue;
             }
             let Some(payload) = codec::encode(&msg) else {
+                self.stats.encode_failed += 1;
                 continue;
             };
             self.stats.transmitted += 1;

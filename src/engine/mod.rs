@@ -414,6 +414,9 @@ pub struct Stats {
     /// Path messages whose received IP TTL differed from their Send_TTL: non-RSVP routers
     /// forwarded them (RFC 2205 §2.9). Paths with an unknown TTL are not counted.
     pub non_rsvp_hops: u64,
+    /// Messages this engine built but the codec could not encode (too long for RSVP's 16-bit
+    /// lengths): logged and not sent.
+    pub encode_failed: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).

@@ -1,21 +1,12 @@
 //! Decode and encode errors, each mapped to the RSVP ERROR_SPEC it deserves.
 
-use super::message::MsgType;
+use super::class;
+use super::error_spec::{ErrorCode, RsvpError};
+use super::header::MsgType;
+use super::primitive::BodyError;
 use super::style::Style;
 
-/// RSVP error code 6: unknown reservation style (RFC 2205 App. B).
-pub const CODE_UNKNOWN_STYLE: u8 = 6;
-/// RSVP error code 13: unknown object class (RFC 2205 App. B).
-pub const CODE_UNKNOWN_CLASS: u8 = 13;
-/// RSVP error code 14: unknown object C-Type (RFC 2205 App. B).
-pub const CODE_UNKNOWN_C_TYPE: u8 = 14;
-/// RSVP error code 21: traffic control error (RFC 2205 App. B).
-pub const CODE_TRAFFIC_CONTROL: u8 = 21;
-/// RSVP error code 23: RSVP system error (RFC 2205 App. B); the value is ours (see
-/// [`WireError::error_spec`]).
-pub const CODE_RSVP_SYSTEM: u8 = 23;
-
-/// Why a message could not be decoded, validated or encoded.
+/// Why a message could not be decoded or validated.
 ///
 /// Every variant says what was wrong and, where it applies, where: the byte `offset` from the
 /// start of the message (of the object's header for object errors), the object's `class_num`
@@ -211,26 +202,14 @@ pub enum WireError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Encoding only: the message (or one object) would exceed the 16-bit length field.
-    #[error("message would be {length} bytes, above the 65535 an rsvp length field can express; split it")]
-    TooLong {
-        /// The length it would have had.
-        length: usize,
-    },
-    /// Encoding only: an opaque body whose length is not a multiple of 4.
-    #[error("object of class {class_num}, c-type {c_type} has a {length}-byte opaque body; rsvp needs a multiple of 4, pad it")]
-    Unaligned {
-        /// Class-Num.
-        class_num: u8,
-        /// C-Type.
-        c_type: u8,
-        /// Body length.
-        length: usize,
-    },
+    /// Validation of a message built in memory (`Message::validate`) only: the message cannot
+    /// be expressed on the wire.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 impl WireError {
-    /// The ERROR_SPEC `(error code, error value)` this error deserves (RFC 2205 App. B).
+    /// The ERROR_SPEC error code and value this error deserves (RFC 2205 App. B).
     ///
     /// * unknown class → `(13, class << 8 | c_type)`, unknown C-Type → `(14, class << 8 | c_type)`;
     /// * unknown style → `(6, 0)`;
@@ -245,46 +224,55 @@ impl WireError {
     /// # Examples
     ///
     /// ```
-    /// use qtoq::wire::WireError;
+    /// use qtoq::wire::{ErrorCode, RsvpError, WireError};
     /// let err = WireError::UnknownClass { offset: 8, class_num: 99, c_type: 1 };
-    /// assert_eq!(err.error_spec(), (13, (99 << 8) | 1));
+    /// assert_eq!(err.error_spec(), RsvpError::new(ErrorCode::UNKNOWN_OBJECT_CLASS, (99 << 8) | 1));
     /// ```
-    pub fn error_spec(&self) -> (u8, u16) {
+    pub fn error_spec(&self) -> RsvpError {
         let class_ctype = |class: u8, ctype: u8| (u16::from(class) << 8) | u16::from(ctype);
-        match *self {
+        let (code, value) = match *self {
             WireError::UnknownClass {
                 class_num, c_type, ..
-            } => (CODE_UNKNOWN_CLASS, class_ctype(class_num, c_type)),
+            } => (
+                ErrorCode::UNKNOWN_OBJECT_CLASS,
+                class_ctype(class_num, c_type),
+            ),
             WireError::UnknownCType {
                 class_num, c_type, ..
-            } => (CODE_UNKNOWN_C_TYPE, class_ctype(class_num, c_type)),
-            WireError::UnknownStyle { .. } => (CODE_UNKNOWN_STYLE, 0),
-            WireError::UnsupportedService { .. } => (CODE_TRAFFIC_CONTROL, 2),
+            } => (
+                ErrorCode::UNKNOWN_OBJECT_C_TYPE,
+                class_ctype(class_num, c_type),
+            ),
+            WireError::UnknownStyle { .. } => (ErrorCode::UNKNOWN_RESERVATION_STYLE, 0),
+            WireError::UnsupportedService { .. } => (ErrorCode::TRAFFIC_CONTROL_ERROR, 2),
             WireError::BadIntServ { class_num, .. } => {
                 let value = match class_num {
-                    super::object::class::FLOWSPEC => 3,
-                    super::object::class::SENDER_TSPEC => 4,
+                    class::FLOWSPEC => 3,
+                    class::SENDER_TSPEC => 4,
                     _ => 5,
                 };
-                (CODE_TRAFFIC_CONTROL, value)
+                (ErrorCode::TRAFFIC_CONTROL_ERROR, value)
             }
-            WireError::TooShort { .. } => (CODE_RSVP_SYSTEM, 1),
-            WireError::BadVersion { .. } => (CODE_RSVP_SYSTEM, 2),
-            WireError::UnknownMsgType { .. } => (CODE_RSVP_SYSTEM, 3),
-            WireError::BadMessageLength { .. } => (CODE_RSVP_SYSTEM, 4),
-            WireError::BadChecksum { .. } => (CODE_RSVP_SYSTEM, 5),
-            WireError::BadObjectLength { .. } => (CODE_RSVP_SYSTEM, 6),
-            WireError::Malformed { .. } => (CODE_RSVP_SYSTEM, 7),
-            WireError::MissingObject { .. } => (CODE_RSVP_SYSTEM, 8),
-            WireError::UnexpectedObject { .. } => (CODE_RSVP_SYSTEM, 9),
-            WireError::DuplicateObject { .. } => (CODE_RSVP_SYSTEM, 10),
-            WireError::ObjectOrder { .. } => (CODE_RSVP_SYSTEM, 11),
-            WireError::BadFlowDescriptor { .. } => (CODE_RSVP_SYSTEM, 12),
-            WireError::AddressFamilyMismatch { .. } => (CODE_RSVP_SYSTEM, 13),
-            WireError::BadBundle { .. } => (CODE_RSVP_SYSTEM, 14),
-            WireError::TooLong { .. } => (CODE_RSVP_SYSTEM, 15),
-            WireError::Unaligned { .. } => (CODE_RSVP_SYSTEM, 16),
-        }
+            WireError::TooShort { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 1),
+            WireError::BadVersion { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 2),
+            WireError::UnknownMsgType { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 3),
+            WireError::BadMessageLength { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 4),
+            WireError::BadChecksum { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 5),
+            WireError::BadObjectLength { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 6),
+            WireError::Malformed { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 7),
+            WireError::MissingObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 8),
+            WireError::UnexpectedObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 9),
+            WireError::DuplicateObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 10),
+            WireError::ObjectOrder { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 11),
+            WireError::BadFlowDescriptor { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 12),
+            WireError::AddressFamilyMismatch { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 13),
+            WireError::BadBundle { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 14),
+            WireError::Encode(
+                EncodeError::MessageTooLong { .. } | EncodeError::ObjectTooLong { .. },
+            ) => (ErrorCode::RSVP_SYSTEM_ERROR, 15),
+            WireError::Encode(EncodeError::Unaligned { .. }) => (ErrorCode::RSVP_SYSTEM_ERROR, 16),
+        };
+        RsvpError::new(code, value)
     }
 
     /// `true` when RFC 2205 wants the message dropped without any error message: the common
@@ -353,13 +341,102 @@ impl WireError {
             }
             | WireError::AddressFamilyMismatch {
                 class_num, c_type, ..
-            }
-            | WireError::Unaligned {
-                class_num, c_type, ..
             } => Some((class_num, c_type)),
-            WireError::UnknownStyle { .. } => Some((super::object::class::STYLE, 1)),
+            WireError::Encode(ref error) => error.object(),
+            WireError::UnknownStyle { .. } => Some((class::STYLE, 1)),
             WireError::MissingObject { class_num, .. } => Some((class_num, 0)),
             _ => None,
+        }
+    }
+}
+
+/// Why a message could not be encoded: something in it does not fit RSVP's fields. Decoded
+/// messages always encode; this is for messages built in memory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The message would exceed its 16-bit length field.
+    #[error("message would be {length} bytes, above the 65535 an rsvp length field can express; split it")]
+    MessageTooLong {
+        /// The length it would have had.
+        length: usize,
+    },
+    /// One object would exceed its 16-bit length field.
+    #[error("object of class {class_num}, c-type {c_type} would be {length} bytes, above the 65535 an rsvp length field can express")]
+    ObjectTooLong {
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// The length it would have had, header included.
+        length: usize,
+    },
+    /// An opaque body whose length is not a multiple of 4.
+    #[error("object of class {class_num}, c-type {c_type} has a {length}-byte opaque body; rsvp needs a multiple of 4, pad it")]
+    Unaligned {
+        /// Class-Num.
+        class_num: u8,
+        /// C-Type.
+        c_type: u8,
+        /// Body length.
+        length: usize,
+    },
+}
+
+impl EncodeError {
+    /// `(class_num, c_type)` of the object at fault, when one is.
+    pub fn object(&self) -> Option<(u8, u8)> {
+        match *self {
+            EncodeError::MessageTooLong { .. } => None,
+            EncodeError::ObjectTooLong {
+                class_num, c_type, ..
+            }
+            | EncodeError::Unaligned {
+                class_num, c_type, ..
+            } => Some((class_num, c_type)),
+        }
+    }
+}
+
+// Here rather than beside `BodyError`: the primitives sit below the error type.
+impl BodyError {
+    /// The [`WireError`] for this body error in the object at `offset` of class `class_num`,
+    /// C-Type `c_type`.
+    pub(crate) fn at(self, offset: usize, class_num: u8, c_type: u8) -> WireError {
+        match self {
+            BodyError::Size => WireError::Malformed {
+                offset,
+                class_num,
+                c_type,
+                reason: "body size is wrong for the c-type",
+            },
+            BodyError::CType => WireError::UnknownCType {
+                offset,
+                class_num,
+                c_type,
+            },
+            BodyError::Invalid(reason) => WireError::Malformed {
+                offset,
+                class_num,
+                c_type,
+                reason,
+            },
+            BodyError::Style(option_vector) => WireError::UnknownStyle {
+                offset,
+                option_vector,
+            },
+            BodyError::Service(service) => WireError::UnsupportedService {
+                offset,
+                class_num,
+                c_type,
+                service,
+            },
+            BodyError::IntServ(reason) => WireError::BadIntServ {
+                offset,
+                class_num,
+                c_type,
+                reason,
+            },
         }
     }
 }

@@ -3,9 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use super::codec::Reader;
-use super::object::BodyError;
-use super::session::put_ip;
+use super::primitive::{decode_addr, put_ip, BodyError, Reader};
 
 /// RSVP_HOP object (class 3): the previous (Path) or next (Resv) RSVP hop — C-Type 1 IPv4,
 /// 2 IPv6.
@@ -53,18 +51,6 @@ impl RsvpHop {
     pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
         put_ip(out, self.address);
         out.put_u32(self.lih);
-    }
-}
-
-/// Decodes the IPv4 (C-Type 1) / IPv6 (C-Type 2) address at the start of a body that must be
-/// exactly the address plus `trailer` bytes.
-pub(crate) fn decode_addr(c_type: u8, body: &[u8], trailer: usize) -> Result<IpAddr, BodyError> {
-    let mut r = Reader::new(body);
-    match c_type {
-        1 if body.len() == 4 + trailer => Ok(IpAddr::V4(r.ipv4().ok_or(BodyError::Size)?)),
-        2 if body.len() == 16 + trailer => Ok(IpAddr::V6(r.ipv6().ok_or(BodyError::Size)?)),
-        1 | 2 => Err(BodyError::Size),
-        _ => Err(BodyError::CType),
     }
 }
 

@@ -1,8 +1,7 @@
 //! INTEGRITY (class 4, RFC 2747) and CHALLENGE (class 64, RFC 3097): formats only — no keys,
 //! no digest computation.
 
-use super::codec::Reader;
-use super::object::BodyError;
+use super::primitive::{BodyError, Reader};
 
 /// INTEGRITY flag `H` (RFC 3097): the sender supports the integrity handshake.
 pub const INTEGRITY_FLAG_HANDSHAKE: u8 = 0x01;

@@ -80,8 +80,7 @@ impl FlowSpec {
 // Wire codec of the IntServ object bodies (RFC 2210 §3): SENDER_TSPEC, FLOWSPEC, ADSPEC.
 // ---------------------------------------------------------------------------------------------
 
-use super::codec::Reader;
-use super::object::BodyError;
+use super::primitive::{patch_u16, sink_len, BodyError, Reader, Sink};
 
 /// IntServ service number of the general parameters / default Tspec (RFC 2215).
 pub const SERVICE_GENERAL: u8 = 1;
@@ -773,8 +772,8 @@ impl Adspec {
 
     /// Encodes an ADSPEC body (C-Type 2). Length fields are back-filled, so the body needs no
     /// precomputed size.
-    pub(crate) fn encode_body<S: super::codec::Sink>(&self, out: &mut S) {
-        let start = super::codec::sink_len(out);
+    pub(crate) fn encode_body<S: Sink>(&self, out: &mut S) {
+        let start = sink_len(out);
         out.put_u32(0); // version 0, overall length back-filled
         let raw = self.raw.as_deref();
         let typed = |order: &[u8; 4], base: usize| {
@@ -815,8 +814,8 @@ impl Adspec {
             out.put_u16(words_u16(frag.data.len()));
             out.put_slice(&frag.data);
         }
-        let words = (super::codec::sink_len(out) - start - 4) / 4;
-        super::codec::patch_u16(out, start + 2, saturate_u16(words));
+        let words = (sink_len(out) - start - 4) / 4;
+        patch_u16(out, start + 2, saturate_u16(words));
     }
 }
 
@@ -882,14 +881,14 @@ fn saturate_u16(value: usize) -> u16 {
     u16::try_from(value).unwrap_or(u16::MAX)
 }
 
-fn write_fragment<S: super::codec::Sink>(
+fn write_fragment<S: Sink>(
     out: &mut S,
     service: u8,
     break_bit: bool,
     typed: &[(u8, Option<u32>)],
     extra: &[RawParam],
 ) {
-    let start = super::codec::sink_len(out);
+    let start = sink_len(out);
     out.put_u8(service);
     out.put_u8(if break_bit { BREAK_BIT } else { 0 });
     out.put_u16(0); // back-filled
@@ -907,8 +906,8 @@ fn write_fragment<S: super::codec::Sink>(
         out.put_u16(words_u16(param.value.len()));
         out.put_slice(&param.value);
     }
-    let words = (super::codec::sink_len(out) - start - 4) / 4;
-    super::codec::patch_u16(out, start + 2, saturate_u16(words));
+    let words = (sink_len(out) - start - 4) / 4;
+    patch_u16(out, start + 2, saturate_u16(words));
 }
 
 #[cfg(test)]

@@ -1,99 +1,21 @@
-//! The common header, [`MsgType`] and [`Message`]: decode (syntax + per-type validation),
+//! [`Message`]: the common header and the object list; decode (syntax + per-type validation),
 //! encode, typed accessors and constructors.
 
 use bytes::BytesMut;
 
-use super::codec::{checksum, patch_u16, sink_len, Reader, Sink};
-use super::error::WireError;
+use super::class;
+use super::error::{EncodeError, WireError};
 use super::error_spec::ErrorSpec;
+use super::header::{MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL, RSVP_VERSION};
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::object::{class, Object, Objects, PolicyData};
+use super::object::{Object, Objects, PolicyData};
+use super::primitive::{checksum, patch_u16, sink_len, Reader, Sink};
 use super::refresh::MessageId;
 use super::session::{FilterSpec, Session};
 use super::style::Style;
 use super::validate;
-
-/// Length of the RSVP common header.
-pub const COMMON_HEADER_LEN: usize = 8;
-/// The only RSVP version.
-pub const RSVP_VERSION: u8 = 1;
-/// Common-header flag: the sender supports refresh reduction (RFC 2961).
-pub const FLAG_REFRESH_REDUCTION_CAPABLE: u8 = 0x01;
-/// Send_TTL the constructors use.
-pub const DEFAULT_SEND_TTL: u8 = 64;
-
-/// RSVP message type (common header, RFC 2205 §3.1.1, RFC 2961, RFC 3097).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum MsgType {
-    /// 1: Path.
-    Path,
-    /// 2: Resv.
-    Resv,
-    /// 3: PathErr.
-    PathErr,
-    /// 4: ResvErr.
-    ResvErr,
-    /// 5: PathTear.
-    PathTear,
-    /// 6: ResvTear.
-    ResvTear,
-    /// 7: ResvConf.
-    ResvConf,
-    /// 12: Bundle (RFC 2961).
-    Bundle,
-    /// 13: Ack (RFC 2961).
-    Ack,
-    /// 15: Srefresh (RFC 2961).
-    Srefresh,
-    /// 25: Integrity Challenge (RFC 3097).
-    IntegrityChallenge,
-    /// 26: Integrity Response (RFC 3097).
-    IntegrityResponse,
-}
-
-impl MsgType {
-    /// All message types, in numeric order.
-    pub const ALL: [MsgType; 12] = [
-        MsgType::Path,
-        MsgType::Resv,
-        MsgType::PathErr,
-        MsgType::ResvErr,
-        MsgType::PathTear,
-        MsgType::ResvTear,
-        MsgType::ResvConf,
-        MsgType::Bundle,
-        MsgType::Ack,
-        MsgType::Srefresh,
-        MsgType::IntegrityChallenge,
-        MsgType::IntegrityResponse,
-    ];
-
-    /// The number on the wire.
-    pub fn number(self) -> u8 {
-        match self {
-            MsgType::Path => 1,
-            MsgType::Resv => 2,
-            MsgType::PathErr => 3,
-            MsgType::ResvErr => 4,
-            MsgType::PathTear => 5,
-            MsgType::ResvTear => 6,
-            MsgType::ResvConf => 7,
-            MsgType::Bundle => 12,
-            MsgType::Ack => 13,
-            MsgType::Srefresh => 15,
-            MsgType::IntegrityChallenge => 25,
-            MsgType::IntegrityResponse => 26,
-        }
-    }
-
-    /// The type a wire number names, if any.
-    pub fn from_number(number: u8) -> Option<MsgType> {
-        MsgType::ALL.into_iter().find(|t| t.number() == number)
-    }
-}
 
 /// One RSVP message: common header fields and the objects in wire order.
 ///
@@ -117,10 +39,11 @@ impl MsgType {
 ///     TokenBucket::new(125_000.0, 10_000.0),
 ///     None,
 /// );
-/// let bytes = path.encode();
-/// let back = Message::decode(&bytes).unwrap();
+/// let bytes = path.encode()?;
+/// let back = Message::decode(&bytes)?;
 /// assert_eq!(back.msg_type(), MsgType::Path);
 /// assert_eq!(back, path);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -643,7 +566,8 @@ impl Message {
     ///
     /// # Errors
     ///
-    /// The [`WireError`] `decode` would return for the encoded message's format.
+    /// The [`WireError`] `decode` would return for the encoded message's format, or
+    /// [`WireError::Encode`] when it cannot be encoded at all.
     pub fn validate(&self) -> Result<(), WireError> {
         let mut bytes = Vec::new();
         self.encode_to_vec(&mut bytes)?;
@@ -654,19 +578,11 @@ impl Message {
 
     /// Encodes the message with its checksum filled in.
     ///
-    /// Returns an empty vector if the message cannot be expressed on the wire (longer than
-    /// 65 535 bytes, or an opaque body not a multiple of 4 bytes); use
-    /// [`try_encode`](Self::try_encode) to learn why.
-    pub fn encode(&self) -> Vec<u8> {
-        self.try_encode().unwrap_or_default()
-    }
-
-    /// Encodes the message with its checksum filled in.
-    ///
     /// # Errors
     ///
-    /// [`WireError::TooLong`] or [`WireError::Unaligned`] when the message cannot be expressed.
-    pub fn try_encode(&self) -> Result<Vec<u8>, WireError> {
+    /// An [`EncodeError`] when the message cannot be expressed on the wire: longer than
+    /// 65 535 bytes (or one of its objects is), or an opaque body not a multiple of 4 bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(256);
         self.encode_to_vec(&mut out)?;
         Ok(out)
@@ -676,8 +592,8 @@ impl Message {
     ///
     /// # Errors
     ///
-    /// As [`try_encode`](Self::try_encode).
-    pub fn encode_to_vec(&self, out: &mut Vec<u8>) -> Result<usize, WireError> {
+    /// As [`encode`](Self::encode).
+    pub fn encode_to_vec(&self, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
         self.encode_sink(out)
     }
 
@@ -685,12 +601,12 @@ impl Message {
     ///
     /// # Errors
     ///
-    /// As [`try_encode`](Self::try_encode).
-    pub fn encode_into(&self, out: &mut BytesMut) -> Result<usize, WireError> {
+    /// As [`encode`](Self::encode).
+    pub fn encode_into(&self, out: &mut BytesMut) -> Result<usize, EncodeError> {
         self.encode_sink(out)
     }
 
-    fn encode_sink<S: Sink>(&self, out: &mut S) -> Result<usize, WireError> {
+    fn encode_sink<S: Sink>(&self, out: &mut S) -> Result<usize, EncodeError> {
         let start = sink_len(out);
         let result = self.encode_unchecked(out, start);
         if result.is_err() {
@@ -699,7 +615,7 @@ impl Message {
         result
     }
 
-    fn encode_unchecked<S: Sink>(&self, out: &mut S, start: usize) -> Result<usize, WireError> {
+    fn encode_unchecked<S: Sink>(&self, out: &mut S, start: usize) -> Result<usize, EncodeError> {
         out.put_u8((RSVP_VERSION << 4) | (self.flags & 0x0f));
         out.put_u8(self.msg_type.number());
         out.put_u16(0); // checksum, filled last
@@ -714,7 +630,7 @@ impl Message {
             sub.encode_unchecked(out, sub_start)?;
         }
         let len = sink_len(out) - start;
-        let len16 = u16::try_from(len).map_err(|_| WireError::TooLong { length: len })?;
+        let len16 = u16::try_from(len).map_err(|_| EncodeError::MessageTooLong { length: len })?;
         patch_u16(out, start + 6, len16);
         let sum = out.as_mut().get(start..).map(checksum).unwrap_or(0);
         // 0 means "no checksum sent"; the one's-complement twin of 0 is 0xffff.
@@ -811,5 +727,40 @@ impl<'a> Iterator for FlowDescriptors<'a> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_stays_small_with_its_objects_inline() {
+        // The inline object list is what a message costs to move: keep it in view.
+        assert!(std::mem::size_of::<Message>() <= 8 * 48 + 48);
+    }
+
+    #[test]
+    fn encoding_what_rsvp_lengths_cannot_express_fails_typed() {
+        // One POLICY_DATA body past 65535 bytes: its own length field overflows first.
+        let big = Message::new(MsgType::Path).with(Object::PolicyData(PolicyData {
+            body: vec![0; 70_000],
+        }));
+        let err = big.encode().unwrap_err();
+        assert_eq!(
+            err,
+            EncodeError::ObjectTooLong {
+                class_num: class::POLICY_DATA,
+                c_type: 1,
+                length: 70_004,
+            }
+        );
+        assert!(err.to_string().contains("70004 bytes"), "{err}");
+        // The caller's buffer is left as it was.
+        let mut out = vec![7u8; 3];
+        assert_eq!(big.encode_to_vec(&mut out), Err(err.clone()));
+        assert_eq!(out, [7, 7, 7]);
+        // Validation reports it as the RSVP system error it would deserve.
+        assert_eq!(big.validate(), Err(WireError::Encode(err)));
     }
 }

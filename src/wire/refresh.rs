@@ -3,8 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::codec::Reader;
-use super::object::BodyError;
+use super::primitive::{BodyError, Reader};
 
 /// MESSAGE_ID flag `ACK_Desired`.
 pub const MESSAGE_ID_FLAG_ACK_DESIRED: u8 = 0x01;

@@ -2,8 +2,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use super::codec::Reader;
-use super::object::BodyError;
+use super::primitive::{put_ip, BodyError, Reader};
 
 /// SESSION flag `E_Police` (RFC 2205 §A.1): police at the edge.
 pub const SESSION_FLAG_E_POLICE: u8 = 0x01;
@@ -227,12 +226,5 @@ impl FilterSpec {
 impl From<SocketAddr> for FilterSpec {
     fn from(sender: SocketAddr) -> Self {
         FilterSpec::new(sender)
-    }
-}
-
-pub(crate) fn put_ip<S: bytes::BufMut>(out: &mut S, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(a) => out.put_slice(&a.octets()),
-        IpAddr::V6(a) => out.put_slice(&a.octets()),
     }
 }

@@ -1,6 +1,6 @@
 //! STYLE (class 8, C-Type 1): the reservation style.
 
-use super::object::BodyError;
+use super::primitive::BodyError;
 
 /// Reservation style (RFC 2205 §1.3, option vector of §A.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,9 +1,9 @@
 //! Per-message-type format rules (RFC 2205 §3.1, RFC 2961 §§3–5, RFC 3097 §3), checked as the
 //! objects stream by so every error knows its offset.
 
+use super::class;
 use super::error::WireError;
-use super::message::MsgType;
-use super::object::class;
+use super::header::MsgType;
 use super::style::Style;
 
 /// Bit of a known class in a `u64` class set. Known classes are 0–25 and 64 (CHALLENGE),

@@ -127,7 +127,7 @@ pub fn all_messages() -> Vec<(&'static str, Message)> {
     );
     let path_err = Message::path_err(
         session(),
-        ErrorSpec::new(ip("10.9.8.7"), 3, 0),
+        ErrorSpec::new(ip("10.9.8.7"), ErrorCode::NO_PATH_INFORMATION, 0),
         Some((filter, tspec())),
     );
     let resv_err = Message::resv_err(
@@ -136,7 +136,7 @@ pub fn all_messages() -> Vec<(&'static str, Message)> {
         ErrorSpec {
             node: ip("10.1.2.3"),
             flags: ERROR_FLAG_IN_PLACE,
-            code: 1,
+            code: ErrorCode::ADMISSION_CONTROL_FAILURE,
             value: 2,
         },
         Style::FixedFilter,
@@ -147,7 +147,7 @@ pub fn all_messages() -> Vec<(&'static str, Message)> {
     let resv_tear = Message::resv_tear(session(), hop_down, Style::FixedFilter, &[filter]);
     let resv_conf = Message::resv_conf(
         session(),
-        ErrorSpec::new(ip("10.1.2.3"), 0, 0),
+        ErrorSpec::new(ip("10.1.2.3"), ErrorCode::CONFIRMATION, 0),
         ResvConfirm {
             receiver: ip("10.9.8.7"),
         },

@@ -1,7 +1,9 @@
-//! Byte-level helpers: a bounds-checked big-endian [`Reader`], the output [`Sink`] trait with
-//! length back-filling, and the RFC 1071 checksum.
+//! Byte-level primitives every other wire module builds on: a bounds-checked big-endian
+//! [`Reader`], the output [`Sink`] trait with length back-filling, the RFC 1071 checksum, the
+//! IPv4/IPv6 address fields shared by several objects, and [`BodyError`], what an object body
+//! decoder returns. Nothing here knows about objects or messages.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::{BufMut, BytesMut};
 
@@ -75,6 +77,44 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn ipv6(&mut self) -> Option<Ipv6Addr> {
         Some(Ipv6Addr::from(self.array::<16>()?))
+    }
+}
+
+/// Why an object body failed to decode; the caller adds offset, class and C-Type (see
+/// `BodyError::at` in `error.rs`, which turns it into a [`WireError`](super::WireError)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Wrong body size for the C-Type.
+    Size,
+    /// Unknown C-Type of a known class.
+    CType,
+    /// Invalid contents.
+    Invalid(&'static str),
+    /// STYLE option vector unknown.
+    Style(u32),
+    /// IntServ service number not supported.
+    Service(u8),
+    /// Malformed IntServ body.
+    IntServ(&'static str),
+}
+
+/// Writes an IPv4 (4 bytes) or IPv6 (16 bytes) address.
+pub(crate) fn put_ip<S: BufMut>(out: &mut S, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => out.put_slice(&a.octets()),
+        IpAddr::V6(a) => out.put_slice(&a.octets()),
+    }
+}
+
+/// Decodes the IPv4 (C-Type 1) / IPv6 (C-Type 2) address at the start of a body that must be
+/// exactly the address plus `trailer` bytes.
+pub(crate) fn decode_addr(c_type: u8, body: &[u8], trailer: usize) -> Result<IpAddr, BodyError> {
+    let mut r = Reader::new(body);
+    match c_type {
+        1 if body.len() == 4 + trailer => Ok(IpAddr::V4(r.ipv4().ok_or(BodyError::Size)?)),
+        2 if body.len() == 16 + trailer => Ok(IpAddr::V6(r.ipv6().ok_or(BodyError::Size)?)),
+        1 | 2 => Err(BodyError::Size),
+        _ => Err(BodyError::CType),
     }
 }
 
