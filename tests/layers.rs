@@ -169,3 +169,85 @@ fn every_top_level_module_has_a_layer() {
         );
     }
 }
+
+/// `src/wire/`'s own layers (its module docs list them): a module may import only modules of
+/// a lower rank, so the codec stays a DAG with the byte-level primitives at the bottom.
+const WIRE_LAYERS: &[(&str, u8)] = &[
+    ("primitive", 0),
+    ("class", 0),
+    ("header", 0),
+    ("session", 1),
+    ("hop", 1),
+    ("style", 1),
+    ("error_spec", 1),
+    ("intserv", 1),
+    ("integrity", 1),
+    ("refresh", 1),
+    ("error", 2),
+    ("validate", 3),
+    ("object", 4),
+    ("message", 5),
+];
+
+/// Module names a `super::` path names: `super::a::X` or each of `super::{a, b::Y}`.
+fn super_paths(code: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for part in code.split("super::").skip(1) {
+        match part.strip_prefix('{') {
+            Some(group) => {
+                for item in group.split('}').next().unwrap_or("").split(',') {
+                    names.push(item.trim().split("::").next().unwrap_or("").to_owned());
+                }
+            }
+            None => names.push(
+                part.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect(),
+            ),
+        }
+    }
+    names
+}
+
+#[test]
+fn wire_modules_form_a_dag_in_the_documented_order() {
+    let rank: BTreeMap<&str, u8> = WIRE_LAYERS.iter().copied().collect();
+    let mut violations = Vec::new();
+    for file in files_of("wire") {
+        let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if name == "mod" {
+            continue;
+        }
+        let Some(&own) = rank.get(name) else {
+            panic!("src/wire/{name}.rs is not in WIRE_LAYERS: add it where it belongs");
+        };
+        let text = fs::read_to_string(&file).expect("readable source");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for used in super_paths(code) {
+                let Some(&theirs) = rank.get(used.as_str()) else {
+                    continue;
+                };
+                if theirs >= own && used != name {
+                    violations.push(format!(
+                        "src/wire/{name}.rs:{}: uses `{used}` (rank {theirs}), not below `{name}` (rank {own})",
+                        number + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "wire layering violations:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_wire_checker_sees_groups() {
+    assert_eq!(
+        super_paths("use super::{error::WireError, style};  let x = super::object::f();"),
+        vec!["error", "style", "object"]
+    );
+}
