@@ -414,7 +414,7 @@ fn expiry_of_a_silent_peer_leaves_nothing_behind() {
         let deadline = Instant::now() + WAIT;
         let stats = loop {
             let stats = agent.stats().await.unwrap();
-            if stats.rules_in_force == 0 {
+            if stats.enforce_queue == 0 && stats.rules_in_force == 0 {
                 break stats;
             }
             assert!(Instant::now() < deadline, "rule still in force: {stats:?}");

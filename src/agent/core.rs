@@ -256,6 +256,7 @@ impl Core {
             engine_sessions: self.engine.session_count(),
             owned_sessions: self.sessions.len(),
             rules_in_force: self.rules_in_force.len(),
+            enforce_queue: self.waiting.len() + usize::from(self.in_flight.is_some()),
             engine: self.engine.stats().clone(),
             send_errors: self.send_errors,
             transport_malformed,
