@@ -409,10 +409,17 @@ fn expiry_of_a_silent_peer_leaves_nothing_behind() {
             matches!(e, QosEvent::Expired { .. })
         })
         .await;
-        // The rule is unloaded in the same agent step that reports the expiry; a stats
-        // round trip makes sure that step is over.
-        let stats = agent.stats().await.unwrap();
-        assert_eq!(stats.rules_in_force, 0, "{stats:?}");
+        // The step that reports the expiry queues the rule's unload; the netlink request
+        // runs after it, off the signaling loop: wait until nothing is queued or in force.
+        let deadline = Instant::now() + WAIT;
+        let stats = loop {
+            let stats = agent.stats().await.unwrap();
+            if stats.enforce_queue == 0 && stats.rules_in_force == 0 {
+                break stats;
+            }
+            assert!(Instant::now() < deadline, "rule still in force: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert_eq!(stats.policy_admitted, 0, "{stats:?}");
         let (classes, filters) = leftovers_in(&server_ns);
         assert!(classes.is_empty(), "after expiry: classes {classes:?}");

@@ -9,9 +9,30 @@
 //! send, a netlink request, an earlier timer) is left for the agent task, which is woken for
 //! it. Measured: a setup through an agent task cost two cross-thread wake-ups per round trip
 //! on a multi-thread runtime.
+//!
+//! # Enforcement off the signaling loop
+//!
+//! The enforcer has its own lock ([`SharedEnforcer`]), apart from this state: nothing awaits
+//! it while holding the state. A rule action the enforcer cannot apply at once joins a FIFO
+//! here; the task takes the oldest ([`Core::next_enforcement`]) as a `'static` future that
+//! owns the enforcer's lock, polls it as one more branch of its loop beside datagrams, timers
+//! and commands, and hands its outcome back ([`Core::enforced`]), which feeds the engine and
+//! starts the next. So a slow netlink request delays rule changes, not signaling: other
+//! sessions' refreshes, timers and `accept`/`connect` go on meanwhile.
+//!
+//! Order: what must not be reordered is one rule's (and one session's, whose rules act on
+//! the same socket) actions, e.g. an install and the remove of the same rule. One action in
+//! flight at a time and a FIFO give it: an action whose session or rule has one waiting or in
+//! flight queues behind it, and the synchronous fast path ([`Enforcer::install_now`] …) only
+//! runs when neither is so and the enforcer's lock is free (it is held while an action is in
+//! flight). Actions of other sessions may pass queued ones on that path. The enforcer takes
+//! `&mut self`, so one slow call still delays the agent's other rule changes (not its
+//! signaling).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +49,34 @@ use crate::policy::{Policy, ERROR_POLICY};
 
 /// How far away "no timer" is: the task's sleep is parked there.
 pub(crate) const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The agent's enforcer, locked apart from its state (see [the module](self)).
+pub(crate) type SharedEnforcer = Arc<Mutex<Box<dyn Enforcer>>>;
+
+/// One waiting rule action being applied: owns the enforcer's lock until it resolves; the
+/// task polls it and hands the result to [`Core::enforced`].
+pub(crate) type Enforcement = Pin<Box<dyn Future<Output = Enforced> + Send>>;
+
+/// What the enforcer made of one rule action.
+pub(crate) enum Enforced {
+    Installed {
+        session: SessionId,
+        rule: Rule,
+        result: Result<Applied, EnforceError>,
+    },
+    Modified {
+        id: RuleId,
+        result: Result<Applied, EnforceError>,
+    },
+    Removed {
+        session: SessionId,
+        id: RuleId,
+        result: Result<(), EnforceError>,
+    },
+}
+
+/// Something to do once the rule actions queued before it are applied.
+type AfterEnforcement = Box<dyn FnOnce() + Send>;
 
 /// The agent's state and the bell that wakes its task.
 pub(crate) struct AgentCore {
@@ -89,8 +138,9 @@ impl AgentCore {
 
 struct SessionEntry {
     shared: Arc<SessionShared>,
-    /// The data sender's socket (a duplicate), for enforcers acting on sockets.
-    socket: Option<OwnedFd>,
+    /// The data sender's socket (a duplicate), for enforcers acting on sockets; shared with
+    /// an enforcement in flight, so it closes after both are done.
+    socket: Option<Arc<OwnedFd>>,
     span: Span,
     /// Released by its owner (or the agent): removed once the engine's teardown actions had
     /// the socket.
@@ -116,7 +166,7 @@ pub(crate) struct CoreParts {
 
 pub(crate) struct Core {
     engine: Engine,
-    enforcer: Box<dyn Enforcer>,
+    enforcer: SharedEnforcer,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Unsignaled admissions whose owner waits for the rule load.
     pending_unsignaled: HashMap<RuleId, oneshot::Sender<Result<Opened, QosError>>>,
@@ -126,9 +176,17 @@ pub(crate) struct Core {
     unsignaled_outcomes: Vec<UnsignaledOutcome>,
     /// Loaded rules and the session each belongs to.
     rules_in_force: HashMap<RuleId, SessionId>,
-    /// Rule actions the enforcer could not apply at once, and every action after them (rules
-    /// change in the engine's order): the task applies them.
+    /// Rule actions the enforcer could not apply at once, and every later action of their
+    /// session or rule: the task applies them, oldest first, one at a time.
     waiting: VecDeque<RuleAction>,
+    /// The action the task is applying (taken from `waiting`).
+    in_flight: Option<RuleAction>,
+    /// Actions ever queued in `waiting`, and ever applied from it: FIFO and one at a time, so
+    /// every action queued before the `queued`-th is applied once `settled` reaches it.
+    queued: u64,
+    settled: u64,
+    /// Waiting for the actions queued before them: (`queued` then, what to do).
+    after_enforcement: Vec<(u64, AfterEnforcement)>,
     policy: SharedPolicy,
     /// The policy only serves lookups: a reload tears nothing down.
     custom_admission: bool,
@@ -144,12 +202,16 @@ impl Core {
     pub(crate) fn new(parts: CoreParts) -> Core {
         Core {
             engine: parts.engine,
-            enforcer: parts.enforcer,
+            enforcer: Arc::new(Mutex::new(parts.enforcer)),
             sessions: HashMap::new(),
             pending_unsignaled: HashMap::new(),
             unsignaled_outcomes: Vec::new(),
             rules_in_force: HashMap::new(),
             waiting: VecDeque::new(),
+            in_flight: None,
+            queued: 0,
+            settled: 0,
+            after_enforcement: Vec::new(),
             policy: parts.policy,
             custom_admission: parts.custom_admission,
             send_errors: 0,
@@ -164,10 +226,11 @@ impl Core {
     }
 
     /// Whether the task has something to do that a caller's call could not: datagrams to
-    /// send, rule actions to wait for, or a timer earlier than the one it has set.
+    /// send, a rule action to start (one in flight already wakes it when done), or a timer
+    /// earlier than the one it has set.
     fn needs_task(&self) -> bool {
         self.engine.has_transmit()
-            || !self.waiting.is_empty()
+            || (self.in_flight.is_none() && !self.waiting.is_empty())
             || self.engine.poll_timeout().is_some_and(|t| t < self.armed)
     }
 
@@ -192,6 +255,7 @@ impl Core {
             engine_sessions: self.engine.session_count(),
             owned_sessions: self.sessions.len(),
             rules_in_force: self.rules_in_force.len(),
+            enforce_queue: self.waiting.len() + usize::from(self.in_flight.is_some()),
             engine: self.engine.stats().clone(),
             send_errors: self.send_errors,
             transport_malformed,
@@ -223,7 +287,7 @@ impl Core {
             id,
             SessionEntry {
                 shared: shared.clone(),
-                socket,
+                socket: socket.map(Arc::new),
                 span,
                 released: false,
                 release_reply: None,
@@ -276,7 +340,7 @@ impl Core {
                 // "admission control is performed, the rule is sent to the TCP/IP stack".
                 self.pending_unsignaled.insert(rule, reply);
                 self.drain();
-                let install_waits = self.waiting.iter().any(
+                let install_waits = self.pending().any(
                     |action| matches!(action, RuleAction::Install { rule: r, .. } if r.id == rule),
                 );
                 if !install_waits {
@@ -425,8 +489,8 @@ impl Core {
 
     /// Moves everything the engine produced that needs no waiting to where it goes: rule
     /// changes the enforcer can apply at once, events to the owners, answers to unsignaled
-    /// owners. Datagrams and rule changes that must wait stay for the task's
-    /// [`flush`](Self::flush).
+    /// owners. Datagrams stay for the task's [`flush`](Self::flush), rule changes that must
+    /// wait for its [`next_enforcement`](Self::next_enforcement).
     fn drain(&mut self) {
         while self.drain_once() {}
         self.remove_released();
@@ -437,12 +501,10 @@ impl Core {
         let mut progressed = false;
         while let Some(action) = self.engine.poll_action() {
             progressed = true;
-            if self.waiting.is_empty() {
-                if let Some(action) = self.apply_now(action) {
-                    self.waiting.push_back(action);
-                }
-            } else {
-                self.waiting.push_back(action);
+            if self.must_wait(&action) {
+                self.enqueue(action);
+            } else if let Some(action) = self.apply_now(action) {
+                self.enqueue(action);
             }
         }
         while let Some((id, event)) = self.engine.poll_event() {
@@ -467,8 +529,8 @@ impl Core {
         progressed
     }
 
-    /// Everything [`drain`](Self::drain) leaves: datagrams out on `link`, waiting rule changes
-    /// applied in order; then a drain. The task calls it.
+    /// What [`drain`](Self::drain) leaves for the task, but rule changes: datagrams out on
+    /// `link`, then a drain. No enforcer call: those run in [`Enforcement`]s.
     pub(crate) async fn flush(&mut self, link: &mut Link) {
         loop {
             let mut progressed = false;
@@ -481,10 +543,6 @@ impl Core {
                     self.send_errors += 1;
                     debug!(to = %transmit.destination, error = %e, "transport send failed");
                 }
-            }
-            while let Some(action) = self.waiting.pop_front() {
-                progressed = true;
-                self.apply(action).await;
             }
             if self.drain_once() {
                 progressed = true;
@@ -502,7 +560,7 @@ impl Core {
         let released: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(id, e)| e.released && !self.waiting.iter().any(|a| action_session(a) == **id))
+            .filter(|(id, e)| e.released && !self.pending().any(|a| action_session(a) == **id))
             .map(|(id, _)| *id)
             .collect();
         for id in released {
@@ -519,55 +577,151 @@ impl Core {
         }
     }
 
-    /// Applies `action` if the enforcer can without waiting; otherwise hands it back.
-    fn apply_now(&mut self, action: RuleAction) -> Option<RuleAction> {
-        let socket = self
-            .sessions
-            .get(&action_session(&action))
-            .and_then(|e| e.socket.as_ref())
-            .map(|s| s.as_fd());
-        match &action {
-            RuleAction::Install { session, rule } => {
-                match self.enforcer.install_now(rule, socket) {
-                    Some(result) => {
-                        let (session, rule) = (*session, rule.clone());
-                        self.installed(session, &rule, result);
-                    }
-                    None => return Some(action),
-                }
-            }
-            RuleAction::Modify { rule, .. } => match self.enforcer.modify_now(rule, socket) {
-                Some(result) => self.modified(rule.id, result),
-                None => return Some(action),
-            },
-            RuleAction::Remove { session, id } => match self.enforcer.remove_now(*id, socket) {
-                Some(result) => self.removed(*session, *id, result),
-                None => return Some(action),
-            },
-        }
-        None
+    /// The rule actions waiting or in flight.
+    fn pending(&self) -> impl Iterator<Item = &RuleAction> {
+        self.in_flight.iter().chain(self.waiting.iter())
     }
 
-    /// Applies `action`, waiting for the enforcer as long as it takes.
-    async fn apply(&mut self, action: RuleAction) {
+    /// Whether `action` must queue behind an action of its session or rule that waits or is
+    /// in flight (see [the module](self)).
+    fn must_wait(&self, action: &RuleAction) -> bool {
+        let (session, rule) = (action_session(action), action_rule(action));
+        self.pending()
+            .any(|a| action_session(a) == session || action_rule(a) == rule)
+    }
+
+    fn enqueue(&mut self, action: RuleAction) {
+        self.queued += 1;
+        self.waiting.push_back(action);
+    }
+
+    /// Applies `action` if the enforcer can without waiting; otherwise hands it back (also
+    /// when the enforcer is busy with an action in flight).
+    fn apply_now(&mut self, action: RuleAction) -> Option<RuleAction> {
+        let enforced =
+            {
+                let Ok(mut enforcer) = self.enforcer.try_lock() else {
+                    return Some(action);
+                };
+                let socket = self
+                    .sessions
+                    .get(&action_session(&action))
+                    .and_then(|e| e.socket.as_deref())
+                    .map(AsFd::as_fd);
+                match &action {
+                    RuleAction::Install { session, rule } => enforcer
+                        .install_now(rule, socket)
+                        .map(|result| Enforced::Installed {
+                            session: *session,
+                            rule: rule.clone(),
+                            result,
+                        }),
+                    RuleAction::Modify { rule, .. } => {
+                        enforcer
+                            .modify_now(rule, socket)
+                            .map(|result| Enforced::Modified {
+                                id: rule.id,
+                                result,
+                            })
+                    }
+                    RuleAction::Remove { session, id } => {
+                        enforcer
+                            .remove_now(*id, socket)
+                            .map(|result| Enforced::Removed {
+                                session: *session,
+                                id: *id,
+                                result,
+                            })
+                    }
+                }
+            };
+        match enforced {
+            Some(enforced) => {
+                self.settle(enforced);
+                None
+            }
+            None => Some(action),
+        }
+    }
+
+    /// Starts the oldest waiting rule action when none is in flight: the task polls it off
+    /// this state's lock and hands its outcome to [`enforced`](Self::enforced).
+    pub(crate) fn next_enforcement(&mut self) -> Option<Enforcement> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let action = self.waiting.pop_front()?;
+        self.in_flight = Some(action.clone());
+        let enforcer = self.enforcer.clone();
         let socket = self
             .sessions
             .get(&action_session(&action))
-            .and_then(|e| e.socket.as_ref());
-        let socket = socket.map(|s| s.as_fd());
-        match action {
-            RuleAction::Install { session, rule } => {
-                let result = self.enforcer.install(&rule, socket).await;
-                self.installed(session, &rule, result);
+            .and_then(|e| e.socket.clone());
+        Some(Box::pin(async move {
+            let mut enforcer = enforcer.lock_owned().await;
+            let socket = socket.as_deref().map(AsFd::as_fd);
+            match action {
+                RuleAction::Install { session, rule } => {
+                    let result = enforcer.install(&rule, socket).await;
+                    Enforced::Installed {
+                        session,
+                        rule,
+                        result,
+                    }
+                }
+                RuleAction::Modify { rule, .. } => Enforced::Modified {
+                    id: rule.id,
+                    result: enforcer.modify(&rule, socket).await,
+                },
+                RuleAction::Remove { session, id } => Enforced::Removed {
+                    session,
+                    id,
+                    result: enforcer.remove(id, socket).await,
+                },
             }
-            RuleAction::Modify { rule, .. } => {
-                let result = self.enforcer.modify(&rule, socket).await;
-                self.modified(rule.id, result);
-            }
-            RuleAction::Remove { session, id } => {
-                let result = self.enforcer.remove(id, socket).await;
-                self.removed(session, id, result);
-            }
+        }))
+    }
+
+    /// The in-flight action is done: its outcome goes to the engine, and whatever waited for
+    /// it (releases, unsignaled owners, [`after_enforcement`](Self::after_enforcement)) is
+    /// answered.
+    pub(crate) fn enforced(&mut self, enforced: Enforced) {
+        self.in_flight = None;
+        self.settled += 1;
+        self.settle(enforced);
+        self.drain();
+        let settled = self.settled;
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.after_enforcement)
+            .into_iter()
+            .partition(|(queued, _)| *queued <= settled);
+        self.after_enforcement = later;
+        for (_, then) in ready {
+            then();
+        }
+    }
+
+    /// Runs `then` once every rule action queued so far is applied: at once if none waits.
+    pub(crate) fn after_enforcement(&mut self, then: AfterEnforcement) {
+        if self.settled >= self.queued {
+            then();
+        } else {
+            self.after_enforcement.push((self.queued, then));
+        }
+    }
+
+    fn settle(&mut self, enforced: Enforced) {
+        match enforced {
+            Enforced::Installed {
+                session,
+                rule,
+                result,
+            } => self.installed(session, &rule, result),
+            Enforced::Modified { id, result } => self.modified(id, result),
+            Enforced::Removed {
+                session,
+                id,
+                result,
+            } => self.removed(session, id, result),
         }
     }
 
@@ -621,22 +775,24 @@ impl Core {
         }
     }
 
-    /// The agent stops: every session released, every rule unloaded, the enforcer shut down.
-    pub(crate) async fn shutdown(&mut self, link: &mut Link) {
+    /// The agent stops: nothing new is opened, every session is released. The task then
+    /// applies the rule actions that leaves and calls [`stopped`](Self::stopped).
+    pub(crate) fn stop(&mut self) {
         self.stopped = true;
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.release(id);
         }
         self.drain();
-        self.flush(link).await;
+    }
+
+    /// Every rule action is applied: owners still waiting for a rule load are told the agent
+    /// stopped. Returns the enforcer, for its shutdown (off this state's lock).
+    pub(crate) fn stopped(&mut self) -> SharedEnforcer {
         for (_, reply) in self.pending_unsignaled.drain() {
             let _ = reply.send(Err(QosError::AgentStopped));
         }
-        if let Err(e) = self.enforcer.shutdown().await {
-            warn!(error = %e, "enforcer shutdown failed");
-        }
-        info!(sessions = self.engine.session_count(), "qtoq agent stopped");
+        self.enforcer.clone()
     }
 
     /// The agent task is gone without its teardown: the streams end instead of waiting.
@@ -653,6 +809,13 @@ fn action_session(action: &RuleAction) -> SessionId {
         RuleAction::Install { session, .. }
         | RuleAction::Modify { session, .. }
         | RuleAction::Remove { session, .. } => *session,
+    }
+}
+
+fn action_rule(action: &RuleAction) -> RuleId {
+    match action {
+        RuleAction::Install { rule, .. } | RuleAction::Modify { rule, .. } => rule.id,
+        RuleAction::Remove { id, .. } => *id,
     }
 }
 

@@ -1,5 +1,7 @@
-//! The agent task: one loop over commands, datagrams, the engine's single timer and the
-//! bell sockets ring when their own calls left it work (see [`core`](super::core)).
+//! The agent task: one loop over commands, datagrams, the engine's single timer, the rule
+//! action being enforced and the bell sockets ring when their own calls left it work (see
+//! [`core`](super::core)). Nothing in the loop awaits the enforcer: the action in flight is
+//! one more branch, so a slow netlink request holds up neither signaling nor callers.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, trace, warn, Instrument, Span};
 
-use super::core::{AgentCore, Core, CoreParts};
+use super::core::{AgentCore, Core, CoreParts, Enforced, Enforcement};
 use super::transport::{Link, MAX_DATAGRAM};
 use super::{Command, SharedPolicy};
 use crate::enforce::Enforcer;
@@ -35,6 +37,8 @@ pub(crate) struct Driver {
     link: Link,
     commands: mpsc::UnboundedReceiver<Command>,
     transport_malformed: u64,
+    /// The rule action being applied, if any. Held here so it moves with the driver.
+    enforcing: Option<Enforcement>,
     span: Span,
     /// The default agent, hosted by the first multi-thread runtime that asked for it: if
     /// that runtime shuts down while handles remain (connections of other runtimes), the
@@ -68,8 +72,10 @@ struct Serving(Option<Driver>);
 impl Drop for Serving {
     /// Reached with a driver only when the serving future was dropped: its runtime is
     /// shutting down. A relocatable driver that still has handles moves its sockets, engine
-    /// and sessions to a runtime on a thread of its own and goes on; peers see nothing. (An
-    /// action or datagram being handled at that instant may be lost: soft state recovers.)
+    /// and sessions to a runtime on a thread of its own and goes on; peers see nothing. (A
+    /// datagram being handled at that instant may be lost: soft state recovers. A rule action
+    /// in flight moves along in the driver; the default agent's socket enforcer applies at
+    /// once, so it has none that waits on the old runtime.)
     fn drop(&mut self) {
         let Some(mut driver) = self.0.take() else {
             return;
@@ -134,6 +140,7 @@ impl Driver {
             link: parts.link,
             commands: parts.commands,
             transport_malformed: 0,
+            enforcing: None,
             span,
             relocatable: parts.relocatable,
         };
@@ -168,6 +175,9 @@ impl Driver {
                 let deadline = {
                     let mut state = core.lock().await;
                     state.flush(&mut self.link).await;
+                    if self.enforcing.is_none() {
+                        self.enforcing = state.next_enforcement();
+                    }
                     state.arm()
                 };
                 if timer.deadline().into_std() != deadline {
@@ -204,6 +214,11 @@ impl Driver {
                         }
                     }
                     () = &mut timer => core.lock().await.engine().handle_timeout(Instant::now()),
+                    enforced = in_flight(&mut self.enforcing) => {
+                        // Done: a finished future must not be polled again.
+                        self.enforcing = None;
+                        core.lock().await.enforced(enforced);
+                    }
                     _ = recheck.tick() => {
                         core.lock().await.revalidate_policy();
                     }
@@ -212,13 +227,41 @@ impl Driver {
             }
             // Nothing queued after this point is served: its senders see the agent stopped.
             self.commands.close();
-            core.lock().await.shutdown(&mut self.link).await;
+            self.shut_down().await;
             if let Some(reply) = stopped {
                 let _ = reply.send(());
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// Every session released, every rule action applied (still off the state's lock, which
+    /// owners releasing at the same time take), then the enforcer shut down.
+    async fn shut_down(&mut self) {
+        let core = self.core.clone();
+        core.lock().await.stop();
+        loop {
+            {
+                let mut state = core.lock().await;
+                state.flush(&mut self.link).await;
+                if self.enforcing.is_none() {
+                    self.enforcing = state.next_enforcement();
+                }
+                if self.enforcing.is_none() {
+                    break;
+                }
+            }
+            let enforced = in_flight(&mut self.enforcing).await;
+            self.enforcing = None;
+            core.lock().await.enforced(enforced);
+        }
+        let enforcer = core.lock().await.stopped();
+        if let Err(e) = enforcer.lock().await.shutdown().await {
+            warn!(error = %e, "enforcer shutdown failed");
+        }
+        let sessions = core.lock().await.engine().session_count();
+        info!(sessions, "qtoq agent stopped");
     }
 
     async fn command(&mut self, command: Command) {
@@ -230,19 +273,31 @@ impl Driver {
             }
             Command::ReloadPolicy { policy, reply } => {
                 let torn_down = state.reload_policy(*policy);
-                // Answered once the rules are unloaded, as documented.
                 state.flush(&mut self.link).await;
-                let _ = reply.send(torn_down);
+                // Answered once the rules are unloaded, as documented; the loop goes on.
+                state.after_enforcement(Box::new(move || {
+                    let _ = reply.send(torn_down);
+                }));
             }
             Command::RevalidatePolicy { reply } => {
                 let torn_down = state.revalidate_policy();
                 state.flush(&mut self.link).await;
-                let _ = reply.send(torn_down);
+                state.after_enforcement(Box::new(move || {
+                    let _ = reply.send(torn_down);
+                }));
             }
             // Handled by the loop, which stops.
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
             }
         }
+    }
+}
+
+/// The outcome of the rule action in flight; never resolves when there is none.
+async fn in_flight(slot: &mut Option<Enforcement>) -> Enforced {
+    match slot {
+        Some(enforcement) => enforcement.await,
+        None => std::future::pending().await,
     }
 }

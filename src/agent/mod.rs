@@ -118,6 +118,10 @@ pub struct AgentStats {
     pub owned_sessions: usize,
     /// Rules the enforcer has loaded and not yet unloaded.
     pub rules_in_force: usize,
+    /// Rule changes waiting for the enforcer, including the one it is applying (netlink
+    /// requests of the tc backend; the socket backend applies at once): a number that stays
+    /// up means a slow or stuck enforcer. Signaling goes on meanwhile.
+    pub enforce_queue: usize,
     /// The engine's counters.
     pub engine: Stats,
     /// Datagrams the transport failed to send.
