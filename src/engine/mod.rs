@@ -91,10 +91,16 @@ use crate::flow::{Admission, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
 mod codec;
-mod core;
 mod index;
 mod inspect;
 mod msg;
+mod outbox;
+mod path;
+mod receive;
+mod refresh;
+mod resv;
+mod rules;
+mod sessions;
 mod state;
 mod timer;
 
