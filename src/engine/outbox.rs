@@ -43,6 +43,16 @@ pub(super) fn error_name(code: u8) -> &'static str {
     }
 }
 
+/// Where an error message goes: its session, the address of this host that reports it
+/// (ERROR_SPEC node and source address) and the hop it is sent to (the next hop for a
+/// ResvErr, the previous hop for a PathErr).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ErrorRoute {
+    pub(super) session: SessionKey,
+    pub(super) own: IpAddr,
+    pub(super) to: IpAddr,
+}
+
 impl Engine {
     pub(super) fn emit(&mut self, owner: SessionId, event: Event) {
         self.events.push_back((owner, event));
@@ -198,18 +208,20 @@ impl Engine {
         msg
     }
 
-    /// A ResvErr from this host (`own`) about `descriptors`, to next hop `nhop`.
-    #[allow(clippy::too_many_arguments)]
+    /// A ResvErr from this host about `descriptors`, to the next hop `route.to`.
     pub(super) fn queue_resv_err(
         &mut self,
-        key: SessionKey,
-        own: IpAddr,
-        nhop: IpAddr,
+        route: ErrorRoute,
         style: Option<Style>,
         descriptors: Vec<Descriptor>,
         code: u8,
         value: u16,
     ) {
+        let ErrorRoute {
+            session: key,
+            own,
+            to: nhop,
+        } = route;
         let mut msg = Msg::new(Kind::ResvErr, key);
         msg.hop = Some(Hop { addr: own, lih: 0 });
         msg.error = Some(ErrorInfo {
@@ -225,18 +237,20 @@ impl Engine {
         self.queue(msg, nhop, own);
     }
 
-    /// A PathErr from this host (`own`) about `sender`'s path, to previous hop `phop`.
-    #[allow(clippy::too_many_arguments)]
+    /// A PathErr from this host about `sender`'s path, to the previous hop `route.to`.
     pub(super) fn queue_path_err(
         &mut self,
-        key: SessionKey,
-        own: IpAddr,
-        phop: IpAddr,
+        route: ErrorRoute,
         sender: Option<SocketAddr>,
         tspec: Option<TokenBucket>,
         code: u8,
         value: u16,
     ) {
+        let ErrorRoute {
+            session: key,
+            own,
+            to: phop,
+        } = route;
         let mut msg = Msg::new(Kind::PathErr, key);
         msg.error = Some(ErrorInfo {
             node: own,

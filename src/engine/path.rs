@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::msg::Msg;
-use super::outbox::RSVP_SYSTEM_ERROR;
+use super::outbox::{ErrorRoute, RSVP_SYSTEM_ERROR};
 use super::refresh::answer;
 use super::sessions::MAX_STATES_PER_SESSION;
 use super::state::{LocalSender, Psb, Role, Session};
@@ -115,9 +115,11 @@ impl Engine {
                 "session table full; path refused"
             );
             self.queue_path_err(
-                msg.session,
-                own,
-                hop.addr,
+                ErrorRoute {
+                    session: msg.session,
+                    own,
+                    to: hop.addr,
+                },
                 Some(sender),
                 Some(tspec),
                 RSVP_SYSTEM_ERROR,
@@ -143,9 +145,11 @@ impl Engine {
                 self.stats.rejected += 1;
                 self.put(slot, session);
                 self.queue_path_err(
-                    msg.session,
-                    own,
-                    hop.addr,
+                    ErrorRoute {
+                        session: msg.session,
+                        own,
+                        to: hop.addr,
+                    },
                     Some(sender),
                     Some(tspec),
                     RSVP_SYSTEM_ERROR,

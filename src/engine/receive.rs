@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::codec;
 use super::msg::{Kind, Msg};
+use super::outbox::ErrorRoute;
 use super::refresh::is_live;
 use super::{Engine, Incoming};
 
@@ -72,9 +73,11 @@ impl Engine {
             Kind::Path => {
                 let phop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_path_err(
-                    answer.session,
-                    own,
-                    phop,
+                    ErrorRoute {
+                        session: answer.session,
+                        own,
+                        to: phop,
+                    },
                     answer.sender,
                     None,
                     answer.code,
@@ -84,9 +87,11 @@ impl Engine {
             Kind::Resv => {
                 let nhop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_resv_err(
-                    answer.session,
-                    own,
-                    nhop,
+                    ErrorRoute {
+                        session: answer.session,
+                        own,
+                        to: nhop,
+                    },
                     None,
                     Vec::new(),
                     answer.code,

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg};
-use super::outbox::{error_name, CONFLICTING_STYLE, NO_PATH, NO_SENDER, RSVP_SYSTEM_ERROR};
+use super::outbox::{
+    error_name, ErrorRoute, CONFLICTING_STYLE, NO_PATH, NO_SENDER, RSVP_SYSTEM_ERROR,
+};
 use super::refresh::answer;
 use super::rules::Loss;
 use super::sessions::MAX_STATES_PER_SESSION;
@@ -13,6 +15,38 @@ use super::state::{Filter, RecvState, Request, Role, Rsb, RuleState, Session};
 use super::timer::{Ms, NEVER};
 use super::{CommandError, Engine, Event, SessionId, Style};
 use crate::wire::intserv::FlowSpec;
+
+/// A Resv being applied to a session with local senders: what each step needs of it.
+struct ResvIn<'a> {
+    msg: &'a Msg,
+    /// Its next hop (RSVP_HOP): where its state is kept and errors go.
+    hop: Hop,
+    style: Style,
+    /// This host's address in the session (its first local sender's): the error node.
+    own: IpAddr,
+    now: Ms,
+    /// When reservation state it creates or refreshes expires.
+    expires_at: Ms,
+}
+
+impl ResvIn<'_> {
+    /// Where a ResvErr about this Resv goes.
+    fn route(&self) -> ErrorRoute {
+        ErrorRoute {
+            session: self.msg.session,
+            own: self.own,
+            to: self.hop.addr,
+        }
+    }
+}
+
+/// One reservation a Resv asks for: which senders, how much, and the flow descriptor that
+/// names it in an error.
+struct ResvEntry {
+    filter: Filter,
+    flowspec: FlowSpec,
+    descriptor: Descriptor,
+}
 
 impl Engine {
     pub(super) fn cmd_reserve(
@@ -149,7 +183,15 @@ impl Engine {
             .and_then(|slot| Some((slot, self.take(slot)?)));
         match found {
             Some((slot, mut session)) if !session.senders.is_empty() => {
-                self.resv_into(slot, &mut session, now, hop, style, refresh, &msg);
+                let resv = ResvIn {
+                    msg: &msg,
+                    hop,
+                    style,
+                    own: session.senders[0].sender.ip(),
+                    now,
+                    expires_at: now.saturating_add(self.lifetime(refresh)),
+                };
+                self.resv_into(slot, &mut session, &resv);
                 self.put(slot, session);
             }
             other => {
@@ -159,9 +201,11 @@ impl Engine {
                 }
                 self.stats.rejected += 1;
                 self.queue_resv_err(
-                    msg.session,
-                    destination,
-                    hop.addr,
+                    ErrorRoute {
+                        session: msg.session,
+                        own: destination,
+                        to: hop.addr,
+                    },
                     msg.style,
                     msg.descriptors,
                     NO_PATH,
@@ -172,174 +216,118 @@ impl Engine {
     }
 
     /// A Resv for a session with local senders.
-    #[allow(clippy::too_many_arguments)]
-    fn resv_into(
-        &mut self,
-        slot: u32,
-        session: &mut Session,
-        now: Ms,
-        hop: Hop,
-        style: Style,
-        refresh: u32,
-        msg: &Msg,
-    ) {
-        let own = session.senders[0].sender.ip();
+    fn resv_into(&mut self, slot: u32, session: &mut Session, resv: &ResvIn<'_>) {
         if session
             .rsbs
             .iter()
-            .any(|r| r.nhop.addr != hop.addr && r.style != style)
+            .any(|r| r.nhop.addr != resv.hop.addr && r.style != resv.style)
         {
             self.stats.rejected += 1;
             self.queue_resv_err(
-                msg.session,
-                own,
-                hop.addr,
-                msg.style,
-                msg.descriptors.clone(),
+                resv.route(),
+                resv.msg.style,
+                resv.msg.descriptors.clone(),
                 CONFLICTING_STYLE,
                 0,
             );
             return;
         }
-        // Flow descriptors → (filter, flowspec); an FF flowspec may be carried over from the
-        // previous descriptor (RFC 2205 §3.1.4).
-        let mut entries: Vec<(Filter, FlowSpec, Descriptor)> = Vec::new();
-        let mut carried: Option<FlowSpec> = None;
-        for descriptor in &msg.descriptors {
-            let Some(flowspec) = descriptor.flowspec.or(carried) else {
-                return self.malformed(msg, "resv flow descriptor without flowspec");
-            };
-            carried = Some(flowspec);
-            match style {
-                Style::FixedFilter => {
-                    for filter in &descriptor.filters {
-                        entries.push((
-                            Filter::One(*filter),
-                            flowspec,
-                            Descriptor {
-                                flowspec: Some(flowspec),
-                                filters: vec![*filter],
-                            },
-                        ));
-                    }
-                }
-                Style::SharedExplicit => entries.push((
-                    Filter::Many(descriptor.filters.clone().into_boxed_slice()),
-                    flowspec,
-                    descriptor.clone(),
-                )),
-                Style::WildcardFilter => entries.push((Filter::All, flowspec, descriptor.clone())),
-            }
-            if style != Style::FixedFilter {
-                break;
-            }
-        }
-        let expires_at = now.saturating_add(self.lifetime(refresh));
+        let Some(entries) = resv_entries(resv.msg, resv.style) else {
+            return self.malformed(resv.msg, "resv flow descriptor without flowspec");
+        };
         let mut confirm_for: Vec<usize> = Vec::new();
-        for (filter, flowspec, descriptor) in entries {
-            if !session.senders.iter().any(|s| filter.covers(s.sender)) {
-                self.stats.rejected += 1;
-                self.queue_resv_err(
-                    msg.session,
-                    own,
-                    hop.addr,
-                    msg.style,
-                    vec![descriptor],
-                    NO_SENDER,
-                    0,
-                );
-                continue;
-            }
-            let existing = session
-                .rsbs
-                .iter()
-                .position(|r| r.nhop.addr == hop.addr && r.filter == filter);
-            let (index, changed) = match existing {
-                Some(i) => {
-                    let rsb = &mut session.rsbs[i];
-                    let changed = rsb.flowspec != flowspec || rsb.style != style;
-                    if changed {
-                        rsb.flowspec = flowspec;
-                        rsb.style = style;
-                        rsb.refused = None;
-                    }
-                    rsb.nhop = hop;
-                    rsb.confirm = msg.confirm;
-                    rsb.expires_at = expires_at;
-                    (i, changed)
-                }
-                None if session.rsbs.len() >= MAX_STATES_PER_SESSION => {
-                    self.stats.rejected += 1;
-                    self.queue_resv_err(
-                        msg.session,
-                        own,
-                        hop.addr,
-                        msg.style,
-                        vec![descriptor],
-                        RSVP_SYSTEM_ERROR,
-                        0,
-                    );
-                    continue;
-                }
-                None => {
-                    session.rsbs.push(Rsb {
-                        nhop: hop,
-                        style,
-                        filter: filter.clone(),
-                        flowspec,
-                        confirm: msg.confirm,
-                        expires_at,
-                        refused: None,
-                    });
-                    (session.rsbs.len() - 1, true)
-                }
-            };
-            // Our Paths are answered: no more fast retransmission.
-            let mut owners: Vec<SessionId> = Vec::new();
-            for index in 0..session.senders.len() {
-                let local = &session.senders[index];
-                if !filter.covers(local.sender) {
-                    continue;
-                }
-                if !owners.contains(&local.owner) {
-                    owners.push(local.owner);
-                }
-                if !local.answered {
-                    let next = now.saturating_add(self.jitter());
-                    let local = &mut session.senders[index];
-                    answer(
-                        &mut local.answered,
-                        &mut local.fast,
-                        &mut local.next_at,
-                        next,
-                    );
-                    // A receiver was heard: the wait for one is over.
-                    local.wait_at = NEVER;
-                }
-            }
-            if changed {
-                for owner in owners {
-                    self.emit(owner, Event::ResvReceived { flowspec, style });
-                }
-            } else if let Some((code, value)) = session.rsbs[index].refused {
-                // A refresh of a refused request: the same answer again.
-                let descriptor = Self::rsb_descriptor(&session.rsbs[index]);
-                self.queue_resv_err(
-                    msg.session,
-                    own,
-                    hop.addr,
-                    Some(style),
-                    vec![descriptor],
-                    code,
-                    value,
-                );
-            } else if msg.confirm.is_some() {
-                confirm_for.push(index);
-            }
+        for entry in entries {
+            confirm_for.extend(self.resv_entry(session, resv, entry));
         }
         self.reconcile(slot, session, Loss::Withdrawn);
-        // A refresh that still asks for confirmation of a reservation in force.
-        for index in confirm_for {
+        self.confirm_in_force(session, &confirm_for);
+    }
+
+    /// Applies one reservation of a Resv: refused (no such sender, table full), stored, or
+    /// refreshed. Returns its index when it is an unchanged refresh that asks for a
+    /// confirmation.
+    fn resv_entry(
+        &mut self,
+        session: &mut Session,
+        resv: &ResvIn<'_>,
+        entry: ResvEntry,
+    ) -> Option<usize> {
+        let ResvEntry {
+            filter,
+            flowspec,
+            descriptor,
+        } = entry;
+        let stored = if session.senders.iter().any(|s| filter.covers(s.sender)) {
+            store_rsb(session, resv, &filter, flowspec).ok_or(RSVP_SYSTEM_ERROR)
+        } else {
+            Err(NO_SENDER)
+        };
+        let (index, changed) = match stored {
+            Ok(stored) => stored,
+            Err(code) => {
+                self.stats.rejected += 1;
+                self.queue_resv_err(resv.route(), resv.msg.style, vec![descriptor], code, 0);
+                return None;
+            }
+        };
+        let owners = self.paths_answered(session, &filter, resv.now);
+        if changed {
+            let style = resv.style;
+            for owner in owners {
+                self.emit(owner, Event::ResvReceived { flowspec, style });
+            }
+        } else if let Some((code, value)) = session.rsbs[index].refused {
+            // A refresh of a refused request: the same answer again.
+            let descriptor = Self::rsb_descriptor(&session.rsbs[index]);
+            self.queue_resv_err(
+                resv.route(),
+                Some(resv.style),
+                vec![descriptor],
+                code,
+                value,
+            );
+        } else if resv.msg.confirm.is_some() {
+            return Some(index);
+        }
+        None
+    }
+
+    /// A Resv covering `filter` answers the Paths of the local senders it covers: no more
+    /// fast retransmission, no more waiting for a receiver. Returns their owners.
+    fn paths_answered(
+        &mut self,
+        session: &mut Session,
+        filter: &Filter,
+        now: Ms,
+    ) -> Vec<SessionId> {
+        let mut owners: Vec<SessionId> = Vec::new();
+        for index in 0..session.senders.len() {
+            let local = &session.senders[index];
+            if !filter.covers(local.sender) {
+                continue;
+            }
+            if !owners.contains(&local.owner) {
+                owners.push(local.owner);
+            }
+            if !local.answered {
+                let next = now.saturating_add(self.jitter());
+                let local = &mut session.senders[index];
+                answer(
+                    &mut local.answered,
+                    &mut local.fast,
+                    &mut local.next_at,
+                    next,
+                );
+                // A receiver was heard: the wait for one is over.
+                local.wait_at = NEVER;
+            }
+        }
+        owners
+    }
+
+    /// ResvConfs for refreshes that still ask for confirmation of a reservation in force.
+    fn confirm_in_force(&mut self, session: &Session, confirm_for: &[usize]) {
+        for &index in confirm_for {
             let Some(rsb) = session.rsbs.get(index) else {
                 continue;
             };
@@ -459,5 +447,86 @@ impl Engine {
             _ => self.stats.ignored += 1,
         }
         self.put(slot, session);
+    }
+}
+
+/// A Resv's flow descriptors as reservations; an FF flowspec may be carried over from the
+/// previous descriptor (RFC 2205 §3.1.4). `None` when a descriptor has no flowspec to use.
+fn resv_entries(msg: &Msg, style: Style) -> Option<Vec<ResvEntry>> {
+    let mut entries: Vec<ResvEntry> = Vec::new();
+    let mut carried: Option<FlowSpec> = None;
+    for descriptor in &msg.descriptors {
+        let flowspec = descriptor.flowspec.or(carried)?;
+        carried = Some(flowspec);
+        match style {
+            Style::FixedFilter => {
+                for filter in &descriptor.filters {
+                    entries.push(ResvEntry {
+                        filter: Filter::One(*filter),
+                        flowspec,
+                        descriptor: Descriptor {
+                            flowspec: Some(flowspec),
+                            filters: vec![*filter],
+                        },
+                    });
+                }
+            }
+            Style::SharedExplicit => entries.push(ResvEntry {
+                filter: Filter::Many(descriptor.filters.clone().into_boxed_slice()),
+                flowspec,
+                descriptor: descriptor.clone(),
+            }),
+            Style::WildcardFilter => entries.push(ResvEntry {
+                filter: Filter::All,
+                flowspec,
+                descriptor: descriptor.clone(),
+            }),
+        }
+        if style != Style::FixedFilter {
+            break;
+        }
+    }
+    Some(entries)
+}
+
+/// Stores (or refreshes) the reservation state of `resv` for `filter`: its index and whether
+/// it is new or changed; `None` when the session holds as many as it may.
+fn store_rsb(
+    session: &mut Session,
+    resv: &ResvIn<'_>,
+    filter: &Filter,
+    flowspec: FlowSpec,
+) -> Option<(usize, bool)> {
+    let existing = session
+        .rsbs
+        .iter()
+        .position(|r| r.nhop.addr == resv.hop.addr && r.filter == *filter);
+    match existing {
+        Some(i) => {
+            let rsb = &mut session.rsbs[i];
+            let changed = rsb.flowspec != flowspec || rsb.style != resv.style;
+            if changed {
+                rsb.flowspec = flowspec;
+                rsb.style = resv.style;
+                rsb.refused = None;
+            }
+            rsb.nhop = resv.hop;
+            rsb.confirm = resv.msg.confirm;
+            rsb.expires_at = resv.expires_at;
+            Some((i, changed))
+        }
+        None if session.rsbs.len() >= MAX_STATES_PER_SESSION => None,
+        None => {
+            session.rsbs.push(Rsb {
+                nhop: resv.hop,
+                style: resv.style,
+                filter: filter.clone(),
+                flowspec,
+                confirm: resv.msg.confirm,
+                expires_at: resv.expires_at,
+                refused: None,
+            });
+            Some((session.rsbs.len() - 1, true))
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use super::outbox::ErrorRoute;
 use super::state::{Role, Rsb, RuleState, SenderRule, Session, UnsignaledRule};
 use super::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, SessionKey};
 use crate::flow::{AdmissionRequest, Flow, Rule, RuleId};
@@ -191,9 +192,11 @@ impl Engine {
                     let (nhop, style, descriptor) =
                         (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                     self.queue_resv_err(
-                        session.key,
-                        own,
-                        nhop,
+                        ErrorRoute {
+                            session: session.key,
+                            own,
+                            to: nhop,
+                        },
                         Some(style),
                         vec![descriptor],
                         failure.code,
@@ -310,9 +313,11 @@ impl Engine {
                                 let (nhop, style, descriptor) =
                                     (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                                 self.queue_resv_err(
-                                    session.key,
-                                    sender.ip(),
-                                    nhop,
+                                    ErrorRoute {
+                                        session: session.key,
+                                        own: sender.ip(),
+                                        to: nhop,
+                                    },
                                     Some(style),
                                     vec![descriptor],
                                     denied.code,
