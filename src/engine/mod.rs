@@ -110,9 +110,6 @@ use msg::Msg;
 use state::Session;
 use timer::{Clock, Timers};
 
-/// IP TTL (and common-header Send_TTL) of the messages this engine sends.
-pub const SEND_TTL: u8 = 64;
-
 /// Engine-local handle of one RSVP session as seen by one local owner (one connection).
 ///
 /// Unique for the engine's life, never reused; the public API exposes it as
@@ -129,16 +126,9 @@ pub struct SessionKey {
     pub protocol: u8,
 }
 
-/// Reservation style (RFC 2205 §1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Style {
-    /// Fixed-Filter: one reservation per listed sender.
-    FixedFilter,
-    /// Shared-Explicit: one reservation shared by the listed senders.
-    SharedExplicit,
-    /// Wildcard-Filter: one reservation shared by all senders.
-    WildcardFilter,
-}
+// One reservation style for the codec and the engine: the STYLE object's option vector is
+// the wire's business (`Style::option_vector`), the engine only matches on the variants.
+pub use crate::wire::Style;
 
 /// Engine configuration; [`Default`] gives the RFC 2205 defaults.
 #[derive(Debug, Clone)]

@@ -9,10 +9,11 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::codec;
-use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg};
+use super::msg::{router_alert, Descriptor, ErrorInfo, Hop, Msg};
 use super::state::{LocalSender, Request, Rsb, Session};
 use super::{Engine, Event, SessionId, SessionKey, Style, Transmit};
 use crate::wire::intserv::TokenBucket;
+use crate::wire::MsgType;
 
 /// RSVP error codes (RFC 2205 Appendix B).
 pub(super) const NO_PATH: u8 = 3;
@@ -94,7 +95,7 @@ impl Engine {
             self.transmits.push_back(Transmit {
                 destination,
                 source: Some(source),
-                router_alert: msg.kind.router_alert(),
+                router_alert: router_alert(msg.kind),
                 ttl: msg.send_ttl,
                 payload,
             });
@@ -136,20 +137,22 @@ impl Engine {
             // Also when it holds that sender's path state without an owner left to hear it
             // (the receiver closed first): otherwise the sender's refreshes and PathTear go
             // out and may never come back, and the stale state waits for expiry.
-            Kind::Path | Kind::PathTear => {
+            MsgType::Path | MsgType::PathTear => {
                 own_receiver
                     && (session.audience().next().is_some()
                         || msg
                             .sender
                             .is_some_and(|s| session.psbs.iter().any(|p| p.sender == s)))
             }
-            Kind::Resv | Kind::ResvTear | Kind::PathErr => own_sender(session),
-            Kind::ResvErr | Kind::ResvConf => own_receiver && session.has_receivers(),
+            MsgType::Resv | MsgType::ResvTear | MsgType::PathErr => own_sender(session),
+            MsgType::ResvErr | MsgType::ResvConf => own_receiver && session.has_receivers(),
+            // The engine builds no other type (see `Msg::kind`).
+            _ => false,
         }
     }
 
     pub(super) fn path_msg(&self, key: SessionKey, sender: &LocalSender) -> Msg {
-        let mut msg = Msg::new(Kind::Path, key);
+        let mut msg = Msg::new(MsgType::Path, key);
         msg.hop = Some(Hop {
             addr: sender.sender.ip(),
             lih: 0,
@@ -168,7 +171,11 @@ impl Engine {
         phop: Hop,
         tear: bool,
     ) -> Msg {
-        let kind = if tear { Kind::ResvTear } else { Kind::Resv };
+        let kind = if tear {
+            MsgType::ResvTear
+        } else {
+            MsgType::Resv
+        };
         let mut msg = Msg::new(kind, session.key);
         let own = session.key.destination.ip();
         msg.hop = Some(Hop {
@@ -222,7 +229,7 @@ impl Engine {
             own,
             to: nhop,
         } = route;
-        let mut msg = Msg::new(Kind::ResvErr, key);
+        let mut msg = Msg::new(MsgType::ResvErr, key);
         msg.hop = Some(Hop { addr: own, lih: 0 });
         msg.error = Some(ErrorInfo {
             node: own,
@@ -251,7 +258,7 @@ impl Engine {
             own,
             to: phop,
         } = route;
-        let mut msg = Msg::new(Kind::PathErr, key);
+        let mut msg = Msg::new(MsgType::PathErr, key);
         msg.error = Some(ErrorInfo {
             node: own,
             flags: 0,

@@ -9,10 +9,11 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::codec;
-use super::msg::{Kind, Msg};
+use super::msg::Msg;
 use super::outbox::ErrorRoute;
 use super::refresh::is_live;
 use super::{Engine, Incoming};
+use crate::wire::MsgType;
 
 /// Most locally delivered messages processed in one call (a guard against ping-pong).
 const LOCAL_BUDGET: usize = 100_000;
@@ -70,7 +71,7 @@ impl Engine {
     fn answer_undecodable(&mut self, datagram: Incoming<'_>, answer: codec::Answer) {
         let own = datagram.destination;
         match answer.kind {
-            Kind::Path => {
+            MsgType::Path => {
                 let phop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_path_err(
                     ErrorRoute {
@@ -84,7 +85,7 @@ impl Engine {
                     answer.value,
                 );
             }
-            Kind::Resv => {
+            MsgType::Resv => {
                 let nhop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_resv_err(
                     ErrorRoute {
@@ -115,13 +116,15 @@ impl Engine {
         let now = self.clock.ms(now);
         tracing::trace!(kind = ?msg.kind, session = ?msg.session, %source, "rsvp message");
         match msg.kind {
-            Kind::Path => self.on_path(now, source, ttl, msg),
-            Kind::PathTear => self.on_path_tear(msg),
-            Kind::PathErr => self.on_path_err(now, msg),
-            Kind::Resv => self.on_resv(now, destination, msg),
-            Kind::ResvTear => self.on_resv_tear(msg),
-            Kind::ResvErr => self.on_resv_err(now, msg),
-            Kind::ResvConf => self.on_resv_conf(now, msg),
+            MsgType::Path => self.on_path(now, source, ttl, msg),
+            MsgType::PathTear => self.on_path_tear(msg),
+            MsgType::PathErr => self.on_path_err(now, msg),
+            MsgType::Resv => self.on_resv(now, destination, msg),
+            MsgType::ResvTear => self.on_resv_tear(msg),
+            MsgType::ResvErr => self.on_resv_err(now, msg),
+            MsgType::ResvConf => self.on_resv_conf(now, msg),
+            // Refused when decoded and never built (see `Msg::kind`); ignored like them.
+            _ => self.stats.ignored += 1,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg};
+use super::msg::{Descriptor, ErrorInfo, Hop, Msg};
 use super::outbox::{
     error_name, ErrorRoute, CONFLICTING_STYLE, NO_PATH, NO_SENDER, RSVP_SYSTEM_ERROR,
 };
@@ -15,6 +15,7 @@ use super::state::{Filter, RecvState, Request, Role, Rsb, RuleState, Session};
 use super::timer::{Ms, NEVER};
 use super::{CommandError, Engine, Event, SessionId, Style};
 use crate::wire::intserv::FlowSpec;
+use crate::wire::MsgType;
 
 /// A Resv being applied to a session with local senders: what each step needs of it.
 struct ResvIn<'a> {
@@ -154,7 +155,7 @@ impl Engine {
             return;
         };
         let own = sender.ip();
-        let mut msg = Msg::new(Kind::ResvConf, session.key);
+        let mut msg = Msg::new(MsgType::ResvConf, session.key);
         msg.error = Some(ErrorInfo {
             node: own,
             flags: 0,

@@ -7,10 +7,11 @@
 
 use std::time::Instant;
 
-use super::msg::{Hop, Kind, Msg};
+use super::msg::{Hop, Msg};
 use super::state::{Owner, Role, Session};
 use super::{CommandError, Engine, Event, SessionId, SessionKey};
 use crate::flow::RuleId;
+use crate::wire::MsgType;
 
 /// Bits of an owner or rule id that name the session's slab slot (the rest is a counter, so
 /// ids are never reused).
@@ -169,7 +170,7 @@ impl Engine {
                         continue;
                     }
                     let local = session.senders.remove(i);
-                    let mut tear = Msg::new(Kind::PathTear, session.key);
+                    let mut tear = Msg::new(MsgType::PathTear, session.key);
                     tear.hop = Some(Hop {
                         addr: local.sender.ip(),
                         lih: 0,
