@@ -90,7 +90,6 @@ use rand::SeedableRng;
 use crate::flow::{Admission, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
-mod codec;
 mod index;
 mod inspect;
 mod msg;
@@ -103,6 +102,7 @@ mod rules;
 mod sessions;
 mod state;
 mod timer;
+mod translate;
 
 use index::KeyIndex;
 pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};

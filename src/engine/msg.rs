@@ -1,5 +1,5 @@
 //! The engine's own view of an RSVP message: only what host processing needs, already
-//! validated. [`codec`](super::codec) maps it to and from [`crate::wire`]; local delivery
+//! validated. [`translate`](super::translate) maps it to and from [`crate::wire`]; local delivery
 //! passes it around without encoding.
 
 use std::net::{IpAddr, SocketAddr};
@@ -44,7 +44,7 @@ pub(crate) struct Descriptor {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Msg {
     /// One of the seven RFC 2205 types: the others are refused when decoded
-    /// ([`codec::from_wire`](super::codec::from_wire)) and never built.
+    /// ([`translate::from_wire`](super::translate::from_wire)) and never built.
     pub(crate) kind: MsgType,
     pub(crate) send_ttl: u8,
     pub(crate) session: SessionKey,

@@ -8,9 +8,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::codec;
 use super::msg::{router_alert, Descriptor, ErrorInfo, Hop, Msg};
 use super::state::{LocalSender, Request, Rsb, Session};
+use super::translate;
 use super::{Engine, Event, SessionId, SessionKey, Style, Transmit};
 use crate::wire::intserv::TokenBucket;
 use crate::wire::MsgType;
@@ -88,7 +88,7 @@ impl Engine {
                 self.local.push_back((source, destination, msg));
                 continue;
             }
-            let Some(payload) = codec::encode(&msg) else {
+            let Some(payload) = translate::encode(&msg) else {
                 continue;
             };
             self.stats.transmitted += 1;

@@ -8,10 +8,10 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::codec;
 use super::msg::Msg;
 use super::outbox::ErrorRoute;
 use super::refresh::is_live;
+use super::translate;
 use super::{Engine, Incoming};
 use crate::wire::MsgType;
 
@@ -43,7 +43,7 @@ impl Engine {
 
     pub(super) fn on_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
         self.stats.received += 1;
-        match codec::decode(datagram.payload) {
+        match translate::decode(datagram.payload) {
             Ok(msg) => self.on_msg(
                 now,
                 datagram.source,
@@ -68,7 +68,7 @@ impl Engine {
 
     /// Answers a message the codec refused with the error it deserves (13/14), when enough of
     /// it could be read to address the answer.
-    fn answer_undecodable(&mut self, datagram: Incoming<'_>, answer: codec::Answer) {
+    fn answer_undecodable(&mut self, datagram: Incoming<'_>, answer: translate::Answer) {
         let own = datagram.destination;
         match answer.kind {
             MsgType::Path => {

@@ -1,4 +1,5 @@
-//! Maps the engine's [`Msg`] to and from the wire codec ([`crate::wire`]).
+//! Translates between the engine's [`Msg`] and the wire codec's [`Message`] ([`crate::wire`]
+//! owns the bytes; this only maps one model onto the other).
 //!
 //! Decoding leans entirely on [`Message::decode`] (which validates); the only bytes read
 //! here are those of a message the codec refused with an error that RFC 2205 answers
