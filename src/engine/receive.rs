@@ -51,7 +51,7 @@ impl Engine {
                 datagram.ttl,
                 msg,
             ),
-            Err(failure) if failure.unsupported => {
+            Err(failure) if failure.unsupported() => {
                 self.stats.ignored += 1;
                 tracing::debug!(source = %datagram.source, error = %failure.error, "message ignored");
             }

@@ -19,11 +19,30 @@ use crate::wire::{
 /// Why a datagram could not become a [`Msg`], and how to answer it.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    pub(crate) error: String,
+    pub(crate) error: DecodeError,
+    pub(crate) answer: Option<Box<Answer>>,
+}
+
+/// Why a datagram is not a [`Msg`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// The wire codec refused it (malformed or invalid).
+    #[error(transparent)]
+    Wire(WireError),
     /// A well-formed message of a type the host engine does not process (Bundle, Ack,
     /// Srefresh, challenges): not malformed, just ignored.
-    pub(crate) unsupported: bool,
-    pub(crate) answer: Option<Box<Answer>>,
+    #[error("{0:?} messages are not processed by the host engine")]
+    Unsupported(MsgType),
+    /// A message the codec accepted without a SESSION object.
+    #[error("message without session")]
+    NoSession,
+}
+
+impl Failure {
+    /// Whether the message is well-formed but of a type the engine ignores.
+    pub(crate) fn unsupported(&self) -> bool {
+        matches!(self.error, DecodeError::Unsupported(_))
+    }
 }
 
 /// What can be read of a refused message to address its error answer.
@@ -205,16 +224,14 @@ pub(crate) fn from_wire(message: &Message) -> Result<Msg, Failure> {
         | MsgType::ResvConf) => kind,
         other => {
             return Err(Failure {
-                error: format!("{other:?} messages are not processed by the host engine"),
-                unsupported: true,
+                error: DecodeError::Unsupported(other),
                 answer: None,
             })
         }
     };
     let Some(session) = message.session() else {
         return Err(Failure {
-            error: "message without session".into(),
-            unsupported: false,
+            error: DecodeError::NoSession,
             answer: None,
         });
     };
@@ -280,8 +297,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Msg, Failure> {
         Ok(message) => from_wire(&message),
         Err(error) => Err(Failure {
             answer: answer_for(bytes, &error).map(Box::new),
-            unsupported: false,
-            error: error.to_string(),
+            error: DecodeError::Wire(error),
         }),
     }
 }
@@ -518,5 +534,20 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert!(decode(&junk).is_err());
         }
+    }
+
+    #[test]
+    fn refusals_say_why_in_types() {
+        let ack = from_wire(&Message::new(MsgType::Ack)).unwrap_err();
+        assert!(ack.unsupported());
+        assert_eq!(
+            ack.error.to_string(),
+            "Ack messages are not processed by the host engine"
+        );
+        let no_session = from_wire(&Message::new(MsgType::Path)).unwrap_err();
+        assert!(matches!(no_session.error, DecodeError::NoSession));
+        assert!(!no_session.unsupported());
+        let garbage = decode(&[0x10, 1, 0, 0]).unwrap_err();
+        assert!(matches!(garbage.error, DecodeError::Wire(_)));
     }
 }
