@@ -144,11 +144,11 @@ impl Pair {
                 destination: receiver_of(i),
                 protocol: 6,
             };
-            let c = self.receiver.open_session(now, key);
+            let c = self.receiver.open_session(now, key).unwrap();
             self.receiver
                 .reserve(now, c, Style::FixedFilter, flowspec(), true)
                 .expect("reserve");
-            let s = self.sender.open_session(now, key);
+            let s = self.sender.open_session(now, key).unwrap();
             self.sender
                 .add_sender(
                     now,
@@ -276,7 +276,7 @@ fn bench(c: &mut Criterion) {
             protocol: 6,
         };
         let mut probe = Pair::new();
-        let id = probe.sender.open_session(probe.now, key);
+        let id = probe.sender.open_session(probe.now, key).unwrap();
         probe
             .sender
             .add_sender(

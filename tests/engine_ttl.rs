@@ -34,7 +34,7 @@ fn receiver() -> (Engine, SessionId, Instant) {
     };
     let mut engine = Engine::new(config, Box::new(AdmitAll));
     let now = Instant::now();
-    let id = engine.open_session(now, receiver_key());
+    let id = engine.open_session(now, receiver_key()).unwrap();
     (engine, id, now)
 }
 
@@ -117,8 +117,8 @@ fn locally_delivered_path_has_no_non_rsvp_hops() {
     let mut engine = Engine::new(config, Box::new(AdmitAll));
     let now = Instant::now();
     let local_sender = SocketAddr::new(v4(2), 50_000);
-    let receiver = engine.open_session(now, receiver_key());
-    let sending = engine.open_session(now, receiver_key());
+    let receiver = engine.open_session(now, receiver_key()).unwrap();
+    let sending = engine.open_session(now, receiver_key()).unwrap();
     engine
         .add_sender(
             now,

@@ -386,6 +386,10 @@ pub enum CommandError {
     /// Admission control refused an unsignaled rule.
     #[error(transparent)]
     Denied(#[from] crate::flow::AdmissionDenied),
+    /// The session table has no room for another session (2^24 - 1 sessions, counting those
+    /// learned from the network).
+    #[error("session table full: release (close) sessions before opening more")]
+    TableFull,
 }
 
 /// Counters of what the engine saw, for logs and monitoring.
@@ -423,6 +427,8 @@ pub struct Engine {
     /// Session slab; `None` marks a free slot (listed in `free`).
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
+    /// Slots the slab may grow to ([`sessions::SLOT_LIMIT`]; unit tests lower it).
+    slot_limit: u32,
     /// Session key → slot.
     index: KeyIndex,
     /// Open owners and tracked rules (their ids carry their session's slot, so no map is
@@ -475,6 +481,7 @@ impl Engine {
             clock: Clock::default(),
             sessions: Vec::new(),
             free: Vec::new(),
+            slot_limit: sessions::SLOT_LIMIT,
             index: KeyIndex::new(),
             owner_total: 0,
             rule_total: 0,
@@ -496,10 +503,19 @@ impl Engine {
     ///
     /// If path state for `key` is already known, an [`Event::PathReceived`] for each sender
     /// is queued at once.
-    pub fn open_session(&mut self, now: Instant, key: SessionKey) -> SessionId {
-        let id = self.cmd_open_session(now, key);
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::TableFull`] when `key` has no session yet and the session table has no
+    /// room for one (nothing is changed).
+    pub fn open_session(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+    ) -> Result<SessionId, CommandError> {
+        let id = self.cmd_open_session(now, key)?;
         self.drain_local(now);
-        id
+        Ok(id)
     }
 
     /// Registers a local sender on the session (`rapi_sender`): a PATH goes out now and on every

@@ -17,6 +17,9 @@ use crate::wire::MsgType;
 /// ids are never reused).
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+/// How many slots the slab may have: the last slot number stays unused, so that ids ending
+/// in it name no session.
+pub(super) const SLOT_LIMIT: u32 = (1 << SLOT_BITS) - 1;
 /// Most path states (senders) and reservation states one session keeps from the network.
 pub(super) const MAX_STATES_PER_SESSION: usize = 64;
 
@@ -54,10 +57,10 @@ impl Engine {
                 slot
             }
             None => {
+                let limit = self.slot_limit;
                 let slot = u32::try_from(self.sessions.len())
                     .ok()
-                    // The last slot number stays unused: ids ending in it name no session.
-                    .filter(|s| u64::from(*s) < SLOT_MASK)?;
+                    .filter(|s| *s < limit)?;
                 if self.sessions.len() == self.sessions.capacity() {
                     // Grow by an eighth: geometric (amortized O(1)) without doubling's slack.
                     let more = (self.sessions.len() / 8).max(16);
@@ -103,21 +106,22 @@ impl Engine {
         }
     }
 
-    pub(super) fn cmd_open_session(&mut self, now: Instant, key: SessionKey) -> SessionId {
+    pub(super) fn cmd_open_session(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+    ) -> Result<SessionId, CommandError> {
         self.clock.ms(now);
         // Owners are bounded by the caller, not by `max_sessions` (that limits the network).
         let Some(slot) = self.slot_for(key, false) else {
-            // 2^24 sessions: an id that names nothing (every command on it fails).
-            let id = SessionId(self.next_session << SLOT_BITS | SLOT_MASK);
-            self.next_session += 1;
-            tracing::error!("session slab full; session {id:?} has no state");
-            return id;
+            tracing::warn!(session = ?key, "session slab full; session not opened");
+            return Err(CommandError::TableFull);
         };
         let id = SessionId(self.next_session << SLOT_BITS | u64::from(slot));
         self.next_session += 1;
         self.owner_total += 1;
         let Some(mut session) = self.take(slot) else {
-            return id;
+            return Ok(id);
         };
         session.owners.push(Owner {
             id,
@@ -133,7 +137,7 @@ impl Engine {
             ));
         }
         self.put(slot, session);
-        id
+        Ok(id)
     }
 
     /// The slot and owner index of `id`, taking the session out.
@@ -215,5 +219,43 @@ impl Engine {
             },
         );
         self.put(slot, session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use super::super::{CommandError, Engine, EngineConfig, SessionKey};
+    use crate::flow::AdmitAll;
+
+    fn key(port: u16) -> SessionKey {
+        SessionKey {
+            destination: SocketAddr::from(([10, 0, 0, 2], port)),
+            protocol: 6,
+        }
+    }
+
+    #[test]
+    fn open_session_reports_a_full_table() {
+        let mut engine = Engine::new(EngineConfig::default(), Box::new(AdmitAll));
+        // The real limit is 2^24 - 1 sessions: too many for a unit test.
+        engine.slot_limit = 2;
+        let now = Instant::now();
+        engine.open_session(now, key(1)).unwrap();
+        let second = engine.open_session(now, key(2)).unwrap();
+        // Another owner of a session that exists takes no slot.
+        engine.open_session(now, key(1)).unwrap();
+        assert_eq!(
+            engine.open_session(now, key(3)),
+            Err(CommandError::TableFull)
+        );
+        assert_eq!(engine.session_count(), 2);
+        assert_eq!(engine.owner_count(), 3);
+        // A released session gives its slot back.
+        engine.release(now, second);
+        let third = engine.open_session(now, key(3)).unwrap();
+        assert!(engine.session_info(third).is_some());
     }
 }

@@ -565,14 +565,14 @@ impl Flow2 {
         let receiver = sock(self.receiver.ip(), port);
         let k = key(receiver);
         let c = self.net.with(self.client, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.reserve(now, id, Style::FixedFilter, flowspec(), true)
                 .unwrap();
             id
         });
         let sender = self.sender;
         let s = self.net.with(self.server, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.add_sender(now, id, sender, tspec()).unwrap();
             id
         });
