@@ -79,10 +79,11 @@ struct Pair {
 
 impl Pair {
     fn new() -> Self {
-        let config = |seed| EngineConfig {
-            refresh_period: R,
-            rng_seed: seed,
-            ..EngineConfig::default()
+        let config = |seed| {
+            let mut config = EngineConfig::default();
+            config.refresh_period = R;
+            config.rng_seed = seed;
+            config
         };
         Pair {
             now: Instant::now(),

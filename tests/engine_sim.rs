@@ -1226,14 +1226,11 @@ fn a_second_receiver_left_behind_is_still_told_and_a_released_one_is_not() {
 fn the_wait_is_configurable_can_be_turned_off_and_reports_a_late_timer() {
     // Turned off: a silent peer stays silent.
     let mut net = Net::new(65);
-    let off = net.add(
-        "off",
-        v4(1),
-        qtoq::engine::EngineConfig {
-            peer_wait: None,
-            ..config(65)
-        },
-    );
+    let off = net.add("off", v4(1), {
+        let mut config = config(65);
+        config.peer_wait = None;
+        config
+    });
     let (s, c) = net.with(off, |e, now| {
         let s = e.open_session(now, key(sock(v4(7), 1))).unwrap();
         e.add_sender(now, s, sock(v4(1), 80), tspec()).unwrap();
@@ -1248,9 +1245,10 @@ fn the_wait_is_configurable_can_be_turned_off_and_reports_a_late_timer() {
 
     // A short wait, and a caller that runs the timers late: `waited` says how long it was.
     let mut engine = qtoq::engine::Engine::new(
-        qtoq::engine::EngineConfig {
-            peer_wait: Some(Duration::from_millis(200)),
-            ..config(66)
+        {
+            let mut config = config(66);
+            config.peer_wait = Some(Duration::from_millis(200));
+            config
         },
         admit_all(),
     );

@@ -131,7 +131,11 @@ pub struct SessionKey {
 pub use crate::wire::Style;
 
 /// Engine configuration; [`Default`] gives the RFC 2205 defaults.
+///
+/// Non-exhaustive (it will grow, e.g. with refresh reduction and INTEGRITY keys): start from
+/// [`EngineConfig::default`] and set the fields you need.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Refresh period `R` this host announces in TIME_VALUES (default 30 s).
     pub refresh_period: Duration,
@@ -394,6 +398,7 @@ pub enum CommandError {
 
 /// Counters of what the engine saw, for logs and monitoring.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Datagrams handled.
     pub received: u64,

@@ -224,10 +224,9 @@ pub struct Net {
 }
 
 pub fn config(seed: u64) -> EngineConfig {
-    EngineConfig {
-        rng_seed: seed,
-        ..EngineConfig::default()
-    }
+    let mut config = EngineConfig::default();
+    config.rng_seed = seed;
+    config
 }
 
 impl Net {
