@@ -79,10 +79,11 @@ struct Pair {
 
 impl Pair {
     fn new() -> Self {
-        let config = |seed| EngineConfig {
-            refresh_period: R,
-            rng_seed: seed,
-            ..EngineConfig::default()
+        let config = |seed| {
+            let mut config = EngineConfig::default();
+            config.refresh_period = R;
+            config.rng_seed = seed;
+            config
         };
         Pair {
             now: Instant::now(),
@@ -144,11 +145,11 @@ impl Pair {
                 destination: receiver_of(i),
                 protocol: 6,
             };
-            let c = self.receiver.open_session(now, key);
+            let c = self.receiver.open_session(now, key).unwrap();
             self.receiver
                 .reserve(now, c, Style::FixedFilter, flowspec(), true)
                 .expect("reserve");
-            let s = self.sender.open_session(now, key);
+            let s = self.sender.open_session(now, key).unwrap();
             self.sender
                 .add_sender(
                     now,
@@ -276,7 +277,7 @@ fn bench(c: &mut Criterion) {
             protocol: 6,
         };
         let mut probe = Pair::new();
-        let id = probe.sender.open_session(probe.now, key);
+        let id = probe.sender.open_session(probe.now, key).unwrap();
         probe
             .sender
             .add_sender(

@@ -63,6 +63,8 @@ impl QosError {
             QosError::NoSignalingOnClient | QosError::InvalidSpec(_) => io::ErrorKind::InvalidInput,
             QosError::AdmissionDenied(_) => io::ErrorKind::PermissionDenied,
             QosError::RuleFailed { .. } | QosError::RuleRemoval(_) => io::ErrorKind::Other,
+            // Not the caller's input: the agent has no room (like EMFILE).
+            QosError::Command(CommandError::TableFull) => io::ErrorKind::Other,
             QosError::Command(_) => io::ErrorKind::InvalidInput,
             QosError::AgentStopped => io::ErrorKind::BrokenPipe,
         }
@@ -98,5 +100,8 @@ mod tests {
         assert!(io.to_string().contains("pool full"));
         let client: io::Error = QosError::NoSignalingOnClient.into();
         assert_eq!(client.kind(), io::ErrorKind::InvalidInput);
+        let full: io::Error = QosError::Command(CommandError::TableFull).into();
+        assert_eq!(full.kind(), io::ErrorKind::Other);
+        assert!(full.to_string().contains("session table full"));
     }
 }

@@ -122,14 +122,13 @@ impl Enforcer for Gated {
 }
 
 fn agent(network: &MemoryNetwork, ip: IpAddr, enforcer: Box<dyn Enforcer>) -> Agent {
+    let mut config = EngineConfig::default();
+    config.refresh_period = REFRESH;
+    config.fast_retransmit_initial = Duration::from_millis(20);
     Agent::builder()
         .transport(Transport::Memory(network.clone()))
         .local_addr(ip)
-        .engine_config(EngineConfig {
-            refresh_period: REFRESH,
-            fast_retransmit_initial: Duration::from_millis(20),
-            ..EngineConfig::default()
-        })
+        .engine_config(config)
         .peer_wait(None)
         .enforcer(enforcer)
         .build()

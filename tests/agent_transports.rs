@@ -77,15 +77,14 @@ async fn memory_network_with_loss_still_establishes() {
     // The agents answer for two loopback addresses the TCP ends bind.
     let (a, b) = (unique_loopback(), unique_loopback());
     let build = |ip| {
+        let mut engine = EngineConfig::default();
+        engine.fast_retransmit_initial = Duration::from_millis(20);
+        engine.fast_retransmit_count = 10;
+        engine.refresh_period = Duration::from_millis(300);
         Agent::builder()
             .transport(Transport::Memory(network.clone()))
             .local_addr(ip)
-            .engine_config(EngineConfig {
-                fast_retransmit_initial: Duration::from_millis(20),
-                fast_retransmit_count: 10,
-                refresh_period: Duration::from_millis(300),
-                ..EngineConfig::default()
-            })
+            .engine_config(engine)
             .build()
             .expect("memory agent")
     };

@@ -70,7 +70,7 @@ impl World {
         }
         let k = key(sock(v4(2), Self::port(i)));
         let id = self.f.net.with(self.f.client, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.reserve(now, id, Style::FixedFilter, flowspec(), true)
                 .unwrap();
             id
@@ -85,7 +85,7 @@ impl World {
         let k = key(sock(v4(2), Self::port(i)));
         let sender = self.f.sender;
         let id = self.f.net.with(self.f.server, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.add_sender(now, id, sender, tspec()).unwrap();
             id
         });
@@ -137,7 +137,7 @@ impl World {
                     protocol: 6,
                 };
                 let id = self.f.net.with(server, |e, now| {
-                    let id = e.open_session(now, key(flow.receiver));
+                    let id = e.open_session(now, key(flow.receiver)).unwrap();
                     match e.admit_unsignaled(now, id, flow, flowspec()) {
                         Ok(_) => Some(id),
                         Err(_) => {

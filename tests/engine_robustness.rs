@@ -69,14 +69,11 @@ proptest! {
 fn a_path_flood_is_capped_by_max_sessions_and_answered() {
     use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, TimeValues};
     let mut net = Net::new(42);
-    let victim = net.add(
-        "victim",
-        v4(2),
-        qtoq::engine::EngineConfig {
-            max_sessions: 8,
-            ..config(42)
-        },
-    );
+    let victim = net.add("victim", v4(2), {
+        let mut config = config(42);
+        config.max_sessions = 8;
+        config
+    });
     let attacker = net.add("attacker", v4(9), config(43));
     for port in 0..100u16 {
         let path = Message::path(

@@ -21,7 +21,7 @@ fn signaled_flow_on_one_host_establishes_refreshes_and_tears_down() {
 
     // Client primes its session and asks for the reservation before any PATH exists.
     let client = net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
@@ -29,7 +29,7 @@ fn signaled_flow_on_one_host_establishes_refreshes_and_tears_down() {
     assert!(net.nodes[host].events.is_empty());
     // Server: session for the connection, sender = server.
     let server = net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, server_addr, tspec()).unwrap();
         id
     });
@@ -119,7 +119,7 @@ fn receiver_opened_after_the_path_still_gets_it() {
     let server_addr = sock(LOOPBACK, 8080);
     let k = key(sock(LOOPBACK, 40_002));
     net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, server_addr, tspec()).unwrap();
     });
     // No receiver yet, but the destination is one of our addresses: the Path is ours, and
@@ -131,7 +131,7 @@ fn receiver_opened_after_the_path_still_gets_it() {
         "{stats:?}"
     );
     let client = net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
@@ -158,7 +158,7 @@ fn another_engine_on_another_loopback_address_is_reached_through_the_transport()
     let server_addr = sock(LOOPBACK, 8080);
     let k = key(sock(OTHER_LOOPBACK, 40_006));
     let server = net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, server_addr, tspec()).unwrap();
         id
     });
@@ -191,7 +191,7 @@ fn unsignaled_rule_sends_nothing_and_is_removed_on_release() {
         protocol: 6,
     };
     let (id, rule) = net.with(host, |e, now| {
-        let id = e.open_session(now, key(flow.receiver));
+        let id = e.open_session(now, key(flow.receiver)).unwrap();
         let rule = e.admit_unsignaled(now, id, flow, flowspec()).unwrap();
         (id, rule)
     });
@@ -218,7 +218,7 @@ fn unsignaled_rule_sends_nothing_and_is_removed_on_release() {
     // Admission refusal: an error, nothing installed, nothing left.
     net.nodes[host].gate.deny_with(1, 2, "no bandwidth left");
     let denied = net.with(host, |e, now| {
-        let id = e.open_session(now, key(flow.receiver));
+        let id = e.open_session(now, key(flow.receiver)).unwrap();
         let r = e.admit_unsignaled(now, id, flow, flowspec());
         e.release(now, id);
         r
@@ -240,13 +240,13 @@ fn a_thousand_same_host_reservations_through_one_engine() {
     for i in 0..1000u16 {
         let k = key(sock(LOOPBACK, 20_000 + i));
         let client = net.with(host, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.reserve(now, id, Style::FixedFilter, flowspec(), true)
                 .unwrap();
             id
         });
         let server = net.with(host, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.add_sender(now, id, server_addr, tspec()).unwrap();
             id
         });
@@ -287,7 +287,7 @@ const OTHER_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// Opens a receiver for `k` that asks for a confirmed FF reservation.
 fn open_client(net: &mut Net, host: usize, k: qtoq::engine::SessionKey) -> qtoq::engine::SessionId {
     net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
@@ -302,7 +302,7 @@ fn receiver_closing_first_leaves_no_stale_path_for_a_reused_port() {
     let k = key(sock(OTHER_LOOPBACK, 40_004));
     let client = open_client(&mut net, host, k);
     let server = net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, server_addr, tspec()).unwrap();
         id
     });
@@ -353,7 +353,7 @@ fn sender_refreshes_keep_path_state_after_the_receiver_closed() {
     let k = key(sock(OTHER_LOOPBACK, 40_005));
     let client = open_client(&mut net, host, k);
     net.with(host, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, server_addr, tspec()).unwrap();
     });
     net.with(host, |e, now| e.release(now, client));

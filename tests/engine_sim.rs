@@ -96,7 +96,7 @@ fn unsignaled_flow_installs_without_any_message() {
         protocol: 6,
     };
     let id = f.net.with(f.server, |e, now| {
-        let id = e.open_session(now, key(flow.receiver));
+        let id = e.open_session(now, key(flow.receiver)).unwrap();
         e.admit_unsignaled(now, id, flow, flowspec()).unwrap();
         id
     });
@@ -656,7 +656,7 @@ fn restarted_receiver_recovers_on_the_next_path_refresh() {
     // The receiving application comes back and asks again.
     let k = key(sock(v4(2), 40_000));
     let c = f.net.with(f.client, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
@@ -695,7 +695,7 @@ fn restarted_sender_recovers_on_the_next_resv_refresh() {
     let k = key(sock(v4(2), 40_000));
     let sender = f.sender;
     let s = f.net.with(f.server, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, sender, tspec()).unwrap();
         id
     });
@@ -747,13 +747,13 @@ fn guaranteed_shared_explicit_and_wildcard_reservations_work() {
             },
         };
         let c = f.net.with(f.client, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.reserve(now, id, style, gs, false).unwrap();
             id
         });
         let sender = f.sender;
         let s = f.net.with(f.server, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.add_sender(now, id, sender, tspec()).unwrap();
             id
         });
@@ -792,13 +792,13 @@ fn ipv6_hosts_establish_and_tear_down() {
     let client = net.add("client", b, config(32));
     let (sender, receiver) = (sock(a, 8080), sock(b, 40_000));
     let c = net.with(client, |e, now| {
-        let id = e.open_session(now, key(receiver));
+        let id = e.open_session(now, key(receiver)).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
     });
     let s = net.with(server, |e, now| {
-        let id = e.open_session(now, key(receiver));
+        let id = e.open_session(now, key(receiver)).unwrap();
         e.add_sender(now, id, sender, tspec()).unwrap();
         id
     });
@@ -933,7 +933,7 @@ fn a_new_path_after_teardown_is_reserved_confirmed_and_announced_again() {
     let k = key(sock(v4(2), 40_000));
     let sender = f.sender;
     let s2 = f.net.with(f.server, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, sender, tspec()).unwrap();
         id
     });
@@ -1013,7 +1013,7 @@ fn receiver_without_a_path_says_no_sender_at_the_wait_then_a_late_path_establish
     let start = f.net.now;
     let k = key(f.receiver);
     let c = f.net.with(f.client, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
@@ -1036,7 +1036,7 @@ fn receiver_without_a_path_says_no_sender_at_the_wait_then_a_late_path_establish
     f.net.run_for(Duration::from_secs(7));
     let sender = f.sender;
     let s = f.net.with(f.server, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, sender, tspec()).unwrap();
         id
     });
@@ -1065,7 +1065,7 @@ fn sender_without_a_resv_says_no_receiver_at_the_wait_then_a_late_resv_establish
     let k = key(f.receiver);
     let sender = f.sender;
     let s = f.net.with(f.server, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.add_sender(now, id, sender, tspec()).unwrap();
         id
     });
@@ -1086,7 +1086,7 @@ fn sender_without_a_resv_says_no_receiver_at_the_wait_then_a_late_resv_establish
     assert_eq!(f.net.sent.keys().copied().collect::<Vec<_>>(), vec![PATH]);
     f.net.run_for(Duration::from_secs(20));
     let c = f.net.with(f.client, |e, now| {
-        let id = e.open_session(now, k);
+        let id = e.open_session(now, k).unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), true)
             .unwrap();
         id
@@ -1198,10 +1198,10 @@ fn a_second_receiver_left_behind_is_still_told_and_a_released_one_is_not() {
     let mut f = two_hosts(64);
     let k = key(f.receiver);
     let (first, second) = f.net.with(f.client, |e, now| {
-        let a = e.open_session(now, k);
+        let a = e.open_session(now, k).unwrap();
         e.reserve(now, a, Style::FixedFilter, flowspec(), true)
             .unwrap();
-        let b = e.open_session(now, k);
+        let b = e.open_session(now, k).unwrap();
         e.reserve(now, b, Style::FixedFilter, flowspec_rate(1000.0), true)
             .unwrap();
         (a, b)
@@ -1228,18 +1228,15 @@ fn a_second_receiver_left_behind_is_still_told_and_a_released_one_is_not() {
 fn the_wait_is_configurable_can_be_turned_off_and_reports_a_late_timer() {
     // Turned off: a silent peer stays silent.
     let mut net = Net::new(65);
-    let off = net.add(
-        "off",
-        v4(1),
-        qtoq::engine::EngineConfig {
-            peer_wait: None,
-            ..config(65)
-        },
-    );
+    let off = net.add("off", v4(1), {
+        let mut config = config(65);
+        config.peer_wait = None;
+        config
+    });
     let (s, c) = net.with(off, |e, now| {
-        let s = e.open_session(now, key(sock(v4(7), 1)));
+        let s = e.open_session(now, key(sock(v4(7), 1))).unwrap();
         e.add_sender(now, s, sock(v4(1), 80), tspec()).unwrap();
-        let c = e.open_session(now, key(sock(v4(1), 2)));
+        let c = e.open_session(now, key(sock(v4(1), 2))).unwrap();
         e.reserve(now, c, Style::FixedFilter, flowspec(), true)
             .unwrap();
         (s, c)
@@ -1250,14 +1247,15 @@ fn the_wait_is_configurable_can_be_turned_off_and_reports_a_late_timer() {
 
     // A short wait, and a caller that runs the timers late: `waited` says how long it was.
     let mut engine = qtoq::engine::Engine::new(
-        qtoq::engine::EngineConfig {
-            peer_wait: Some(Duration::from_millis(200)),
-            ..config(66)
+        {
+            let mut config = config(66);
+            config.peer_wait = Some(Duration::from_millis(200));
+            config
         },
         admit_all(),
     );
     let start = std::time::Instant::now();
-    let id = engine.open_session(start, key(sock(v4(1), 3)));
+    let id = engine.open_session(start, key(sock(v4(1), 3))).unwrap();
     engine
         .reserve(start, id, Style::FixedFilter, flowspec(), false)
         .unwrap();

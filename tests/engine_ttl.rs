@@ -28,13 +28,11 @@ fn sender() -> SocketAddr {
 
 /// A receiver host at 10.0.0.2 with one primed session.
 fn receiver() -> (Engine, SessionId, Instant) {
-    let config = EngineConfig {
-        local_addrs: vec![v4(2)],
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.local_addrs = vec![v4(2)];
     let mut engine = Engine::new(config, Box::new(AdmitAll));
     let now = Instant::now();
-    let id = engine.open_session(now, receiver_key());
+    let id = engine.open_session(now, receiver_key()).unwrap();
     (engine, id, now)
 }
 
@@ -111,15 +109,13 @@ fn refresh_over_an_rsvp_only_route_clears_the_flag() {
 
 #[test]
 fn locally_delivered_path_has_no_non_rsvp_hops() {
-    let config = EngineConfig {
-        local_addrs: vec![v4(2)],
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.local_addrs = vec![v4(2)];
     let mut engine = Engine::new(config, Box::new(AdmitAll));
     let now = Instant::now();
     let local_sender = SocketAddr::new(v4(2), 50_000);
-    let receiver = engine.open_session(now, receiver_key());
-    let sending = engine.open_session(now, receiver_key());
+    let receiver = engine.open_session(now, receiver_key()).unwrap();
+    let sending = engine.open_session(now, receiver_key()).unwrap();
     engine
         .add_sender(
             now,

@@ -279,7 +279,16 @@ impl Core {
             return;
         }
         let now = Instant::now();
-        let id = self.engine.open_session(now, setup.key());
+        let id = match self.engine.open_session(now, setup.key()) {
+            Ok(id) => id,
+            Err(e) => {
+                // Nothing was opened: the caller gets the error as for a refused command.
+                self.span
+                    .in_scope(|| warn!(key = ?setup.key(), error = %e, "session refused"));
+                let _ = reply.send(Err(QosError::Command(e)));
+                return;
+            }
+        };
         let span = info_span!(parent: &self.span, "qtoq_session", session = id.0, %peer, role = setup.role());
         span.in_scope(|| debug!(key = ?setup.key(), "session opened"));
         let shared = SessionShared::new(notify);

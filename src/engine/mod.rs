@@ -90,22 +90,25 @@ use rand::SeedableRng;
 use crate::flow::{Admission, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 
-mod codec;
-mod core;
 mod index;
 mod inspect;
 mod msg;
+mod outbox;
+mod path;
+mod receive;
+mod refresh;
+mod resv;
+mod rules;
+mod sessions;
 mod state;
 mod timer;
+mod translate;
 
 use index::KeyIndex;
 pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};
 use msg::Msg;
 use state::Session;
 use timer::{Clock, Timers};
-
-/// IP TTL (and common-header Send_TTL) of the messages this engine sends.
-pub const SEND_TTL: u8 = 64;
 
 /// Engine-local handle of one RSVP session as seen by one local owner.
 ///
@@ -122,19 +125,16 @@ pub struct SessionKey {
     pub protocol: u8,
 }
 
-/// Reservation style (RFC 2205 §1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Style {
-    /// Fixed-Filter: one reservation per listed sender.
-    FixedFilter,
-    /// Shared-Explicit: one reservation shared by the listed senders.
-    SharedExplicit,
-    /// Wildcard-Filter: one reservation shared by all senders.
-    WildcardFilter,
-}
+// One reservation style for the codec and the engine: the STYLE object's option vector is
+// the wire's business (`Style::option_vector`), the engine only matches on the variants.
+pub use crate::wire::Style;
 
 /// Engine configuration; [`Default`] gives the RFC 2205 defaults.
+///
+/// Non-exhaustive (it will grow, e.g. with refresh reduction and INTEGRITY keys): start from
+/// [`EngineConfig::default`] and set the fields you need.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Refresh period `R` this host announces in TIME_VALUES (default 30 s).
     pub refresh_period: Duration,
@@ -387,10 +387,15 @@ pub enum CommandError {
     /// Admission control refused an unsignaled rule.
     #[error(transparent)]
     Denied(#[from] crate::flow::AdmissionDenied),
+    /// The session table has no room for another session (2^24 - 1 sessions, counting those
+    /// learned from the network).
+    #[error("session table full: release (close) sessions before opening more")]
+    TableFull,
 }
 
 /// Counters of what the engine saw, for logs and monitoring.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Datagrams handled.
     pub received: u64,
@@ -427,6 +432,8 @@ pub struct Engine {
     /// Session slab; `None` marks a free slot (listed in `free`).
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
+    /// Slots the slab may grow to ([`sessions::SLOT_LIMIT`]; unit tests lower it).
+    slot_limit: u32,
     /// Session key → slot.
     index: KeyIndex,
     /// Open owners and tracked rules (their ids carry their session's slot, so no map is
@@ -479,6 +486,7 @@ impl Engine {
             clock: Clock::default(),
             sessions: Vec::new(),
             free: Vec::new(),
+            slot_limit: sessions::SLOT_LIMIT,
             index: KeyIndex::new(),
             owner_total: 0,
             rule_total: 0,
@@ -500,10 +508,19 @@ impl Engine {
     ///
     /// If path state for `key` is already known, an [`Event::PathReceived`] for each sender
     /// is queued at once.
-    pub fn open_session(&mut self, now: Instant, key: SessionKey) -> SessionId {
-        let id = self.cmd_open_session(now, key);
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::TableFull`] when `key` has no session yet and the session table has no
+    /// room for one (nothing is changed).
+    pub fn open_session(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+    ) -> Result<SessionId, CommandError> {
+        let id = self.cmd_open_session(now, key)?;
         self.drain_local(now);
-        id
+        Ok(id)
     }
 
     /// Registers a local sender on the session (`rapi_sender`): a PATH goes out now and on every

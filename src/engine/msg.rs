@@ -1,29 +1,17 @@
 //! The engine's own view of an RSVP message: only what host processing needs, already
-//! validated. [`codec`](super::codec) maps it to and from [`crate::wire`]; local delivery
+//! validated. [`translate`](super::translate) maps it to and from [`crate::wire`]; local delivery
 //! passes it around without encoding.
 
 use std::net::{IpAddr, SocketAddr};
 
 use super::{SessionKey, Style};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::{MsgType, DEFAULT_SEND_TTL};
 
-/// RSVP message types the host engine acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Path,
-    Resv,
-    PathErr,
-    ResvErr,
-    PathTear,
-    ResvTear,
-    ResvConf,
-}
-
-impl Kind {
-    /// Whether routers on the way must intercept it (IP Router Alert on raw transports).
-    pub(crate) fn router_alert(self) -> bool {
-        matches!(self, Kind::Path | Kind::PathTear | Kind::ResvConf)
-    }
+/// Whether routers on the way must intercept a message of `kind` (IP Router Alert on raw
+/// transports).
+pub(crate) fn router_alert(kind: MsgType) -> bool {
+    matches!(kind, MsgType::Path | MsgType::PathTear | MsgType::ResvConf)
 }
 
 /// RSVP_HOP: the neighbour's address and its logical interface handle.
@@ -55,7 +43,9 @@ pub(crate) struct Descriptor {
 /// A validated RSVP message.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Msg {
-    pub(crate) kind: Kind,
+    /// One of the seven RFC 2205 types: the others are refused when decoded
+    /// ([`translate::from_wire`](super::translate::from_wire)) and never built.
+    pub(crate) kind: MsgType,
     pub(crate) send_ttl: u8,
     pub(crate) session: SessionKey,
     /// RSVP_HOP (Path, Resv, PathTear, ResvTear, ResvErr).
@@ -78,10 +68,10 @@ pub(crate) struct Msg {
 
 impl Msg {
     /// An empty message of `kind` for `session`; the builders below fill it in.
-    pub(crate) fn new(kind: Kind, session: SessionKey) -> Self {
+    pub(crate) fn new(kind: MsgType, session: SessionKey) -> Self {
         Msg {
             kind,
-            send_ttl: super::SEND_TTL,
+            send_ttl: DEFAULT_SEND_TTL,
             session,
             hop: None,
             refresh_ms: None,

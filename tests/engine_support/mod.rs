@@ -224,10 +224,9 @@ pub struct Net {
 }
 
 pub fn config(seed: u64) -> EngineConfig {
-    EngineConfig {
-        rng_seed: seed,
-        ..EngineConfig::default()
-    }
+    let mut config = EngineConfig::default();
+    config.rng_seed = seed;
+    config
 }
 
 impl Net {
@@ -565,14 +564,14 @@ impl Flow2 {
         let receiver = sock(self.receiver.ip(), port);
         let k = key(receiver);
         let c = self.net.with(self.client, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.reserve(now, id, Style::FixedFilter, flowspec(), true)
                 .unwrap();
             id
         });
         let sender = self.sender;
         let s = self.net.with(self.server, |e, now| {
-            let id = e.open_session(now, k);
+            let id = e.open_session(now, k).unwrap();
             e.add_sender(now, id, sender, tspec()).unwrap();
             id
         });

@@ -1,4 +1,5 @@
-//! Maps the engine's [`Msg`] to and from the wire codec ([`crate::wire`]).
+//! Translates between the engine's [`Msg`] and the wire codec's [`Message`] ([`crate::wire`]
+//! owns the bytes; this only maps one model onto the other).
 //!
 //! Decoding leans entirely on [`Message::decode`] (which validates); the only bytes read
 //! here are those of a message the codec refused with an error that RFC 2205 answers
@@ -7,49 +8,52 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::msg::{Descriptor, ErrorInfo, Hop, Kind, Msg};
-use super::{SessionKey, Style};
+use super::msg::{Descriptor, ErrorInfo, Hop, Msg};
+use super::SessionKey;
 use crate::wire::intserv::TokenBucket;
 use crate::wire::{
-    class, ErrorSpec, FilterSpec, Message, MsgType, Object, ResvConfirm, RsvpHop, Session,
+    class, ErrorSpec, FilterSpec, Message, MsgType, Object, ResvConfirm, RsvpHop, Session, Style,
     TimeValues, WireError,
 };
 
 /// Why a datagram could not become a [`Msg`], and how to answer it.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    pub(crate) error: String,
+    pub(crate) error: DecodeError,
+    pub(crate) answer: Option<Box<Answer>>,
+}
+
+/// Why a datagram is not a [`Msg`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// The wire codec refused it (malformed or invalid).
+    #[error(transparent)]
+    Wire(WireError),
     /// A well-formed message of a type the host engine does not process (Bundle, Ack,
     /// Srefresh, challenges): not malformed, just ignored.
-    pub(crate) unsupported: bool,
-    pub(crate) answer: Option<Box<Answer>>,
+    #[error("{0:?} messages are not processed by the host engine")]
+    Unsupported(MsgType),
+    /// A message the codec accepted without a SESSION object.
+    #[error("message without session")]
+    NoSession,
+}
+
+impl Failure {
+    /// Whether the message is well-formed but of a type the engine ignores.
+    pub(crate) fn unsupported(&self) -> bool {
+        matches!(self.error, DecodeError::Unsupported(_))
+    }
 }
 
 /// What can be read of a refused message to address its error answer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Answer {
-    pub(crate) kind: Kind,
+    pub(crate) kind: MsgType,
     pub(crate) session: SessionKey,
     pub(crate) hop: Option<Hop>,
     pub(crate) sender: Option<SocketAddr>,
     pub(crate) code: u8,
     pub(crate) value: u16,
-}
-
-fn wire_style(style: Style) -> crate::wire::Style {
-    match style {
-        Style::FixedFilter => crate::wire::Style::FixedFilter,
-        Style::SharedExplicit => crate::wire::Style::SharedExplicit,
-        Style::WildcardFilter => crate::wire::Style::WildcardFilter,
-    }
-}
-
-fn engine_style(style: crate::wire::Style) -> Style {
-    match style {
-        crate::wire::Style::FixedFilter => Style::FixedFilter,
-        crate::wire::Style::SharedExplicit => Style::SharedExplicit,
-        crate::wire::Style::WildcardFilter => Style::WildcardFilter,
-    }
 }
 
 fn hop_obj(hop: Option<Hop>, fallback: IpAddr) -> Object {
@@ -117,16 +121,7 @@ pub(crate) fn to_wire(msg: &Msg) -> Message {
         refresh_period_ms: msg.refresh_ms.unwrap_or(0),
     });
     let known_style = msg.style.unwrap_or(Style::WildcardFilter);
-    let mut out = Message::new(match msg.kind {
-        Kind::Path => MsgType::Path,
-        Kind::Resv => MsgType::Resv,
-        Kind::PathErr => MsgType::PathErr,
-        Kind::ResvErr => MsgType::ResvErr,
-        Kind::PathTear => MsgType::PathTear,
-        Kind::ResvTear => MsgType::ResvTear,
-        Kind::ResvConf => MsgType::ResvConf,
-    })
-    .with_send_ttl(msg.send_ttl);
+    let mut out = Message::new(msg.kind).with_send_ttl(msg.send_ttl);
     out.push(session);
     let sender_descriptor = |out: &mut Message| {
         if let Some(sender) = msg.sender {
@@ -143,39 +138,39 @@ pub(crate) fn to_wire(msg: &Msg) -> Message {
         }
     };
     match msg.kind {
-        Kind::Path => {
+        MsgType::Path => {
             out.push(hop_obj(msg.hop, own));
             out.push(time_values);
             sender_descriptor(&mut out);
         }
-        Kind::PathTear => {
+        MsgType::PathTear => {
             out.push(hop_obj(msg.hop, own));
             if let Some(sender) = msg.sender {
                 out.push(Object::SenderTemplate(FilterSpec::new(sender)));
             }
         }
-        Kind::PathErr => {
+        MsgType::PathErr => {
             out.push(error_obj(msg.error, own));
             sender_descriptor(&mut out);
         }
-        Kind::Resv => {
+        MsgType::Resv => {
             out.push(hop_obj(msg.hop, own));
             out.push(time_values);
             if let Some(receiver) = msg.confirm {
                 out.push(Object::ResvConfirm(ResvConfirm { receiver }));
             }
-            out.push(Object::Style(wire_style(known_style)));
+            out.push(Object::Style(known_style));
             push_descriptors(&mut out, known_style, &msg.descriptors, true);
         }
-        Kind::ResvTear => {
+        MsgType::ResvTear => {
             out.push(hop_obj(msg.hop, own));
-            out.push(Object::Style(wire_style(known_style)));
+            out.push(Object::Style(known_style));
             push_descriptors(&mut out, known_style, &msg.descriptors, false);
         }
-        Kind::ResvErr => {
+        MsgType::ResvErr => {
             out.push(hop_obj(msg.hop, own));
             out.push(error_obj(msg.error, own));
-            out.push(Object::Style(wire_style(known_style)));
+            out.push(Object::Style(known_style));
             // The error flow descriptor names one reservation (FF: one filter).
             let first: Vec<Descriptor> = msg
                 .descriptors
@@ -192,14 +187,16 @@ pub(crate) fn to_wire(msg: &Msg) -> Message {
                 .collect();
             push_descriptors(&mut out, known_style, &first, true);
         }
-        Kind::ResvConf => {
+        MsgType::ResvConf => {
             out.push(error_obj(msg.error, own));
             if let Some(receiver) = msg.confirm {
                 out.push(Object::ResvConfirm(ResvConfirm { receiver }));
             }
-            out.push(Object::Style(wire_style(known_style)));
+            out.push(Object::Style(known_style));
             push_descriptors(&mut out, known_style, &msg.descriptors, true);
         }
+        // The engine builds no other type (see `Msg::kind`).
+        _ => {}
     }
     out
 }
@@ -218,29 +215,27 @@ pub(crate) fn encode(msg: &Msg) -> Option<Vec<u8>> {
 /// The engine's view of a decoded wire message.
 pub(crate) fn from_wire(message: &Message) -> Result<Msg, Failure> {
     let kind = match message.msg_type() {
-        MsgType::Path => Kind::Path,
-        MsgType::Resv => Kind::Resv,
-        MsgType::PathErr => Kind::PathErr,
-        MsgType::ResvErr => Kind::ResvErr,
-        MsgType::PathTear => Kind::PathTear,
-        MsgType::ResvTear => Kind::ResvTear,
-        MsgType::ResvConf => Kind::ResvConf,
+        kind @ (MsgType::Path
+        | MsgType::Resv
+        | MsgType::PathErr
+        | MsgType::ResvErr
+        | MsgType::PathTear
+        | MsgType::ResvTear
+        | MsgType::ResvConf) => kind,
         other => {
             return Err(Failure {
-                error: format!("{other:?} messages are not processed by the host engine"),
-                unsupported: true,
+                error: DecodeError::Unsupported(other),
                 answer: None,
             })
         }
     };
     let Some(session) = message.session() else {
         return Err(Failure {
-            error: "message without session".into(),
-            unsupported: false,
+            error: DecodeError::NoSession,
             answer: None,
         });
     };
-    let style = message.style().map(engine_style);
+    let style = message.style();
     let mut descriptors: Vec<Descriptor> = Vec::new();
     match style {
         Some(Style::FixedFilter) | None => {
@@ -302,8 +297,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Msg, Failure> {
         Ok(message) => from_wire(&message),
         Err(error) => Err(Failure {
             answer: answer_for(bytes, &error).map(Box::new),
-            unsupported: false,
-            error: error.to_string(),
+            error: DecodeError::Wire(error),
         }),
     }
 }
@@ -319,8 +313,8 @@ fn answer_for(bytes: &[u8], error: &WireError) -> Option<Answer> {
         return None;
     }
     let kind = match bytes.get(1)? {
-        1 => Kind::Path,
-        2 => Kind::Resv,
+        1 => MsgType::Path,
+        2 => MsgType::Resv,
         _ => return None,
     };
     let mut session = None;
@@ -429,7 +423,7 @@ mod tests {
             value: 2,
         });
         let mut msgs = Vec::new();
-        let mut path = Msg::new(Kind::Path, key());
+        let mut path = Msg::new(MsgType::Path, key());
         path.hop = hop;
         path.refresh_ms = Some(30_000);
         path.sender = Some(sender);
@@ -464,14 +458,14 @@ mod tests {
                 }],
             ),
         ] {
-            let mut resv = Msg::new(Kind::Resv, key());
+            let mut resv = Msg::new(MsgType::Resv, key());
             resv.hop = hop;
             resv.refresh_ms = Some(1000);
             resv.confirm = Some(key().destination.ip());
             resv.style = Some(style);
             resv.descriptors = descriptors.clone();
             msgs.push(resv);
-            let mut conf = Msg::new(Kind::ResvConf, key());
+            let mut conf = Msg::new(MsgType::ResvConf, key());
             conf.error = Some(ErrorInfo {
                 node: sender.ip(),
                 flags: 0,
@@ -482,14 +476,14 @@ mod tests {
             conf.style = Some(style);
             conf.descriptors = descriptors.clone();
             msgs.push(conf);
-            let mut err = Msg::new(Kind::ResvErr, key());
+            let mut err = Msg::new(MsgType::ResvErr, key());
             err.hop = hop;
             err.error = error;
             err.style = Some(style);
             err.descriptors = descriptors[..1].to_vec();
             msgs.push(err);
         }
-        let mut tear = Msg::new(Kind::ResvTear, key());
+        let mut tear = Msg::new(MsgType::ResvTear, key());
         tear.hop = hop;
         tear.style = Some(Style::FixedFilter);
         tear.descriptors = vec![Descriptor {
@@ -497,11 +491,11 @@ mod tests {
             filters: vec![sender],
         }];
         msgs.push(tear);
-        let mut path_tear = Msg::new(Kind::PathTear, key());
+        let mut path_tear = Msg::new(MsgType::PathTear, key());
         path_tear.hop = hop;
         path_tear.sender = Some(sender);
         msgs.push(path_tear);
-        let mut path_err = Msg::new(Kind::PathErr, key());
+        let mut path_err = Msg::new(MsgType::PathErr, key());
         path_err.error = error;
         path_err.sender = Some(sender);
         path_err.tspec = Some(tspec);
@@ -513,7 +507,7 @@ mod tests {
 
     #[test]
     fn unknown_class_is_answered_with_code_13_and_the_session() {
-        let mut path = Msg::new(Kind::Path, key());
+        let mut path = Msg::new(MsgType::Path, key());
         path.hop = Some(Hop {
             addr: "10.0.0.1".parse().unwrap(),
             lih: 3,
@@ -529,7 +523,7 @@ mod tests {
         bytes[2..4].copy_from_slice(&[0, 0]);
         let failure = decode(&bytes).unwrap_err();
         let answer = failure.answer.expect("answerable");
-        assert_eq!(answer.kind, Kind::Path);
+        assert_eq!(answer.kind, MsgType::Path);
         assert_eq!(answer.session, key());
         assert_eq!(answer.code, 13);
         assert_eq!(answer.value, 0x2001);
@@ -540,5 +534,20 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert!(decode(&junk).is_err());
         }
+    }
+
+    #[test]
+    fn refusals_say_why_in_types() {
+        let ack = from_wire(&Message::new(MsgType::Ack)).unwrap_err();
+        assert!(ack.unsupported());
+        assert_eq!(
+            ack.error.to_string(),
+            "Ack messages are not processed by the host engine"
+        );
+        let no_session = from_wire(&Message::new(MsgType::Path)).unwrap_err();
+        assert!(matches!(no_session.error, DecodeError::NoSession));
+        assert!(!no_session.unsupported());
+        let garbage = decode(&[0x10, 1, 0, 0]).unwrap_err();
+        assert!(matches!(garbage.error, DecodeError::Wire(_)));
     }
 }

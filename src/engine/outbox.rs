@@ -1,0 +1,282 @@
+//! The send side: message builders (Path, Resv, PathErr, ResvErr), the outbox the
+//! handlers queue into, the local-delivery decision, and the flush that encodes what is left
+//! into [`Transmit`]s.
+//!
+//! Messages handlers produce wait in `outbox` until their session is back in its slot, so the
+//! local-delivery decision always sees the current state. Refresh reduction (RFC 2961:
+//! MESSAGE_ID, Srefresh) changes what is sent, so it belongs here.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::msg::{router_alert, Descriptor, ErrorInfo, Hop, Msg};
+use super::state::{LocalSender, Request, Rsb, Session};
+use super::translate;
+use super::{Engine, Event, SessionId, SessionKey, Style, Transmit};
+use crate::wire::intserv::TokenBucket;
+use crate::wire::MsgType;
+
+/// RSVP error codes (RFC 2205 Appendix B).
+pub(super) const NO_PATH: u8 = 3;
+pub(super) const NO_SENDER: u8 = 4;
+pub(super) const CONFLICTING_STYLE: u8 = 5;
+pub(super) const RSVP_SYSTEM_ERROR: u8 = 23;
+
+/// A readable name of an RSVP error code.
+pub(super) fn error_name(code: u8) -> &'static str {
+    match code {
+        0 => "confirmation",
+        1 => "admission control failure",
+        2 => "policy control failure",
+        3 => "no path information for this resv",
+        4 => "no sender information for this resv",
+        5 => "conflicting reservation style",
+        6 => "unknown reservation style",
+        7 => "conflicting destination ports",
+        8 => "conflicting sender ports",
+        12 => "service preempted",
+        13 => "unknown object class",
+        14 => "unknown object c-type",
+        20 => "api error",
+        21 => "traffic control error",
+        22 => "traffic control system error",
+        23 => "rsvp system error",
+        _ => "unknown error",
+    }
+}
+
+/// Where an error message goes: its session, the address of this host that reports it
+/// (ERROR_SPEC node and source address) and the hop it is sent to (the next hop for a
+/// ResvErr, the previous hop for a PathErr).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ErrorRoute {
+    pub(super) session: SessionKey,
+    pub(super) own: IpAddr,
+    pub(super) to: IpAddr,
+}
+
+impl Engine {
+    pub(super) fn emit(&mut self, owner: SessionId, event: Event) {
+        self.events.push_back((owner, event));
+    }
+
+    /// Queues a message; whether it is for this engine itself is decided when it is sent.
+    fn queue(&mut self, msg: Msg, destination: IpAddr, source: IpAddr) {
+        self.outbox.push((msg, destination, source, None));
+    }
+
+    /// Queues a message about `session` (the session it is for, held by the caller): the
+    /// local-delivery decision is made now, saving a lookup when it is sent.
+    pub(super) fn queue_for(
+        &mut self,
+        session: &Session,
+        msg: Msg,
+        destination: IpAddr,
+        source: IpAddr,
+    ) {
+        let local = self.config.local_delivery && self.is_for_session(session, &msg, destination);
+        self.outbox.push((msg, destination, source, Some(local)));
+    }
+
+    /// Sends (or delivers locally) what the handlers queued.
+    pub(super) fn flush(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (msg, destination, source, local) in outbox.drain(..) {
+            let local = local
+                .unwrap_or_else(|| self.config.local_delivery && self.is_for_us(&msg, destination));
+            if local {
+                self.stats.local_delivered += 1;
+                self.local.push_back((source, destination, msg));
+                continue;
+            }
+            let Some(payload) = translate::encode(&msg) else {
+                self.stats.encode_failed += 1;
+                continue;
+            };
+            self.stats.transmitted += 1;
+            self.transmits.push_back(Transmit {
+                destination,
+                source: Some(source),
+                router_alert: router_alert(msg.kind),
+                ttl: msg.send_ttl,
+                payload,
+            });
+        }
+        // Keep the buffer for the next time.
+        if self.outbox.is_empty() {
+            self.outbox = outbox;
+        }
+    }
+
+    /// Whether `msg` sent to `destination` is for state of this very engine (see the module
+    /// documentation, *Local delivery*).
+    fn is_for_us(&self, msg: &Msg, destination: IpAddr) -> bool {
+        // Sent to one of our own addresses it would only come back to us (or, when the
+        // transport is not bound where it is sent, be lost): deliver it whatever it is for.
+        if self.config.local_addrs.contains(&destination) {
+            return true;
+        }
+        self.lookup(&msg.session)
+            .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
+            .is_some_and(|session| self.is_for_session(session, msg, destination))
+    }
+
+    /// Whether `msg` sent to `destination` is for `session` on this very engine.
+    fn is_for_session(&self, session: &Session, msg: &Msg, destination: IpAddr) -> bool {
+        if self.config.local_addrs.contains(&destination) {
+            return true;
+        }
+        // Another loopback address may be another engine's (two agents in one process).
+        let local_addr = destination.is_loopback();
+        let own_sender = |session: &Session| {
+            session
+                .senders
+                .iter()
+                .any(|s| s.sender.ip() == destination || local_addr)
+        };
+        let own_receiver = local_addr || destination == session.key.destination.ip();
+        match msg.kind {
+            // Also when it holds that sender's path state without an owner left to hear it
+            // (the receiver closed first): otherwise the sender's refreshes and PathTear go
+            // out and may never come back, and the stale state waits for expiry.
+            MsgType::Path | MsgType::PathTear => {
+                own_receiver
+                    && (session.audience().next().is_some()
+                        || msg
+                            .sender
+                            .is_some_and(|s| session.psbs.iter().any(|p| p.sender == s)))
+            }
+            MsgType::Resv | MsgType::ResvTear | MsgType::PathErr => own_sender(session),
+            MsgType::ResvErr | MsgType::ResvConf => own_receiver && session.has_receivers(),
+            // The engine builds no other type (see `Msg::kind`).
+            _ => false,
+        }
+    }
+
+    pub(super) fn path_msg(&self, key: SessionKey, sender: &LocalSender) -> Msg {
+        let mut msg = Msg::new(MsgType::Path, key);
+        msg.hop = Some(Hop {
+            addr: sender.sender.ip(),
+            lih: 0,
+        });
+        msg.refresh_ms = Some(self.refresh_ms_u32());
+        msg.sender = Some(sender.sender);
+        msg.tspec = Some(sender.tspec);
+        msg
+    }
+
+    /// The Resv (or, with `tear`, ResvTear) a receiver sends to previous hop `phop`.
+    pub(super) fn resv_msg(
+        &self,
+        session: &Session,
+        request: &Request,
+        phop: Hop,
+        tear: bool,
+    ) -> Msg {
+        let kind = if tear {
+            MsgType::ResvTear
+        } else {
+            MsgType::Resv
+        };
+        let mut msg = Msg::new(kind, session.key);
+        let own = session.key.destination.ip();
+        msg.hop = Some(Hop {
+            addr: own,
+            lih: phop.lih,
+        });
+        msg.style = Some(request.style);
+        let flowspec = (!tear).then_some(request.flowspec);
+        let senders = session
+            .psbs
+            .iter()
+            .filter(|p| p.phop.addr == phop.addr)
+            .map(|p| p.sender);
+        msg.descriptors = match request.style {
+            Style::FixedFilter => senders
+                .map(|s| Descriptor {
+                    flowspec,
+                    filters: vec![s],
+                })
+                .collect(),
+            Style::SharedExplicit => vec![Descriptor {
+                flowspec,
+                filters: senders.collect(),
+            }],
+            Style::WildcardFilter => vec![Descriptor {
+                flowspec,
+                filters: Vec::new(),
+            }],
+        };
+        if !tear {
+            msg.refresh_ms = Some(self.refresh_ms_u32());
+            let confirmed = session.recv.as_ref().is_some_and(|r| r.confirmed);
+            if request.confirm && !confirmed {
+                msg.confirm = Some(own);
+            }
+        }
+        msg
+    }
+
+    /// A ResvErr from this host about `descriptors`, to the next hop `route.to`.
+    pub(super) fn queue_resv_err(
+        &mut self,
+        route: ErrorRoute,
+        style: Option<Style>,
+        descriptors: Vec<Descriptor>,
+        code: u8,
+        value: u16,
+    ) {
+        let ErrorRoute {
+            session: key,
+            own,
+            to: nhop,
+        } = route;
+        let mut msg = Msg::new(MsgType::ResvErr, key);
+        msg.hop = Some(Hop { addr: own, lih: 0 });
+        msg.error = Some(ErrorInfo {
+            node: own,
+            flags: 0,
+            code,
+            value,
+        });
+        msg.style = style;
+        msg.descriptors = descriptors;
+        self.stats.errors_sent += 1;
+        tracing::debug!(session = ?key, %nhop, code, value, "sending ResvErr: {}", error_name(code));
+        self.queue(msg, nhop, own);
+    }
+
+    /// A PathErr from this host about `sender`'s path, to the previous hop `route.to`.
+    pub(super) fn queue_path_err(
+        &mut self,
+        route: ErrorRoute,
+        sender: Option<SocketAddr>,
+        tspec: Option<TokenBucket>,
+        code: u8,
+        value: u16,
+    ) {
+        let ErrorRoute {
+            session: key,
+            own,
+            to: phop,
+        } = route;
+        let mut msg = Msg::new(MsgType::PathErr, key);
+        msg.error = Some(ErrorInfo {
+            node: own,
+            flags: 0,
+            code,
+            value,
+        });
+        msg.sender = sender;
+        msg.tspec = tspec;
+        self.stats.errors_sent += 1;
+        tracing::debug!(session = ?key, %phop, code, value, "sending PathErr: {}", error_name(code));
+        self.queue(msg, phop, own);
+    }
+
+    pub(super) fn rsb_descriptor(rsb: &Rsb) -> Descriptor {
+        Descriptor {
+            flowspec: Some(rsb.flowspec),
+            filters: rsb.filter.senders(),
+        }
+    }
+}

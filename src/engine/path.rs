@@ -1,0 +1,270 @@
+//! Path state (RFC 2205 §3.1, RFC 2209): the sender-side command (`add_sender`) and the
+//! Path, PathTear and PathErr handlers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::msg::Msg;
+use super::outbox::{ErrorRoute, RSVP_SYSTEM_ERROR};
+use super::refresh::answer;
+use super::sessions::MAX_STATES_PER_SESSION;
+use super::state::{LocalSender, Psb, Role, Session};
+use super::timer::{Ms, NEVER};
+use super::{CommandError, Engine, Event, SessionId};
+use crate::wire::intserv::TokenBucket;
+
+impl Engine {
+    pub(super) fn cmd_add_sender(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        sender: SocketAddr,
+        tspec: TokenBucket,
+    ) -> Result<(), CommandError> {
+        let now = self.clock.ms(now);
+        let (slot, mut session, index) = self.owner_session(id)?;
+        let problem = if !matches!(session.owners[index].role, Role::Primed | Role::Sender) {
+            Some("add_sender needs a session that neither reserves nor has an unsignaled rule")
+        } else if sender.is_ipv4() != session.key.destination.is_ipv4() {
+            Some("the sender and the session destination must be of the same address family")
+        } else if session
+            .senders
+            .iter()
+            .any(|s| s.sender == sender && s.owner != id)
+        {
+            Some("this sender is already registered by another session")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.put(slot, session);
+            return Err(CommandError::Invalid(problem));
+        }
+        session.owners[index].role = Role::Sender;
+        let position = match session.senders.iter().position(|s| s.sender == sender) {
+            Some(i) => {
+                session.senders[i].tspec = tspec;
+                i
+            }
+            None => {
+                session.senders.push(LocalSender {
+                    owner: id,
+                    sender,
+                    tspec,
+                    next_at: NEVER,
+                    wait_at: self.peer_wait_until(now),
+                    fast: self.fast_start(),
+                    answered: false,
+                    rule: None,
+                    previous: None,
+                });
+                session.senders.len() - 1
+            }
+        };
+        self.send_path(&mut session, position, now);
+        self.put(slot, session);
+        Ok(())
+    }
+
+    /// Sends local sender `index`'s Path and schedules the next one.
+    pub(super) fn send_path(&mut self, session: &mut Session, index: usize, now: Ms) {
+        let Some(local) = session.senders.get(index) else {
+            return;
+        };
+        let msg = self.path_msg(session.key, local);
+        let (destination, source) = (session.key.destination.ip(), local.sender.ip());
+        self.queue_for(session, msg, destination, source);
+        let local = &mut session.senders[index];
+        let mut fast = local.fast;
+        local.next_at = self.after_send(&mut fast, local.answered, now);
+        session.senders[index].fast = fast;
+    }
+
+    pub(super) fn on_path(&mut self, now: Ms, source: IpAddr, ttl: Option<u8>, msg: Msg) {
+        let (Some(hop), Some(sender), Some(tspec)) = (msg.hop, msg.sender, msg.tspec) else {
+            return self.malformed(
+                &msg,
+                "path without rsvp_hop, sender_template or sender_tspec",
+            );
+        };
+        let refresh = match msg.refresh_ms {
+            Some(r) if r > 0 => r,
+            _ => return self.malformed(&msg, "path without a usable time_values"),
+        };
+        let own = msg.session.destination.ip();
+        // RFC 2205 §2.9 / §3.8: RSVP hops intercept Path messages and so never decrement the
+        // IP TTL; a received TTL other than Send_TTL means non-RSVP routers forwarded it.
+        // The engine keeps no ADSPEC, so the break bit is not ours to set: we record it.
+        let non_rsvp_hops = ttl.is_some_and(|ttl| ttl != msg.send_ttl);
+        if non_rsvp_hops {
+            self.stats.non_rsvp_hops += 1;
+            tracing::debug!(
+                session = ?msg.session,
+                %sender,
+                %source,
+                previous_hop = %hop.addr,
+                send_ttl = msg.send_ttl,
+                ttl = ?ttl,
+                "path crossed non-rsvp hops"
+            );
+        }
+        let Some(slot) = self.slot_for(msg.session, true) else {
+            self.stats.rejected += 1;
+            tracing::warn!(
+                limit = self.config.max_sessions,
+                "session table full; path refused"
+            );
+            self.queue_path_err(
+                ErrorRoute {
+                    session: msg.session,
+                    own,
+                    to: hop.addr,
+                },
+                Some(sender),
+                Some(tspec),
+                RSVP_SYSTEM_ERROR,
+                0,
+            );
+            return;
+        };
+        let Some(mut session) = self.take(slot) else {
+            return;
+        };
+        let expires_at = now.saturating_add(self.lifetime(refresh));
+        let fresh = match session.psbs.iter().position(|p| p.sender == sender) {
+            Some(i) => {
+                let psb = &mut session.psbs[i];
+                let changed = psb.tspec != tspec || psb.phop != hop;
+                psb.tspec = tspec;
+                psb.phop = hop;
+                psb.non_rsvp_hops = non_rsvp_hops;
+                psb.expires_at = expires_at;
+                changed
+            }
+            None if session.psbs.len() >= MAX_STATES_PER_SESSION => {
+                self.stats.rejected += 1;
+                self.put(slot, session);
+                self.queue_path_err(
+                    ErrorRoute {
+                        session: msg.session,
+                        own,
+                        to: hop.addr,
+                    },
+                    Some(sender),
+                    Some(tspec),
+                    RSVP_SYSTEM_ERROR,
+                    0,
+                );
+                return;
+            }
+            None => {
+                session.psbs.push(Psb {
+                    sender,
+                    tspec,
+                    phop: hop,
+                    expires_at,
+                    non_rsvp_hops,
+                });
+                true
+            }
+        };
+        if fresh {
+            let audience: Vec<SessionId> = session.audience().collect();
+            for id in audience {
+                self.emit(id, Event::PathReceived { sender, tspec });
+            }
+            if let Some(recv) = &mut session.recv {
+                // A sender was heard: the wait for one is over.
+                recv.wait_at = NEVER;
+                if !recv.confirmed {
+                    recv.answered = false;
+                    recv.fast = self.fast_start();
+                }
+            }
+            self.send_resvs(&mut session, now);
+        }
+        self.put(slot, session);
+    }
+
+    pub(super) fn on_path_tear(&mut self, msg: Msg) {
+        let Some(sender) = msg.sender else {
+            return self.malformed(&msg, "pathtear without sender_template");
+        };
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
+            return;
+        };
+        match session.psbs.iter().position(|p| p.sender == sender) {
+            Some(i) => {
+                session.psbs.remove(i);
+                let audience: Vec<SessionId> = session.audience().collect();
+                for id in audience {
+                    self.emit(
+                        id,
+                        Event::TornDown {
+                            reason: format!("path torn down by sender {sender}"),
+                        },
+                    );
+                }
+                path_state_lost(&mut session);
+            }
+            None => self.stats.ignored += 1,
+        }
+        self.put(slot, session);
+    }
+
+    pub(super) fn on_path_err(&mut self, now: Ms, msg: Msg) {
+        let Some(error) = msg.error else {
+            return self.malformed(&msg, "patherr without error_spec");
+        };
+        self.stats.errors_received += 1;
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
+            return;
+        };
+        let mut told: Vec<SessionId> = Vec::new();
+        let next = now.saturating_add(self.jitter());
+        for local in &mut session.senders {
+            if msg.sender.is_none_or(|s| s == local.sender) {
+                answer(
+                    &mut local.answered,
+                    &mut local.fast,
+                    &mut local.next_at,
+                    next,
+                );
+                // Answered, if by an error (reported as such): no `NoReceiver` any more.
+                local.wait_at = NEVER;
+                if !told.contains(&local.owner) {
+                    told.push(local.owner);
+                }
+            }
+        }
+        if told.is_empty() {
+            self.stats.ignored += 1;
+        }
+        for owner in told {
+            self.emit(
+                owner,
+                Event::PathError {
+                    code: error.code,
+                    value: error.value,
+                    node: error.node,
+                },
+            );
+        }
+        self.put(slot, session);
+    }
+}
+
+/// With no path state left the receiver's Resv stops; its reservation starts over (and is
+/// confirmed and announced again) when a Path comes back.
+pub(super) fn path_state_lost(session: &mut Session) {
+    if !session.psbs.is_empty() {
+        return;
+    }
+    if let Some(recv) = session.recv.as_deref_mut() {
+        recv.next_at = NEVER;
+        recv.confirmed = false;
+        recv.announced = false;
+        recv.answered = false;
+        recv.last_error = None;
+    }
+}

@@ -1,0 +1,190 @@
+//! Soft state in time: refresh intervals and jitter, state lifetimes, fast retransmission
+//! and peer waits, and what happens when a session's deadline falls due.
+//!
+//! The timer wheel and clock themselves are in [`timer`](super::timer); this is the engine
+//! side that decides the deadlines and acts on them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::path::path_state_lost;
+use super::rules::Loss;
+use super::state::{Fast, Session};
+use super::timer::{duration_ms_ceil, Ms, NEVER};
+use super::{Engine, Event, SessionId};
+
+impl Engine {
+    fn refresh_ms(&self) -> Ms {
+        // TIME_VALUES carries 32 bits of milliseconds.
+        duration_ms_ceil(self.config.refresh_period).clamp(2, u64::from(u32::MAX))
+    }
+
+    /// Our refresh period as carried in TIME_VALUES.
+    pub(super) fn refresh_ms_u32(&self) -> u32 {
+        u32::try_from(self.refresh_ms()).unwrap_or(u32::MAX)
+    }
+
+    /// A refresh interval: uniform in `[0.5 R, 1.5 R]`.
+    pub(super) fn jitter(&mut self) -> Ms {
+        let r = self.refresh_ms();
+        self.rng.random_range(r / 2..=r + r / 2)
+    }
+
+    /// State lifetime for a peer refreshing every `peer_r` ms: `(K + 0.5) · 1.5 · R`, rounded
+    /// up, plus one tick so that it is never early.
+    pub(super) fn lifetime(&self, peer_r: u32) -> Ms {
+        let k = u64::from(self.config.keep_multiplier.max(1));
+        let r = u64::from(peer_r);
+        (2 * k + 1)
+            .saturating_mul(3)
+            .saturating_mul(r)
+            .div_ceil(4)
+            .saturating_add(1)
+    }
+
+    pub(super) fn fast_start(&self) -> Fast {
+        Fast {
+            left: u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX),
+        }
+    }
+
+    /// The delay until the next fast retransmission when `left` remain: the initial delay,
+    /// doubled for each retransmission already made, at most `u32::MAX` ms.
+    fn fast_delay(&self, left: u8) -> Ms {
+        let made = u32::from(self.fast_start().left.saturating_sub(left));
+        let cap = u64::from(u32::MAX);
+        duration_ms_ceil(self.config.fast_retransmit_initial)
+            .min(cap)
+            .saturating_mul(1 << made.min(32))
+            .min(cap)
+    }
+
+    /// The deadline of a peer wait that starts at `now` ([`NEVER`] when waits are off).
+    pub(super) fn peer_wait_until(&self, now: Ms) -> Ms {
+        self.config
+            .peer_wait
+            .map_or(NEVER, |wait| now.saturating_add(duration_ms_ceil(wait)))
+    }
+
+    /// How long a peer wait due at `at` has lasted at `now` (the configured wait, plus how
+    /// late the timer ran).
+    fn waited(&self, at: Ms, now: Ms) -> Duration {
+        let wait = self.config.peer_wait.map_or(0, duration_ms_ceil);
+        Duration::from_millis(wait.saturating_add(now.saturating_sub(at)))
+    }
+
+    /// When to send next after a send: the next fast retransmission while unanswered, else a
+    /// jittered refresh.
+    pub(super) fn after_send(&mut self, fast: &mut Fast, answered: bool, now: Ms) -> Ms {
+        if !answered && fast.left > 0 {
+            let delay = self.fast_delay(fast.left);
+            fast.left -= 1;
+            now.saturating_add(delay)
+        } else {
+            fast.left = 0;
+            now.saturating_add(self.jitter())
+        }
+    }
+
+    pub(super) fn on_timeout(&mut self, now: Instant) {
+        let now = self.clock.ms(now);
+        while let Some((at, slot)) = self.timers.pop_due(now) {
+            let Some(mut session) = self.take(slot) else {
+                continue;
+            };
+            if session.scheduled != at {
+                // Stale entry: the session rescheduled since.
+                self.put(slot, session);
+                continue;
+            }
+            session.scheduled = NEVER;
+            self.run_timers(slot, &mut session, now);
+            self.put(slot, session);
+            self.flush();
+        }
+    }
+
+    fn run_timers(&mut self, slot: u32, session: &mut Session, now: Ms) {
+        for index in 0..session.senders.len() {
+            if session.senders[index].next_at <= now {
+                self.send_path(session, index, now);
+            }
+            let local = &mut session.senders[index];
+            if local.wait_at <= now {
+                // No Resv (nor PathErr) answered our Path in time: say so, once. Nothing is
+                // sent; the Path goes on being refreshed and a late Resv still establishes.
+                let (at, owner, sender) = (local.wait_at, local.owner, local.sender);
+                local.wait_at = NEVER;
+                let waited = self.waited(at, now);
+                tracing::debug!(session = ?session.key, %sender, ?waited, "no resv yet: no receiver");
+                self.emit(owner, Event::NoReceiver { waited });
+            }
+        }
+        if session.psbs.iter().any(|p| p.expires_at <= now) {
+            let mut expired: Vec<SocketAddr> = Vec::new();
+            session.psbs.retain(|p| {
+                let gone = p.expires_at <= now;
+                if gone {
+                    expired.push(p.sender);
+                }
+                !gone
+            });
+            self.stats.expired += expired.len() as u64;
+            let audience: Vec<SessionId> = session.audience().collect();
+            for sender in expired {
+                tracing::debug!(session = ?session.key, %sender, "path state expired");
+                for &id in &audience {
+                    self.emit(
+                        id,
+                        Event::Expired {
+                            reason: format!("path state of sender {sender} expired"),
+                        },
+                    );
+                }
+            }
+            path_state_lost(session);
+        }
+        if session.rsbs.iter().any(|r| r.expires_at <= now) {
+            let before = session.rsbs.len();
+            session.rsbs.retain(|r| r.expires_at > now);
+            self.stats.expired += (before - session.rsbs.len()) as u64;
+            tracing::debug!(session = ?session.key, "reservation state expired");
+            self.reconcile(slot, session, Loss::Expired);
+        }
+        if session.recv.as_ref().is_some_and(|r| r.next_at <= now) {
+            self.send_resvs(session, now);
+        }
+        if let Some(recv) = session.recv.as_deref_mut().filter(|r| r.wait_at <= now) {
+            // No Path arrived in time (the wait is disarmed by the first one): say so, once.
+            // The request stays primed; a late Path still gets its Resv.
+            let at = recv.wait_at;
+            recv.wait_at = NEVER;
+            let waited = self.waited(at, now);
+            tracing::debug!(session = ?session.key, ?waited, "no path yet: no sender");
+            let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+            for id in receivers {
+                self.emit(id, Event::NoSender { waited });
+            }
+        }
+    }
+}
+
+/// The first answer to a message stops its fast retransmission: the next send becomes a
+/// refresh at `refresh_at`.
+pub(super) fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, refresh_at: Ms) {
+    if !*answered && fast.left > 0 && *next_at != NEVER {
+        *next_at = refresh_at;
+    }
+    *answered = true;
+    fast.left = 0;
+}
+
+/// Whether a timer entry is the live one of its session.
+pub(super) fn is_live(sessions: &[Option<Session>], at: Ms, slot: u32) -> bool {
+    sessions
+        .get(slot as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|s| s.scheduled == at)
+}

@@ -1,0 +1,533 @@
+//! Reservation requests (RFC 2205 §3.1.4, RFC 2209): the receiver-side command (`reserve`),
+//! sending Resvs and ResvConfs, and the Resv, ResvTear, ResvErr and ResvConf handlers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::msg::{Descriptor, ErrorInfo, Hop, Msg};
+use super::outbox::{
+    error_name, ErrorRoute, CONFLICTING_STYLE, NO_PATH, NO_SENDER, RSVP_SYSTEM_ERROR,
+};
+use super::refresh::answer;
+use super::rules::Loss;
+use super::sessions::MAX_STATES_PER_SESSION;
+use super::state::{Filter, RecvState, Request, Role, Rsb, RuleState, Session};
+use super::timer::{Ms, NEVER};
+use super::{CommandError, Engine, Event, SessionId, Style};
+use crate::wire::intserv::FlowSpec;
+use crate::wire::MsgType;
+
+/// A Resv being applied to a session with local senders: what each step needs of it.
+struct ResvIn<'a> {
+    msg: &'a Msg,
+    /// Its next hop (RSVP_HOP): where its state is kept and errors go.
+    hop: Hop,
+    style: Style,
+    /// This host's address in the session (its first local sender's): the error node.
+    own: IpAddr,
+    now: Ms,
+    /// When reservation state it creates or refreshes expires.
+    expires_at: Ms,
+}
+
+impl ResvIn<'_> {
+    /// Where a ResvErr about this Resv goes.
+    fn route(&self) -> ErrorRoute {
+        ErrorRoute {
+            session: self.msg.session,
+            own: self.own,
+            to: self.hop.addr,
+        }
+    }
+}
+
+/// One reservation a Resv asks for: which senders, how much, and the flow descriptor that
+/// names it in an error.
+struct ResvEntry {
+    filter: Filter,
+    flowspec: FlowSpec,
+    descriptor: Descriptor,
+}
+
+impl Engine {
+    pub(super) fn cmd_reserve(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        style: Style,
+        flowspec: FlowSpec,
+        confirm: bool,
+    ) -> Result<(), CommandError> {
+        let now = self.clock.ms(now);
+        let (slot, mut session, index) = self.owner_session(id)?;
+        if !matches!(session.owners[index].role, Role::Primed | Role::Receiver(_)) {
+            self.put(slot, session);
+            return Err(CommandError::Invalid(
+                "reserve needs a session that neither sends nor has an unsignaled rule",
+            ));
+        }
+        session.owners[index].role = Role::Receiver(Request {
+            style,
+            flowspec,
+            confirm,
+        });
+        self.request_changed(&mut session, now);
+        self.put(slot, session);
+        Ok(())
+    }
+
+    /// The merged local request changed: restart confirmation and fast retransmission and
+    /// send the Resv now if there is path state.
+    pub(super) fn request_changed(&mut self, session: &mut Session, now: Ms) {
+        let merged = session.merged_request();
+        if session.recv.is_none() {
+            // A new receiver state: it waits for a Path unless one is here already.
+            let mut recv = RecvState::new();
+            if session.psbs.is_empty() {
+                recv.wait_at = self.peer_wait_until(now);
+            }
+            session.recv = Some(Box::new(recv));
+        }
+        let Some(recv) = session.recv.as_deref_mut() else {
+            return;
+        };
+        if recv.request == merged {
+            return;
+        }
+        recv.request = merged;
+        recv.confirmed = false;
+        recv.announced = false;
+        recv.answered = false;
+        recv.last_error = None;
+        recv.fast = self.fast_start();
+        self.send_resvs(session, now);
+    }
+
+    /// Sends the receiver's Resv to every previous hop and schedules the next one.
+    pub(super) fn send_resvs(&mut self, session: &mut Session, now: Ms) {
+        let request = session.merged_request();
+        let has_paths = !session.psbs.is_empty();
+        let Some(recv) = session.recv.as_deref_mut() else {
+            return;
+        };
+        let Some(request) = request.filter(|_| has_paths) else {
+            recv.next_at = NEVER;
+            return;
+        };
+        let mut phops: Vec<Hop> = Vec::with_capacity(1);
+        for psb in &session.psbs {
+            if !phops.iter().any(|h| h.addr == psb.phop.addr) {
+                phops.push(psb.phop);
+            }
+        }
+        for phop in phops {
+            let msg = self.resv_msg(session, &request, phop, false);
+            self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+        }
+        let Some(recv) = session.recv.as_deref_mut() else {
+            return;
+        };
+        let mut fast = recv.fast;
+        let answered = recv.answered;
+        let next_at = self.after_send(&mut fast, answered, now);
+        recv.fast = fast;
+        recv.next_at = next_at;
+        if !request.confirm && !recv.announced {
+            recv.announced = true;
+            let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+            for id in receivers {
+                self.emit(
+                    id,
+                    Event::Established {
+                        flowspec: request.flowspec,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A ResvConf for reservation `b` if it asked for one.
+    pub(super) fn queue_confirm(&mut self, session: &Session, b: usize, sender: SocketAddr) {
+        let Some(rsb) = session.rsbs.get(b) else {
+            return;
+        };
+        let Some(receiver) = rsb.confirm else {
+            return;
+        };
+        let own = sender.ip();
+        let mut msg = Msg::new(MsgType::ResvConf, session.key);
+        msg.error = Some(ErrorInfo {
+            node: own,
+            flags: 0,
+            code: 0,
+            value: 0,
+        });
+        msg.confirm = Some(receiver);
+        msg.style = Some(rsb.style);
+        msg.descriptors = vec![Self::rsb_descriptor(rsb)];
+        self.queue_for(session, msg, receiver, own);
+    }
+
+    pub(super) fn on_resv(&mut self, now: Ms, destination: IpAddr, msg: Msg) {
+        let (Some(hop), Some(style)) = (msg.hop, msg.style) else {
+            return self.malformed(&msg, "resv without rsvp_hop or style");
+        };
+        let refresh = match msg.refresh_ms {
+            Some(r) if r > 0 => r,
+            _ => return self.malformed(&msg, "resv without a usable time_values"),
+        };
+        if msg.descriptors.is_empty() {
+            return self.malformed(&msg, "resv without flow descriptors");
+        }
+        let found = self
+            .lookup(&msg.session)
+            .and_then(|slot| Some((slot, self.take(slot)?)));
+        match found {
+            Some((slot, mut session)) if !session.senders.is_empty() => {
+                let resv = ResvIn {
+                    msg: &msg,
+                    hop,
+                    style,
+                    own: session.senders[0].sender.ip(),
+                    now,
+                    expires_at: now.saturating_add(self.lifetime(refresh)),
+                };
+                self.resv_into(slot, &mut session, &resv);
+                self.put(slot, session);
+            }
+            other => {
+                // RFC 2209 (Resv without path state): ResvErr "no path information".
+                if let Some((slot, session)) = other {
+                    self.put(slot, session);
+                }
+                self.stats.rejected += 1;
+                self.queue_resv_err(
+                    ErrorRoute {
+                        session: msg.session,
+                        own: destination,
+                        to: hop.addr,
+                    },
+                    msg.style,
+                    msg.descriptors,
+                    NO_PATH,
+                    0,
+                );
+            }
+        }
+    }
+
+    /// A Resv for a session with local senders.
+    fn resv_into(&mut self, slot: u32, session: &mut Session, resv: &ResvIn<'_>) {
+        if session
+            .rsbs
+            .iter()
+            .any(|r| r.nhop.addr != resv.hop.addr && r.style != resv.style)
+        {
+            self.stats.rejected += 1;
+            self.queue_resv_err(
+                resv.route(),
+                resv.msg.style,
+                resv.msg.descriptors.clone(),
+                CONFLICTING_STYLE,
+                0,
+            );
+            return;
+        }
+        let Some(entries) = resv_entries(resv.msg, resv.style) else {
+            return self.malformed(resv.msg, "resv flow descriptor without flowspec");
+        };
+        let mut confirm_for: Vec<usize> = Vec::new();
+        for entry in entries {
+            confirm_for.extend(self.resv_entry(session, resv, entry));
+        }
+        self.reconcile(slot, session, Loss::Withdrawn);
+        self.confirm_in_force(session, &confirm_for);
+    }
+
+    /// Applies one reservation of a Resv: refused (no such sender, table full), stored, or
+    /// refreshed. Returns its index when it is an unchanged refresh that asks for a
+    /// confirmation.
+    fn resv_entry(
+        &mut self,
+        session: &mut Session,
+        resv: &ResvIn<'_>,
+        entry: ResvEntry,
+    ) -> Option<usize> {
+        let ResvEntry {
+            filter,
+            flowspec,
+            descriptor,
+        } = entry;
+        let stored = if session.senders.iter().any(|s| filter.covers(s.sender)) {
+            store_rsb(session, resv, &filter, flowspec).ok_or(RSVP_SYSTEM_ERROR)
+        } else {
+            Err(NO_SENDER)
+        };
+        let (index, changed) = match stored {
+            Ok(stored) => stored,
+            Err(code) => {
+                self.stats.rejected += 1;
+                self.queue_resv_err(resv.route(), resv.msg.style, vec![descriptor], code, 0);
+                return None;
+            }
+        };
+        let owners = self.paths_answered(session, &filter, resv.now);
+        if changed {
+            let style = resv.style;
+            for owner in owners {
+                self.emit(owner, Event::ResvReceived { flowspec, style });
+            }
+        } else if let Some((code, value)) = session.rsbs[index].refused {
+            // A refresh of a refused request: the same answer again.
+            let descriptor = Self::rsb_descriptor(&session.rsbs[index]);
+            self.queue_resv_err(
+                resv.route(),
+                Some(resv.style),
+                vec![descriptor],
+                code,
+                value,
+            );
+        } else if resv.msg.confirm.is_some() {
+            return Some(index);
+        }
+        None
+    }
+
+    /// A Resv covering `filter` answers the Paths of the local senders it covers: no more
+    /// fast retransmission, no more waiting for a receiver. Returns their owners.
+    fn paths_answered(
+        &mut self,
+        session: &mut Session,
+        filter: &Filter,
+        now: Ms,
+    ) -> Vec<SessionId> {
+        let mut owners: Vec<SessionId> = Vec::new();
+        for index in 0..session.senders.len() {
+            let local = &session.senders[index];
+            if !filter.covers(local.sender) {
+                continue;
+            }
+            if !owners.contains(&local.owner) {
+                owners.push(local.owner);
+            }
+            if !local.answered {
+                let next = now.saturating_add(self.jitter());
+                let local = &mut session.senders[index];
+                answer(
+                    &mut local.answered,
+                    &mut local.fast,
+                    &mut local.next_at,
+                    next,
+                );
+                // A receiver was heard: the wait for one is over.
+                local.wait_at = NEVER;
+            }
+        }
+        owners
+    }
+
+    /// ResvConfs for refreshes that still ask for confirmation of a reservation in force.
+    fn confirm_in_force(&mut self, session: &Session, confirm_for: &[usize]) {
+        for &index in confirm_for {
+            let Some(rsb) = session.rsbs.get(index) else {
+                continue;
+            };
+            let in_force = session.senders.iter().find(|s| {
+                rsb.filter.covers(s.sender)
+                    && s.rule.is_some_and(|r| {
+                        r.state == RuleState::Installed && r.flowspec == rsb.flowspec
+                    })
+            });
+            if let Some(local) = in_force {
+                let sender = local.sender;
+                self.queue_confirm(session, index, sender);
+            }
+        }
+    }
+
+    pub(super) fn on_resv_tear(&mut self, msg: Msg) {
+        let Some(hop) = msg.hop else {
+            return self.malformed(&msg, "resvtear without rsvp_hop");
+        };
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
+            return;
+        };
+        let torn: Vec<SocketAddr> = msg
+            .descriptors
+            .iter()
+            .flat_map(|d| d.filters.iter().copied())
+            .collect();
+        let wildcard = msg.style == Some(Style::WildcardFilter) || torn.is_empty();
+        let before = session.rsbs.len();
+        session.rsbs.retain(|rsb| {
+            let hit = rsb.nhop.addr == hop.addr
+                && (wildcard || torn.iter().any(|s| rsb.filter.covers(*s)));
+            !hit
+        });
+        if session.rsbs.len() == before {
+            self.stats.ignored += 1;
+        } else {
+            self.reconcile(slot, &mut session, Loss::Teardown(hop.addr));
+        }
+        self.put(slot, session);
+    }
+
+    pub(super) fn on_resv_err(&mut self, now: Ms, msg: Msg) {
+        let Some(error) = msg.error else {
+            return self.malformed(&msg, "resverr without error_spec");
+        };
+        self.stats.errors_received += 1;
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
+            return;
+        };
+        let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+        let next = now.saturating_add(self.jitter());
+        match &mut session.recv {
+            Some(recv) if !receivers.is_empty() => {
+                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                let pair = (error.code, error.value);
+                if recv.last_error != Some(pair) {
+                    recv.last_error = Some(pair);
+                    for id in receivers {
+                        self.events.push_back((
+                            id,
+                            Event::ResvError {
+                                code: error.code,
+                                value: error.value,
+                                node: error.node,
+                            },
+                        ));
+                        if matches!(error.code, 1 | 2) {
+                            self.events.push_back((
+                                id,
+                                Event::AdmissionDenied {
+                                    code: error.code,
+                                    value: error.value,
+                                    reason: format!(
+                                        "{} reported by {} (value {})",
+                                        error_name(error.code),
+                                        error.node,
+                                        error.value
+                                    ),
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => self.stats.ignored += 1,
+        }
+        self.put(slot, session);
+    }
+
+    pub(super) fn on_resv_conf(&mut self, now: Ms, msg: Msg) {
+        let Some((slot, mut session)) = self.take_for_message(&msg) else {
+            return;
+        };
+        let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
+        let request = session.merged_request();
+        let next = now.saturating_add(self.jitter());
+        match (&mut session.recv, request) {
+            (Some(recv), Some(request)) if !receivers.is_empty() => {
+                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                if !recv.confirmed {
+                    recv.confirmed = true;
+                    recv.announced = true;
+                    recv.last_error = None;
+                    let flowspec = msg
+                        .descriptors
+                        .first()
+                        .and_then(|d| d.flowspec)
+                        .unwrap_or(request.flowspec);
+                    for id in receivers {
+                        self.events.push_back((id, Event::Confirmed { flowspec }));
+                        self.events.push_back((id, Event::Established { flowspec }));
+                    }
+                }
+            }
+            _ => self.stats.ignored += 1,
+        }
+        self.put(slot, session);
+    }
+}
+
+/// A Resv's flow descriptors as reservations; an FF flowspec may be carried over from the
+/// previous descriptor (RFC 2205 §3.1.4). `None` when a descriptor has no flowspec to use.
+fn resv_entries(msg: &Msg, style: Style) -> Option<Vec<ResvEntry>> {
+    let mut entries: Vec<ResvEntry> = Vec::new();
+    let mut carried: Option<FlowSpec> = None;
+    for descriptor in &msg.descriptors {
+        let flowspec = descriptor.flowspec.or(carried)?;
+        carried = Some(flowspec);
+        match style {
+            Style::FixedFilter => {
+                for filter in &descriptor.filters {
+                    entries.push(ResvEntry {
+                        filter: Filter::One(*filter),
+                        flowspec,
+                        descriptor: Descriptor {
+                            flowspec: Some(flowspec),
+                            filters: vec![*filter],
+                        },
+                    });
+                }
+            }
+            Style::SharedExplicit => entries.push(ResvEntry {
+                filter: Filter::Many(descriptor.filters.clone().into_boxed_slice()),
+                flowspec,
+                descriptor: descriptor.clone(),
+            }),
+            Style::WildcardFilter => entries.push(ResvEntry {
+                filter: Filter::All,
+                flowspec,
+                descriptor: descriptor.clone(),
+            }),
+        }
+        if style != Style::FixedFilter {
+            break;
+        }
+    }
+    Some(entries)
+}
+
+/// Stores (or refreshes) the reservation state of `resv` for `filter`: its index and whether
+/// it is new or changed; `None` when the session holds as many as it may.
+fn store_rsb(
+    session: &mut Session,
+    resv: &ResvIn<'_>,
+    filter: &Filter,
+    flowspec: FlowSpec,
+) -> Option<(usize, bool)> {
+    let existing = session
+        .rsbs
+        .iter()
+        .position(|r| r.nhop.addr == resv.hop.addr && r.filter == *filter);
+    match existing {
+        Some(i) => {
+            let rsb = &mut session.rsbs[i];
+            let changed = rsb.flowspec != flowspec || rsb.style != resv.style;
+            if changed {
+                rsb.flowspec = flowspec;
+                rsb.style = resv.style;
+                rsb.refused = None;
+            }
+            rsb.nhop = resv.hop;
+            rsb.confirm = resv.msg.confirm;
+            rsb.expires_at = resv.expires_at;
+            Some((i, changed))
+        }
+        None if session.rsbs.len() >= MAX_STATES_PER_SESSION => None,
+        None => {
+            session.rsbs.push(Rsb {
+                nhop: resv.hop,
+                style: resv.style,
+                filter: filter.clone(),
+                flowspec,
+                confirm: resv.msg.confirm,
+                expires_at: resv.expires_at,
+                refused: None,
+            });
+            Some((session.rsbs.len() - 1, true))
+        }
+    }
+}
