@@ -16,6 +16,15 @@
 //! thread of its own if that runtime shuts down while others still use it; started from
 //! anywhere else it runs on a thread of its own.
 //!
+//! # Files
+//!
+//! `core.rs` is the state behind the lock and the enforcement queue; `driver.rs` the task's
+//! loop; `session.rs` what one session's owner shares with the agent (the event log, the
+//! current [`Reservation`], the guard that releases it); `transport.rs` and `memory.rs` the
+//! RSVP transports. The agent never names a socket-API type: the socket API
+//! ([`QosListener`](crate::QosListener), [`QosStream`](crate::QosStream), [`QosEvents`](crate::QosEvents)) is a thin front end over
+//! [`Agent`] and the session state, and a daemon can serve the same agent to other processes.
+//!
 //! # Policy
 //!
 //! An agent holds one [`Policy`] (default: [`Policy::default`]). It answers the engine's

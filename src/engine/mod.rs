@@ -7,6 +7,34 @@
 //! — and drains the outputs: [`Engine::poll_transmit`], [`Engine::poll_event`],
 //! [`Engine::poll_action`], and [`Engine::poll_timeout`] for the next deadline.
 //!
+//! # Where things are
+//!
+//! Like quinn-proto, the table of sessions and the send and receive paths are kept apart
+//! from the per-session protocol logic; each file holds one concern:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the public types and the entry points above |
+//! | `sessions.rs` | the slab of sessions, the key index, owner and rule ids, open and release |
+//! | `receive.rs` | decoding, undecodable input, and `on_msg`, the one gate every message passes |
+//! | `path.rs` | `add_sender`; the Path, PathTear and PathErr handlers |
+//! | `resv.rs` | `reserve`; sending Resv and ResvConf; the Resv, ResvTear, ResvErr and ResvConf handlers |
+//! | `rules.rs` | unsignaled admission, rule reconciliation, enforcer outcomes |
+//! | `refresh.rs` | refresh and lifetime arithmetic, fast retransmission, peer waits, timeouts |
+//! | `outbox.rs` | message builders, the outbox, local delivery, the flush into [`Transmit`]s |
+//! | `translate.rs` | the engine's messages to and from [`crate::wire`]'s |
+//! | `state.rs`, `index.rs`, `timer.rs`, `inspect.rs` | session state, key index, timer wheel, inspection |
+//!
+//! # Names
+//!
+//! * An **RSVP session** is RFC 2205's: the data flows to one destination address, protocol
+//!   and port, named by a [`SessionKey`] (the SESSION object on the wire). The engine holds
+//!   one state per RSVP session, with its path and reservation state.
+//! * A **session** of the API is one local owner's part in an RSVP session, named by a
+//!   [`SessionId`]: a sender (a server's connection), a receiver (a client's) or an
+//!   unsignaled rule. Several owners can share one RSVP session; events and commands are
+//!   per owner. IBM i's API called this the session id too.
+//!
 //! # Local delivery
 //!
 //! A message addressed to one of [`EngineConfig::local_addrs`] is delivered to the engine
