@@ -1,6 +1,6 @@
 //! The only module allowed `unsafe`: thin wrappers over the few calls libc exposes and socket2
 //! does not (`SO_MAX_PACING_RATE`, `SO_COOKIE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
-//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed).
+//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed, `flock`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -118,6 +118,24 @@ pub(crate) fn enter_network_namespace(ns: BorrowedFd<'_>) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another open file
+/// description holds it. Closing `file` releases it. (`File::try_lock` is newer than the
+/// crate's minimum Rust version.)
+#[cfg(feature = "tc")]
+pub(crate) fn try_lock_exclusive(file: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: `file` is a valid descriptor for the call; flock touches no memory of ours.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
     }
 }
 

@@ -23,7 +23,7 @@ mod tc;
 pub use chain::Chain;
 pub use socket::{SocketEnforcer, SocketOptions, DEFAULT_PRIORITY};
 #[cfg(feature = "tc")]
-pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, QDISC_MAJOR};
+pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, DEFAULT_STATE_DIR, QDISC_MAJOR};
 
 /// Bytes of link-layer framing per packet that queueing disciplines count (Ethernet).
 const LINK_OVERHEAD: u64 = 14;
@@ -97,16 +97,58 @@ pub enum EnforceError {
         #[source]
         source: std::io::Error,
     },
+    /// Another live qtoq process — or another enforcer of this one — manages the interface,
+    /// as its journal says (tc backend).
+    #[error(
+        "interface {interface} is managed by qtoq process {pid} (journal {}); stop it first",
+        journal.display()
+    )]
+    InUse {
+        /// The interface.
+        interface: String,
+        /// The owner's pid.
+        pid: u32,
+        /// The journal naming the owner.
+        journal: std::path::PathBuf,
+    },
+    /// The interface carries a qtoq tree (root qdisc `7174:`) that no journal accounts for,
+    /// so nothing proves it is an orphan: it may be a live process's (tc backend).
+    #[error(
+        "interface {interface} has a qtoq tc tree (root qdisc 7174:) but no journal at {} says \
+         whose; if no qtoq process uses it, remove it with `tc qdisc del dev {interface} root`",
+        journal.display()
+    )]
+    Unowned {
+        /// The interface.
+        interface: String,
+        /// Where its journal would be.
+        journal: std::path::PathBuf,
+    },
+    /// The state directory, or a journal in it, could not be read or written (tc backend).
+    #[error("{operation} {}: {source}", path.display())]
+    State {
+        /// What was attempted.
+        operation: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The error: from the OS, or `InvalidData` for a journal that does not parse.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl EnforceError {
     /// The RSVP ERROR_SPEC (code, value) this failure deserves: 21 (traffic control error)
-    /// for rules the backend cannot express, 22 (traffic control system error) for kernel and
-    /// privilege failures.
+    /// for rules the backend cannot express, 22 (traffic control system error) for kernel,
+    /// privilege and ownership failures.
     pub fn rsvp_error(&self) -> (u8, u16) {
         match self {
             EnforceError::Unsupported(_) => (21, 2),
-            EnforceError::PermissionDenied { .. } | EnforceError::Kernel { .. } => (22, 0),
+            EnforceError::PermissionDenied { .. }
+            | EnforceError::Kernel { .. }
+            | EnforceError::InUse { .. }
+            | EnforceError::Unowned { .. }
+            | EnforceError::State { .. } => (22, 0),
         }
     }
 }

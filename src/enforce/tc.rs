@@ -13,11 +13,52 @@
 //!
 //! The kernel lacks nothing here, but `netlink-packet-route` has no HTB types, so the HTB
 //! option structs (`tc_htb_glob`, `tc_htb_opt`) and the u32 selector are encoded here.
+//!
+//! # The ownership journal
+//!
+//! Before it replaces an interface's root qdisc, the enforcer writes a journal (write-ahead)
+//! to `<state_dir>/tc/<ifname>.json` — [`DEFAULT_STATE_DIR`] is `/run/qtoq` — or, in any
+//! network namespace other than the host's (PID 1's), to
+//! `<state_dir>/tc/net-<inode>/<ifname>.json`: namespaces reuse interface names and share
+//! `/run`. The directories are created with mode 0755: a journal holds nothing `tc qdisc
+//! show` does not tell any user, and a diagnostic tool may read who owns an interface; a
+//! journal directory that group or others may write is refused, since start-up acts on its
+//! files. A journal is JSON holding the format version, the owner (its pid and its start
+//! time, field 22 of `/proc/<pid>/stat`, so a reused pid does not pass for it), the
+//! interface's name, index and network namespace, the handle of our root qdisc, and the
+//! previous root qdisc as the hex of its netlink message (`struct tcmsg` and attributes,
+//! exactly what is sent to restore it), or `null` for the kernel's default. Classes and
+//! filters are not listed: they all hang under our root qdisc, and deleting (or replacing)
+//! it removes them. A journal is written atomically (temporary file, fsync, rename) and
+//! removed by a [`shutdown`](Enforcer::shutdown) once the interface is restored; a failed
+//! restore keeps it, for a later start to retry.
+//!
+//! # Start-up
+//!
+//! Start-ups in one namespace take turns (an `flock` on its journal directory). For each
+//! interface:
+//!
+//! * a journal whose owner runs — the pid exists, is no zombie and started at the recorded
+//!   time — and is another process, or another live enforcer of this one: refused with
+//!   [`EnforceError::InUse`], nothing touched;
+//! * a journal whose owner is gone (killed, crashed, or an enforcer of this process dropped
+//!   without shutdown): its tree, if still at the root of the same interface, is replaced
+//!   by the recorded previous qdisc (or deleted, for the kernel default), the journal
+//!   removed, and the start goes on as a fresh one;
+//! * no journal but a root qdisc with our handle: refused with [`EnforceError::Unowned`],
+//!   nothing touched — nothing proves it is an orphan (it may be a live process's that uses
+//!   another state directory); `tc qdisc del dev <ifname> root` clears it by hand.
+//!
+//! Library users embedding an agent get the same protection: a second process on the same
+//! interface is refused. The state directory must be writable, which the CAP_NET_ADMIN the
+//! backend needs anyway usually goes with. Owners are pids of the journal's pid namespace:
+//! processes in different pid namespaces should not share a state directory.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{
@@ -28,13 +69,24 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
+use self::journal::{DirectoryLock, Journal, Owner};
 use super::{Applied, EnforceError, Enforcer};
 use crate::flow::{Rule, RuleId};
 use crate::policy::InterfaceSpec;
 
-/// Major number of the root qdisc qtoq installs (`7174:` — "qt"); a root qdisc with this
-/// handle on start-up is an orphan of an agent that crashed, and is removed.
+mod journal;
+
+/// Major number of the root qdisc qtoq installs (`7174:` — "qt"). On start-up, a root qdisc
+/// with this handle is removed only when a journal proves its owner is gone (see the module
+/// docs).
 pub const QDISC_MAJOR: u16 = 0x7174;
+/// Where [`TcEnforcer::new`] keeps its journals (`<dir>/tc/…`, see the module docs).
+pub const DEFAULT_STATE_DIR: &str = "/run/qtoq";
+/// Handle of the root qdisc qtoq installs.
+const ROOT_HANDLE: TcHandle = TcHandle {
+    major: QDISC_MAJOR,
+    minor: 0,
+};
 /// Minor of the root class.
 const ROOT_MINOR: u16 = 1;
 /// Minor of the best-effort (default) class.
@@ -67,6 +119,17 @@ struct SavedQdisc {
     attributes: Vec<TcAttribute>,
 }
 
+impl SavedQdisc {
+    /// The request body that puts it back at the root of `ifindex`.
+    fn message(&self, ifindex: i32) -> TcMessage {
+        let mut qdisc = TcMessage::with_index(ifindex);
+        qdisc.header.parent = TcHandle::ROOT;
+        qdisc.header.handle = self.handle;
+        qdisc.attributes = self.attributes.clone();
+        qdisc
+    }
+}
+
 #[derive(Debug)]
 struct Prepared {
     ifindex: i32,
@@ -81,6 +144,8 @@ struct TcInterface {
     spec: InterfaceSpec,
     capacity: u64,
     prepared: Option<Prepared>,
+    /// The journal this enforcer claimed (see `journal::claim`); released on drop.
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,22 +159,56 @@ struct Installed {
 /// HTB + u32 enforcement over netlink (cargo feature `tc`; needs CAP_NET_ADMIN).
 ///
 /// On creation it replaces the root qdisc of every declared interface with an HTB tree (see
-/// the module docs), after removing an orphaned qtoq tree left by a crashed agent. Each
-/// installed rule gets an HTB class with `rate` = the reserved rate scaled up by the header
-/// bytes of M-sized packets (qtoq rates are application bytes/s, HTB counts Ethernet frames:
-/// ×1514/1448 for TCP over IPv4 with M = 1500), `ceil` = the peak rate or the capacity (traffic beyond
-/// the reservation borrows like best effort, as Controlled-Load asks), `burst` = the bucket,
-/// and a u32 filter on the flow's 5-tuple (IPv4 and IPv6 without extension headers; IPv4
-/// options are not expected). [`Enforcer::shutdown`] deletes the tree and restores the
-/// previous root qdisc.
+/// the module docs), after journaling the change and undoing what a dead owner's journal
+/// records; interfaces that a live process manages, or that carry a qtoq tree no journal
+/// accounts for, are refused. Each installed rule gets an HTB class with `rate` = the
+/// reserved rate scaled up by the header bytes of M-sized packets (qtoq rates are
+/// application bytes/s, HTB counts Ethernet frames: ×1514/1448 for TCP over IPv4 with
+/// M = 1500), `ceil` = the peak rate or the capacity (traffic beyond the reservation borrows
+/// like best effort, as Controlled-Load asks), `burst` = the bucket, and a u32 filter on the
+/// flow's 5-tuple (IPv4 and IPv6 without extension headers; IPv4 options are not expected).
+/// [`Enforcer::shutdown`] puts the previous root qdisc back in place of the tree and removes
+/// the journals. Dropped without shutdown, the enforcer leaves tree and journals behind; the
+/// next enforcer on those interfaces (in this process or another) restores them.
 ///
 /// The netlink socket belongs to the network namespace of the thread that creates the
-/// enforcer (see [`enter_network_namespace`](super::enter_network_namespace)).
+/// enforcer (see [`enter_network_namespace`](super::enter_network_namespace)), and so do the
+/// journals.
 #[derive(Debug)]
 pub struct TcEnforcer {
     handle: rtnetlink::Handle,
     interfaces: Vec<TcInterface>,
     installed: HashMap<RuleId, Installed>,
+    /// This process, as journals record it.
+    owner: Owner,
+    /// Inode of the netlink socket's network namespace.
+    netns: u64,
+    /// This namespace's journal directory (canonical, so claims compare equal).
+    directory: PathBuf,
+}
+
+impl Drop for TcEnforcer {
+    fn drop(&mut self) {
+        // Dropped without a successful shutdown, the journals stay on disk: a later enforcer
+        // of this process then treats them as a dead owner's and restores the interfaces.
+        for interface in &mut self.interfaces {
+            if let Some(path) = interface.journal.take() {
+                journal::release(&path);
+            }
+        }
+    }
+}
+
+fn state_error(operation: &'static str, path: &Path, source: io::Error) -> EnforceError {
+    EnforceError::State {
+        operation,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn handle_u32(handle: TcHandle) -> u32 {
+    (u32::from(handle.major) << 16) | u32::from(handle.minor)
 }
 
 fn io_error(operation: &'static str, source: io::Error) -> EnforceError {
@@ -138,24 +237,39 @@ fn is_gone(error: &EnforceError) -> bool {
 }
 
 impl TcEnforcer {
-    /// Opens a netlink connection (on the current Tokio runtime) and installs the HTB tree on
-    /// every interface in `interfaces`.
+    /// [`with_state_dir`](Self::with_state_dir) with [`DEFAULT_STATE_DIR`] (`/run/qtoq`).
     ///
     /// # Errors
     ///
-    /// [`EnforceError::PermissionDenied`] without CAP_NET_ADMIN, [`EnforceError::Kernel`] when
-    /// an interface does not exist or the kernel refuses the tree (trees already installed
-    /// are removed again), [`EnforceError::Unsupported`] outside a Tokio runtime or for an
-    /// interface without a usable capacity.
+    /// As [`with_state_dir`](Self::with_state_dir).
     pub async fn new(interfaces: &[InterfaceSpec]) -> Result<Self, EnforceError> {
+        Self::with_state_dir(interfaces, DEFAULT_STATE_DIR).await
+    }
+
+    /// Opens a netlink connection (on the current Tokio runtime) and installs the HTB tree on
+    /// every interface in `interfaces`, journaling each one under `state_dir` first; a dead
+    /// owner's journal is applied (its interface restored) on the way. See the module docs
+    /// for the journal and the start-up rules.
+    ///
+    /// # Errors
+    ///
+    /// [`EnforceError::InUse`] when a live qtoq process (or another enforcer of this one)
+    /// manages an interface, [`EnforceError::Unowned`] when an interface carries a qtoq tree
+    /// without a journal, [`EnforceError::State`] when the journal directory cannot be created
+    /// or a journal cannot be read, parsed or written; [`EnforceError::PermissionDenied`]
+    /// without CAP_NET_ADMIN, [`EnforceError::Kernel`] when an interface does not exist or
+    /// the kernel refuses the tree, [`EnforceError::Unsupported`] outside a Tokio runtime or
+    /// for an interface without a usable capacity or name. Nothing is left changed: trees
+    /// already installed are removed again (a dead owner's interface stays restored).
+    pub async fn with_state_dir(
+        interfaces: &[InterfaceSpec],
+        state_dir: impl AsRef<Path>,
+    ) -> Result<Self, EnforceError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(EnforceError::Unsupported(
                 "the tc backend must be created inside a Tokio runtime".into(),
             ));
         }
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| io_error("open rtnetlink socket", e))?;
-        tokio::spawn(connection);
         let mut list = Vec::new();
         for spec in interfaces {
             if !(spec.capacity.is_finite() && spec.capacity >= 1.0) {
@@ -164,25 +278,60 @@ impl TcEnforcer {
                     spec.name
                 )));
             }
+            // The name becomes a file name.
+            if spec.name.is_empty()
+                || spec.name.contains('/')
+                || spec.name == "."
+                || spec.name == ".."
+            {
+                return Err(EnforceError::Unsupported(format!(
+                    "{:?} is not an interface name",
+                    spec.name
+                )));
+            }
             list.push(TcInterface {
                 spec: spec.clone(),
                 capacity: spec.capacity as u64,
                 prepared: None,
+                journal: None,
             });
         }
+        // Read on this thread, before the socket is opened on it: the socket talks to this
+        // thread's namespace, and the journals are kept per namespace.
+        let netns = journal::current_netns()
+            .map_err(|e| state_error("read", Path::new("/proc/thread-self/ns/net"), e))?;
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| io_error("open rtnetlink socket", e))?;
+        tokio::spawn(connection);
+        let owner =
+            Owner::current().map_err(|e| state_error("read", Path::new("/proc/self/stat"), e))?;
+        let directory = journal::directory(state_dir.as_ref(), netns);
+        // Serialises start-ups on this namespace: one at a time judges and takes journals.
+        let lock = DirectoryLock::acquire(&directory)
+            .await
+            .map_err(|e| state_error("create and lock the state directory", &directory, e))?;
+        let directory = std::fs::canonicalize(&directory)
+            .map_err(|e| state_error("resolve the state directory", &directory, e))?;
         let mut enforcer = TcEnforcer {
             handle,
             interfaces: list,
             installed: HashMap::new(),
+            owner,
+            netns,
+            directory,
         };
         for index in 0..enforcer.interfaces.len() {
             if let Err(e) = enforcer.prepare(index).await {
                 if let Err(undo) = enforcer.shutdown().await {
                     tracing::warn!(error = %undo, "could not undo partial tc setup");
                 }
+                // Shutdown could not prune the directory while we held its lock.
+                drop(lock);
+                journal::prune(&enforcer.directory);
                 return Err(e);
             }
         }
+        drop(lock);
         Ok(enforcer)
     }
 
@@ -253,40 +402,67 @@ impl TcEnforcer {
         }
     }
 
-    /// Replaces the interface's root qdisc with the qtoq HTB tree.
+    /// Replaces the interface's root qdisc with the qtoq HTB tree, journaled first.
     async fn prepare(&mut self, index: usize) -> Result<(), EnforceError> {
         let name = self.interfaces[index].spec.name.clone();
         let capacity = self.interfaces[index].capacity;
         let ifindex = self.ifindex(&name).await?;
-        let mut previous = match self.root_qdisc(ifindex).await? {
-            Some(m) => saved(&m),
-            None => None,
-        };
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.handle.major == QDISC_MAJOR)
-        {
-            tracing::warn!(interface = %name, "removing an orphaned qtoq tc tree (crashed agent?)");
-            self.delete_root(ifindex).await?;
-            previous = None;
+        let path = journal::path(&self.directory, &name);
+        if !journal::claim(&path) {
+            return Err(EnforceError::InUse {
+                interface: name,
+                pid: self.owner.pid,
+                journal: path,
+            });
         }
+        self.interfaces[index].journal = Some(path.clone());
+        self.recover(&name, ifindex, &path).await?;
+        let current = self.root_qdisc(ifindex).await?;
+        if current
+            .as_ref()
+            .is_some_and(|m| m.header.handle.major == QDISC_MAJOR)
+        {
+            // Without a journal nothing proves the tree is an orphan: it may be a live
+            // process's whose journal lives elsewhere (another state directory).
+            return Err(EnforceError::Unowned {
+                interface: name,
+                journal: path,
+            });
+        }
+        let previous = current.as_ref().and_then(saved);
+        let record = Journal::new(
+            self.owner,
+            &name,
+            ifindex,
+            self.netns,
+            handle_u32(ROOT_HANDLE),
+            previous.as_ref().map(|p| p.message(ifindex)).as_ref(),
+        );
+        // Write-ahead: the journal is on disk before the kernel changes.
+        journal::write(&path, &record).map_err(|e| state_error("write the journal", &path, e))?;
         let mut qdisc = TcMessage::with_index(ifindex);
         qdisc.header.parent = TcHandle::ROOT;
-        qdisc.header.handle = TcHandle {
-            major: QDISC_MAJOR,
-            minor: 0,
-        };
+        qdisc.header.handle = ROOT_HANDLE;
         qdisc.attributes.push(TcAttribute::Kind("htb".into()));
         qdisc.attributes.push(TcAttribute::Options(vec![raw(
             TCA_HTB_INIT,
             htb_glob(BEST_EFFORT_MINOR),
         )]));
-        self.ack(
-            "install htb root qdisc",
-            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await?;
+        if let Err(e) = self
+            .ack(
+                "install htb root qdisc",
+                RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            )
+            .await
+        {
+            // The kernel refused the replace, so nothing changed: nothing to journal.
+            if let Err(undo) = journal::remove(&path) {
+                tracing::warn!(journal = %path.display(), error = %undo,
+                    "could not remove the journal of a tree never installed");
+            }
+            return Err(e);
+        }
         self.interfaces[index].prepared = Some(Prepared {
             ifindex,
             previous,
@@ -298,17 +474,92 @@ impl TcEnforcer {
         let best_effort = HtbClass::new(capacity, capacity, burst_for(capacity), 1);
         self.put_class(ifindex, BEST_EFFORT_MINOR, ROOT_MINOR, &best_effort, true)
             .await?;
-        tracing::info!(interface = %name, capacity, "tc htb tree installed");
+        tracing::info!(interface = %name, capacity, journal = %path.display(),
+            "tc htb tree installed");
         Ok(())
+    }
+
+    /// Applies the journal at `path`, if any: refuses when its owner lives; when it is gone,
+    /// restores the root qdisc it replaced (if its tree is still there) and removes the
+    /// journal.
+    async fn recover(&mut self, name: &str, ifindex: i32, path: &Path) -> Result<(), EnforceError> {
+        let record = match journal::read(path) {
+            Ok(None) => return Ok(()),
+            Ok(Some(Ok(record))) => record,
+            Ok(Some(Err(why))) => {
+                return Err(state_error(
+                    "parse the journal",
+                    path,
+                    io::Error::new(io::ErrorKind::InvalidData, why),
+                ))
+            }
+            Err(e) => return Err(state_error("read the journal", path, e)),
+        };
+        let owner = record.owner();
+        // A journal naming this process that no live enforcer claims (the claim above
+        // succeeded) belongs to one dropped without shutdown: as good as dead.
+        if owner != self.owner && owner.is_alive() {
+            return Err(EnforceError::InUse {
+                interface: name.to_owned(),
+                pid: owner.pid,
+                journal: path.to_owned(),
+            });
+        }
+        let current = self.root_qdisc(ifindex).await?;
+        // Only the dead owner's own tree is undone: on a re-created interface (another
+        // index), or when someone replaced the tree since, nothing of it is left.
+        let theirs = record.ifindex == ifindex
+            && current
+                .as_ref()
+                .is_some_and(|m| handle_u32(m.header.handle) == record.root_handle);
+        if theirs {
+            let previous = record.previous_message().map_err(|why| {
+                state_error(
+                    "parse the journal",
+                    path,
+                    io::Error::new(io::ErrorKind::InvalidData, why),
+                )
+            })?;
+            self.restore(ifindex, previous.as_ref().and_then(saved))
+                .await?;
+            tracing::info!(interface = %name, pid = record.pid, journal = %path.display(),
+                "restored the root qdisc a qtoq process that is gone had replaced");
+        } else {
+            tracing::info!(interface = %name, pid = record.pid, journal = %path.display(),
+                "removing the journal of a qtoq process that is gone: none of its tc tree is left");
+        }
+        journal::remove(path).map_err(|e| state_error("remove the journal", path, e))
+    }
+
+    /// Puts `previous` back at the root of `ifindex` in place of the qtoq tree (whose
+    /// classes and filters go with it).
+    async fn restore(
+        &mut self,
+        ifindex: i32,
+        previous: Option<SavedQdisc>,
+    ) -> Result<(), EnforceError> {
+        match previous {
+            // One replace grafts the previous qdisc and destroys ours: no moment with neither.
+            Some(previous) => {
+                self.ack(
+                    "restore previous root qdisc",
+                    RouteNetlinkMessage::NewQueueDiscipline(previous.message(ifindex)),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                )
+                .await
+            }
+            // The kernel's default comes back once ours is deleted.
+            None => match self.delete_root(ifindex).await {
+                Err(e) if is_gone(&e) => Ok(()),
+                other => other,
+            },
+        }
     }
 
     async fn delete_root(&mut self, ifindex: i32) -> Result<(), EnforceError> {
         let mut qdisc = TcMessage::with_index(ifindex);
         qdisc.header.parent = TcHandle::ROOT;
-        qdisc.header.handle = TcHandle {
-            major: QDISC_MAJOR,
-            minor: 0,
-        };
+        qdisc.header.handle = ROOT_HANDLE;
         self.ack(
             "delete htb root qdisc",
             RouteNetlinkMessage::DelQueueDiscipline(qdisc),
@@ -828,36 +1079,32 @@ impl Enforcer for TcEnforcer {
             let Some(prepared) = self.interfaces[index].prepared.take() else {
                 continue;
             };
-            // Deleting the root qdisc takes every class and filter with it.
-            let mut result = match self.delete_root(prepared.ifindex).await {
-                Err(e) if is_gone(&e) => Ok(()),
-                other => other,
-            };
-            if result.is_ok() {
-                if let Some(previous) = prepared.previous {
-                    let mut qdisc = TcMessage::with_index(prepared.ifindex);
-                    qdisc.header.parent = TcHandle::ROOT;
-                    qdisc.header.handle = previous.handle;
-                    qdisc.attributes = previous.attributes;
-                    result = self
-                        .ack(
-                            "restore previous root qdisc",
-                            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
-                            NLM_F_CREATE | NLM_F_REPLACE,
-                        )
-                        .await;
+            let name = self.interfaces[index].spec.name.clone();
+            let result = self.restore(prepared.ifindex, prepared.previous).await;
+            // Only a restored interface loses its journal: otherwise a later start retries.
+            let result = match (result, self.interfaces[index].journal.take()) {
+                (Ok(()), Some(path)) => {
+                    let removed = journal::remove(&path)
+                        .map_err(|e| state_error("remove the journal", &path, e));
+                    journal::release(&path);
+                    removed
                 }
-            }
+                (result, path) => {
+                    self.interfaces[index].journal = path;
+                    result
+                }
+            };
             match result {
-                Ok(()) => tracing::info!(interface = %self.interfaces[index].spec.name,
-                    "tc tree removed, previous qdisc restored"),
+                Ok(()) => {
+                    tracing::info!(interface = %name, "tc tree removed, previous qdisc restored")
+                }
                 Err(e) => {
-                    tracing::warn!(interface = %self.interfaces[index].spec.name, error = %e,
-                        "tc shutdown failed");
+                    tracing::warn!(interface = %name, error = %e, "tc shutdown failed");
                     first_error.get_or_insert(e);
                 }
             }
         }
+        journal::prune(&self.directory);
         first_error.map_or(Ok(()), Err)
     }
 }
