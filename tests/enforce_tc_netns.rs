@@ -1,7 +1,8 @@
 //! The tc backend in real network namespaces: the HTB tree is installed and removed without
-//! leftovers, the previous root qdisc comes back, orphans of a crashed agent are cleaned up,
-//! and IPv6 traffic lands in its class. The contention test (a reservation really protects a
-//! flow on a saturated link) runs through the public API in `tests/enforce_contention_api.rs`.
+//! leftovers, the previous root qdisc comes back, and IPv6 traffic lands in its class. The
+//! ownership journal (crash recovery, refusing live owners) is tested in
+//! `tests/enforce_tc_journal.rs`; the contention test (a reservation really protects a flow on
+//! a saturated link) runs through the public API in `tests/enforce_contention_api.rs`.
 //!
 //! Each test creates its own namespaces (`qtoq-<pid>-<n>-s`/`-c`, see `netns_support`) joined
 //! by a veth pair and deletes them in a Drop guard, even when an assertion fails. The enforcer
@@ -23,7 +24,9 @@ use qtoq::wire::intserv::{FlowSpec, TokenBucket};
 
 mod netns_support;
 
-use netns_support::{in_netns, run, Namespaces, CAPACITY, CLIENT_IF, RESERVED, SERVER_IF};
+use netns_support::{
+    in_netns, run, Namespaces, StateDir, CAPACITY, CLIENT_IF, RESERVED, SERVER_IF,
+};
 
 fn interface() -> InterfaceSpec {
     InterfaceSpec::new(SERVER_IF, CAPACITY)
@@ -52,12 +55,15 @@ fn tree_install_remove_and_restore_leave_nothing_behind() {
         "qdisc", "add", "root", "handle", "9:", "pfifo", "limit", "77",
     ]);
 
+    let state = StateDir::new();
+    let state_dir = state.path().to_owned();
+
     // The enforcer lives on a namespace thread; the test drives it step by step and
     // inspects with `tc` in between.
     let (step_tx, step_rx) = mpsc::channel::<&'static str>();
     let (done_tx, done_rx) = mpsc::channel::<Result<String, String>>();
     let worker = in_netns(&ns.server, move || async move {
-        let mut enforcer = match TcEnforcer::new(&[interface()]).await {
+        let mut enforcer = match TcEnforcer::with_state_dir(&[interface()], &state_dir).await {
             Ok(e) => e,
             Err(e) => {
                 let _ = done_tx.send(Err(e.to_string()));
@@ -118,7 +124,12 @@ fn tree_install_remove_and_restore_leave_nothing_behind() {
     done_rx
         .recv_timeout(Duration::from_secs(10))
         .unwrap()
-        .unwrap_or_else(|e| panic!("TcEnforcer::new: {e}"));
+        .unwrap_or_else(|e| panic!("TcEnforcer::with_state_dir: {e}"));
+    assert_eq!(
+        state.journals().len(),
+        1,
+        "one journal for the one interface"
+    );
     let qdisc = ns.tc(&["qdisc", "show"]);
     assert!(qdisc.contains("htb 7174: root"), "{qdisc}");
     let classes = ns.tc(&["class", "show"]);
@@ -184,48 +195,9 @@ fn tree_install_remove_and_restore_leave_nothing_behind() {
     assert!(qdisc.contains("qdisc pfifo 9: root"), "{qdisc}");
     assert!(qdisc.contains("limit 77p"), "{qdisc}");
     assert_eq!(ns.tc(&["class", "show"]).trim(), "");
+    assert_eq!(state.journals(), Vec::<std::path::PathBuf>::new());
     drop(step_tx);
     worker.join().unwrap();
-}
-
-#[test]
-fn orphans_of_a_crashed_agent_are_removed() {
-    let Some(ns) = Namespaces::create() else {
-        return;
-    };
-    let crashed = in_netns(&ns.server, || async {
-        let mut enforcer = TcEnforcer::new(&[interface()]).await?;
-        enforcer
-            .install(
-                &rule(
-                    1,
-                    "10.77.0.1:5000".parse().unwrap(),
-                    "10.77.0.2:40000".parse().unwrap(),
-                    RESERVED,
-                ),
-                None,
-            )
-            .await?;
-        // "Crash": drop without shutdown.
-        Ok::<_, qtoq::enforce::EnforceError>(())
-    });
-    crashed.join().unwrap().unwrap();
-    assert!(ns.tc(&["class", "show"]).contains("7174:1000"));
-    assert!(ns.tc(&["filter", "show"]).contains("flowid 7174:1000"));
-
-    let restarted = in_netns(&ns.server, || async {
-        let mut enforcer = TcEnforcer::new(&[interface()]).await?;
-        let classes = run(&["tc", "class", "show", "dev", SERVER_IF]).unwrap();
-        let filters = run(&["tc", "filter", "show", "dev", SERVER_IF]).unwrap();
-        enforcer.shutdown().await?;
-        Ok::<_, qtoq::enforce::EnforceError>((classes, filters))
-    });
-    let (classes, filters) = restarted.join().unwrap().unwrap();
-    assert!(classes.contains("7174:2"), "{classes}");
-    assert!(!classes.contains("7174:1000"), "{classes}");
-    assert_eq!(filters.trim(), "");
-    let qdisc = ns.tc(&["qdisc", "show"]);
-    assert!(!qdisc.contains("7174"), "{qdisc}");
 }
 
 #[test]
@@ -233,8 +205,10 @@ fn unknown_interface_is_a_kernel_error_with_code_22() {
     let Some(ns) = Namespaces::create() else {
         return;
     };
-    let worker = in_netns(&ns.server, || async {
-        TcEnforcer::new(&[InterfaceSpec::new("nosuchif0", CAPACITY)])
+    let state = StateDir::new();
+    let state_dir = state.path().to_owned();
+    let worker = in_netns(&ns.server, move || async move {
+        TcEnforcer::with_state_dir(&[InterfaceSpec::new("nosuchif0", CAPACITY)], &state_dir)
             .await
             .map(|_| ())
     });
@@ -257,8 +231,12 @@ fn ipv6_flow_is_classified_into_its_class() {
         run(&["ip", "-n", name, "addr", "add", addr, "dev", dev, "nodad"]).unwrap();
     }
     let client_ns = ns.client.clone();
+    let state = StateDir::new();
+    let state_dir = state.path().to_owned();
     let server = in_netns(&ns.server, move || async move {
-        let mut enforcer = TcEnforcer::new(&[interface()]).await.expect("tc");
+        let mut enforcer = TcEnforcer::with_state_dir(&[interface()], &state_dir)
+            .await
+            .expect("tc");
         let listener = TcpListener::bind("[fd00:77::1]:5001").expect("bind");
         // The client binds a known port so the rule can name the whole 5-tuple in advance.
         let client = in_netns(&client_ns, || async {
