@@ -169,7 +169,8 @@ struct Installed {
 /// flow's 5-tuple (IPv4 and IPv6 without extension headers; IPv4 options are not expected).
 /// [`Enforcer::shutdown`] puts the previous root qdisc back in place of the tree and removes
 /// the journals. Dropped without shutdown, the enforcer leaves tree and journals behind; the
-/// next enforcer on those interfaces (in this process or another) restores them.
+/// next enforcer on those interfaces restores them — one of this process, or of any process
+/// once this one has exited (until then, other processes are refused).
 ///
 /// The netlink socket belongs to the network namespace of the thread that creates the
 /// enforcer (see [`enter_network_namespace`](super::enter_network_namespace)), and so do the
