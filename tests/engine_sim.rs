@@ -401,7 +401,7 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
             Event::AdmissionDenied {
                 code: 1,
                 value: 2,
-                reason: "admission control failure reported by 10.0.0.1 (value 2)".into()
+                reason: "10.0.0.1 reported Admission Control failure (1): requested bandwidth unavailable (2)".into()
             },
         ]
     );
@@ -918,7 +918,7 @@ fn policy_refusal_is_reported_with_code_2() {
             Event::AdmissionDenied {
                 code: 2,
                 value: 5,
-                reason: "policy control failure reported by 10.0.0.1 (value 5)".into()
+                reason: "10.0.0.1 reported Policy Control failure (2): value 5".into()
             },
         ]
     );

@@ -9,6 +9,7 @@ use super::state::{Role, Rsb, RuleState, SenderRule, Session, UnsignaledRule};
 use super::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, SessionKey};
 use crate::flow::{AdmissionRequest, Flow, Rule, RuleId};
 use crate::wire::intserv::FlowSpec;
+use crate::wire::{ErrorCode, RsvpError};
 
 /// Why a rule goes away.
 #[derive(Debug, Clone, Copy)]
@@ -188,7 +189,8 @@ impl Engine {
                 let own = sender.ip();
                 if let Some(b) = serving {
                     let rsb = &mut session.rsbs[b];
-                    rsb.refused = Some((failure.code, failure.value));
+                    let error = RsvpError::new(ErrorCode(failure.code), failure.value);
+                    rsb.refused = Some(error);
                     let (nhop, style, descriptor) =
                         (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                     self.queue_resv_err(
@@ -199,8 +201,7 @@ impl Engine {
                         },
                         Some(style),
                         vec![descriptor],
-                        failure.code,
-                        failure.value,
+                        error,
                     );
                 }
                 self.emit(
@@ -309,7 +310,8 @@ impl Engine {
                             Err(denied) => {
                                 tracing::debug!(%flow, %denied, "reservation refused");
                                 let rsb = &mut session.rsbs[b];
-                                rsb.refused = Some((denied.code, denied.value));
+                                let error = RsvpError::new(ErrorCode(denied.code), denied.value);
+                                rsb.refused = Some(error);
                                 let (nhop, style, descriptor) =
                                     (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                                 self.queue_resv_err(
@@ -320,8 +322,7 @@ impl Engine {
                                     },
                                     Some(style),
                                     vec![descriptor],
-                                    denied.code,
-                                    denied.value,
+                                    error,
                                 );
                                 self.emit(
                                     owner,
