@@ -88,11 +88,7 @@ mod tests {
 
     #[test]
     fn io_errors_carry_the_typed_source() {
-        let denied = AdmissionDenied {
-            code: 1,
-            value: 2,
-            reason: "pool full".into(),
-        };
+        let denied = AdmissionDenied::admission(2, "pool full");
         let io: io::Error = QosError::from(denied.clone()).into();
         assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
         let source = io.get_ref().and_then(|e| e.downcast_ref::<QosError>());

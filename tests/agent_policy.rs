@@ -12,6 +12,7 @@ use qtoq::agent::Transport;
 use qtoq::enforce::{wire_rate, Recorded, Recording, SocketOptions, DEFAULT_PRIORITY};
 use qtoq::flow::{Flow, Rule, RuleId};
 use qtoq::policy::{BudgetSource, Policy, PolicyError, UnlimitedReason, DEFAULT_MAX_FLOW_RATE};
+use qtoq::wire::ErrorCode;
 use qtoq::{Agent, QosError, QosEvent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::net::TcpStream;
 
@@ -370,7 +371,7 @@ async fn default_agent_uses_the_default_policy_and_the_socket_enforcer() {
         .and_then(|e| e.downcast_ref::<QosError>())
         .expect("typed source");
     assert!(
-        matches!(source, QosError::AdmissionDenied(d) if d.code == 2 && d.reason.contains("max_flow_rate")),
+        matches!(source, QosError::AdmissionDenied(d) if d.error.code == ErrorCode::POLICY_CONTROL_FAILURE && d.reason.contains("max_flow_rate")),
         "{source:?}"
     );
     until_no_sessions(&agent).await;

@@ -14,6 +14,7 @@ use engine_support::*;
 use proptest::prelude::*;
 use qtoq::engine::{OwnerRole, RuleFailure, SessionId, Style};
 use qtoq::flow::Flow;
+use qtoq::wire::RsvpError;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -164,7 +165,7 @@ impl World {
                 if deny {
                     self.f.net.nodes[server]
                         .gate
-                        .deny_with(1, 2, "no bandwidth");
+                        .deny_with(RsvpError::BANDWIDTH_UNAVAILABLE, "no bandwidth");
                 } else {
                     self.f.net.nodes[server].gate.allow();
                 }

@@ -10,7 +10,9 @@ use engine_support::*;
 use qtoq::engine::{Event, RuleAction, RuleFailure, Style, DEFAULT_PEER_WAIT};
 use qtoq::flow::Flow;
 use qtoq::wire::intserv::TokenBucket;
-use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, Style as WireStyle, TimeValues};
+use qtoq::wire::{
+    ErrorCode, FilterSpec, Message, RsvpError, RsvpHop, Session, Style as WireStyle, TimeValues,
+};
 
 const PATH: u8 = 1;
 const RESV: u8 = 2;
@@ -365,9 +367,10 @@ fn resv_tear_removes_the_rule_at_once() {
 #[test]
 fn admission_denied_reaches_the_receiver_with_the_reason() {
     let mut f = two_hosts(15);
-    f.net.nodes[f.server]
-        .gate
-        .deny_with(1, 2, "requested bandwidth unavailable");
+    f.net.nodes[f.server].gate.deny_with(
+        RsvpError::BANDWIDTH_UNAVAILABLE,
+        "requested bandwidth unavailable",
+    );
     let (s, c) = f.setup(40_000);
     f.net.run_for(Duration::from_secs(300));
     let server = &f.net.nodes[f.server];
@@ -894,9 +897,10 @@ fn unanswered_first_path_is_retransmitted_fast_then_refreshed() {
 #[test]
 fn policy_refusal_is_reported_with_code_2() {
     let mut f = two_hosts(51);
-    f.net.nodes[f.server]
-        .gate
-        .deny_with(2, 5, "policy forbids this flow");
+    f.net.nodes[f.server].gate.deny_with(
+        RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
+        "policy forbids this flow",
+    );
     let (s, c) = f.setup(40_000);
     f.net.run_for(Duration::from_secs(10));
     assert_eq!(

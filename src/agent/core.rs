@@ -44,8 +44,8 @@ use super::{AgentStats, OpenRequest, Opened, SessionShared, Setup, SharedPolicy}
 use crate::enforce::{Applied, EnforceError, Enforcer};
 use crate::engine::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, Style};
 use crate::error::QosError;
-use crate::flow::{Rule, RuleId};
-use crate::policy::{Policy, ERROR_POLICY};
+use crate::flow::{AdmissionDenied, Rule, RuleId};
+use crate::policy::Policy;
 
 /// How far away "no timer" is: the task's sleep is parked there.
 pub(crate) const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -325,8 +325,8 @@ impl Core {
                 let error = match e {
                     CommandError::Denied(denied) => {
                         shared.push(Event::AdmissionDenied {
-                            code: denied.code,
-                            value: denied.value,
+                            code: denied.error.code.0,
+                            value: denied.error.value,
                             reason: denied.reason.clone(),
                         });
                         QosError::AdmissionDenied(denied)
@@ -421,6 +421,8 @@ impl Core {
             return 0;
         }
         let now = Instant::now();
+        // A policy control failure, as the policy would have refused it now.
+        let revoked = AdmissionDenied::policy(reason).error;
         for id in &dropped {
             if let Some(entry) = self
                 .rules_in_force
@@ -431,8 +433,8 @@ impl Core {
                     .span
                     .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
                 entry.shared.push(Event::AdmissionDenied {
-                    code: ERROR_POLICY,
-                    value: 0,
+                    code: revoked.code.0,
+                    value: revoked.value,
                     reason: reason.to_owned(),
                 });
             }
@@ -441,8 +443,8 @@ impl Core {
                 now,
                 *id,
                 Err(RuleFailure {
-                    code: ERROR_POLICY,
-                    value: 0,
+                    code: revoked.code.0,
+                    value: revoked.value,
                     reason: reason.to_owned(),
                 }),
             );

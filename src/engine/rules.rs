@@ -310,7 +310,7 @@ impl Engine {
                             Err(denied) => {
                                 tracing::debug!(%flow, %denied, "reservation refused");
                                 let rsb = &mut session.rsbs[b];
-                                let error = RsvpError::new(ErrorCode(denied.code), denied.value);
+                                let error = denied.error;
                                 rsb.refused = Some(error);
                                 let (nhop, style, descriptor) =
                                     (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
@@ -327,8 +327,8 @@ impl Engine {
                                 self.emit(
                                     owner,
                                     Event::AdmissionDenied {
-                                        code: denied.code,
-                                        value: denied.value,
+                                        code: error.code.0,
+                                        value: error.value,
                                         reason: denied.reason,
                                     },
                                 );
