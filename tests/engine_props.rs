@@ -14,7 +14,7 @@ use engine_support::*;
 use proptest::prelude::*;
 use qtoq::engine::{OwnerRole, RuleFailure, SessionId, Style};
 use qtoq::flow::Flow;
-use qtoq::wire::RsvpError;
+use qtoq::wire::{ErrorCode, RsvpError};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -172,8 +172,7 @@ impl World {
             }
             Op::FailRules(fail) => {
                 self.f.net.nodes[server].fail_rules = fail.then(|| RuleFailure {
-                    code: 22,
-                    value: 0,
+                    error: RsvpError::new(ErrorCode::TRAFFIC_CONTROL_SYSTEM_ERROR, 0),
                     reason: "kernel said no".into(),
                 });
             }

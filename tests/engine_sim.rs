@@ -429,8 +429,7 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
 fn enforcer_failure_is_a_resv_err_21_and_an_install_remove_pair() {
     let mut f = two_hosts(16);
     f.net.nodes[f.server].fail_rules = Some(RuleFailure {
-        code: 21,
-        value: 2,
+        error: RsvpError::SERVICE_UNSUPPORTED,
         reason: "cannot express the rule".into(),
     });
     let (s, c) = f.setup(40_000);

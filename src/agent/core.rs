@@ -443,8 +443,7 @@ impl Core {
                 now,
                 *id,
                 Err(RuleFailure {
-                    code: revoked.code.0,
-                    value: revoked.value,
+                    error: revoked,
                     reason: reason.to_owned(),
                 }),
             );
@@ -473,8 +472,7 @@ impl Core {
             Err(failure) => {
                 self.release(id);
                 let _ = reply.send(Err(QosError::RuleFailed {
-                    code: failure.code,
-                    value: failure.value,
+                    error: failure.error,
                     reason: failure.reason,
                 }));
             }
@@ -831,10 +829,8 @@ fn action_rule(action: &RuleAction) -> RuleId {
 }
 
 fn rule_failure(e: &EnforceError) -> RuleFailure {
-    let (code, value) = e.rsvp_error();
     RuleFailure {
-        code,
-        value,
+        error: e.rsvp_error(),
         reason: e.to_string(),
     }
 }

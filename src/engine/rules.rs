@@ -9,7 +9,6 @@ use super::state::{Role, Rsb, RuleState, SenderRule, Session, UnsignaledRule};
 use super::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, SessionKey};
 use crate::flow::{AdmissionRequest, Flow, Rule, RuleId};
 use crate::wire::intserv::FlowSpec;
-use crate::wire::{ErrorCode, RsvpError};
 
 /// Why a rule goes away.
 #[derive(Debug, Clone, Copy)]
@@ -116,8 +115,8 @@ impl Engine {
                         self.emit(
                             owner,
                             Event::ResvError {
-                                code: failure.code,
-                                value: failure.value,
+                                code: failure.error.code.0,
+                                value: failure.error.value,
                                 node,
                             },
                         );
@@ -159,7 +158,7 @@ impl Engine {
                 }
             }
             Err(failure) => {
-                tracing::debug!(rule = %id, code = failure.code, reason = %failure.reason, "rule failed");
+                tracing::debug!(rule = %id, error = %failure.error, reason = %failure.reason, "rule failed");
                 match rule.state {
                     RuleState::Modifying => {
                         let previous = session.senders[index]
@@ -189,8 +188,7 @@ impl Engine {
                 let own = sender.ip();
                 if let Some(b) = serving {
                     let rsb = &mut session.rsbs[b];
-                    let error = RsvpError::new(ErrorCode(failure.code), failure.value);
-                    rsb.refused = Some(error);
+                    rsb.refused = Some(failure.error);
                     let (nhop, style, descriptor) =
                         (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                     self.queue_resv_err(
@@ -201,14 +199,14 @@ impl Engine {
                         },
                         Some(style),
                         vec![descriptor],
-                        error,
+                        failure.error,
                     );
                 }
                 self.emit(
                     owner,
                     Event::ResvError {
-                        code: failure.code,
-                        value: failure.value,
+                        code: failure.error.code.0,
+                        value: failure.error.value,
                         node: own,
                     },
                 );
