@@ -114,12 +114,12 @@ async fn reload_tears_down_only_what_no_longer_fits() {
     assert!(
         server_events
             .iter()
-            .any(|e| matches!(e, QosEvent::AdmissionDenied { code: 2, .. })),
+            .any(|e| matches!(e, QosEvent::AdmissionDenied { error, .. } if error.code == ErrorCode::POLICY_CONTROL_FAILURE)),
         "owner told of the policy denial: {server_events:?}"
     );
     // The receiver hears it through the ResvErr (code 2).
     until(&mut big_client.events(), "client AdmissionDenied", |e| {
-        matches!(e, QosEvent::AdmissionDenied { code: 2, .. })
+        matches!(e, QosEvent::AdmissionDenied { error, .. } if error.code == ErrorCode::POLICY_CONTROL_FAILURE)
     })
     .await;
     assert!(recording.calls().contains(&Recorded::Remove(big_rule)));
@@ -432,7 +432,7 @@ async fn schedule_close_tears_down_on_revalidation() {
     .await;
     assert!(
         seen.iter()
-            .any(|e| matches!(e, QosEvent::AdmissionDenied { code: 2, .. })),
+            .any(|e| matches!(e, QosEvent::AdmissionDenied { error, .. } if error.code == ErrorCode::POLICY_CONTROL_FAILURE)),
         "{seen:?}"
     );
     assert!(recording.installed().is_empty());

@@ -383,8 +383,7 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
                 style: Style::FixedFilter
             },
             Event::AdmissionDenied {
-                code: 1,
-                value: 2,
+                error: RsvpError::BANDWIDTH_UNAVAILABLE,
                 reason: "requested bandwidth unavailable".into()
             },
         ]
@@ -397,14 +396,12 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
                 tspec: tspec()
             },
             Event::ResvError {
-                code: 1,
-                value: 2,
+                error: RsvpError::BANDWIDTH_UNAVAILABLE,
                 node: v4(1)
             },
             Event::AdmissionDenied {
-                code: 1,
-                value: 2,
-                reason: "10.0.0.1 reported Admission Control failure (1): requested bandwidth unavailable (2)".into()
+                error: RsvpError::BANDWIDTH_UNAVAILABLE,
+                reason: "refused by 10.0.0.1".into()
             },
         ]
     );
@@ -440,16 +437,14 @@ fn enforcer_failure_is_a_resv_err_21_and_an_install_remove_pair() {
     assert_eq!(
         server.events_of(s).last(),
         Some(&Event::ResvError {
-            code: 21,
-            value: 2,
+            error: RsvpError::SERVICE_UNSUPPORTED,
             node: v4(1)
         })
     );
     assert_eq!(
         f.net.nodes[f.client].events_of(c).last(),
         Some(&Event::ResvError {
-            code: 21,
-            value: 2,
+            error: RsvpError::SERVICE_UNSUPPORTED,
             node: v4(1)
         })
     );
@@ -469,13 +464,14 @@ fn resv_bytes(session_port: u16, style: WireStyle, sender: std::net::SocketAddr)
     .unwrap()
 }
 
-/// The ResvErrs the server sent in answer to injected messages: (code, destination).
-fn resv_err_codes(f: &mut Flow2) -> Vec<u8> {
+/// The error codes of the ResvErrs the server sent in answer to injected messages (all to
+/// the stranger).
+fn resv_err_codes(f: &mut Flow2) -> Vec<ErrorCode> {
     let mut codes = Vec::new();
     while let Some(t) = f.net.nodes[f.server].engine.poll_transmit() {
         let msg = Message::decode(&t.payload).unwrap();
         if let Some(e) = msg.error_spec() {
-            codes.push(e.code.0);
+            codes.push(e.code);
             assert_eq!(t.destination, v4(9));
         }
     }
@@ -538,7 +534,15 @@ fn impossible_resvs_are_answered_with_the_rfc_errors() {
             payload: &bytes,
         },
     );
-    assert_eq!(resv_err_codes(&mut f), vec![3, 4, 5, 6]);
+    assert_eq!(
+        resv_err_codes(&mut f),
+        [
+            ErrorCode::NO_PATH_INFORMATION,
+            ErrorCode::NO_SENDER_INFORMATION,
+            ErrorCode::CONFLICTING_RESERVATION_STYLE,
+            ErrorCode::UNKNOWN_RESERVATION_STYLE,
+        ]
+    );
     let stats = f.net.nodes[f.server].engine.stats();
     assert_eq!(stats.rejected, rejected + 4);
     assert_eq!(stats.malformed, 1);
@@ -563,8 +567,12 @@ fn unknown_class_and_ctype_in_a_path_are_answered_with_path_err_13_and_14() {
     .encode()
     .unwrap();
     for (object, code, value) in [
-        ([0u8, 8, 0x21, 1], 13u8, 0x2101u16),
-        ([0u8, 8, 5, 9], 14, 0x0509),
+        (
+            [0u8, 8, 0x21, 1],
+            ErrorCode::UNKNOWN_OBJECT_CLASS,
+            0x2101u16,
+        ),
+        ([0u8, 8, 5, 9], ErrorCode::UNKNOWN_OBJECT_C_TYPE, 0x0509),
     ] {
         let mut bytes = path.clone();
         if object[2] == 5 {
@@ -583,8 +591,7 @@ fn unknown_class_and_ctype_in_a_path_are_answered_with_path_err_13_and_14() {
         assert_eq!(
             f.net.nodes[f.server].events_of(s).last(),
             Some(&Event::PathError {
-                code,
-                value,
+                error: RsvpError::new(code, value),
                 node: v4(2)
             })
         );
@@ -905,8 +912,7 @@ fn policy_refusal_is_reported_with_code_2() {
     assert_eq!(
         f.net.nodes[f.server].events_of(s).last(),
         Some(&Event::AdmissionDenied {
-            code: 2,
-            value: 5,
+            error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
             reason: "policy forbids this flow".into()
         })
     );
@@ -914,14 +920,12 @@ fn policy_refusal_is_reported_with_code_2() {
         f.net.nodes[f.client].events_of(c)[1..],
         [
             Event::ResvError {
-                code: 2,
-                value: 5,
+                error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
                 node: v4(1)
             },
             Event::AdmissionDenied {
-                code: 2,
-                value: 5,
-                reason: "10.0.0.1 reported Policy Control failure (2): value 5".into()
+                error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
+                reason: "refused by 10.0.0.1".into()
             },
         ]
     );

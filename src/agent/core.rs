@@ -325,8 +325,7 @@ impl Core {
                 let error = match e {
                     CommandError::Denied(denied) => {
                         shared.push(Event::AdmissionDenied {
-                            code: denied.error.code.0,
-                            value: denied.error.value,
+                            error: denied.error,
                             reason: denied.reason.clone(),
                         });
                         QosError::AdmissionDenied(denied)
@@ -433,8 +432,7 @@ impl Core {
                     .span
                     .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
                 entry.shared.push(Event::AdmissionDenied {
-                    code: revoked.code.0,
-                    value: revoked.value,
+                    error: revoked,
                     reason: reason.to_owned(),
                 });
             }

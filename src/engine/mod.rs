@@ -254,28 +254,23 @@ pub enum Event {
     },
     /// A PathErr arrived or was generated.
     PathError {
-        /// RSVP error code (RFC 2205 Appendix B).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error (code and value, RFC 2205 Appendix B).
+        error: RsvpError,
         /// The node that detected the error.
         node: IpAddr,
     },
     /// A ResvErr arrived or was generated.
     ResvError {
-        /// RSVP error code (RFC 2205 Appendix B).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error (code and value, RFC 2205 Appendix B).
+        error: RsvpError,
         /// The node that detected the error.
         node: IpAddr,
     },
     /// Admission control refused the reservation, here or at the peer.
     AdmissionDenied {
-        /// RSVP error code (1 admission, 2 policy).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error: an admission control failure (code 1) or a policy control failure
+        /// (code 2).
+        error: RsvpError,
         /// Why.
         reason: String,
     },

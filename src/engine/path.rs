@@ -243,8 +243,7 @@ impl Engine {
             self.emit(
                 owner,
                 Event::PathError {
-                    code: error.code.0,
-                    value: error.value,
+                    error: error.error(),
                     node: error.node,
                 },
             );

@@ -378,8 +378,7 @@ impl Engine {
                         self.events.push_back((
                             id,
                             Event::ResvError {
-                                code: error.code.0,
-                                value: error.value,
+                                error: reported,
                                 node: error.node,
                             },
                         ));
@@ -391,9 +390,8 @@ impl Engine {
                             self.events.push_back((
                                 id,
                                 Event::AdmissionDenied {
-                                    code: error.code.0,
-                                    value: error.value,
-                                    reason: format!("{} reported {reported}", error.node),
+                                    error: reported,
+                                    reason: format!("refused by {}", error.node),
                                 },
                             ));
                         }

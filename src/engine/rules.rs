@@ -115,8 +115,7 @@ impl Engine {
                         self.emit(
                             owner,
                             Event::ResvError {
-                                code: failure.error.code.0,
-                                value: failure.error.value,
+                                error: failure.error,
                                 node,
                             },
                         );
@@ -205,8 +204,7 @@ impl Engine {
                 self.emit(
                     owner,
                     Event::ResvError {
-                        code: failure.error.code.0,
-                        value: failure.error.value,
+                        error: failure.error,
                         node: own,
                     },
                 );
@@ -325,8 +323,7 @@ impl Engine {
                                 self.emit(
                                     owner,
                                     Event::AdmissionDenied {
-                                        code: error.code.0,
-                                        value: error.value,
+                                        error,
                                         reason: denied.reason,
                                     },
                                 );
