@@ -69,7 +69,15 @@ async fn main() -> std::io::Result<()> {
     let reserved_by_events = reserved.clone();
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
-            eprintln!("{event:?}");
+            match &event {
+                // RSVP errors by their RFC 2205 names.
+                QosEvent::PathError { error, node } => eprintln!("PathErr from {node}: {error}"),
+                QosEvent::ResvError { error, node } => eprintln!("ResvErr from {node}: {error}"),
+                QosEvent::AdmissionDenied { error, reason } => {
+                    eprintln!("AdmissionDenied: {reason} ({error})")
+                }
+                other => eprintln!("{other:?}"),
+            }
             match event {
                 QosEvent::Established { flowspec } => {
                     *reserved_by_events.lock().unwrap_or_else(|e| e.into_inner()) =

@@ -110,6 +110,10 @@ fn print_message(msg: &Message, bytes: usize, indent: &str) {
             obj.c_type()
         );
     }
+    // The ERROR_SPEC's code and value by their RFC 2205 names.
+    if let Some(spec) = msg.error_spec() {
+        println!("{indent}  error: {} (from {})", spec.error(), spec.node);
+    }
     for sub in &msg.bundled {
         // A decoded sub-message always encodes; its length is what it took on the wire.
         let len = sub.encode().map_or(0, |bytes| bytes.len());
@@ -159,7 +163,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let (code, value): (u8, u16) = e.error_spec().into();
+            let answer = e.error_spec();
             eprintln!("error: {e}");
             if let Some(offset) = e.offset() {
                 eprintln!("  at byte offset {offset}");
@@ -170,7 +174,10 @@ fn main() -> ExitCode {
             if e.discard_silently() {
                 eprintln!("  an RSVP node drops this silently");
             } else {
-                eprintln!("  an RSVP node answers with ERROR_SPEC code {code}, value {value:#06x}");
+                eprintln!(
+                    "  an RSVP node answers with ERROR_SPEC {answer} (value {:#06x})",
+                    answer.value
+                );
             }
             ExitCode::FAILURE
         }

@@ -70,6 +70,12 @@ fn event_text(event: &QosEvent) -> String {
         QosEvent::Confirmed { flowspec } => format!("event Confirmed: {}", describe(flowspec)),
         QosEvent::TornDown { reason } => format!("event TornDown: {reason}"),
         QosEvent::Expired { reason } => format!("event Expired: {reason}"),
+        // RSVP errors by their RFC 2205 names.
+        QosEvent::PathError { error, node } => format!("event PathErr from {node}: {error}"),
+        QosEvent::ResvError { error, node } => format!("event ResvErr from {node}: {error}"),
+        QosEvent::AdmissionDenied { error, reason } => {
+            format!("event AdmissionDenied: {reason} ({error})")
+        }
         other => format!("event {other:?}"),
     }
 }

@@ -23,7 +23,7 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use qtoq::enforce::EnforcerKind;
 use qtoq::policy::Policy;
-use qtoq::{Agent, QosListener, QosSpec, QosStream, Signaling};
+use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::io::AsyncWriteExt;
 
 use stop::StopSignals;
@@ -70,7 +70,19 @@ async fn serve(mut stream: QosStream, peer: SocketAddr) {
     let mut events = stream.events();
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
-            eprintln!("[{peer}] {event:?}");
+            match event {
+                // RSVP errors by their RFC 2205 names.
+                QosEvent::PathError { error, node } => {
+                    eprintln!("[{peer}] PathErr from {node}: {error}")
+                }
+                QosEvent::ResvError { error, node } => {
+                    eprintln!("[{peer}] ResvErr from {node}: {error}")
+                }
+                QosEvent::AdmissionDenied { error, reason } => {
+                    eprintln!("[{peer}] AdmissionDenied: {reason} ({error})")
+                }
+                other => eprintln!("[{peer}] {other:?}"),
+            }
         }
     });
     let chunk = vec![0xa5_u8; 64 * 1024];

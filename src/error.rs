@@ -6,6 +6,7 @@ use std::io;
 
 use crate::engine::CommandError;
 use crate::flow::AdmissionDenied;
+use crate::wire::RsvpError;
 
 /// Why a [`QosSpec`](crate::QosSpec) can never be a valid flowspec: the field and what is wrong with it.
 /// Returned by [`QosSpec::validate`](crate::QosSpec::validate); `connect` and `bind` report it as an `InvalidInput`
@@ -36,12 +37,11 @@ pub enum QosError {
     #[error("admission denied: {0}")]
     AdmissionDenied(#[from] AdmissionDenied),
     /// The enforcer could not load the connection's rule.
-    #[error("the enforcement rule could not be loaded: {reason} (rsvp error code {code}, value {value})")]
+    #[error("the enforcement rule could not be loaded: {reason} ({error})")]
     RuleFailed {
-        /// RSVP error code (21 or 22).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error the failure deserves (see
+        /// [`EnforceError::rsvp_error`](crate::enforce::EnforceError::rsvp_error)).
+        error: RsvpError,
         /// Why.
         reason: String,
     },
@@ -88,11 +88,7 @@ mod tests {
 
     #[test]
     fn io_errors_carry_the_typed_source() {
-        let denied = AdmissionDenied {
-            code: 1,
-            value: 2,
-            reason: "pool full".into(),
-        };
+        let denied = AdmissionDenied::admission(2, "pool full");
         let io: io::Error = QosError::from(denied.clone()).into();
         assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
         let source = io.get_ref().and_then(|e| e.downcast_ref::<QosError>());

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::{ErrorCode, RsvpError};
 
 /// IP protocol number of TCP, the protocol every qtoq session carries.
 pub const IPPROTO_TCP: u8 = 6;
@@ -119,16 +120,52 @@ pub struct AdmissionGrant {
     pub policy: Option<String>,
 }
 
-/// Why an admission request was refused, with the RSVP ERROR_SPEC it deserves.
+/// Why an admission request was refused, with the RSVP error its ResvErr carries.
+///
+/// # Examples
+///
+/// ```
+/// use qtoq::flow::AdmissionDenied;
+/// use qtoq::wire::RsvpError;
+/// let denied = AdmissionDenied::admission(2, "pool full");
+/// assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
+/// assert_eq!(
+///     denied.to_string(),
+///     "pool full (Admission Control failure (1): requested bandwidth unavailable (2))"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason} (rsvp error code {code}, value {value})")]
+#[error("{reason} ({error})")]
 pub struct AdmissionDenied {
-    /// RSVP error code: 1 (admission control failure) or 2 (policy control failure).
-    pub code: u8,
-    /// RSVP error value (for code 1, RFC 2205 App. B sub-codes: 1 delay, 2 bandwidth, …).
-    pub value: u16,
+    /// The RSVP error: usually [`ErrorCode::ADMISSION_CONTROL_FAILURE`] (the value a sub-code
+    /// such as 2, bandwidth unavailable) or [`ErrorCode::POLICY_CONTROL_FAILURE`].
+    pub error: RsvpError,
     /// Human-readable explanation.
     pub reason: String,
+}
+
+impl AdmissionDenied {
+    /// A refusal with `error`.
+    pub fn new(error: RsvpError, reason: impl Into<String>) -> Self {
+        AdmissionDenied {
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    /// An admission control failure (code 1) with sub-code `value` (RFC 2205 App. B: 1 delay
+    /// bound, 2 bandwidth, 3 MTU).
+    pub fn admission(value: u16, reason: impl Into<String>) -> Self {
+        Self::new(
+            RsvpError::new(ErrorCode::ADMISSION_CONTROL_FAILURE, value),
+            reason,
+        )
+    }
+
+    /// A policy control failure (code 2, value 0).
+    pub fn policy(reason: impl Into<String>) -> Self {
+        Self::new(RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 0), reason)
+    }
 }
 
 /// Admission control, asked by the engine before any rule is installed.

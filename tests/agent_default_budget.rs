@@ -14,6 +14,7 @@ use netns_support::{in_netns, Namespaces, CLIENT_IP, SERVER_IF, SERVER_IP};
 use qtoq::flow::{AdmissionRequest, Flow, RuleId};
 use qtoq::policy::{BudgetSource, InterfaceBudget, Policy, PolicyTime, UnlimitedReason, Weekday};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+use qtoq::wire::RsvpError;
 use qtoq::{Agent, QosEvent, QosEvents, QosListener, QosSpec, QosStream};
 
 const STREAMS: usize = 200;
@@ -169,7 +170,7 @@ fn the_kernel_link_speed_of_a_veth_makes_its_budget() {
         let denied = policy
             .admit_at(&request(2, SERVER_IP, CLIENT_IP, 40_000_000.0), now)
             .expect_err("beyond the veth's budget");
-        assert_eq!((denied.code, denied.value), (1, 2));
+        assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
         assert!(
             denied.reason.contains(
                 "interface veth-qtoq (75 % of the 10000 Mbit/s link speed its driver reports)"

@@ -12,6 +12,7 @@ use qtoq::agent::Transport;
 use qtoq::enforce::{wire_rate, Recorded, Recording, SocketOptions, DEFAULT_PRIORITY};
 use qtoq::flow::{Flow, Rule, RuleId};
 use qtoq::policy::{BudgetSource, Policy, PolicyError, UnlimitedReason, DEFAULT_MAX_FLOW_RATE};
+use qtoq::wire::ErrorCode;
 use qtoq::{Agent, QosError, QosEvent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::net::TcpStream;
 
@@ -113,12 +114,12 @@ async fn reload_tears_down_only_what_no_longer_fits() {
     assert!(
         server_events
             .iter()
-            .any(|e| matches!(e, QosEvent::AdmissionDenied { code: 2, .. })),
+            .any(|e| matches!(e, QosEvent::AdmissionDenied { error, .. } if error.code == ErrorCode::POLICY_CONTROL_FAILURE)),
         "owner told of the policy denial: {server_events:?}"
     );
     // The receiver hears it through the ResvErr (code 2).
     until(&mut big_client.events(), "client AdmissionDenied", |e| {
-        matches!(e, QosEvent::AdmissionDenied { code: 2, .. })
+        matches!(e, QosEvent::AdmissionDenied { error, .. } if error.code == ErrorCode::POLICY_CONTROL_FAILURE)
     })
     .await;
     assert!(recording.calls().contains(&Recorded::Remove(big_rule)));
@@ -370,7 +371,7 @@ async fn default_agent_uses_the_default_policy_and_the_socket_enforcer() {
         .and_then(|e| e.downcast_ref::<QosError>())
         .expect("typed source");
     assert!(
-        matches!(source, QosError::AdmissionDenied(d) if d.code == 2 && d.reason.contains("max_flow_rate")),
+        matches!(source, QosError::AdmissionDenied(d) if d.error.code == ErrorCode::POLICY_CONTROL_FAILURE && d.reason.contains("max_flow_rate")),
         "{source:?}"
     );
     until_no_sessions(&agent).await;
@@ -431,7 +432,7 @@ async fn schedule_close_tears_down_on_revalidation() {
     .await;
     assert!(
         seen.iter()
-            .any(|e| matches!(e, QosEvent::AdmissionDenied { code: 2, .. })),
+            .any(|e| matches!(e, QosEvent::AdmissionDenied { error, .. } if error.code == ErrorCode::POLICY_CONTROL_FAILURE)),
         "{seen:?}"
     );
     assert!(recording.installed().is_empty());

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use qtoq::agent::Transport;
 use qtoq::enforce::{Recorded, Recording};
 use qtoq::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, RuleId};
+use qtoq::wire::RsvpError;
 use qtoq::{Agent, QosError, QosEvent, QosListener, QosSpec, QosStream, Reservation, Signaling};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -202,11 +203,10 @@ impl Admission for EveryOther {
     fn admit(&mut self, _request: &AdmissionRequest) -> Result<AdmissionGrant, AdmissionDenied> {
         self.asked += 1;
         if self.asked % 2 == 1 {
-            Err(AdmissionDenied {
-                code: 1,
-                value: 2,
-                reason: "test pool exhausted".into(),
-            })
+            Err(AdmissionDenied::new(
+                RsvpError::BANDWIDTH_UNAVAILABLE,
+                "test pool exhausted",
+            ))
         } else {
             Ok(AdmissionGrant {
                 dscp: Some(46),
@@ -281,7 +281,7 @@ async fn unsignaled_denial_closes_that_connection_and_keeps_accepting() {
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     match err.get_ref().and_then(|e| e.downcast_ref::<QosError>()) {
         Some(QosError::AdmissionDenied(denied)) => {
-            assert_eq!((denied.code, denied.value), (1, 2));
+            assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
             assert!(denied.reason.contains("exhausted"));
         }
         other => panic!("wrong source: {other:?}"),

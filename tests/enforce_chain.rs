@@ -8,6 +8,7 @@ use qtoq::enforce::{
 };
 use qtoq::flow::{Flow, Rule, RuleId};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+use qtoq::wire::RsvpError;
 
 fn rule(id: u64, rate: f32) -> Rule {
     Rule {
@@ -86,7 +87,7 @@ async fn enforcer_kinds_by_name() {
     // A boxed backend is a backend.
     let mut boxed = EnforcerKind::Socket.build(&[]).await.unwrap();
     let err = boxed.install(&rule(1, 1.0), None).await.unwrap_err();
-    assert_eq!(err.rsvp_error(), (21, 2));
+    assert_eq!(err.rsvp_error(), RsvpError::SERVICE_UNSUPPORTED);
     // tc without declared interfaces cannot shape anything.
     let err = EnforcerKind::Tc.build(&[]).await.unwrap_err();
     assert!(err.to_string().contains("[[interface]]"), "{err}");

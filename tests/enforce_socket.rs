@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use qtoq::enforce::{EnforceError, Enforcer, SocketEnforcer, SocketOptions};
 use qtoq::flow::{Flow, Rule, RuleId};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+use qtoq::wire::{ErrorCode, RsvpError};
 
 fn connected_pair(bind: &str) -> Option<(TcpStream, TcpStream)> {
     let listener = TcpListener::bind(bind).ok()?;
@@ -145,7 +146,7 @@ async fn errors_carry_rsvp_codes() {
         matches!(no_socket, EnforceError::Unsupported(_)),
         "{no_socket}"
     );
-    assert_eq!(no_socket.rsvp_error(), (21, 2));
+    assert_eq!(no_socket.rsvp_error(), RsvpError::SERVICE_UNSUPPORTED);
 
     // Not a socket: the kernel refuses, the error is a system error (22).
     let file = std::fs::File::open("/dev/null").unwrap();
@@ -157,7 +158,10 @@ async fn errors_carry_rsvp_codes() {
         matches!(not_socket, EnforceError::Kernel { .. }),
         "{not_socket}"
     );
-    assert_eq!(not_socket.rsvp_error().0, 22);
+    assert_eq!(
+        not_socket.rsvp_error().code,
+        ErrorCode::TRAFFIC_CONTROL_SYSTEM_ERROR
+    );
     assert_eq!(enforcer.installed_count(), 0);
 }
 

@@ -21,6 +21,7 @@ use qtoq::enforce::{Enforcer, TcEnforcer};
 use qtoq::flow::{Flow, Rule, RuleId};
 use qtoq::policy::InterfaceSpec;
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+use qtoq::wire::ErrorCode;
 
 mod netns_support;
 
@@ -213,7 +214,11 @@ fn unknown_interface_is_a_kernel_error_with_code_22() {
             .map(|_| ())
     });
     let err = worker.join().unwrap().unwrap_err();
-    assert_eq!(err.rsvp_error().0, 22, "{err}");
+    assert_eq!(
+        err.rsvp_error().code,
+        ErrorCode::TRAFFIC_CONTROL_SYSTEM_ERROR,
+        "{err}"
+    );
     assert!(err.to_string().contains("look up interface"), "{err}");
 }
 

@@ -14,6 +14,7 @@ use engine_support::*;
 use proptest::prelude::*;
 use qtoq::engine::{OwnerRole, RuleFailure, SessionId, Style};
 use qtoq::flow::Flow;
+use qtoq::wire::{ErrorCode, RsvpError};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -164,15 +165,14 @@ impl World {
                 if deny {
                     self.f.net.nodes[server]
                         .gate
-                        .deny_with(1, 2, "no bandwidth");
+                        .deny_with(RsvpError::BANDWIDTH_UNAVAILABLE, "no bandwidth");
                 } else {
                     self.f.net.nodes[server].gate.allow();
                 }
             }
             Op::FailRules(fail) => {
                 self.f.net.nodes[server].fail_rules = fail.then(|| RuleFailure {
-                    code: 22,
-                    value: 0,
+                    error: RsvpError::new(ErrorCode::TRAFFIC_CONTROL_SYSTEM_ERROR, 0),
                     reason: "kernel said no".into(),
                 });
             }

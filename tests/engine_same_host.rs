@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use engine_support::*;
 use qtoq::engine::{Event, RuleAction, Style};
+use qtoq::wire::RsvpError;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -216,7 +217,9 @@ fn unsignaled_rule_sends_nothing_and_is_removed_on_release() {
     assert_eq!(node.engine.session_count(), 0);
 
     // Admission refusal: an error, nothing installed, nothing left.
-    net.nodes[host].gate.deny_with(1, 2, "no bandwidth left");
+    net.nodes[host]
+        .gate
+        .deny_with(RsvpError::BANDWIDTH_UNAVAILABLE, "no bandwidth left");
     let denied = net.with(host, |e, now| {
         let id = e.open_session(now, key(flow.receiver)).unwrap();
         let r = e.admit_unsignaled(now, id, flow, flowspec());
@@ -224,7 +227,9 @@ fn unsignaled_rule_sends_nothing_and_is_removed_on_release() {
         r
     });
     match denied {
-        Err(qtoq::engine::CommandError::Denied(d)) => assert_eq!((d.code, d.value), (1, 2)),
+        Err(qtoq::engine::CommandError::Denied(d)) => {
+            assert_eq!(d.error, RsvpError::BANDWIDTH_UNAVAILABLE)
+        }
         other => panic!("expected a denial, got {other:?}"),
     }
     assert_eq!(net.nodes[host].install_count(), 1);

@@ -10,7 +10,9 @@ use engine_support::*;
 use qtoq::engine::{Event, RuleAction, RuleFailure, Style, DEFAULT_PEER_WAIT};
 use qtoq::flow::Flow;
 use qtoq::wire::intserv::TokenBucket;
-use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, Style as WireStyle, TimeValues};
+use qtoq::wire::{
+    ErrorCode, FilterSpec, Message, RsvpError, RsvpHop, Session, Style as WireStyle, TimeValues,
+};
 
 const PATH: u8 = 1;
 const RESV: u8 = 2;
@@ -365,9 +367,10 @@ fn resv_tear_removes_the_rule_at_once() {
 #[test]
 fn admission_denied_reaches_the_receiver_with_the_reason() {
     let mut f = two_hosts(15);
-    f.net.nodes[f.server]
-        .gate
-        .deny_with(1, 2, "requested bandwidth unavailable");
+    f.net.nodes[f.server].gate.deny_with(
+        RsvpError::BANDWIDTH_UNAVAILABLE,
+        "requested bandwidth unavailable",
+    );
     let (s, c) = f.setup(40_000);
     f.net.run_for(Duration::from_secs(300));
     let server = &f.net.nodes[f.server];
@@ -380,8 +383,7 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
                 style: Style::FixedFilter
             },
             Event::AdmissionDenied {
-                code: 1,
-                value: 2,
+                error: RsvpError::BANDWIDTH_UNAVAILABLE,
                 reason: "requested bandwidth unavailable".into()
             },
         ]
@@ -394,14 +396,12 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
                 tspec: tspec()
             },
             Event::ResvError {
-                code: 1,
-                value: 2,
+                error: RsvpError::BANDWIDTH_UNAVAILABLE,
                 node: v4(1)
             },
             Event::AdmissionDenied {
-                code: 1,
-                value: 2,
-                reason: "admission control failure reported by 10.0.0.1 (value 2)".into()
+                error: RsvpError::BANDWIDTH_UNAVAILABLE,
+                reason: "refused by 10.0.0.1".into()
             },
         ]
     );
@@ -426,8 +426,7 @@ fn admission_denied_reaches_the_receiver_with_the_reason() {
 fn enforcer_failure_is_a_resv_err_21_and_an_install_remove_pair() {
     let mut f = two_hosts(16);
     f.net.nodes[f.server].fail_rules = Some(RuleFailure {
-        code: 21,
-        value: 2,
+        error: RsvpError::SERVICE_UNSUPPORTED,
         reason: "cannot express the rule".into(),
     });
     let (s, c) = f.setup(40_000);
@@ -438,16 +437,14 @@ fn enforcer_failure_is_a_resv_err_21_and_an_install_remove_pair() {
     assert_eq!(
         server.events_of(s).last(),
         Some(&Event::ResvError {
-            code: 21,
-            value: 2,
+            error: RsvpError::SERVICE_UNSUPPORTED,
             node: v4(1)
         })
     );
     assert_eq!(
         f.net.nodes[f.client].events_of(c).last(),
         Some(&Event::ResvError {
-            code: 21,
-            value: 2,
+            error: RsvpError::SERVICE_UNSUPPORTED,
             node: v4(1)
         })
     );
@@ -467,13 +464,14 @@ fn resv_bytes(session_port: u16, style: WireStyle, sender: std::net::SocketAddr)
     .unwrap()
 }
 
-/// The ResvErrs the server sent in answer to injected messages: (code, destination).
-fn resv_err_codes(f: &mut Flow2) -> Vec<u8> {
+/// The error codes of the ResvErrs the server sent in answer to injected messages (all to
+/// the stranger).
+fn resv_err_codes(f: &mut Flow2) -> Vec<ErrorCode> {
     let mut codes = Vec::new();
     while let Some(t) = f.net.nodes[f.server].engine.poll_transmit() {
         let msg = Message::decode(&t.payload).unwrap();
         if let Some(e) = msg.error_spec() {
-            codes.push(e.code.0);
+            codes.push(e.code);
             assert_eq!(t.destination, v4(9));
         }
     }
@@ -536,7 +534,15 @@ fn impossible_resvs_are_answered_with_the_rfc_errors() {
             payload: &bytes,
         },
     );
-    assert_eq!(resv_err_codes(&mut f), vec![3, 4, 5, 6]);
+    assert_eq!(
+        resv_err_codes(&mut f),
+        [
+            ErrorCode::NO_PATH_INFORMATION,
+            ErrorCode::NO_SENDER_INFORMATION,
+            ErrorCode::CONFLICTING_RESERVATION_STYLE,
+            ErrorCode::UNKNOWN_RESERVATION_STYLE,
+        ]
+    );
     let stats = f.net.nodes[f.server].engine.stats();
     assert_eq!(stats.rejected, rejected + 4);
     assert_eq!(stats.malformed, 1);
@@ -561,8 +567,12 @@ fn unknown_class_and_ctype_in_a_path_are_answered_with_path_err_13_and_14() {
     .encode()
     .unwrap();
     for (object, code, value) in [
-        ([0u8, 8, 0x21, 1], 13u8, 0x2101u16),
-        ([0u8, 8, 5, 9], 14, 0x0509),
+        (
+            [0u8, 8, 0x21, 1],
+            ErrorCode::UNKNOWN_OBJECT_CLASS,
+            0x2101u16,
+        ),
+        ([0u8, 8, 5, 9], ErrorCode::UNKNOWN_OBJECT_C_TYPE, 0x0509),
     ] {
         let mut bytes = path.clone();
         if object[2] == 5 {
@@ -581,8 +591,7 @@ fn unknown_class_and_ctype_in_a_path_are_answered_with_path_err_13_and_14() {
         assert_eq!(
             f.net.nodes[f.server].events_of(s).last(),
             Some(&Event::PathError {
-                code,
-                value,
+                error: RsvpError::new(code, value),
                 node: v4(2)
             })
         );
@@ -894,16 +903,16 @@ fn unanswered_first_path_is_retransmitted_fast_then_refreshed() {
 #[test]
 fn policy_refusal_is_reported_with_code_2() {
     let mut f = two_hosts(51);
-    f.net.nodes[f.server]
-        .gate
-        .deny_with(2, 5, "policy forbids this flow");
+    f.net.nodes[f.server].gate.deny_with(
+        RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
+        "policy forbids this flow",
+    );
     let (s, c) = f.setup(40_000);
     f.net.run_for(Duration::from_secs(10));
     assert_eq!(
         f.net.nodes[f.server].events_of(s).last(),
         Some(&Event::AdmissionDenied {
-            code: 2,
-            value: 5,
+            error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
             reason: "policy forbids this flow".into()
         })
     );
@@ -911,14 +920,12 @@ fn policy_refusal_is_reported_with_code_2() {
         f.net.nodes[f.client].events_of(c)[1..],
         [
             Event::ResvError {
-                code: 2,
-                value: 5,
+                error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
                 node: v4(1)
             },
             Event::AdmissionDenied {
-                code: 2,
-                value: 5,
-                reason: "policy control failure reported by 10.0.0.1 (value 5)".into()
+                error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 5),
+                reason: "refused by 10.0.0.1".into()
             },
         ]
     );

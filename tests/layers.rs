@@ -15,7 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &["flow", "wire"]),
     ("policy", &["flow", "wire", "sys"]),
     ("enforce", &["flow", "policy", "wire", "sys"]),
-    ("error", &["engine", "flow"]),
+    ("error", &["engine", "flow", "wire"]),
     (
         "agent",
         &[

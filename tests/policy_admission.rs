@@ -13,6 +13,7 @@ use qtoq::policy::{
     DEFAULT_RESERVABLE_SHARE,
 };
 use qtoq::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
+use qtoq::wire::{ErrorCode, RsvpError};
 
 const NOON: PolicyTime = PolicyTime {
     weekday: Weekday::Wed,
@@ -56,7 +57,10 @@ fn rule_rate_limit_is_a_policy_failure() {
     let denied = p
         .admit_at(&request(2, 5001, 1_000_001.0), NOON)
         .unwrap_err();
-    assert_eq!((denied.code, denied.value), (2, 0));
+    assert_eq!(
+        denied.error,
+        RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 0)
+    );
     assert!(denied.reason.contains("exceeds"), "{}", denied.reason);
     assert_eq!(p.admitted_count(), 1);
     assert_eq!(p.stats().denied, 1);
@@ -89,7 +93,7 @@ fn pools_are_shared_between_rules_and_refilled_by_release() {
     p.admit_at(&request(1, 5000, 2_000_000.0), NOON).unwrap();
     p.admit_at(&request(2, 6000, 1_000_000.0), NOON).unwrap();
     let denied = p.admit_at(&request(3, 6000, 1.0), NOON).unwrap_err();
-    assert_eq!((denied.code, denied.value), (1, 2));
+    assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
     assert!(denied.reason.contains("pool `shared`"), "{}", denied.reason);
     p.release(RuleId(1));
     p.admit_at(&request(3, 6000, 2_000_000.0), NOON).unwrap();
@@ -113,11 +117,16 @@ fn rule_total_rate_and_max_flows() {
     p.admit_at(&request(1, 1, 400.0), NOON).unwrap();
     p.admit_at(&request(2, 2, 400.0), NOON).unwrap();
     let third = p.admit_at(&request(3, 3, 1.0), NOON).unwrap_err();
-    assert_eq!(third.code, 2, "{}", third.reason);
+    assert_eq!(
+        third.error.code,
+        ErrorCode::POLICY_CONTROL_FAILURE,
+        "{}",
+        third.reason
+    );
     assert!(third.reason.contains("max_flows"));
     // Modifying an existing one to exceed total_rate: bandwidth unavailable.
     let bigger = p.admit_at(&request(2, 2, 700.0), NOON).unwrap_err();
-    assert_eq!((bigger.code, bigger.value), (1, 2));
+    assert_eq!(bigger.error, RsvpError::BANDWIDTH_UNAVAILABLE);
     // Up to the exact limit is fine (the old 400 is not counted twice).
     p.admit_at(&request(2, 2, 600.0), NOON).unwrap();
     assert_eq!(p.admitted_rate(), 1000.0);
@@ -136,7 +145,7 @@ fn failed_modification_keeps_the_old_reservation() {
     p.admit_at(&request(2, 2, 1_000_000.0), NOON).unwrap();
     // 2.5 MB/s capacity: growing rule 1 to 2 MB/s would need 3 MB/s.
     let denied = p.admit_at(&request(1, 1, 2_000_000.0), NOON).unwrap_err();
-    assert_eq!((denied.code, denied.value), (1, 2));
+    assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
     assert!(
         denied.reason.contains("interface eth0"),
         "{}",
@@ -180,13 +189,16 @@ fn default_policy_caps_each_reservation_not_the_host() {
     p.admit_at(&request(3, 3, 12_500_000.0), NOON).unwrap();
     assert_eq!(p.admitted_rate(), 25_100_000.0);
     let denied = p.admit_at(&request(4, 4, 12_500_001.0), NOON).unwrap_err();
-    assert_eq!((denied.code, denied.value), (2, 0));
+    assert_eq!(
+        denied.error,
+        RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 0)
+    );
     assert!(denied.reason.contains("max_flow_rate"), "{}", denied.reason);
     // A configured host total still applies.
     let mut p = policy("[host]\nmax_rate = \"100Mbit\"\n");
     p.admit_at(&request(1, 1, 12_000_000.0), NOON).unwrap();
     let denied = p.admit_at(&request(2, 2, 600_000.0), NOON).unwrap_err();
-    assert_eq!((denied.code, denied.value), (1, 2));
+    assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
     assert!(denied.reason.contains("host max_rate"), "{}", denied.reason);
     p.admit_at(&request(2, 2, 500_000.0), NOON).unwrap();
 }
@@ -209,7 +221,7 @@ fn signaling_and_service_mismatches_are_policy_failures() {
         "#,
     );
     let signaled = p.admit_at(&request(1, 1, 100.0), NOON).unwrap_err();
-    assert_eq!(signaled.code, 2);
+    assert_eq!(signaled.error.code, ErrorCode::POLICY_CONTROL_FAILURE);
     let mut quiet = request(1, 1, 100.0);
     quiet.signaled = false;
     p.admit_at(&quiet, NOON).unwrap();
@@ -222,7 +234,7 @@ fn signaling_and_service_mismatches_are_policy_failures() {
         },
     };
     let wrong = p.admit_at(&guaranteed, NOON).unwrap_err();
-    assert_eq!(wrong.code, 2);
+    assert_eq!(wrong.error.code, ErrorCode::POLICY_CONTROL_FAILURE);
     assert!(wrong.reason.contains("controlled-load"));
 }
 
@@ -230,11 +242,11 @@ fn signaling_and_service_mismatches_are_policy_failures() {
 fn unmatched_deny_and_bad_flowspecs() {
     let mut p = policy("[host]\nunmatched = \"deny\"\n");
     let denied = p.admit_at(&request(1, 1, 1.0), NOON).unwrap_err();
-    assert_eq!(denied.code, 2);
+    assert_eq!(denied.error.code, ErrorCode::POLICY_CONTROL_FAILURE);
     let mut p = Policy::default();
     for bad in [f32::NAN, -1.0, f32::INFINITY] {
         let denied = p.admit_at(&request(1, 1, bad), NOON).unwrap_err();
-        assert_eq!((denied.code, denied.value), (21, 3), "{bad}");
+        assert_eq!(denied.error, RsvpError::BAD_FLOWSPEC, "{bad}");
     }
     assert_eq!(p.admitted_count(), 0);
 }
@@ -367,7 +379,7 @@ fn an_undeclared_interface_reserves_75_percent_of_its_link_speed() {
     let denied = p
         .admit_at(&flow_request(2, ETH0, REMOTE, 100.0), NOON)
         .unwrap_err();
-    assert_eq!((denied.code, denied.value), (1, 2));
+    assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
     assert!(
         denied.reason.contains(
             "interface eth0 (75 % of the 1000 Mbit/s link speed its driver reports): \
@@ -549,7 +561,10 @@ fn max_flow_rate_caps_every_reservation_and_max_flows_counts_them() {
             NOON,
         )
         .unwrap_err();
-    assert_eq!((denied.code, denied.value), (2, 0));
+    assert_eq!(
+        denied.error,
+        RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 0)
+    );
     assert!(denied.reason.contains("max_flow_rate"), "{}", denied.reason);
     // Even a rule that allows more is capped by the host.
     let mut p = policy(
@@ -563,8 +578,8 @@ fn max_flow_rate_caps_every_reservation_and_max_flows_counts_them() {
     assert_eq!(
         p.admit_at(&request(1, 1, 20_000_000.0), NOON)
             .unwrap_err()
-            .code,
-        2
+            .error,
+        RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 0)
     );
     // The default count: 1024 reservations on loopback, not one more.
     let mut p = Policy::default().with_interface_probe(host());
@@ -576,7 +591,7 @@ fn max_flow_rate_caps_every_reservation_and_max_flows_counts_them() {
     let denied = p
         .admit_at(&flow_request(count, "127.0.0.1", "127.0.0.1", 1.0), NOON)
         .unwrap_err();
-    assert_eq!((denied.code, denied.value), (1, 2));
+    assert_eq!(denied.error, RsvpError::BANDWIDTH_UNAVAILABLE);
     assert!(denied.reason.contains("max_flows"), "{}", denied.reason);
 }
 

@@ -13,6 +13,7 @@ use qtoq::flow::{Admission, AdmissionRequest, Flow, RuleId};
 use qtoq::policy::units::{parse_rate, parse_size, MAX_VALUE};
 use qtoq::policy::{Cidr, Policy, PolicyError, PolicyTime, Schedule, StaticProbe, Weekday};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+use qtoq::wire::ErrorCode;
 
 const NOON: PolicyTime = PolicyTime {
     weekday: Weekday::Wed,
@@ -567,7 +568,7 @@ fn with_slack(limit: f64) -> f64 {
 }
 
 /// The model's decision: `None` = admit, `Some(code)` = deny with that RSVP error code.
-fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> Option<u8> {
+fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> Option<ErrorCode> {
     let others = || held.iter().filter(|(k, _)| **k != id).map(|(_, h)| h);
     let sum = |f: &dyn Fn(&Held) -> bool| others().filter(|h| f(h)).map(|h| h.rate).sum::<f64>();
     let policy_failure = match new.class {
@@ -579,7 +580,7 @@ fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> 
         _ => false,
     } || new.rate > limits.flow_rate;
     if policy_failure {
-        return Some(2);
+        return Some(ErrorCode::POLICY_CONTROL_FAILURE);
     }
     let in_pool = |h: &Held| matches!(h.class, Class::A | Class::B);
     let short = (new.class == Class::C
@@ -589,7 +590,7 @@ fn expected(held: &BTreeMap<u64, Held>, limits: &Limits, id: u64, new: Held) -> 
         || (!new.on_iface && sum(&|h| !h.on_iface) + new.rate > with_slack(ETH1_RESERVABLE))
         || sum(&|_| true) + new.rate > with_slack(limits.host_rate)
         || others().count() >= limits.host_flows;
-    short.then_some(1)
+    short.then_some(ErrorCode::ADMISSION_CONTROL_FAILURE)
 }
 
 /// Everything the model holds fits the limits, and the policy agrees with the model.
@@ -667,7 +668,7 @@ proptest! {
                         // A denied modification keeps the old admission: the model is
                         // unchanged and check_books compares it with the policy.
                         (Err(denied), Some(code)) => {
-                            prop_assert_eq!(denied.code, code, "{}", denied.reason);
+                            prop_assert_eq!(denied.error.code, code, "{}", denied.reason);
                             prop_assert_eq!(policy.stats().denied, before.denied + 1);
                         }
                         _ => prop_assert!(false, "{op:?}: got {got:?}, model says {want:?} with {held:?}"),
@@ -737,7 +738,10 @@ fn repeated_fractional_admissions_leave_no_residue() {
     let req = admission_request(1, Class::B, true, limits.iface as f32);
     assert!(policy.admit_at(&req, NOON).is_ok());
     let more = admission_request(2, Class::B, true, 1.0);
-    assert_eq!(policy.admit_at(&more, NOON).unwrap_err().code, 1);
+    assert_eq!(
+        policy.admit_at(&more, NOON).unwrap_err().error.code,
+        ErrorCode::ADMISSION_CONTROL_FAILURE
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -791,7 +795,10 @@ fn a_rate_rounding_up_in_f32_still_admits_its_own_rule() {
     req.flow.sender = "10.0.0.1:1009".parse().unwrap();
     req.signaled = false;
     req.flowspec = flowspec;
-    assert_eq!(policy.admit_at(&req, NOON).unwrap_err().code, 1);
+    assert_eq!(
+        policy.admit_at(&req, NOON).unwrap_err().error.code,
+        ErrorCode::ADMISSION_CONTROL_FAILURE
+    );
 }
 
 /// Regression: a positive rate too small for f32 (`1e-50`) was accepted and signaled as 0.

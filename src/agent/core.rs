@@ -44,8 +44,8 @@ use super::{AgentStats, OpenRequest, Opened, SessionShared, Setup, SharedPolicy}
 use crate::enforce::{Applied, EnforceError, Enforcer};
 use crate::engine::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, Style};
 use crate::error::QosError;
-use crate::flow::{Rule, RuleId};
-use crate::policy::{Policy, ERROR_POLICY};
+use crate::flow::{AdmissionDenied, Rule, RuleId};
+use crate::policy::Policy;
 
 /// How far away "no timer" is: the task's sleep is parked there.
 pub(crate) const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -325,8 +325,7 @@ impl Core {
                 let error = match e {
                     CommandError::Denied(denied) => {
                         shared.push(Event::AdmissionDenied {
-                            code: denied.code,
-                            value: denied.value,
+                            error: denied.error,
                             reason: denied.reason.clone(),
                         });
                         QosError::AdmissionDenied(denied)
@@ -421,6 +420,8 @@ impl Core {
             return 0;
         }
         let now = Instant::now();
+        // A policy control failure, as the policy would have refused it now.
+        let revoked = AdmissionDenied::policy(reason).error;
         for id in &dropped {
             if let Some(entry) = self
                 .rules_in_force
@@ -431,8 +432,7 @@ impl Core {
                     .span
                     .in_scope(|| info!(rule = %id, reason, "reservation revoked by the policy"));
                 entry.shared.push(Event::AdmissionDenied {
-                    code: ERROR_POLICY,
-                    value: 0,
+                    error: revoked,
                     reason: reason.to_owned(),
                 });
             }
@@ -441,8 +441,7 @@ impl Core {
                 now,
                 *id,
                 Err(RuleFailure {
-                    code: ERROR_POLICY,
-                    value: 0,
+                    error: revoked,
                     reason: reason.to_owned(),
                 }),
             );
@@ -471,8 +470,7 @@ impl Core {
             Err(failure) => {
                 self.release(id);
                 let _ = reply.send(Err(QosError::RuleFailed {
-                    code: failure.code,
-                    value: failure.value,
+                    error: failure.error,
                     reason: failure.reason,
                 }));
             }
@@ -829,10 +827,8 @@ fn action_rule(action: &RuleAction) -> RuleId {
 }
 
 fn rule_failure(e: &EnforceError) -> RuleFailure {
-    let (code, value) = e.rsvp_error();
     RuleFailure {
-        code,
-        value,
+        error: e.rsvp_error(),
         reason: e.to_string(),
     }
 }

@@ -18,6 +18,7 @@ use crate::engine::{Event, SessionId, SessionKey};
 use crate::error::QosError;
 use crate::flow::Flow;
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::RsvpError;
 
 /// What a new session does first.
 #[derive(Debug)]
@@ -97,19 +98,16 @@ pub enum Reservation {
     },
     /// Admission control refused it.
     Denied {
-        /// RSVP error code.
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error: an admission control failure (code 1) or a policy control failure
+        /// (code 2).
+        error: RsvpError,
         /// Why.
         reason: String,
     },
     /// An RSVP error was reported (PathErr / ResvErr).
     Failed {
-        /// RSVP error code.
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error (code and value).
+        error: RsvpError,
         /// The node that detected it.
         node: IpAddr,
     },
@@ -197,21 +195,15 @@ impl SessionShared {
                         flowspec: *flowspec,
                     }
                 }
-                Event::AdmissionDenied {
-                    code,
-                    value,
-                    reason,
-                } => {
+                Event::AdmissionDenied { error, reason } => {
                     s.reservation = Reservation::Denied {
-                        code: *code,
-                        value: *value,
+                        error: *error,
                         reason: reason.clone(),
                     }
                 }
-                Event::PathError { code, value, node } | Event::ResvError { code, value, node } => {
+                Event::PathError { error, node } | Event::ResvError { error, node } => {
                     s.reservation = Reservation::Failed {
-                        code: *code,
-                        value: *value,
+                        error: *error,
                         node: *node,
                     }
                 }

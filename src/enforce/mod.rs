@@ -14,6 +14,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 
 use crate::flow::{Rule, RuleId};
+use crate::wire::{ErrorCode, RsvpError};
 
 mod chain;
 mod socket;
@@ -138,17 +139,20 @@ pub enum EnforceError {
 }
 
 impl EnforceError {
-    /// The RSVP ERROR_SPEC (code, value) this failure deserves: 21 (traffic control error)
-    /// for rules the backend cannot express, 22 (traffic control system error) for kernel,
-    /// privilege and ownership failures.
-    pub fn rsvp_error(&self) -> (u8, u16) {
+    /// The RSVP error this failure deserves, in the ResvErr and the events that report it:
+    /// [`RsvpError::SERVICE_UNSUPPORTED`] (Traffic Control Error, 21/2) for rules the backend
+    /// cannot express, [`ErrorCode::TRAFFIC_CONTROL_SYSTEM_ERROR`] (22, value 0) for kernel,
+    /// privilege and ownership failures. The one place enforcer failures become RSVP errors.
+    pub fn rsvp_error(&self) -> RsvpError {
         match self {
-            EnforceError::Unsupported(_) => (21, 2),
+            EnforceError::Unsupported(_) => RsvpError::SERVICE_UNSUPPORTED,
             EnforceError::PermissionDenied { .. }
             | EnforceError::Kernel { .. }
             | EnforceError::InUse { .. }
             | EnforceError::Unowned { .. }
-            | EnforceError::State { .. } => (22, 0),
+            | EnforceError::State { .. } => {
+                RsvpError::new(ErrorCode::TRAFFIC_CONTROL_SYSTEM_ERROR, 0)
+            }
         }
     }
 }

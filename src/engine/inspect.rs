@@ -7,6 +7,7 @@ use super::state::{Role, RuleState};
 use super::{Engine, SessionId, SessionKey, Style};
 use crate::flow::{Flow, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::RsvpError;
 
 /// What a local owner does with its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +55,8 @@ pub struct ReservationInfo {
     pub flowspec: FlowSpec,
     /// When the state expires unless refreshed.
     pub expires: Option<Instant>,
-    /// The error (code, value) it was refused with, if it was.
-    pub refused: Option<(u8, u16)>,
+    /// The RSVP error it was refused with, if it was.
+    pub refused: Option<RsvpError>,
 }
 
 /// A rule the engine asked the enforcer for.

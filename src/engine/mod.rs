@@ -117,6 +117,7 @@ use rand::SeedableRng;
 
 use crate::flow::{Admission, Flow, Rule, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::RsvpError;
 
 mod index;
 mod inspect;
@@ -281,28 +282,23 @@ pub enum Event {
     },
     /// A PathErr arrived or was generated.
     PathError {
-        /// RSVP error code (RFC 2205 Appendix B).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error (code and value, RFC 2205 Appendix B).
+        error: RsvpError,
         /// The node that detected the error.
         node: IpAddr,
     },
     /// A ResvErr arrived or was generated.
     ResvError {
-        /// RSVP error code (RFC 2205 Appendix B).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error (code and value, RFC 2205 Appendix B).
+        error: RsvpError,
         /// The node that detected the error.
         node: IpAddr,
     },
     /// Admission control refused the reservation, here or at the peer.
     AdmissionDenied {
-        /// RSVP error code (1 admission, 2 policy).
-        code: u8,
-        /// RSVP error value.
-        value: u16,
+        /// The RSVP error: an admission control failure (code 1) or a policy control failure
+        /// (code 2).
+        error: RsvpError,
         /// Why.
         reason: String,
     },
@@ -390,14 +386,14 @@ pub enum RuleAction {
     },
 }
 
-/// Why the enforcer could not apply a rule: becomes a ResvErr with code 21 (traffic control
-/// error) or 22 (policy/system error) and an event.
+/// Why the enforcer could not apply a rule (or the policy revoked it): becomes a ResvErr
+/// with `error` and an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleFailure {
-    /// RSVP error code (21 or 22).
-    pub code: u8,
-    /// RSVP error value.
-    pub value: u16,
+    /// The RSVP error: a traffic control error (21) or traffic control system error (22)
+    /// from [`EnforceError::rsvp_error`](crate::enforce::EnforceError::rsvp_error), or a
+    /// policy control failure (2) for a revoked reservation.
+    pub error: RsvpError,
     /// Why, readable.
     pub reason: String,
 }
@@ -620,13 +616,13 @@ impl Engine {
     }
 
     /// Tells the engine what became of a `RuleAction::Install`/`Modify`. On failure the
-    /// reservation is refused with a ResvErr (code 21/22) and an event.
+    /// reservation is refused with a ResvErr carrying the failure's error and an event.
     ///
     /// A failed `Install` is followed by a `Remove` of the same id (see [Rules](self#rules)).
     /// Outcomes for rules already removed are ignored.
     ///
     /// A failure reported for a rule that is *already in force* withdraws it the same way
-    /// (`Remove`, ResvErr with the failure's code toward the receiver, event to the owner): the
+    /// (`Remove`, ResvErr with the failure's error toward the receiver, event to the owner): the
     /// agent uses this when a policy reload or a closing schedule window revokes a reservation
     /// (code 2, policy control failure).
     pub fn rule_outcome(&mut self, now: Instant, id: RuleId, outcome: Result<(), RuleFailure>) {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::{SessionKey, Style};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
-use crate::wire::{MsgType, DEFAULT_SEND_TTL};
+use crate::wire::{ErrorSpec, MsgType, DEFAULT_SEND_TTL};
 
 /// Whether routers on the way must intercept a message of `kind` (IP Router Alert on raw
 /// transports).
@@ -19,15 +19,6 @@ pub(crate) fn router_alert(kind: MsgType) -> bool {
 pub(crate) struct Hop {
     pub(crate) addr: IpAddr,
     pub(crate) lih: u32,
-}
-
-/// ERROR_SPEC contents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ErrorInfo {
-    pub(crate) node: IpAddr,
-    pub(crate) flags: u8,
-    pub(crate) code: u8,
-    pub(crate) value: u16,
 }
 
 /// One flow descriptor of a Resv-family message.
@@ -53,7 +44,7 @@ pub(crate) struct Msg {
     /// TIME_VALUES refresh period, milliseconds (Path, Resv).
     pub(crate) refresh_ms: Option<u32>,
     /// ERROR_SPEC (PathErr, ResvErr, ResvConf).
-    pub(crate) error: Option<ErrorInfo>,
+    pub(crate) error: Option<ErrorSpec>,
     /// RESV_CONFIRM receiver address (Resv, ResvConf).
     pub(crate) confirm: Option<IpAddr>,
     /// STYLE (Resv family).

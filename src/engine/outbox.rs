@@ -8,41 +8,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::msg::{router_alert, Descriptor, ErrorInfo, Hop, Msg};
+use super::msg::{router_alert, Descriptor, Hop, Msg};
 use super::state::{LocalSender, Request, Rsb, Session};
 use super::translate;
 use super::{Engine, Event, SessionId, SessionKey, Style, Transmit};
 use crate::wire::intserv::TokenBucket;
-use crate::wire::MsgType;
-
-/// RSVP error codes (RFC 2205 Appendix B).
-pub(super) const NO_PATH: u8 = 3;
-pub(super) const NO_SENDER: u8 = 4;
-pub(super) const CONFLICTING_STYLE: u8 = 5;
-pub(super) const RSVP_SYSTEM_ERROR: u8 = 23;
-
-/// A readable name of an RSVP error code.
-pub(super) fn error_name(code: u8) -> &'static str {
-    match code {
-        0 => "confirmation",
-        1 => "admission control failure",
-        2 => "policy control failure",
-        3 => "no path information for this resv",
-        4 => "no sender information for this resv",
-        5 => "conflicting reservation style",
-        6 => "unknown reservation style",
-        7 => "conflicting destination ports",
-        8 => "conflicting sender ports",
-        12 => "service preempted",
-        13 => "unknown object class",
-        14 => "unknown object c-type",
-        20 => "api error",
-        21 => "traffic control error",
-        22 => "traffic control system error",
-        23 => "rsvp system error",
-        _ => "unknown error",
-    }
-}
+use crate::wire::{ErrorSpec, MsgType, RsvpError};
 
 /// Where an error message goes: its session, the address of this host that reports it
 /// (ERROR_SPEC node and source address) and the hop it is sent to (the next hop for a
@@ -222,8 +193,7 @@ impl Engine {
         route: ErrorRoute,
         style: Option<Style>,
         descriptors: Vec<Descriptor>,
-        code: u8,
-        value: u16,
+        error: RsvpError,
     ) {
         let ErrorRoute {
             session: key,
@@ -232,16 +202,11 @@ impl Engine {
         } = route;
         let mut msg = Msg::new(MsgType::ResvErr, key);
         msg.hop = Some(Hop { addr: own, lih: 0 });
-        msg.error = Some(ErrorInfo {
-            node: own,
-            flags: 0,
-            code,
-            value,
-        });
+        msg.error = Some(ErrorSpec::new(own, error.code, error.value));
         msg.style = style;
         msg.descriptors = descriptors;
         self.stats.errors_sent += 1;
-        tracing::debug!(session = ?key, %nhop, code, value, "sending ResvErr: {}", error_name(code));
+        tracing::debug!(session = ?key, %nhop, "sending ResvErr: {error}");
         self.queue(msg, nhop, own);
     }
 
@@ -251,8 +216,7 @@ impl Engine {
         route: ErrorRoute,
         sender: Option<SocketAddr>,
         tspec: Option<TokenBucket>,
-        code: u8,
-        value: u16,
+        error: RsvpError,
     ) {
         let ErrorRoute {
             session: key,
@@ -260,16 +224,11 @@ impl Engine {
             to: phop,
         } = route;
         let mut msg = Msg::new(MsgType::PathErr, key);
-        msg.error = Some(ErrorInfo {
-            node: own,
-            flags: 0,
-            code,
-            value,
-        });
+        msg.error = Some(ErrorSpec::new(own, error.code, error.value));
         msg.sender = sender;
         msg.tspec = tspec;
         self.stats.errors_sent += 1;
-        tracing::debug!(session = ?key, %phop, code, value, "sending PathErr: {}", error_name(code));
+        tracing::debug!(session = ?key, %phop, "sending PathErr: {error}");
         self.queue(msg, phop, own);
     }
 

@@ -5,13 +5,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::msg::Msg;
-use super::outbox::{ErrorRoute, RSVP_SYSTEM_ERROR};
+use super::outbox::ErrorRoute;
 use super::refresh::answer;
 use super::sessions::MAX_STATES_PER_SESSION;
 use super::state::{LocalSender, Psb, Role, Session};
 use super::timer::{Ms, NEVER};
 use super::{CommandError, Engine, Event, SessionId};
 use crate::wire::intserv::TokenBucket;
+use crate::wire::{ErrorCode, RsvpError};
 
 impl Engine {
     pub(super) fn cmd_add_sender(
@@ -122,8 +123,7 @@ impl Engine {
                 },
                 Some(sender),
                 Some(tspec),
-                RSVP_SYSTEM_ERROR,
-                0,
+                RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 0),
             );
             return;
         };
@@ -152,8 +152,7 @@ impl Engine {
                     },
                     Some(sender),
                     Some(tspec),
-                    RSVP_SYSTEM_ERROR,
-                    0,
+                    RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 0),
                 );
                 return;
             }
@@ -244,8 +243,7 @@ impl Engine {
             self.emit(
                 owner,
                 Event::PathError {
-                    code: error.code,
-                    value: error.value,
+                    error: error.error(),
                     node: error.node,
                 },
             );

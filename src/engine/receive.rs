@@ -81,8 +81,7 @@ impl Engine {
                     },
                     answer.sender,
                     None,
-                    answer.code,
-                    answer.value,
+                    answer.error,
                 );
             }
             MsgType::Resv => {
@@ -95,8 +94,7 @@ impl Engine {
                     },
                     None,
                     Vec::new(),
-                    answer.code,
-                    answer.value,
+                    answer.error,
                 );
             }
             _ => return,

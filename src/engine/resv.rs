@@ -4,10 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::msg::{Descriptor, ErrorInfo, Hop, Msg};
-use super::outbox::{
-    error_name, ErrorRoute, CONFLICTING_STYLE, NO_PATH, NO_SENDER, RSVP_SYSTEM_ERROR,
-};
+use super::msg::{Descriptor, Hop, Msg};
+use super::outbox::ErrorRoute;
 use super::refresh::answer;
 use super::rules::Loss;
 use super::sessions::MAX_STATES_PER_SESSION;
@@ -15,7 +13,7 @@ use super::state::{Filter, RecvState, Request, Role, Rsb, RuleState, Session};
 use super::timer::{Ms, NEVER};
 use super::{CommandError, Engine, Event, SessionId, Style};
 use crate::wire::intserv::FlowSpec;
-use crate::wire::MsgType;
+use crate::wire::{ErrorCode, ErrorSpec, MsgType, RsvpError};
 
 /// A Resv being applied to a session with local senders: what each step needs of it.
 struct ResvIn<'a> {
@@ -156,12 +154,7 @@ impl Engine {
         };
         let own = sender.ip();
         let mut msg = Msg::new(MsgType::ResvConf, session.key);
-        msg.error = Some(ErrorInfo {
-            node: own,
-            flags: 0,
-            code: 0,
-            value: 0,
-        });
+        msg.error = Some(ErrorSpec::new(own, ErrorCode::CONFIRMATION, 0));
         msg.confirm = Some(receiver);
         msg.style = Some(rsb.style);
         msg.descriptors = vec![Self::rsb_descriptor(rsb)];
@@ -209,8 +202,7 @@ impl Engine {
                     },
                     msg.style,
                     msg.descriptors,
-                    NO_PATH,
-                    0,
+                    RsvpError::new(ErrorCode::NO_PATH_INFORMATION, 0),
                 );
             }
         }
@@ -228,8 +220,7 @@ impl Engine {
                 resv.route(),
                 resv.msg.style,
                 resv.msg.descriptors.clone(),
-                CONFLICTING_STYLE,
-                0,
+                RsvpError::new(ErrorCode::CONFLICTING_RESERVATION_STYLE, 0),
             );
             return;
         }
@@ -259,15 +250,16 @@ impl Engine {
             descriptor,
         } = entry;
         let stored = if session.senders.iter().any(|s| filter.covers(s.sender)) {
-            store_rsb(session, resv, &filter, flowspec).ok_or(RSVP_SYSTEM_ERROR)
+            store_rsb(session, resv, &filter, flowspec).ok_or(ErrorCode::RSVP_SYSTEM_ERROR)
         } else {
-            Err(NO_SENDER)
+            Err(ErrorCode::NO_SENDER_INFORMATION)
         };
         let (index, changed) = match stored {
             Ok(stored) => stored,
             Err(code) => {
                 self.stats.rejected += 1;
-                self.queue_resv_err(resv.route(), resv.msg.style, vec![descriptor], code, 0);
+                let error = RsvpError::new(code, 0);
+                self.queue_resv_err(resv.route(), resv.msg.style, vec![descriptor], error);
                 return None;
             }
         };
@@ -277,16 +269,10 @@ impl Engine {
             for owner in owners {
                 self.emit(owner, Event::ResvReceived { flowspec, style });
             }
-        } else if let Some((code, value)) = session.rsbs[index].refused {
+        } else if let Some(error) = session.rsbs[index].refused {
             // A refresh of a refused request: the same answer again.
             let descriptor = Self::rsb_descriptor(&session.rsbs[index]);
-            self.queue_resv_err(
-                resv.route(),
-                Some(resv.style),
-                vec![descriptor],
-                code,
-                value,
-            );
+            self.queue_resv_err(resv.route(), Some(resv.style), vec![descriptor], error);
         } else if resv.msg.confirm.is_some() {
             return Some(index);
         }
@@ -385,30 +371,27 @@ impl Engine {
         match &mut session.recv {
             Some(recv) if !receivers.is_empty() => {
                 answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
-                let pair = (error.code, error.value);
-                if recv.last_error != Some(pair) {
-                    recv.last_error = Some(pair);
+                let reported = error.error();
+                if recv.last_error != Some(reported) {
+                    recv.last_error = Some(reported);
                     for id in receivers {
                         self.events.push_back((
                             id,
                             Event::ResvError {
-                                code: error.code,
-                                value: error.value,
+                                error: reported,
                                 node: error.node,
                             },
                         ));
-                        if matches!(error.code, 1 | 2) {
+                        if matches!(
+                            error.code,
+                            ErrorCode::ADMISSION_CONTROL_FAILURE
+                                | ErrorCode::POLICY_CONTROL_FAILURE
+                        ) {
                             self.events.push_back((
                                 id,
                                 Event::AdmissionDenied {
-                                    code: error.code,
-                                    value: error.value,
-                                    reason: format!(
-                                        "{} reported by {} (value {})",
-                                        error_name(error.code),
-                                        error.node,
-                                        error.value
-                                    ),
+                                    error: reported,
+                                    reason: format!("refused by {}", error.node),
                                 },
                             ));
                         }

@@ -115,8 +115,7 @@ impl Engine {
                         self.emit(
                             owner,
                             Event::ResvError {
-                                code: failure.code,
-                                value: failure.value,
+                                error: failure.error,
                                 node,
                             },
                         );
@@ -158,7 +157,7 @@ impl Engine {
                 }
             }
             Err(failure) => {
-                tracing::debug!(rule = %id, code = failure.code, reason = %failure.reason, "rule failed");
+                tracing::debug!(rule = %id, error = %failure.error, reason = %failure.reason, "rule failed");
                 match rule.state {
                     RuleState::Modifying => {
                         let previous = session.senders[index]
@@ -188,7 +187,7 @@ impl Engine {
                 let own = sender.ip();
                 if let Some(b) = serving {
                     let rsb = &mut session.rsbs[b];
-                    rsb.refused = Some((failure.code, failure.value));
+                    rsb.refused = Some(failure.error);
                     let (nhop, style, descriptor) =
                         (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                     self.queue_resv_err(
@@ -199,15 +198,13 @@ impl Engine {
                         },
                         Some(style),
                         vec![descriptor],
-                        failure.code,
-                        failure.value,
+                        failure.error,
                     );
                 }
                 self.emit(
                     owner,
                     Event::ResvError {
-                        code: failure.code,
-                        value: failure.value,
+                        error: failure.error,
                         node: own,
                     },
                 );
@@ -309,7 +306,8 @@ impl Engine {
                             Err(denied) => {
                                 tracing::debug!(%flow, %denied, "reservation refused");
                                 let rsb = &mut session.rsbs[b];
-                                rsb.refused = Some((denied.code, denied.value));
+                                let error = denied.error;
+                                rsb.refused = Some(error);
                                 let (nhop, style, descriptor) =
                                     (rsb.nhop.addr, rsb.style, Self::rsb_descriptor(rsb));
                                 self.queue_resv_err(
@@ -320,14 +318,12 @@ impl Engine {
                                     },
                                     Some(style),
                                     vec![descriptor],
-                                    denied.code,
-                                    denied.value,
+                                    error,
                                 );
                                 self.emit(
                                     owner,
                                     Event::AdmissionDenied {
-                                        code: denied.code,
-                                        value: denied.value,
+                                        error,
                                         reason: denied.reason,
                                     },
                                 );

@@ -13,6 +13,7 @@ use super::timer::{Ms, NEVER};
 use super::{SessionId, SessionKey, Style};
 use crate::flow::{Flow, RuleId};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
+use crate::wire::RsvpError;
 
 /// Everything the engine knows about one RSVP session (one [`SessionKey`]).
 #[derive(Debug)]
@@ -284,9 +285,9 @@ pub(crate) struct Rsb {
     /// RESV_CONFIRM: where to send the ResvConf.
     pub(crate) confirm: Option<IpAddr>,
     pub(crate) expires_at: Ms,
-    /// The error (code, value) this flowspec was refused with; refreshes of the same
+    /// The RSVP error this flowspec was refused with; refreshes of the same
     /// flowspec are answered with the same ResvErr and not admitted again.
-    pub(crate) refused: Option<(u8, u16)>,
+    pub(crate) refused: Option<RsvpError>,
 }
 
 /// The receiver side's Resv refresh state (one per session: local requests are merged).
@@ -305,7 +306,7 @@ pub(crate) struct RecvState {
     /// `Established` was announced for the current request.
     pub(crate) announced: bool,
     /// The last ResvErr reported to the owners (repeats are not reported again).
-    pub(crate) last_error: Option<(u8, u16)>,
+    pub(crate) last_error: Option<RsvpError>,
     /// The request the Resv state was built for (a change restarts confirmation).
     pub(crate) request: Option<Request>,
 }

@@ -8,12 +8,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::msg::{Descriptor, ErrorInfo, Hop, Msg};
+use super::msg::{Descriptor, Hop, Msg};
 use super::SessionKey;
 use crate::wire::intserv::TokenBucket;
 use crate::wire::{
-    class, ErrorSpec, FilterSpec, Message, MsgType, Object, ResvConfirm, RsvpHop, Session, Style,
-    TimeValues, WireError,
+    class, ErrorCode, ErrorSpec, FilterSpec, Message, MsgType, Object, ResvConfirm, RsvpError,
+    RsvpHop, Session, Style, TimeValues, WireError,
 };
 
 /// Why a datagram could not become a [`Msg`], and how to answer it.
@@ -52,8 +52,7 @@ pub(crate) struct Answer {
     pub(crate) session: SessionKey,
     pub(crate) hop: Option<Hop>,
     pub(crate) sender: Option<SocketAddr>,
-    pub(crate) code: u8,
-    pub(crate) value: u16,
+    pub(crate) error: RsvpError,
 }
 
 fn hop_obj(hop: Option<Hop>, fallback: IpAddr) -> Object {
@@ -64,19 +63,8 @@ fn hop_obj(hop: Option<Hop>, fallback: IpAddr) -> Object {
     Object::RsvpHop(RsvpHop::new(hop.addr, hop.lih))
 }
 
-fn error_obj(error: Option<ErrorInfo>, fallback: IpAddr) -> Object {
-    let error = error.unwrap_or(ErrorInfo {
-        node: fallback,
-        flags: 0,
-        code: 0,
-        value: 0,
-    });
-    Object::ErrorSpec(ErrorSpec {
-        node: error.node,
-        flags: error.flags,
-        code: error.code.into(),
-        value: error.value,
-    })
+fn error_obj(error: Option<ErrorSpec>, fallback: IpAddr) -> Object {
+    Object::ErrorSpec(error.unwrap_or(ErrorSpec::new(fallback, ErrorCode::CONFIRMATION, 0)))
 }
 
 /// Appends the flow descriptor list of `style` (FF: pairs, SE: one flowspec then filters,
@@ -277,12 +265,7 @@ pub(crate) fn from_wire(message: &Message) -> Result<Msg, Failure> {
             lih: h.lih,
         }),
         refresh_ms: message.time_values().map(|t| t.refresh_period_ms),
-        error: message.error_spec().map(|e| ErrorInfo {
-            node: e.node,
-            flags: e.flags,
-            code: e.code.into(),
-            value: e.value,
-        }),
+        error: message.error_spec().copied(),
         confirm: message.resv_confirm().map(|c| c.receiver),
         style,
         sender: message.sender_template().map(FilterSpec::socket_addr),
@@ -308,8 +291,13 @@ fn answer_for(bytes: &[u8], error: &WireError) -> Option<Answer> {
     if error.discard_silently() {
         return None;
     }
-    let (code, value): (u8, u16) = error.error_spec().into();
-    if !matches!(code, 6 | 13 | 14) {
+    let answer = error.error_spec();
+    if !matches!(
+        answer.code,
+        ErrorCode::UNKNOWN_RESERVATION_STYLE
+            | ErrorCode::UNKNOWN_OBJECT_CLASS
+            | ErrorCode::UNKNOWN_OBJECT_C_TYPE
+    ) {
         return None;
     }
     let kind = match bytes.get(1)? {
@@ -361,8 +349,7 @@ fn answer_for(bytes: &[u8], error: &WireError) -> Option<Answer> {
         session: session?,
         hop,
         sender,
-        code,
-        value,
+        error: answer,
     })
 }
 
@@ -416,12 +403,11 @@ mod tests {
             addr: sender.ip(),
             lih: 7,
         });
-        let error = Some(ErrorInfo {
-            node: sender.ip(),
-            flags: 0,
-            code: 1,
-            value: 2,
-        });
+        let error = Some(ErrorSpec::new(
+            sender.ip(),
+            ErrorCode::ADMISSION_CONTROL_FAILURE,
+            2,
+        ));
         let mut msgs = Vec::new();
         let mut path = Msg::new(MsgType::Path, key());
         path.hop = hop;
@@ -466,12 +452,7 @@ mod tests {
             resv.descriptors = descriptors.clone();
             msgs.push(resv);
             let mut conf = Msg::new(MsgType::ResvConf, key());
-            conf.error = Some(ErrorInfo {
-                node: sender.ip(),
-                flags: 0,
-                code: 0,
-                value: 0,
-            });
+            conf.error = Some(ErrorSpec::new(sender.ip(), ErrorCode::CONFIRMATION, 0));
             conf.confirm = Some(key().destination.ip());
             conf.style = Some(style);
             conf.descriptors = descriptors.clone();
@@ -525,8 +506,10 @@ mod tests {
         let answer = failure.answer.expect("answerable");
         assert_eq!(answer.kind, MsgType::Path);
         assert_eq!(answer.session, key());
-        assert_eq!(answer.code, 13);
-        assert_eq!(answer.value, 0x2001);
+        assert_eq!(
+            answer.error,
+            RsvpError::new(ErrorCode::UNKNOWN_OBJECT_CLASS, 0x2001)
+        );
         assert_eq!(answer.hop.map(|h| h.lih), Some(3));
         assert_eq!(answer.sender, path.sender);
         // Garbage never yields an answer nor panics.

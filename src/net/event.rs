@@ -73,6 +73,7 @@ mod tests {
     use crate::agent::Reservation;
     use crate::wire::intserv::FlowSpec;
     use crate::wire::intserv::TokenBucket;
+    use crate::wire::RsvpError;
     use futures::StreamExt;
     use std::net::IpAddr;
 
@@ -158,15 +159,17 @@ mod tests {
         loud.push(QosEvent::NoReceiver { waited });
         assert_eq!(loud.reservation(), Reservation::NoReceiver);
         loud.push(QosEvent::ResvError {
-            code: 21,
-            value: 1,
+            error: RsvpError::SERVICE_CONFLICT,
             node: IpAddr::from([127, 0, 0, 1]),
         });
         // It never hides what is known already.
         loud.push(QosEvent::NoReceiver { waited });
         assert!(matches!(
             loud.reservation(),
-            Reservation::Failed { code: 21, .. }
+            Reservation::Failed {
+                error: RsvpError::SERVICE_CONFLICT,
+                ..
+            }
         ));
         loud.end("closed");
         let all: Vec<_> = QosEvents::new(loud).collect().await;

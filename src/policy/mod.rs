@@ -56,12 +56,14 @@
 //!
 //! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`) or the
 //! host's per-reservation `max_flow_rate`, a service or signaling mismatch and
-//! `unmatched = "deny"` are *policy* failures: RSVP error code 2. Running out of shared
-//! capacity (a rule's `total_rate`, a pool, an interface's budget, the host's `max_rate` and
-//! `max_flows`) is an *admission control* failure: code 1, value 2 ("requested bandwidth
-//! unavailable", RFC 2205 App. B); its reason names the interface and where its budget comes
-//! from. A flowspec with a negative or non-finite rate is code 21 value 3 ("bad flowspec
-//! value", RFC 2210).
+//! `unmatched = "deny"` are *policy* failures: [`ErrorCode::POLICY_CONTROL_FAILURE`] (2),
+//! value 0. Running out of shared capacity (a rule's `total_rate`, a pool, an interface's
+//! budget, the host's `max_rate` and `max_flows`) is an *admission control* failure:
+//! [`RsvpError::BANDWIDTH_UNAVAILABLE`] (code 1, value 2, RFC 2205 App. B); its reason names
+//! the interface and where its budget comes from. A flowspec with a negative or non-finite
+//! rate is [`RsvpError::BAD_FLOWSPEC`] (code 21, value 3, RFC 2210).
+//!
+//! [`ErrorCode::POLICY_CONTROL_FAILURE`]: crate::wire::ErrorCode::POLICY_CONTROL_FAILURE
 //!
 //! RSVP carries rates and sizes as f32, so limits are applied at that precision: a rule's
 //! own limits are compared with the request after rounding them to f32, and shared capacity
@@ -82,6 +84,7 @@ use std::time::SystemTime;
 
 use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
+use crate::wire::RsvpError;
 
 pub use budget::{
     BudgetSource, InterfaceAddress, InterfaceBudget, InterfaceProbe, KernelProbe, StaticProbe,
@@ -101,17 +104,6 @@ pub const DEFAULT_HOST_MAX_FLOWS: u32 = 1024;
 
 /// Largest policy file [`Policy::load`] reads: 1 MiB, far beyond any real policy.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
-
-/// RSVP error code for admission control failures (RFC 2205 App. B).
-pub const ERROR_ADMISSION: u8 = 1;
-/// RSVP error code for policy control failures (RFC 2205 App. B).
-pub const ERROR_POLICY: u8 = 2;
-/// Error value under code 1: requested bandwidth unavailable.
-pub const ADMISSION_BANDWIDTH_UNAVAILABLE: u16 = 2;
-/// RSVP error code for traffic control errors (RFC 2210).
-pub const ERROR_TRAFFIC_CONTROL: u8 = 21;
-/// Error value under code 21: bad flowspec value.
-pub const TRAFFIC_CONTROL_BAD_FLOWSPEC: u16 = 3;
 
 /// Why a policy file could not be loaded. Nothing of a bad file is ever applied.
 #[derive(Debug, thiserror::Error)]
@@ -752,8 +744,8 @@ impl Policy {
             }
             Err(denied) => {
                 self.stats.denied += 1;
-                tracing::info!(rule = %request.rule, flow = %request.flow, code = denied.code,
-                    value = denied.value, reason = %denied.reason, "admission denied");
+                tracing::info!(rule = %request.rule, flow = %request.flow, error = %denied.error,
+                    reason = %denied.reason, "admission denied");
                 Err(denied)
             }
         }
@@ -776,9 +768,8 @@ impl Policy {
             || tspec.peak.is_nan()
             || tspec.peak < 0.0
         {
-            return Err(denied(
-                ERROR_TRAFFIC_CONTROL,
-                TRAFFIC_CONTROL_BAD_FLOWSPEC,
+            return Err(AdmissionDenied::new(
+                RsvpError::BAD_FLOWSPEC,
                 format!(
                     "flowspec of {} has a negative or non-finite value",
                     request.flow
@@ -803,40 +794,28 @@ impl Policy {
             if let Some(max) = rule.max_flows {
                 let used = others().filter(|a| a.rule == Some(i)).count();
                 if used >= max as usize {
-                    return Err(denied(
-                        ERROR_POLICY,
-                        0,
-                        format!(
-                            "policy rule `{}` already has its max_flows = {max} reservations",
-                            rule.name
-                        ),
-                    ));
+                    return Err(AdmissionDenied::policy(format!(
+                        "policy rule `{}` already has its max_flows = {max} reservations",
+                        rule.name
+                    )));
                 }
             }
         } else if self.host.unmatched == Unmatched::Deny {
-            return Err(denied(
-                ERROR_POLICY,
-                0,
-                format!(
-                    "no policy rule matches {} and unmatched requests are denied",
-                    request.flow
-                ),
-            ));
+            return Err(AdmissionDenied::policy(format!(
+                "no policy rule matches {} and unmatched requests are denied",
+                request.flow
+            )));
         }
         if let Some(max) = self.host.max_flow_rate {
             // A per-request limit, compared at the precision RSVP signals, like a rule's.
             let max = signaled_precision(max);
             if rate > max {
-                return Err(denied(
-                    ERROR_POLICY,
-                    0,
-                    format!(
-                        "rate {} B/s exceeds the host max_flow_rate of {} B/s per reservation \
-                         (set [host] max_flow_rate to allow more)",
-                        grouped(rate),
-                        grouped(max)
-                    ),
-                ));
+                return Err(AdmissionDenied::policy(format!(
+                    "rate {} B/s exceeds the host max_flow_rate of {} B/s per reservation \
+                     (set [host] max_flow_rate to allow more)",
+                    grouped(rate),
+                    grouped(max)
+                )));
             }
         }
 
@@ -879,9 +858,8 @@ impl Policy {
         }
         if let Some(max) = self.host.max_flows {
             if others().count() >= max as usize {
-                return Err(denied(
-                    ERROR_ADMISSION,
-                    ADMISSION_BANDWIDTH_UNAVAILABLE,
+                return Err(AdmissionDenied::new(
+                    RsvpError::BANDWIDTH_UNAVAILABLE,
                     format!("host already holds its max_flows = {max} reservations"),
                 ));
             }
@@ -943,14 +921,6 @@ impl Policy {
     }
 }
 
-fn denied(code: u8, value: u16, reason: String) -> AdmissionDenied {
-    AdmissionDenied {
-        code,
-        value,
-        reason,
-    }
-}
-
 fn check_room(
     used: f64,
     rate: f64,
@@ -961,9 +931,8 @@ fn check_room(
     // relative) above the decimal value meant: reservations that fill a limit exactly in
     // decimal must still fit, so the limit gets that much slack (f32::EPSILON = 2^-23).
     if used + rate > limit + limit * f64::from(f32::EPSILON) {
-        return Err(denied(
-            ERROR_ADMISSION,
-            ADMISSION_BANDWIDTH_UNAVAILABLE,
+        return Err(AdmissionDenied::new(
+            RsvpError::BANDWIDTH_UNAVAILABLE,
             format!(
                 "requested bandwidth unavailable on {}: {} B/s asked, {} of {} B/s already booked",
                 what(),
@@ -1005,7 +974,7 @@ fn signaled_precision(value: f64) -> f64 {
 /// The rule's own, per-request limits: policy failures (code 2).
 fn check_rule(rule: &PolicyRule, request: &AdmissionRequest) -> Result<(), AdmissionDenied> {
     let name = &rule.name;
-    let policy = |reason: String| Err(denied(ERROR_POLICY, 0, reason));
+    let policy = |reason: String| Err(AdmissionDenied::policy(reason));
     if rule.signaling != request.signaled {
         return policy(if rule.signaling {
             format!("policy rule `{name}` requires RSVP signaling")

@@ -230,49 +230,48 @@ impl WireError {
     /// ```
     pub fn error_spec(&self) -> RsvpError {
         let class_ctype = |class: u8, ctype: u8| (u16::from(class) << 8) | u16::from(ctype);
-        let (code, value) = match *self {
+        let system = |value| RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, value);
+        match *self {
             WireError::UnknownClass {
                 class_num, c_type, ..
-            } => (
+            } => RsvpError::new(
                 ErrorCode::UNKNOWN_OBJECT_CLASS,
                 class_ctype(class_num, c_type),
             ),
             WireError::UnknownCType {
                 class_num, c_type, ..
-            } => (
+            } => RsvpError::new(
                 ErrorCode::UNKNOWN_OBJECT_C_TYPE,
                 class_ctype(class_num, c_type),
             ),
-            WireError::UnknownStyle { .. } => (ErrorCode::UNKNOWN_RESERVATION_STYLE, 0),
-            WireError::UnsupportedService { .. } => (ErrorCode::TRAFFIC_CONTROL_ERROR, 2),
-            WireError::BadIntServ { class_num, .. } => {
-                let value = match class_num {
-                    class::FLOWSPEC => 3,
-                    class::SENDER_TSPEC => 4,
-                    _ => 5,
-                };
-                (ErrorCode::TRAFFIC_CONTROL_ERROR, value)
+            WireError::UnknownStyle { .. } => {
+                RsvpError::new(ErrorCode::UNKNOWN_RESERVATION_STYLE, 0)
             }
-            WireError::TooShort { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 1),
-            WireError::BadVersion { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 2),
-            WireError::UnknownMsgType { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 3),
-            WireError::BadMessageLength { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 4),
-            WireError::BadChecksum { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 5),
-            WireError::BadObjectLength { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 6),
-            WireError::Malformed { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 7),
-            WireError::MissingObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 8),
-            WireError::UnexpectedObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 9),
-            WireError::DuplicateObject { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 10),
-            WireError::ObjectOrder { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 11),
-            WireError::BadFlowDescriptor { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 12),
-            WireError::AddressFamilyMismatch { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 13),
-            WireError::BadBundle { .. } => (ErrorCode::RSVP_SYSTEM_ERROR, 14),
+            WireError::UnsupportedService { .. } => RsvpError::SERVICE_UNSUPPORTED,
+            WireError::BadIntServ { class_num, .. } => match class_num {
+                class::FLOWSPEC => RsvpError::BAD_FLOWSPEC,
+                class::SENDER_TSPEC => RsvpError::BAD_TSPEC,
+                _ => RsvpError::BAD_ADSPEC,
+            },
+            WireError::TooShort { .. } => system(1),
+            WireError::BadVersion { .. } => system(2),
+            WireError::UnknownMsgType { .. } => system(3),
+            WireError::BadMessageLength { .. } => system(4),
+            WireError::BadChecksum { .. } => system(5),
+            WireError::BadObjectLength { .. } => system(6),
+            WireError::Malformed { .. } => system(7),
+            WireError::MissingObject { .. } => system(8),
+            WireError::UnexpectedObject { .. } => system(9),
+            WireError::DuplicateObject { .. } => system(10),
+            WireError::ObjectOrder { .. } => system(11),
+            WireError::BadFlowDescriptor { .. } => system(12),
+            WireError::AddressFamilyMismatch { .. } => system(13),
+            WireError::BadBundle { .. } => system(14),
             WireError::Encode(
                 EncodeError::MessageTooLong { .. } | EncodeError::ObjectTooLong { .. },
-            ) => (ErrorCode::RSVP_SYSTEM_ERROR, 15),
-            WireError::Encode(EncodeError::Unaligned { .. }) => (ErrorCode::RSVP_SYSTEM_ERROR, 16),
-        };
-        RsvpError::new(code, value)
+            ) => system(15),
+            WireError::Encode(EncodeError::Unaligned { .. }) => system(16),
+        }
     }
 
     /// `true` when RFC 2205 wants the message dropped without any error message: the common

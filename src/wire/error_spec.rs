@@ -133,6 +133,27 @@ pub struct RsvpError {
 }
 
 impl RsvpError {
+    /// Admission Control failure (1), globally-defined sub-code 1: delay bound cannot be met.
+    pub const DELAY_BOUND_NOT_MET: RsvpError =
+        RsvpError::new(ErrorCode::ADMISSION_CONTROL_FAILURE, 1);
+    /// Admission Control failure (1), globally-defined sub-code 2: requested bandwidth
+    /// unavailable.
+    pub const BANDWIDTH_UNAVAILABLE: RsvpError =
+        RsvpError::new(ErrorCode::ADMISSION_CONTROL_FAILURE, 2);
+    /// Admission Control failure (1), globally-defined sub-code 3: MTU in flowspec larger
+    /// than interface MTU.
+    pub const MTU_TOO_BIG: RsvpError = RsvpError::new(ErrorCode::ADMISSION_CONTROL_FAILURE, 3);
+    /// Traffic Control Error (21), sub-code 1: service conflict.
+    pub const SERVICE_CONFLICT: RsvpError = RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 1);
+    /// Traffic Control Error (21), sub-code 2: service unsupported.
+    pub const SERVICE_UNSUPPORTED: RsvpError = RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 2);
+    /// Traffic Control Error (21), sub-code 3: bad flowspec value.
+    pub const BAD_FLOWSPEC: RsvpError = RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 3);
+    /// Traffic Control Error (21), sub-code 4: bad tspec value.
+    pub const BAD_TSPEC: RsvpError = RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 4);
+    /// Traffic Control Error (21), sub-code 5: bad adspec value.
+    pub const BAD_ADSPEC: RsvpError = RsvpError::new(ErrorCode::TRAFFIC_CONTROL_ERROR, 5);
+
     /// The error `code` with value `value`.
     pub const fn new(code: ErrorCode, value: u16) -> Self {
         RsvpError { code, value }
@@ -148,15 +169,15 @@ impl From<RsvpError> for (u8, u16) {
 /// The globally-defined sub-code names of codes 1 (RFC 2205 App. B) and 21 (RFC 2205 App. B,
 /// the services of RFC 2210/2211/2212).
 fn sub_code_name(code: ErrorCode, sub: u16) -> Option<&'static str> {
-    Some(match (code, sub) {
-        (ErrorCode::ADMISSION_CONTROL_FAILURE, 1) => "delay bound cannot be met",
-        (ErrorCode::ADMISSION_CONTROL_FAILURE, 2) => "requested bandwidth unavailable",
-        (ErrorCode::ADMISSION_CONTROL_FAILURE, 3) => "MTU in flowspec larger than interface MTU",
-        (ErrorCode::TRAFFIC_CONTROL_ERROR, 1) => "service conflict",
-        (ErrorCode::TRAFFIC_CONTROL_ERROR, 2) => "service unsupported",
-        (ErrorCode::TRAFFIC_CONTROL_ERROR, 3) => "bad flowspec value",
-        (ErrorCode::TRAFFIC_CONTROL_ERROR, 4) => "bad tspec value",
-        (ErrorCode::TRAFFIC_CONTROL_ERROR, 5) => "bad adspec value",
+    Some(match RsvpError::new(code, sub) {
+        RsvpError::DELAY_BOUND_NOT_MET => "delay bound cannot be met",
+        RsvpError::BANDWIDTH_UNAVAILABLE => "requested bandwidth unavailable",
+        RsvpError::MTU_TOO_BIG => "MTU in flowspec larger than interface MTU",
+        RsvpError::SERVICE_CONFLICT => "service conflict",
+        RsvpError::SERVICE_UNSUPPORTED => "service unsupported",
+        RsvpError::BAD_FLOWSPEC => "bad flowspec value",
+        RsvpError::BAD_TSPEC => "bad tspec value",
+        RsvpError::BAD_ADSPEC => "bad adspec value",
         _ => return None,
     })
 }

@@ -14,6 +14,7 @@ use qtoq::engine::{
 };
 use qtoq::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, AdmitAll, RuleId};
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
+use qtoq::wire::RsvpError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -83,12 +84,8 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn deny_with(&self, code: u8, value: u16, reason: &str) {
-        *self.deny.lock().unwrap() = Some(AdmissionDenied {
-            code,
-            value,
-            reason: reason.into(),
-        });
+    pub fn deny_with(&self, error: RsvpError, reason: &str) {
+        *self.deny.lock().unwrap() = Some(AdmissionDenied::new(error, reason));
     }
     pub fn allow(&self) {
         *self.deny.lock().unwrap() = None;
