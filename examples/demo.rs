@@ -331,7 +331,6 @@ async fn main() -> ExitCode {
     let t = Timeline {
         start: Instant::now(),
     };
-    println!("qtoq demo: server and client in one process, embedded default agent, loopback");
     let setup = StopSignals::install().and_then(|signals| {
         // The default agent every listener and stream below uses, held so that a signal can
         // shut it down.
@@ -344,6 +343,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    println!(
+        "qtoq demo: server and client in one process, the default agent ({}), loopback",
+        if agent.uses_daemon() {
+            "qosd, the host's daemon"
+        } else {
+            "embedded"
+        }
+    );
     tokio::select! {
         code = both_flows(t) => code,
         signal = signals.recv() => {

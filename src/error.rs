@@ -51,6 +51,9 @@ pub enum QosError {
     /// The agent refused the command.
     #[error("the qos agent refused the request: {0}")]
     Command(#[from] CommandError),
+    /// qosd, the host's daemon, refused the request or went away.
+    #[error("qosd: {0}")]
+    Daemon(String),
     /// The agent task is gone (its runtime shut down, or it failed).
     #[error("the qos agent has stopped: build a new agent (or let the default one restart)")]
     AgentStopped,
@@ -67,6 +70,7 @@ impl QosError {
             QosError::Command(CommandError::TableFull) => io::ErrorKind::Other,
             QosError::Command(_) => io::ErrorKind::InvalidInput,
             QosError::AgentStopped => io::ErrorKind::BrokenPipe,
+            QosError::Daemon(_) => io::ErrorKind::Other,
         }
     }
 

@@ -134,7 +134,7 @@ pub struct AdmissionGrant {
 ///     "pool full (Admission Control failure (1): requested bandwidth unavailable (2))"
 /// );
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{reason} ({error})")]
 pub struct AdmissionDenied {
     /// The RSVP error: usually [`ErrorCode::ADMISSION_CONTROL_FAILURE`] (the value a sub-code

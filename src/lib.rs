@@ -23,6 +23,8 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod enforce;
 pub mod engine;
 mod error;

@@ -1,11 +1,12 @@
 //! The only module allowed `unsafe`: thin wrappers over the few calls libc exposes and socket2
 //! does not (`SO_MAX_PACING_RATE`, `SO_COOKIE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
-//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed, `flock`).
+//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed, and
+//! passing file descriptors over Unix sockets with `SCM_RIGHTS`).
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// "No pacing limit", what the kernel reports for a socket nobody limited (`~0UL`).
 pub(crate) const PACING_UNLIMITED: u64 = u64::MAX;
@@ -121,24 +122,6 @@ pub(crate) fn enter_network_namespace(ns: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another open file
-/// description holds it. Closing `file` releases it. (`File::try_lock` is newer than the
-/// crate's minimum Rust version.)
-#[cfg(feature = "tc")]
-pub(crate) fn try_lock_exclusive(file: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: `file` is a valid descriptor for the call; flock touches no memory of ours.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
-}
-
 /// Sets (or, with an empty slice, clears) the IPv4 options every datagram sent on `socket`
 /// carries (`IP_OPTIONS`); the raw transport uses it for the Router Alert option (RFC 2113).
 pub(crate) fn set_ip_options(socket: BorrowedFd<'_>, options: &[u8]) -> io::Result<()> {
@@ -176,7 +159,7 @@ pub(crate) fn set_ip_options(socket: BorrowedFd<'_>, options: &[u8]) -> io::Resu
 /// beyond the first 8, then the options padded to a multiple of 8 bytes.
 pub(crate) fn set_ipv6_hop_by_hop_options(socket: BorrowedFd<'_>, header: &[u8]) -> io::Result<()> {
     let well_formed = header.is_empty()
-        || (header.len() % 8 == 0
+        || (header.len().is_multiple_of(8)
             && header.len() <= 8 * 256
             && usize::from(header[1]) == header.len() / 8 - 1);
     if !well_formed {
@@ -319,6 +302,136 @@ pub(crate) fn recv_with_hop_limit(
         hop_limit,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
     })
+}
+
+/// Most descriptors one `recv_with_fds` call takes; the local API passes one per message.
+pub(crate) const MAX_FDS_PER_RECV: usize = 4;
+
+/// Sends `bytes` on the non-blocking Unix stream `socket` with `fd` attached (`SCM_RIGHTS`),
+/// without waiting: `WouldBlock` when the socket buffer is full. Returns how many bytes went;
+/// the descriptor travels with the first of them, so the caller sends any rest plainly.
+pub(crate) fn send_with_fd(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: BorrowedFd<'_>,
+) -> io::Result<usize> {
+    if bytes.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a descriptor must travel with at least one byte",
+        ));
+    }
+    let mut control = ControlBuffer([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a length.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as libc::c_uint) };
+    // SAFETY: msghdr is plain old data; all-zero means no name, no buffers, no control.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` describes `control`, which is larger than CMSG_SPACE(sizeof(int)), so
+    // CMSG_FIRSTHDR returns a non-null, aligned header inside it.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if cmsg.is_null() {
+        return Err(io::Error::other("no room for the control message"));
+    }
+    // SAFETY: `cmsg` points at a complete cmsghdr inside `control` (see above); its data
+    // area holds one int (CMSG_SPACE(sizeof(int)) was reserved); write_unaligned makes no
+    // alignment claim.
+    unsafe {
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as libc::c_uint) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+    }
+    // SAFETY: `socket` and `fd` are valid for the call; `msg` points at live locals (`iov` →
+    // `bytes`, `control`) with their sizes; the kernel only reads them.
+    let sent = unsafe {
+        libc::sendmsg(
+            socket.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// Reads what is queued on the non-blocking Unix stream `socket` into `buf` without
+/// waiting (`WouldBlock` when nothing is); descriptors that came with the bytes are appended
+/// to `fds`, close-on-exec. `Ok(0)` is the end of the stream. More descriptors than
+/// [`MAX_FDS_PER_RECV`] in one message are closed by the kernel (`MSG_CTRUNC`) and reported
+/// as `InvalidData` after the bytes were kept.
+pub(crate) fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut control = ControlBuffer([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a length.
+    let space = unsafe {
+        libc::CMSG_SPACE((MAX_FDS_PER_RECV * std::mem::size_of::<libc::c_int>()) as libc::c_uint)
+    };
+    // SAFETY: msghdr is plain old data; all-zero means no name, no buffers, no control.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = (space as usize).min(control.0.len()) as _;
+    // SAFETY: `socket` is valid for the call; every pointer in `msg` refers to a live local
+    // (`iov` → `buf`, `control`) with the size given next to it.
+    let received = unsafe {
+        libc::recvmsg(
+            socket.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    let len = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: `msg` was filled by a successful recvmsg; its control pointer and (updated)
+    // length describe `control`, still alive and unborrowed.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null pointer from CMSG_FIRSTHDR/CMSG_NXTHDR points at a complete,
+        // aligned cmsghdr inside `control`.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) only computes the header length.
+            let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
+            #[allow(clippy::unnecessary_cast)] // cmsg_len is size_t on glibc, socklen_t on musl
+            let count = (header.cmsg_len as usize).saturating_sub(header_len)
+                / std::mem::size_of::<libc::c_int>();
+            for i in 0..count {
+                // SAFETY: the message holds `count` ints after its header, inside `control`;
+                // read_unaligned makes no alignment claim.
+                let raw = unsafe {
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>().add(i))
+                };
+                if raw >= 0 {
+                    // SAFETY: SCM_RIGHTS installed `raw` in this process for us alone; nothing
+                    // else owns it, so it is closed exactly once, by the OwnedFd.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+        }
+        // SAFETY: `cmsg` is a valid header of `msg`'s control data (see above).
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "more descriptors came with one message than accepted; the rest were closed",
+        ));
+    }
+    Ok(len)
 }
 
 /// The IPv4 or IPv6 address in `storage`, by its family.
@@ -606,5 +719,43 @@ mod tests {
         };
         assert!(got.truncated);
         assert_eq!((got.len, &small), (2, b"he"));
+    }
+
+    /// A descriptor sent with bytes arrives with them, usable and distinct from the sender's.
+    #[test]
+    fn descriptors_travel_with_their_bytes() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        a.set_nonblocking(true).expect("nonblocking");
+        b.set_nonblocking(true).expect("nonblocking");
+        let (mut pipe_read, mut pipe_write) = std::io::pipe().expect("pipe");
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 64];
+        let idle = recv_with_fds(b.as_fd(), &mut buf, &mut fds).expect_err("nothing queued");
+        assert_eq!(idle.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            send_with_fd(a.as_fd(), b"hello", pipe_write.as_fd()).expect("sent"),
+            5
+        );
+        let n = recv_with_fds(b.as_fd(), &mut buf, &mut fds).expect("received");
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 1);
+        assert_ne!(fds[0].as_raw_fd(), pipe_write.as_raw_fd());
+        // The received descriptor is the pipe's write end: what goes in comes out.
+        let mut passed = std::fs::File::from(fds.pop().expect("one fd"));
+        passed.write_all(b"x").expect("write through the passed fd");
+        drop(passed);
+        pipe_write.write_all(b"y").expect("original still open");
+        drop(pipe_write);
+        let mut out = String::new();
+        pipe_read.read_to_string(&mut out).expect("read");
+        assert_eq!(out, "xy");
+        assert!(send_with_fd(a.as_fd(), b"", b.as_fd()).is_err());
+        drop(a);
+        assert_eq!(
+            recv_with_fds(b.as_fd(), &mut buf, &mut fds).expect("eof"),
+            0
+        );
     }
 }

@@ -26,6 +26,11 @@ const LAYERS: &[(&str, &[&str])] = &[
         "net",
         &["agent", "engine", "error", "flow", "policy", "wire"],
     ),
+    // qosd's server (feature `daemon`): a front end over the agent, like the socket API.
+    (
+        "daemon",
+        &["agent", "engine", "error", "flow", "policy", "wire"],
+    ),
 ];
 
 fn src() -> PathBuf {

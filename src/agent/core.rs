@@ -278,6 +278,8 @@ impl Core {
             let _ = reply.send(Err(QosError::AgentStopped));
             return;
         }
+        let setup = setup.resolve(&self.policy.lock());
+        let signaled = setup.signaled();
         let now = Instant::now();
         let id = match self.engine.open_session(now, setup.key()) {
             Ok(id) => id,
@@ -318,6 +320,8 @@ impl Core {
                 .engine
                 .admit_unsignaled(now, id, flow, flowspec)
                 .map(Some),
+            // Resolved above; kept total without a panic.
+            Setup::Accepted { .. } => Err(CommandError::Invalid("an unresolved accepted setup")),
         };
         match result {
             Err(e) => {
@@ -337,7 +341,14 @@ impl Core {
                 let _ = reply.send(Err(error));
             }
             Ok(None) => {
-                if reply.send(Ok(Opened { id, shared })).is_err() {
+                if reply
+                    .send(Ok(Opened {
+                        id,
+                        shared,
+                        signaled,
+                    }))
+                    .is_err()
+                {
                     // The caller gave up (cancelled accept/connect): nobody owns the session.
                     self.release(id);
                 }
@@ -463,7 +474,14 @@ impl Core {
         };
         match outcome {
             Ok(()) => {
-                if reply.send(Ok(Opened { id, shared })).is_err() {
+                if reply
+                    .send(Ok(Opened {
+                        id,
+                        shared,
+                        signaled: false,
+                    }))
+                    .is_err()
+                {
                     self.release(id);
                 }
             }

@@ -36,13 +36,15 @@
 mod core;
 mod driver;
 mod memory;
+pub mod protocol;
+mod remote;
 mod session;
 pub mod transport;
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -115,7 +117,7 @@ impl Admission for SharedPolicy {
 }
 
 /// What an agent holds and has done, for tests, logs and monitoring.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct AgentStats {
     /// Sessions owned by local connections, as the engine counts them.
@@ -175,22 +177,42 @@ struct AgentShared {
 /// ```
 #[derive(Clone)]
 pub struct Agent {
-    shared: Arc<AgentShared>,
+    backend: Backend,
+}
+
+/// Where an agent's work is done.
+#[derive(Clone)]
+enum Backend {
+    /// In this process: its own transport, engine, policy and enforcer.
+    Embedded(Arc<AgentShared>),
+    /// In qosd, the host's daemon, over its local API.
+    Daemon(Arc<remote::RemoteAgent>),
 }
 
 impl fmt::Debug for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Agent")
-            .field("id", &self.shared.id)
-            .field("transport", &self.shared.transport)
-            .field("bound", &self.shared.bound)
-            .finish_non_exhaustive()
+        match &self.backend {
+            Backend::Embedded(shared) => f
+                .debug_struct("Agent")
+                .field("id", &shared.id)
+                .field("transport", &shared.transport)
+                .field("bound", &shared.bound)
+                .finish_non_exhaustive(),
+            Backend::Daemon(remote) => f.debug_struct("Agent").field("qosd", remote).finish(),
+        }
     }
 }
 
 static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The process's default agent, held weakly so it stops when its last user is gone.
-static DEFAULT_AGENT: Mutex<Weak<AgentShared>> = Mutex::new(Weak::new());
+enum DefaultAgent {
+    None,
+    Embedded(Weak<AgentShared>),
+    Daemon(Weak<remote::RemoteAgent>),
+}
+
+static DEFAULT_AGENT: Mutex<DefaultAgent> = Mutex::new(DefaultAgent::None);
 
 impl Agent {
     /// A builder for an agent with its own transport, addresses, admission and enforcer.
@@ -224,11 +246,47 @@ impl Agent {
     /// When no local address can be found or bound.
     pub fn default_agent() -> io::Result<Agent> {
         let mut slot = DEFAULT_AGENT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = slot.upgrade() {
-            if !shared.commands.is_closed() {
-                return Ok(Agent { shared });
+        let alive = match &*slot {
+            DefaultAgent::Embedded(weak) => weak.upgrade().map(Backend::Embedded),
+            DefaultAgent::Daemon(weak) => weak.upgrade().map(Backend::Daemon),
+            DefaultAgent::None => None,
+        };
+        if let Some(backend) = alive {
+            let agent = Agent { backend };
+            if agent.is_running() {
+                return Ok(agent);
             }
         }
+        let agent = match Agent::default_daemon() {
+            Some(agent) => agent,
+            None => Agent::default_embedded()?,
+        };
+        *slot = match &agent.backend {
+            Backend::Embedded(shared) => DefaultAgent::Embedded(Arc::downgrade(shared)),
+            Backend::Daemon(remote) => DefaultAgent::Daemon(Arc::downgrade(remote)),
+        };
+        Ok(agent)
+    }
+
+    /// qosd, when its socket ([`protocol::socket_path`]) exists and it answers; `None` (and
+    /// why, logged) otherwise.
+    fn default_daemon() -> Option<Agent> {
+        let path = protocol::socket_path();
+        if !path.exists() {
+            tracing::info!(socket = %path.display(), "qtoq: no qosd socket; using an embedded agent");
+            return None;
+        }
+        match Agent::daemon_blocking(&path) {
+            Ok(agent) => Some(agent),
+            Err(e) => {
+                tracing::warn!(socket = %path.display(), error = %e,
+                    "qtoq: qosd's socket exists but qosd does not answer; using an embedded agent");
+                None
+            }
+        }
+    }
+
+    fn default_embedded() -> io::Result<Agent> {
         let mut builder = AgentBuilder::new();
         builder.default_agent = true;
         // On a multi-thread runtime the agent is one more task there: answering a socket
@@ -243,24 +301,133 @@ impl Agent {
             }
             _ => builder.build_on_thread()?,
         };
-        *slot = Arc::downgrade(&agent.shared);
+        tracing::info!(?agent, "qtoq: embedded agent started");
         Ok(agent)
+    }
+
+    /// An agent that is qosd, the host's QoS daemon, listening at `path` (its `--socket`;
+    /// applications usually let the default agent find it, see
+    /// [`protocol::socket_path`]). Sockets given this agent behave as with an embedded one;
+    /// qosd signals, admits within the host's one budget and loads the rules, and releases
+    /// this process's sessions when it exits. The connection's reader runs on the current
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// When nothing listens at `path`, it does not answer within
+    /// [`CONNECT_TIMEOUT`](remote::CONNECT_TIMEOUT) (2 s), or it speaks another protocol
+    /// version; outside a Tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let agent = qtoq::Agent::daemon("/run/qtoq/qosd.sock").await?;
+    /// let listener = qtoq::QosListener::builder().agent(&agent).bind("0.0.0.0:5000").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn daemon(path: impl AsRef<std::path::Path>) -> io::Result<Agent> {
+        let path = path.as_ref();
+        let (stream, welcome) = remote::connect(path).await?;
+        let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Agent {
+            backend: Backend::Daemon(remote::RemoteAgent::start(
+                id,
+                path.to_owned(),
+                stream,
+                welcome,
+            )),
+        })
+    }
+
+    /// As [`daemon`](Self::daemon), from synchronous code (the default agent): the reader
+    /// runs on the current multi-thread runtime, else on a thread of its own.
+    fn daemon_blocking(path: &std::path::Path) -> io::Result<Agent> {
+        let (stream, welcome) = remote::connect_blocking(path)?;
+        let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
+        let path = path.to_owned();
+        let start = move || -> io::Result<Agent> {
+            let stream = tokio::net::UnixStream::from_std(stream)?;
+            Ok(Agent {
+                backend: Backend::Daemon(remote::RemoteAgent::start(id, path, stream, welcome)),
+            })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => start(),
+            _ => {
+                let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("qtoq-qosd".into())
+                    .spawn(move || {
+                        let runtime = match agent_runtime() {
+                            Ok(runtime) => runtime,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        runtime.block_on(async move {
+                            let agent = start();
+                            let running = agent.as_ref().ok().and_then(|a| match &a.backend {
+                                Backend::Daemon(remote) => Some(Arc::downgrade(remote)),
+                                Backend::Embedded(_) => None,
+                            });
+                            let _ = ready_tx.send(agent);
+                            // The reader is a task of this runtime: keep it until the
+                            // connection is over.
+                            while running
+                                .as_ref()
+                                .and_then(std::sync::Weak::upgrade)
+                                .is_some_and(|remote| remote.is_running())
+                            {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        });
+                    })?;
+                ready_rx
+                    .recv()
+                    .map_err(|_| io::Error::other("the qosd connection thread failed to start"))?
+            }
+        }
+    }
+
+    /// The RSVP transport's name: `udp`, `raw` or `memory` (qosd's, through qosd).
+    pub fn transport(&self) -> &str {
+        match &self.backend {
+            Backend::Embedded(shared) => shared.transport,
+            Backend::Daemon(remote) => &remote.transport,
+        }
+    }
+
+    /// Whether this agent is qosd (the host's daemon) rather than one in this process.
+    pub fn uses_daemon(&self) -> bool {
+        matches!(self.backend, Backend::Daemon(_))
     }
 
     /// The addresses this agent treats as its own (same-host delivery).
     pub fn local_addrs(&self) -> &[IpAddr] {
-        &self.shared.local_addrs
+        match &self.backend {
+            Backend::Embedded(shared) => &shared.local_addrs,
+            Backend::Daemon(remote) => &remote.local_addrs,
+        }
     }
 
     /// The socket addresses the transport is bound to (UDP: address and port; raw: address
     /// with port 0; in-memory: none).
     pub fn bound_addrs(&self) -> &[SocketAddr] {
-        &self.shared.bound
+        match &self.backend {
+            Backend::Embedded(shared) => &shared.bound,
+            Backend::Daemon(remote) => &remote.bound,
+        }
     }
 
-    /// Whether the agent task is still running.
+    /// Whether the agent task is still running (for qosd: whether the connection to it is
+    /// up).
     pub fn is_running(&self) -> bool {
-        !self.shared.commands.is_closed()
+        match &self.backend {
+            Backend::Embedded(shared) => !shared.commands.is_closed(),
+            Backend::Daemon(remote) => remote.is_running(),
+        }
     }
 
     /// What the agent holds and has done.
@@ -269,6 +436,9 @@ impl Agent {
     ///
     /// `BrokenPipe` if the agent has stopped.
     pub async fn stats(&self) -> io::Result<AgentStats> {
+        if let Backend::Daemon(remote) = &self.backend {
+            return Ok(remote.stats().await?);
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Stats { reply })?;
         answer.await.map_err(|_| QosError::AgentStopped.into())
@@ -311,6 +481,7 @@ impl Agent {
     /// # Ok(()) }
     /// ```
     pub async fn reload_policy(&self, policy: Policy) -> io::Result<usize> {
+        self.embedded_only("reload_policy")?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::ReloadPolicy {
             policy: Box::new(policy),
@@ -328,6 +499,7 @@ impl Agent {
     ///
     /// `BrokenPipe` if the agent has stopped.
     pub async fn revalidate_policy(&self) -> io::Result<usize> {
+        self.embedded_only("revalidate_policy")?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::RevalidatePolicy { reply })?;
         answer.await.map_err(|_| QosError::AgentStopped.into())
@@ -343,34 +515,82 @@ impl Agent {
     ///
     /// `BrokenPipe` if the agent had already stopped.
     pub async fn shutdown(&self) -> io::Result<()> {
+        if let Backend::Daemon(remote) = &self.backend {
+            // This process's part: qosd releases every session of the connection.
+            remote.close();
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Shutdown { reply })?;
         answer.await.map_err(|_| QosError::AgentStopped.into())
     }
 
     /// The policy rule that applies to `flow` now, if any (see [`Policy::lookup`]).
+    /// With qosd the policy is qosd's: `None` here (qosd applies its rules on open).
     pub fn policy_rule(&self, flow: &Flow) -> Option<PolicyRule> {
-        let policy = self.shared.policy.lock();
+        let Backend::Embedded(shared) = &self.backend else {
+            return None;
+        };
+        let policy = shared.policy.lock();
         let now = policy.now();
         policy.lookup(flow, now).cloned()
     }
 
-    fn send(&self, command: Command) -> Result<(), QosError> {
-        self.shared
-            .commands
-            .send(command)
-            .map_err(|_| QosError::AgentStopped)
+    /// An error for operations only an embedded agent has.
+    fn embedded_only(&self, operation: &str) -> io::Result<()> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(()),
+            Backend::Daemon(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "Agent::{operation}: qosd owns the policy; reload its policy file with \
+                     `qosctl policy reload` (or SIGHUP to qosd)"
+                ),
+            )),
+        }
     }
 
-    /// Opens a session; the returned guard releases it when dropped. The session is set up
-    /// within this call as far as it can be without waiting (see [`core`](self::core)).
+    fn send(&self, command: Command) -> Result<(), QosError> {
+        match &self.backend {
+            Backend::Embedded(shared) => shared
+                .commands
+                .send(command)
+                .map_err(|_| QosError::AgentStopped),
+            Backend::Daemon(_) => Err(QosError::Daemon(
+                "this operation is not part of qosd's local api".into(),
+            )),
+        }
+    }
+
+    /// Opens a session for the connection whose socket is `socket`; the returned guard
+    /// releases it when dropped. An embedded agent sets the session up within this call as
+    /// far as it can without waiting (see [`core`](self::core)) and keeps a duplicate of a
+    /// data sender's socket for its enforcer; qosd gets the socket itself.
     pub(crate) async fn open(
         &self,
         setup: Setup,
         peer: SocketAddr,
         notify: bool,
-        socket: Option<OwnedFd>,
-    ) -> Result<SessionGuard, QosError> {
+        socket: BorrowedFd<'_>,
+    ) -> io::Result<SessionGuard> {
+        let shared = match &self.backend {
+            Backend::Embedded(shared) => shared,
+            Backend::Daemon(remote) => {
+                let (id, shared, signaled) = remote.open(setup, notify, socket).await?;
+                return Ok(SessionGuard {
+                    agent: self.clone(),
+                    id,
+                    shared,
+                    signaled,
+                    released: false,
+                });
+            }
+        };
+        // Enforcers act on the data sender's socket: the server's.
+        let socket = match setup {
+            Setup::Receiver { .. } => None,
+            _ => Some(socket.try_clone_to_owned()?),
+        };
         let (reply, answer) = oneshot::channel();
         // If this future is dropped while waiting for the lock nothing happened; once
         // `answer` exists, `PendingOpen` releases a session nobody read.
@@ -385,7 +605,7 @@ impl Agent {
             socket,
             reply,
         };
-        self.shared.core.act(|core| core.open(request)).await;
+        shared.core.act(|core| core.open(request)).await;
         let opened = (&mut pending.answer)
             .await
             .map_err(|_| QosError::AgentStopped)??;
@@ -393,15 +613,34 @@ impl Agent {
             agent: self.clone(),
             id: opened.id,
             shared: opened.shared,
+            signaled: opened.signaled,
             released: false,
         })
+    }
+
+    /// Releases `session` and waits until it is torn down and its rule unloaded.
+    pub(crate) async fn release(&self, session: SessionId) -> Result<(), QosError> {
+        match &self.backend {
+            Backend::Embedded(shared) => {
+                let (reply, answer) = oneshot::channel();
+                shared
+                    .core
+                    .act(|core| core.release_by_owner(session, Some(reply)))
+                    .await;
+                answer.await.map_err(|_| QosError::AgentStopped)?
+            }
+            Backend::Daemon(remote) => remote.release(session).await,
+        }
     }
 
     /// Releases `session` without waiting: at once when the state is free, through the task
     /// otherwise. Safe in `Drop`. A stopped agent has already released everything.
     fn release_soon(&self, session: SessionId) {
-        let released = self
-            .shared
+        let shared = match &self.backend {
+            Backend::Embedded(shared) => shared,
+            Backend::Daemon(remote) => return remote.release_soon(session),
+        };
+        let released = shared
             .core
             .try_act(|core| core.release_by_owner(session, None));
         if released.is_none() {
@@ -409,6 +648,14 @@ impl Agent {
                 session,
                 reply: None,
             });
+        }
+    }
+
+    /// A short name of the agent for logs: its id and where it runs.
+    pub(crate) fn log_name(&self) -> String {
+        match &self.backend {
+            Backend::Embedded(shared) => format!("agent {}", shared.id),
+            Backend::Daemon(remote) => format!("qosd (agent {})", remote.id),
         }
     }
 }
@@ -652,6 +899,11 @@ impl AgentBuilder {
             transport: self.transport.name(),
             policy: shared_policy,
         });
-        Ok((Agent { shared }, driver))
+        Ok((
+            Agent {
+                backend: Backend::Embedded(shared),
+            },
+            driver,
+        ))
     }
 }

@@ -17,6 +17,7 @@ use super::Agent;
 use crate::engine::{Event, SessionId, SessionKey};
 use crate::error::QosError;
 use crate::flow::Flow;
+use crate::policy::Policy;
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 use crate::wire::RsvpError;
 
@@ -41,6 +42,17 @@ pub(crate) enum Setup {
         flow: Flow,
         flowspec: FlowSpec,
     },
+    /// Server, an accepted connection: what the listener chose, the rest from the agent's
+    /// policy (see [`Setup::resolve`]). Becomes `Sender` or `Unsignaled`.
+    Accepted {
+        key: SessionKey,
+        flow: Flow,
+        /// `Some(false)`: a rule marked with no signaling; `None`: as the policy says.
+        signaled: Option<bool>,
+        /// `None`: the matching policy rule's, else `fallback`.
+        flowspec: Option<FlowSpec>,
+        fallback: FlowSpec,
+    },
 }
 
 impl Setup {
@@ -48,7 +60,8 @@ impl Setup {
         match self {
             Setup::Sender { key, .. }
             | Setup::Receiver { key, .. }
-            | Setup::Unsignaled { key, .. } => *key,
+            | Setup::Unsignaled { key, .. }
+            | Setup::Accepted { key, .. } => *key,
         }
     }
 
@@ -57,6 +70,51 @@ impl Setup {
             Setup::Sender { .. } => "sender",
             Setup::Receiver { .. } => "receiver",
             Setup::Unsignaled { .. } => "unsignaled",
+            Setup::Accepted { .. } => "accepted",
+        }
+    }
+
+    /// Whether the session is RSVP-signaled (after [`resolve`](Self::resolve)).
+    pub(super) fn signaled(&self) -> bool {
+        !matches!(self, Setup::Unsignaled { .. })
+    }
+
+    /// An accepted connection's setup with the caller's unset choices taken from the policy
+    /// rule that matches its flow now (IBM i's server looked the rule up on accept): RSVP
+    /// unless the rule says `signaling = false`; the rule's reservation, else `fallback`.
+    /// Other setups are returned as they are.
+    pub(super) fn resolve(self, policy: &Policy) -> Setup {
+        let Setup::Accepted {
+            key,
+            flow,
+            signaled,
+            flowspec,
+            fallback,
+        } = self
+        else {
+            return self;
+        };
+        let rule = if signaled.is_some() && flowspec.is_some() {
+            None
+        } else {
+            policy.lookup(&flow, policy.now())
+        };
+        let signaled = signaled.unwrap_or(rule.is_none_or(|rule| rule.signaling));
+        let flowspec = flowspec
+            .or_else(|| rule.and_then(|rule| rule.flowspec()))
+            .unwrap_or(fallback);
+        if signaled {
+            Setup::Sender {
+                key,
+                sender: flow.sender,
+                tspec: *flowspec.tspec(),
+            }
+        } else {
+            Setup::Unsignaled {
+                key,
+                flow,
+                flowspec,
+            }
         }
     }
 }
@@ -65,6 +123,8 @@ impl Setup {
 pub(crate) struct Opened {
     pub(crate) id: SessionId,
     pub(crate) shared: Arc<SessionShared>,
+    /// Whether it is RSVP-signaled (an accepted connection's setup is resolved by policy).
+    pub(crate) signaled: bool,
 }
 
 pub(crate) struct OpenRequest {
@@ -278,6 +338,27 @@ impl SessionShared {
         Poll::Pending
     }
 
+    /// The events from `*next` on that are already logged, without waiting; `*next` moves
+    /// past them.
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd's open reply carries them
+    pub(crate) fn logged_events(&self, next: &mut u64) -> Vec<Event> {
+        let s = self.lock();
+        if *next < s.base {
+            *next = s.base;
+        }
+        let start = (*next - s.base) as usize;
+        let events: Vec<Event> = s.log.iter().skip(start).cloned().collect();
+        *next += events.len() as u64;
+        events
+    }
+
+    /// The next event after `*next`, waiting for it; `None` once the session ended and
+    /// every event was read.
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd forwards events with it
+    pub(crate) async fn next_event(&self, next: &mut u64) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(next, cx)).await
+    }
+
     /// How many events the bounded log dropped because nobody read them in time.
     pub(crate) fn dropped(&self) -> u64 {
         self.lock().dropped
@@ -304,6 +385,8 @@ pub(crate) struct SessionGuard {
     pub(super) agent: Agent,
     pub(crate) id: SessionId,
     pub(crate) shared: Arc<SessionShared>,
+    /// Whether the session is RSVP-signaled.
+    pub(crate) signaled: bool,
     pub(super) released: bool,
 }
 
@@ -311,7 +394,7 @@ impl fmt::Debug for SessionGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionGuard")
             .field("id", &self.id)
-            .field("agent", &self.agent.shared.id)
+            .field("agent", &self.agent.log_name())
             .finish()
     }
 }
@@ -320,14 +403,7 @@ impl SessionGuard {
     /// Releases the session and waits until the agent has torn it down and unloaded its rule.
     pub(crate) async fn release(mut self) -> Result<(), QosError> {
         self.released = true;
-        let (reply, answer) = oneshot::channel();
-        let id = self.id;
-        self.agent
-            .shared
-            .core
-            .act(|core| core.release_by_owner(id, Some(reply)))
-            .await;
-        answer.await.map_err(|_| QosError::AgentStopped)?
+        self.agent.release(self.id).await
     }
 
     pub(crate) fn agent(&self) -> &Agent {

@@ -24,7 +24,11 @@ mod tc;
 pub use chain::Chain;
 pub use socket::{SocketEnforcer, SocketOptions, DEFAULT_PRIORITY};
 #[cfg(feature = "tc")]
-pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, DEFAULT_STATE_DIR, QDISC_MAJOR};
+pub use tc::{TcEnforcer, CLASS_MINOR_FIRST, CLASS_MINOR_LAST, QDISC_MAJOR};
+
+/// Where the host's QoS state lives: the tc backend's ownership journals (`<dir>/tc/…`),
+/// qosd's lock and socket.
+pub const DEFAULT_STATE_DIR: &str = "/run/qtoq";
 
 /// Bytes of link-layer framing per packet that queueing disciplines count (Ethernet).
 const LINK_OVERHEAD: u64 = 14;
@@ -312,6 +316,21 @@ impl EnforcerKind {
         self,
         interfaces: &[crate::policy::InterfaceSpec],
     ) -> Result<Box<dyn Enforcer>, EnforceError> {
+        self.build_with_state_dir(interfaces, std::path::Path::new(DEFAULT_STATE_DIR))
+            .await
+    }
+
+    /// As [`build`](Self::build), with the tc backend's ownership journal in `state_dir`
+    /// (see [`TcEnforcer::with_state_dir`]) instead of [`DEFAULT_STATE_DIR`].
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub async fn build_with_state_dir(
+        self,
+        interfaces: &[crate::policy::InterfaceSpec],
+        state_dir: &std::path::Path,
+    ) -> Result<Box<dyn Enforcer>, EnforceError> {
         match self {
             EnforcerKind::Socket => Ok(Box::new(SocketEnforcer::new())),
             EnforcerKind::Tc => {
@@ -322,7 +341,7 @@ impl EnforcerKind {
                 }
                 #[cfg(feature = "tc")]
                 {
-                    let tc = TcEnforcer::new(interfaces).await?;
+                    let tc = TcEnforcer::with_state_dir(interfaces, state_dir).await?;
                     Ok(Box::new(Chain::new(
                         tc,
                         SocketEnforcer::new().without_pacing(),
@@ -330,6 +349,7 @@ impl EnforcerKind {
                 }
                 #[cfg(not(feature = "tc"))]
                 {
+                    let _ = state_dir;
                     Err(EnforceError::Unsupported(
                         "qtoq was built without the `tc` feature".into(),
                     ))

@@ -17,7 +17,8 @@
 //! # The ownership journal
 //!
 //! Before it replaces an interface's root qdisc, the enforcer writes a journal (write-ahead)
-//! to `<state_dir>/tc/<ifname>.json` — [`DEFAULT_STATE_DIR`] is `/run/qtoq` — or, in any
+//! to `<state_dir>/tc/<ifname>.json` — [`DEFAULT_STATE_DIR`](super::DEFAULT_STATE_DIR) is
+//! `/run/qtoq` — or, in any
 //! network namespace other than the host's (PID 1's), to
 //! `<state_dir>/tc/net-<inode>/<ifname>.json`: namespaces reuse interface names and share
 //! `/run`. The directories are created with mode 0755: a journal holds nothing `tc qdisc
@@ -54,6 +55,7 @@
 //! backend needs anyway usually goes with. Owners are pids of the journal's pid namespace:
 //! processes in different pid namespaces should not share a state directory.
 
+use super::DEFAULT_STATE_DIR;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -80,8 +82,6 @@ mod journal;
 /// with this handle is removed only when a journal proves its owner is gone (see the module
 /// docs).
 pub const QDISC_MAJOR: u16 = 0x7174;
-/// Where [`TcEnforcer::new`] keeps its journals (`<dir>/tc/…`, see the module docs).
-pub const DEFAULT_STATE_DIR: &str = "/run/qtoq";
 /// Handle of the root qdisc qtoq installs.
 const ROOT_HANDLE: TcHandle = TcHandle {
     major: QDISC_MAJOR,
@@ -238,7 +238,8 @@ fn is_gone(error: &EnforceError) -> bool {
 }
 
 impl TcEnforcer {
-    /// [`with_state_dir`](Self::with_state_dir) with [`DEFAULT_STATE_DIR`] (`/run/qtoq`).
+    /// [`with_state_dir`](Self::with_state_dir) with
+    /// [`DEFAULT_STATE_DIR`](super::DEFAULT_STATE_DIR) (`/run/qtoq`).
     ///
     /// # Errors
     ///

@@ -186,7 +186,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn key(i: u32) -> SessionKey {
-        let ip = if i % 3 == 0 {
+        let ip = if i.is_multiple_of(3) {
             IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64))
         } else {
             IpAddr::V4(Ipv4Addr::from(i / 7))

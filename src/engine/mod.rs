@@ -251,7 +251,7 @@ pub struct Transmit {
 }
 
 /// Something that happened to a session's reservation, told to its owner, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Event {
     /// Client (data receiver): the server's PATH arrived.
@@ -418,7 +418,7 @@ pub enum CommandError {
 }
 
 /// Counters of what the engine saw, for logs and monitoring.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Datagrams handled.

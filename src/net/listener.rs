@@ -167,48 +167,35 @@ impl QosListener {
                 destination: peer,
                 protocol: IPPROTO_TCP,
             };
-            // The enforcer may act on the sender's socket: the agent keeps a duplicate.
-            let socket = tcp.as_fd().try_clone_to_owned()?;
             let flow = Flow {
                 sender: local,
                 receiver: peer,
                 protocol: IPPROTO_TCP,
             };
-            let (signaling, spec) = match (signaling, spec) {
-                (Some(signaling), Some(spec)) => (signaling, spec),
-                (signaling, spec) => {
-                    let rule = agent.policy_rule(&flow);
-                    let signaling = signaling.unwrap_or(match &rule {
-                        Some(rule) if !rule.signaling => Signaling::None,
-                        _ => Signaling::Rsvp,
-                    });
-                    let spec = spec
-                        .or_else(|| rule.and_then(|r| r.flowspec()).map(QosSpec::from_flowspec))
-                        .unwrap_or_default();
-                    (signaling, spec)
+            // What the builder left open, the agent's policy decides (qosd's, through qosd).
+            let setup = Setup::Accepted {
+                key,
+                flow,
+                signaled: signaling.map(|s| s == Signaling::Rsvp),
+                flowspec: spec.map(|spec| spec.flowspec()),
+                fallback: QosSpec::default().flowspec(),
+            };
+            match agent.open(setup, peer, notify, tcp.as_fd()).await {
+                Ok(session) => {
+                    let signaling = if session.signaled {
+                        Signaling::Rsvp
+                    } else {
+                        Signaling::None
+                    };
+                    Ok((
+                        QosStream::from_parts(tcp, session, local, peer, signaling),
+                        peer,
+                    ))
                 }
-            };
-            let setup = match signaling {
-                Signaling::Rsvp => Setup::Sender {
-                    key,
-                    sender: local,
-                    tspec: spec.tspec(),
-                },
-                Signaling::None => Setup::Unsignaled {
-                    key,
-                    flow,
-                    flowspec: spec.flowspec(),
-                },
-            };
-            match agent.open(setup, peer, notify, Some(socket)).await {
-                Ok(session) => Ok((
-                    QosStream::from_parts(tcp, session, local, peer, signaling),
-                    peer,
-                )),
                 Err(e) => {
                     tracing::info!(%peer, error = %e, "connection refused by qos setup, closed");
                     drop(tcp);
-                    Err(e.into())
+                    Err(e)
                 }
             }
         })

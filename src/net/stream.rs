@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -337,7 +338,7 @@ impl QosStreamBuilder {
                 },
                 peer,
                 self.notify.unwrap_or(true),
-                None,
+                tcp.as_fd(),
             )
             .await?;
         Ok(QosStream::from_parts(

@@ -147,7 +147,7 @@ impl InterfaceProbe for StaticProbe {
 }
 
 /// Why an interface's budget has no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum UnlimitedReason {
     /// A loopback device: traffic never leaves the host.
@@ -166,7 +166,7 @@ impl fmt::Display for UnlimitedReason {
 }
 
 /// Where an interface's budget comes from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum BudgetSource {
     /// Declared in the policy (`[[interface]]` with its `capacity`): the whole capacity is
@@ -204,7 +204,7 @@ impl fmt::Display for BudgetSource {
 /// One interface's admission budget, from
 /// [`Policy::interface_budgets`](super::Policy::interface_budgets) and
 /// [`AgentStats::interfaces`](crate::agent::AgentStats::interfaces). Rates in bytes/s.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct InterfaceBudget {
     /// The interface's name.

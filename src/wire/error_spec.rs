@@ -24,7 +24,19 @@ pub const ERROR_FLAG_NOT_GUILTY: u8 = 0x02;
 /// assert_eq!(ErrorCode::ADMISSION_CONTROL_FAILURE.to_string(), "Admission Control failure (1)");
 /// assert_eq!(ErrorCode(99).to_string(), "error code 99");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct ErrorCode(pub u8);
 
 impl ErrorCode {
@@ -124,7 +136,9 @@ impl From<ErrorCode> for u8 {
 ///     "Admission Control failure (1): requested bandwidth unavailable (2)"
 /// );
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct RsvpError {
     /// The Error Code.
     pub code: ErrorCode,

@@ -130,7 +130,7 @@ impl Scope {
             2 => 16,
             _ => return Err(BodyError::CType),
         };
-        if body.is_empty() || body.len() % width != 0 {
+        if body.is_empty() || !body.len().is_multiple_of(width) {
             return Err(BodyError::Size);
         }
         let chunks = body.chunks_exact(width);

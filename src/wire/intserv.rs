@@ -6,18 +6,34 @@
 
 /// Token-bucket traffic description (RFC 2210 §3.1, RFC 2215 parameter 127): `r`, `b`, `p`,
 /// `m`, `M`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenBucket {
     /// Token bucket rate `r`, bytes per second.
     pub rate: f32,
     /// Token bucket size `b`, bytes.
     pub bucket: f32,
     /// Peak rate `p`, bytes per second (`f32::INFINITY` when unbounded).
+    #[serde(with = "unbounded_as_none")]
     pub peak: f32,
     /// Minimum policed unit `m`, bytes.
     pub min_policed: u32,
     /// Maximum packet size `M`, bytes.
     pub max_packet: u32,
+}
+
+/// Serde for a rate where infinity means "no limit" (RFC 2210's positive infinity): `null`
+/// in formats without infinity (JSON), so the value survives the trip.
+mod unbounded_as_none {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(rate: &f32, serializer: S) -> Result<S::Ok, S::Error> {
+        let limit = (*rate != f32::INFINITY).then_some(*rate);
+        limit.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f32, D::Error> {
+        Ok(Option::<f32>::deserialize(deserializer)?.unwrap_or(f32::INFINITY))
+    }
 }
 
 impl TokenBucket {
@@ -35,7 +51,7 @@ impl TokenBucket {
 }
 
 /// Guaranteed-service reservation parameters (RFC 2212 `Rspec`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GuaranteedRspec {
     /// Reserved rate `R`, bytes per second (≥ the Tspec's `r`).
     pub rate: f32,
@@ -44,7 +60,7 @@ pub struct GuaranteedRspec {
 }
 
 /// A reservation request: the service and its parameters (the body of a FLOWSPEC object).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FlowSpec {
     /// Controlled-Load service (RFC 2211, service number 5).
     ControlledLoad(TokenBucket),

@@ -112,7 +112,7 @@ impl MessageIdList {
         let (Some(flags), Some(epoch)) = (r.u8(), r.u24()) else {
             return Err(BodyError::Size);
         };
-        if r.is_empty() || r.remaining() % width != 0 {
+        if r.is_empty() || !r.remaining().is_multiple_of(width) {
             return Err(BodyError::Size);
         }
         let count = r.remaining() / width;

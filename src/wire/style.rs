@@ -3,7 +3,7 @@
 use super::primitive::BodyError;
 
 /// Reservation style (RFC 2205 §1.3, option vector of §A.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Style {
     /// Wildcard-Filter: one reservation shared by all senders (option vector `0b10_001`).
     WildcardFilter,

@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -123,7 +122,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len())
@@ -299,7 +298,7 @@ pub(super) fn prune(directory: &Path) {
         return;
     }
     if let Ok(file) = fs::File::open(directory) {
-        if let Ok(true) = crate::sys::try_lock_exclusive(file.as_fd()) {
+        if file.try_lock().is_ok() {
             // Fails, as it should, while another interface's journal is there.
             let _ = fs::remove_dir(directory);
         }
@@ -330,7 +329,7 @@ impl DirectoryLock {
             create_directory(directory)?;
             let file = fs::File::open(directory)?;
             // Not a blocking flock: that would stall the runtime thread.
-            while !crate::sys::try_lock_exclusive(file.as_fd())? {
+            while !try_lock(&file)? {
                 if Instant::now() >= deadline {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -367,6 +366,15 @@ pub(super) fn claim(path: &Path) -> bool {
 /// Releases a claim.
 pub(super) fn release(path: &Path) {
     HELD.lock().unwrap_or_else(|e| e.into_inner()).remove(path);
+}
+
+/// An exclusive `flock` on `file` without waiting: `false` while someone else holds it.
+fn try_lock(file: &fs::File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 #[cfg(test)]

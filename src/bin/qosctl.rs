@@ -1,0 +1,2 @@
+//! qosctl: see what qosd holds (placeholder until its commands land).
+fn main() {}
