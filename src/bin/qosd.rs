@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! qosd [--socket /run/qtoq/qosd.sock] [--state-dir /run/qtoq] [--policy FILE]
-//!      [--enforcer socket|tc] [--transport udp|raw|auto] [--mode 660]
+//!      [--enforcer socket|tc] [--transport udp|raw|auto] [--mode 660] [--group qtoq]
 //! ```
 //!
 //! SIGTERM and SIGINT stop it cleanly (every session torn down, every rule unloaded, the
@@ -53,6 +53,10 @@ struct Args {
     /// the applications' users that group, or 666 for everyone).
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     mode: u32,
+    /// The group the socket file belongs to (a name or a gid): with `--mode 660`, its members
+    /// (and root) may use qosd, nobody else.
+    #[arg(long)]
+    group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -139,6 +143,25 @@ fn lock_state_dir(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
+/// The gid of `group`: a number, or a name from `/etc/group`.
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("--group {group}: cannot read /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse().ok()?;
+            Some((name, gid))
+        })
+        .find_map(|(name, gid)| (name == group).then_some(gid))
+        .ok_or_else(|| format!("--group {group}: no such group in /etc/group"))
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
@@ -166,6 +189,15 @@ async fn run(args: Args) -> Result<(), String> {
     let daemon = Daemon::bind(agent.clone(), &args.socket, args.mode, args.policy.clone())
         .await
         .map_err(|e| format!("cannot listen at {}: {e}", args.socket.display()))?;
+    if let Some(group) = &args.group {
+        let gid = group_id(group)?;
+        std::os::unix::fs::chown(&args.socket, None, Some(gid)).map_err(|e| {
+            format!(
+                "--group {group}: cannot give {} to it: {e}",
+                args.socket.display()
+            )
+        })?;
+    }
     info!(socket = %args.socket.display(), transport = agent.transport(),
         bound = ?agent.bound_addrs(), enforcer = ?args.enforcer, "qosd ready");
     let stopped_by = loop {
