@@ -109,13 +109,10 @@ impl Engine {
                 "path crossed non-rsvp hops"
             );
         }
-        let Some(slot) = self.slot_for(msg.session, true) else {
-            self.stats.rejected += 1;
-            tracing::warn!(
-                limit = self.config.max_sessions,
-                "session table full; path refused"
-            );
-            self.queue_path_err(
+        // No room for this path state (the session table, or the session's senders): the
+        // previous hop hears an RSVP system error rather than silence.
+        let refuse = |engine: &mut Self| {
+            engine.queue_path_err(
                 ErrorRoute {
                     session: msg.session,
                     own,
@@ -125,7 +122,14 @@ impl Engine {
                 Some(tspec),
                 RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 0),
             );
-            return;
+        };
+        let Some(slot) = self.slot_for(msg.session, true) else {
+            self.stats.rejected += 1;
+            tracing::warn!(
+                limit = self.config.max_sessions,
+                "session table full; path refused"
+            );
+            return refuse(self);
         };
         let Some(mut session) = self.take(slot) else {
             return;
@@ -144,17 +148,7 @@ impl Engine {
             None if session.psbs.len() >= MAX_STATES_PER_SESSION => {
                 self.stats.rejected += 1;
                 self.put(slot, session);
-                self.queue_path_err(
-                    ErrorRoute {
-                        session: msg.session,
-                        own,
-                        to: hop.addr,
-                    },
-                    Some(sender),
-                    Some(tspec),
-                    RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 0),
-                );
-                return;
+                return refuse(self);
             }
             None => {
                 session.psbs.push(Psb {
