@@ -215,7 +215,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     // Whatever stopped it: no new clients, every session torn down, every rule unloaded,
     // the interfaces restored.
-    daemon.remove_socket();
+    daemon.close();
     let shutdown = agent.shutdown().await;
     match (&stopped_by, shutdown) {
         (Ok(signal), Ok(())) => {

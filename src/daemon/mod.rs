@@ -50,6 +50,8 @@ struct Shared {
     policy_file: Option<PathBuf>,
     sessions: Mutex<HashMap<u64, SessionInfo>>,
     watchers: broadcast::Sender<Watched>,
+    /// Set when the daemon closes: every client connection ends.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Requests that could not be read or served, for logs and stats.
     bad_requests: std::sync::atomic::AtomicU64,
 }
@@ -147,6 +149,7 @@ impl Daemon {
                 policy_file,
                 sessions: Mutex::new(HashMap::new()),
                 watchers,
+                closing: tokio::sync::watch::Sender::new(false),
                 bad_requests: std::sync::atomic::AtomicU64::new(0),
             }),
         })
@@ -159,8 +162,12 @@ impl Daemon {
     /// The listener's error.
     pub async fn serve(&self) -> io::Result<()> {
         let mut next_client = 1u64;
+        let mut closing = self.shared.closing.subscribe();
         loop {
-            let (stream, _) = self.listener.accept().await?;
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => accepted?,
+                _ = closing.wait_for(|closing| *closing) => return Ok(()),
+            };
             let peer = Peer::of(&stream);
             let client = next_client;
             next_client += 1;
@@ -172,6 +179,13 @@ impl Daemon {
     /// The agent this daemon serves.
     pub fn agent(&self) -> &Agent {
         &self.shared.agent
+    }
+
+    /// Ends every client connection (their sessions are released as when a client goes) and
+    /// takes no new ones: the first step of qosd's shutdown. [`serve`](Self::serve) returns.
+    pub fn close(&self) {
+        self.shared.closing.send_replace(true);
+        self.remove_socket();
     }
 
     /// Removes the socket file (on shutdown).
@@ -283,7 +297,8 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
     };
     let (out, outgoing) = mpsc::unbounded_channel();
     let _ = out.send(welcome);
-    let writer = tokio::spawn(write_replies(stream.clone(), outgoing));
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn(write_replies(stream.clone(), outgoing, finished));
     info!(uid = ?peer.uid, "client connected");
     let mut client = Client {
         shared: shared.clone(),
@@ -291,8 +306,13 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
         out,
         sessions: HashMap::new(),
     };
+    let mut closing = shared.closing.subscribe();
     loop {
-        let frame = match reader.read_frame(&stream).await {
+        let read = tokio::select! {
+            read = reader.read_frame(&stream) => read,
+            _ = closing.wait_for(|closing| *closing) => break,
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -327,6 +347,9 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
     }
     info!(released = sessions, "client gone; its sessions released");
     drop(client);
+    // What is queued still goes out (Ended of released sessions); then the connection closes
+    // even though event forwarders and watchers still hold senders.
+    let _ = done.send(());
     let _ = writer.await;
 }
 
@@ -339,18 +362,48 @@ async fn refuse(stream: &UnixStream, reason: String) {
     }
 }
 
-async fn write_replies(stream: Arc<UnixStream>, mut outgoing: mpsc::UnboundedReceiver<Reply>) {
-    while let Some(reply) = outgoing.recv().await {
-        let frame = match encode_frame(&reply) {
-            Ok(frame) => frame,
-            Err(e) => {
-                warn!(error = %e, "reply could not be encoded; dropped");
-                continue;
+async fn write_replies(
+    stream: Arc<UnixStream>,
+    mut outgoing: mpsc::UnboundedReceiver<Reply>,
+    mut finished: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            reply = outgoing.recv() => match reply {
+                Some(reply) => {
+                    if !write_reply(&stream, &reply).await {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            _ = &mut finished => {
+                while let Ok(reply) = outgoing.try_recv() {
+                    if !write_reply(&stream, &reply).await {
+                        return;
+                    }
+                }
+                return;
             }
-        };
-        if let Err(e) = write_frame(&stream, &frame, None).await {
+        }
+    }
+}
+
+/// Writes one reply; `false` once the client stopped reading.
+async fn write_reply(stream: &UnixStream, reply: &Reply) -> bool {
+    let frame = match encode_frame(reply) {
+        Ok(frame) => frame,
+        Err(e) => {
+            warn!(error = %e, "reply could not be encoded; dropped");
+            return true;
+        }
+    };
+    match write_frame(stream, &frame, None).await {
+        Ok(()) => true,
+        Err(e) => {
             debug!(error = %e, "client stopped reading");
-            return;
+            false
         }
     }
 }
@@ -424,7 +477,12 @@ impl Client {
                 let _ = out.send(Reply::Watching { tag });
                 tokio::spawn(async move {
                     loop {
-                        match watched.recv().await {
+                        let next = tokio::select! {
+                            next = watched.recv() => next,
+                            // The client is gone: stop watching for it.
+                            () = out.closed() => return,
+                        };
+                        match next {
                             Ok(w) => {
                                 let reply = Reply::Watched {
                                     session: w.session,
