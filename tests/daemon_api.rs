@@ -315,7 +315,15 @@ async fn bad_input_on_the_socket_gets_clear_answers() {
     // qosd is unharmed.
     let mut client = Client::connect(&socket).await.expect("qosd still answers");
     let stats = client.request(|tag| Request::Stats { tag }).await.unwrap();
-    assert!(matches!(stats, Reply::Stats { .. }), "{stats:?}");
+    match stats {
+        // The refused hello, the unreadable open and the oversized frame; the open without a
+        // socket and the unknown release were answered as refusals of valid requests.
+        Reply::Stats { daemon, .. } => {
+            assert_eq!(daemon.bad_requests, 3, "{daemon:?}");
+            assert_eq!(daemon.clients, 1, "{daemon:?}");
+        }
+        other => panic!("expected stats, got {other:?}"),
+    }
     qosd.stop().await;
 }
 

@@ -194,12 +194,15 @@ pub enum Reply {
         /// Whether the rule came off cleanly.
         result: Result<(), RemoteError>,
     },
-    /// The agent's counters, as `Agent::stats` gives them.
+    /// The agent's counters, as `Agent::stats` gives them, and qosd's own.
     Stats {
         /// The request's tag.
         tag: u64,
-        /// The counters.
+        /// The agent's counters.
         stats: Box<super::AgentStats>,
+        /// qosd's counters.
+        #[serde(default)]
+        daemon: DaemonStats,
     },
     /// Every session qosd holds.
     Sessions {
@@ -236,6 +239,18 @@ pub enum Reply {
         /// What went wrong.
         message: String,
     },
+}
+
+/// qosd's own counters (beside its agent's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DaemonStats {
+    /// Client connections open now.
+    pub clients: u64,
+    /// Client connections since qosd started.
+    pub clients_total: u64,
+    /// Requests that could not be read or served (logged with the reason).
+    pub bad_requests: u64,
 }
 
 /// A session qosd opened.

@@ -24,8 +24,8 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::agent::protocol::{
-    encode_frame, write_frame, FrameReader, OpenRole, OpenedSession, RemoteError, Reply, Request,
-    SessionRow, PROTOCOL_VERSION,
+    encode_frame, write_frame, DaemonStats, FrameReader, OpenRole, OpenedSession, RemoteError,
+    Reply, Request, SessionRow, PROTOCOL_VERSION,
 };
 use crate::agent::{Agent, Reservation, SessionGuard, SessionShared, Setup};
 use crate::engine::{Event, SessionKey};
@@ -54,6 +54,9 @@ struct Shared {
     closing: tokio::sync::watch::Sender<bool>,
     /// Requests that could not be read or served, for logs and stats.
     bad_requests: std::sync::atomic::AtomicU64,
+    /// Client connections open now, and since the start.
+    clients: std::sync::atomic::AtomicU64,
+    clients_total: std::sync::atomic::AtomicU64,
 }
 
 /// What `qosctl sessions` shows of a session beside its live state.
@@ -151,6 +154,8 @@ impl Daemon {
                 watchers,
                 closing: tokio::sync::watch::Sender::new(false),
                 bad_requests: std::sync::atomic::AtomicU64::new(0),
+                clients: std::sync::atomic::AtomicU64::new(0),
+                clients_total: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -270,11 +275,12 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
     match reader.read::<Request>(&stream).await {
         Ok(Some(Request::Hello { version })) if version == PROTOCOL_VERSION => {}
         Ok(Some(Request::Hello { version })) => {
-            warn!(version, "client of another protocol version refused");
+            shared.count_bad(&format!("a client of protocol version {version} refused"));
             refuse(&stream, format!("qosd speaks protocol version {PROTOCOL_VERSION}, the client {version}: use a qosd and a qtoq of the same release")).await;
             return;
         }
         Ok(Some(other)) => {
+            shared.count_bad("a request before the hello");
             refuse(
                 &stream,
                 format!("the first request must be a hello, not {other:?}"),
@@ -300,6 +306,7 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
     let (done, finished) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn(write_replies(stream.clone(), outgoing, finished));
     info!(uid = ?peer.uid, "client connected");
+    let _connected = ClientCount::new(&shared);
     let mut client = Client {
         shared: shared.clone(),
         peer,
@@ -351,6 +358,26 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
     // even though event forwarders and watchers still hold senders.
     let _ = done.send(());
     let _ = writer.await;
+}
+
+/// Counts a client connection while it is open.
+struct ClientCount<'a>(&'a Shared);
+
+impl<'a> ClientCount<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        shared.clients.fetch_add(1, Relaxed);
+        shared.clients_total.fetch_add(1, Relaxed);
+        ClientCount(shared)
+    }
+}
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 async fn refuse(stream: &UnixStream, reason: String) {
@@ -409,6 +436,15 @@ async fn write_reply(stream: &UnixStream, reply: &Reply) -> bool {
 }
 
 impl Shared {
+    fn stats(&self) -> DaemonStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        DaemonStats {
+            clients: self.clients.load(Relaxed),
+            clients_total: self.clients_total.load(Relaxed),
+            bad_requests: self.bad_requests.load(Relaxed),
+        }
+    }
+
     fn count_bad(&self, what: &str) {
         let count = self
             .bad_requests
@@ -461,6 +497,7 @@ impl Client {
                     let _ = self.out.send(Reply::Stats {
                         tag,
                         stats: Box::new(stats),
+                        daemon: self.shared.stats(),
                     });
                 }
                 Err(e) => self.error(Some(tag), e.to_string()),
