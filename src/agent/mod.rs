@@ -533,7 +533,7 @@ impl Agent {
         };
         let policy = shared.policy.lock();
         let now = policy.now();
-        policy.lookup(flow, now).cloned()
+        policy.lookup(flow, None, now).cloned()
     }
 
     /// An error for operations only an embedded agent has.

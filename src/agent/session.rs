@@ -97,7 +97,7 @@ impl Setup {
         let rule = if signaled.is_some() && flowspec.is_some() {
             None
         } else {
-            policy.lookup(&flow, policy.now())
+            policy.lookup(&flow, None, policy.now())
         };
         let signaled = signaled.unwrap_or(rule.is_none_or(|rule| rule.signaling));
         let flowspec = flowspec
