@@ -175,6 +175,12 @@ impl Owner {
             pid: Some(std::process::id()),
         }
     }
+
+    /// Process `pid`'s executable name, as policies match it (`/proc/<pid>/comm`).
+    #[cfg(feature = "daemon")]
+    pub(crate) fn program_of(pid: u32) -> Option<String> {
+        program_name(&pid.to_string())
+    }
 }
 
 impl fmt::Display for Owner {
