@@ -163,24 +163,6 @@ impl Owner {
         self.pid = Some(pid);
         self
     }
-
-    /// This process: its effective uid (read at each call: a server may drop privileges
-    /// after it started), its executable name (`/proc/self/comm`, read once per process;
-    /// `None` where it cannot be read) and its pid.
-    pub fn current() -> Self {
-        static PROGRAM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-        Owner {
-            uid: Some(crate::sys::effective_uid()),
-            program: PROGRAM.get_or_init(|| program_name("self")).clone(),
-            pid: Some(std::process::id()),
-        }
-    }
-
-    /// Process `pid`'s executable name, as policies match it (`/proc/<pid>/comm`).
-    #[cfg(feature = "daemon")]
-    pub(crate) fn program_of(pid: u32) -> Option<String> {
-        program_name(&pid.to_string())
-    }
 }
 
 impl fmt::Display for Owner {
@@ -201,14 +183,6 @@ impl fmt::Display for Owner {
             f.write_str(&parts.join(", "))
         }
     }
-}
-
-/// `/proc/<process>/comm` without its newline; `None` when unreadable or empty.
-fn program_name(process: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{process}/comm"))
-        .ok()
-        .map(|name| name.strip_suffix('\n').unwrap_or(&name).to_owned())
-        .filter(|name| !name.is_empty())
 }
 
 /// The outcome of a successful admission: what the rule should carry besides the flowspec.

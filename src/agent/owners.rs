@@ -1,4 +1,8 @@
-//! Who owns each flow the agent sends for: the engine knows flows, not processes, so the
+//! Who owns a session, and each flow the agent sends for. [`Owner::current`] (this
+//! process, the owner of an embedded agent's sessions) lives here rather than in
+//! [`flow`](crate::flow), which stays free of OS calls.
+//!
+//! Each flow the agent sends for: the engine knows flows, not processes, so the
 //! agent keeps the local owner of every data sender's session it opened here, beside the
 //! engine rather than in its per-session state, and fills it into the engine's admission
 //! requests on their way to admission control ([`OwnerAdmission`]).
@@ -9,12 +13,41 @@
 //! server of the same host, is the server's: it belongs to the server's owner.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::engine::SessionId;
 use crate::flow::{
     Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, Owner, RuleId,
 };
+
+impl Owner {
+    /// This process: its effective uid (read at each call: a server may drop privileges
+    /// after it started), its executable name (`/proc/self/comm`, read once per process;
+    /// `None` where it cannot be read) and its pid. The owner of the sessions an agent
+    /// embedded in this process opens for its sockets.
+    pub fn current() -> Self {
+        static PROGRAM: OnceLock<Option<String>> = OnceLock::new();
+        Owner {
+            uid: Some(crate::sys::effective_uid()),
+            program: PROGRAM.get_or_init(|| program_name("self")).clone(),
+            pid: Some(std::process::id()),
+        }
+    }
+
+    /// Process `pid`'s executable name, as policies match it (`/proc/<pid>/comm`).
+    #[cfg(feature = "daemon")]
+    pub(crate) fn program_of(pid: u32) -> Option<String> {
+        program_name(&pid.to_string())
+    }
+}
+
+/// `/proc/<process>/comm` without its newline; `None` when unreadable or empty.
+fn program_name(process: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{process}/comm"))
+        .ok()
+        .map(|name| name.strip_suffix('\n').unwrap_or(&name).to_owned())
+        .filter(|name| !name.is_empty())
+}
 
 /// The owner of each data sender's flow, shared by the agent's state (which enters and
 /// removes them as sessions open and go) and the engine's admission wrapper (which reads
@@ -210,6 +243,21 @@ mod tests {
             unreachable!("an embedded agent");
         };
         shared.core.lock().await.owners().len()
+    }
+
+    #[test]
+    fn the_current_owner_is_this_process() {
+        use std::os::unix::fs::MetadataExt;
+        let me = Owner::current();
+        assert_eq!(me.pid, Some(std::process::id()));
+        // /proc/self belongs to the process's effective uid (the test binary is dumpable).
+        let euid = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(me.uid, Some(euid));
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(me.program.as_deref(), Some(comm.trim_end_matches('\n')));
+        assert!(me
+            .program
+            .is_some_and(|p| p.len() <= crate::policy::MAX_PROGRAM_NAME));
     }
 
     #[tokio::test]
