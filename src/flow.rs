@@ -62,8 +62,8 @@ pub struct Rule {
 
 /// A request to admit (or re-admit with new parameters) one reservation.
 ///
-/// Built by the engine; [`AdmissionRequest::new`] builds one for tests and tools. It will
-/// grow (e.g. the local owner of the session), hence `#[non_exhaustive]`.
+/// Built by the engine; [`AdmissionRequest::new`] builds one for tests and tools. It may
+/// grow, hence `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct AdmissionRequest {
@@ -78,6 +78,13 @@ pub struct AdmissionRequest {
     pub sender_tspec: Option<TokenBucket>,
     /// `true` when the reservation is RSVP-signaled, `false` for a rule marked *no signaling*.
     pub signaled: bool,
+    /// The local process that owns the flow's data sender on this host, when known.
+    ///
+    /// The engine knows flows, not processes, and always builds requests with `None`; an
+    /// [`Agent`](crate::Agent) fills it in, before its admission control sees the request,
+    /// for the sessions it opened for a local owner (see [`Owner`]). `None` for a request
+    /// no local owner is known for.
+    pub owner: Option<Owner>,
 }
 
 impl AdmissionRequest {
@@ -107,6 +114,73 @@ impl AdmissionRequest {
             flowspec,
             sender_tspec: None,
             signaled: true,
+            owner: None,
+        }
+    }
+}
+
+/// The local process a session belongs to: who opened it on this host.
+///
+/// Policies may match on it (`user`, `program`; see the [`policy`](crate::policy#owners)
+/// module). qosd knows each client by its socket's `SO_PEERCRED` (effective uid, pid) and
+/// the executable name `/proc/<pid>/comm` gives; an agent embedded in an application owns
+/// its sessions as that process ([`Owner::current`]).
+///
+/// # Examples
+///
+/// ```
+/// use qtoq::flow::Owner;
+///
+/// let owner = Owner::new(Some(1000), Some("backupd".into())).with_pid(4242);
+/// assert_eq!(owner.uid, Some(1000));
+/// assert_eq!(owner.program.as_deref(), Some("backupd"));
+/// assert_eq!(owner.pid, Some(4242));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Owner {
+    /// The process's effective user id.
+    pub uid: Option<u32>,
+    /// The process's executable name as the kernel keeps it (`/proc/<pid>/comm`: at most
+    /// 15 bytes, longer names cut there).
+    pub program: Option<String>,
+    /// The process id, for logs.
+    pub pid: Option<u32>,
+}
+
+impl Owner {
+    /// An owner known by user id and program name; the pid is unknown.
+    pub fn new(uid: Option<u32>, program: Option<String>) -> Self {
+        Owner {
+            uid,
+            program,
+            pid: None,
+        }
+    }
+
+    /// The same owner with its process id.
+    pub fn with_pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::with_capacity(3);
+        if let Some(program) = &self.program {
+            parts.push(format!("program {program}"));
+        }
+        if let Some(uid) = self.uid {
+            parts.push(format!("uid {uid}"));
+        }
+        if let Some(pid) = self.pid {
+            parts.push(format!("pid {pid}"));
+        }
+        if parts.is_empty() {
+            f.write_str("an unknown owner")
+        } else {
+            f.write_str(&parts.join(", "))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The only module allowed `unsafe`: thin wrappers over the few calls libc exposes and socket2
 //! does not (`SO_MAX_PACING_RATE`, `SO_COOKIE`, `setns`, `IP_OPTIONS`, `IPV6_HOPOPTS`, `IP_RECVTTL`,
-//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed, and
-//! passing file descriptors over Unix sockets with `SCM_RIGHTS`).
+//! `recvmsg` with its control messages, `getifaddrs`, the `SIOCETHTOOL` link speed,
+//! passing file descriptors over Unix sockets with `SCM_RIGHTS`, and `geteuid`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -108,6 +108,12 @@ pub(crate) fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
         ));
     }
     Ok(cookie)
+}
+
+/// This process's effective user id, as `SO_PEERCRED` reports a peer's.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Moves the calling thread into the network namespace `ns` (an open `/run/netns/NAME`).

@@ -212,7 +212,7 @@ fn priority_then_file_order_decides_between_matching_rules() {
         "t",
     )
     .unwrap();
-    let name = |f: Flow| policy.lookup(&f, MONDAY_NOON).map(|r| r.name.clone());
+    let name = |f: Flow| policy.lookup(&f, None, MONDAY_NOON).map(|r| r.name.clone());
     assert_eq!(
         name(flow("192.168.0.1:5000", "10.1.2.3:4000")).as_deref(),
         Some("ports")
@@ -242,11 +242,11 @@ fn protocol_and_remote_port_match() {
     )
     .unwrap();
     let mut f = flow("10.0.0.1:1000", "10.0.0.2:9000");
-    assert!(policy.lookup(&f, MONDAY_NOON).is_none());
+    assert!(policy.lookup(&f, None, MONDAY_NOON).is_none());
     f.protocol = 17;
-    assert!(policy.lookup(&f, MONDAY_NOON).is_some());
+    assert!(policy.lookup(&f, None, MONDAY_NOON).is_some());
     f.receiver = "10.0.0.2:9001".parse().unwrap();
-    assert!(policy.lookup(&f, MONDAY_NOON).is_none());
+    assert!(policy.lookup(&f, None, MONDAY_NOON).is_none());
 }
 
 #[test]
@@ -269,7 +269,7 @@ fn schedules_switch_rules_by_time() {
     let f = flow("10.0.0.1:1", "10.0.0.2:2");
     let at = |d, h| {
         policy
-            .lookup(&f, PolicyTime::new(d, h, 0))
+            .lookup(&f, None, PolicyTime::new(d, h, 0))
             .unwrap()
             .name
             .clone()
@@ -294,7 +294,7 @@ fn no_signaling_rule_provides_the_flowspec() {
     )
     .unwrap();
     let rule = policy
-        .lookup(&flow("10.0.0.1:1", "10.0.0.2:2"), MONDAY_NOON)
+        .lookup(&flow("10.0.0.1:1", "10.0.0.2:2"), None, MONDAY_NOON)
         .unwrap();
     assert!(!rule.signaling);
     let spec = rule.flowspec().unwrap();

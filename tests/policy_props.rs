@@ -224,7 +224,7 @@ proptest! {
                     receiver: "192.0.2.1:40000".parse().unwrap(),
                     protocol: 6,
                 };
-                let _ = policy.lookup(&flow, NOON);
+                let _ = policy.lookup(&flow, None, NOON);
                 let req = AdmissionRequest::new(RuleId(1), flow, FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 1500.0)));
                 let admitted = policy.admit_at(&req, NOON).is_ok();
                 prop_assert_eq!(policy.admitted_count(), usize::from(admitted));
@@ -1024,6 +1024,6 @@ proptest! {
         let best = *priorities.iter().max().unwrap();
         let first = priorities.iter().position(|p| *p == best).unwrap();
         let expected = format!("r{first}");
-        prop_assert_eq!(&policy.lookup(&flow, NOON).unwrap().name, &expected);
+        prop_assert_eq!(&policy.lookup(&flow, None, NOON).unwrap().name, &expected);
     }
 }

@@ -39,12 +39,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Mutex, MutexGuard, Notify};
 use tracing::{debug, info, info_span, trace, warn, Span};
 
+use super::owners::Owners;
 use super::transport::Link;
 use super::{AgentStats, OpenRequest, Opened, SessionShared, Setup, SharedPolicy};
 use crate::enforce::{Applied, EnforceError, Enforcer};
 use crate::engine::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, Style};
 use crate::error::QosError;
-use crate::flow::{AdmissionDenied, Rule, RuleId};
+use crate::flow::{AdmissionDenied, Flow, Rule, RuleId};
 use crate::policy::Policy;
 
 /// How far away "no timer" is: the task's sleep is parked there.
@@ -142,6 +143,8 @@ struct SessionEntry {
     /// an enforcement in flight, so it closes after both are done.
     socket: Option<Arc<OwnedFd>>,
     span: Span,
+    /// The data sender's flow, when the session has an entry in [`Core::owners`].
+    owned_flow: Option<Flow>,
     /// Released by its owner (or the agent): removed once the engine's teardown actions had
     /// the socket.
     released: bool,
@@ -160,6 +163,8 @@ pub(crate) struct CoreParts {
     pub(crate) engine: Engine,
     pub(crate) enforcer: Box<dyn Enforcer>,
     pub(crate) policy: SharedPolicy,
+    /// Read by the engine's admission wrapper (see [`owners`](super::owners)).
+    pub(crate) owners: Owners,
     pub(crate) custom_admission: bool,
     pub(crate) span: Span,
 }
@@ -188,6 +193,8 @@ pub(crate) struct Core {
     /// Waiting for the actions queued before them: (`queued` then, what to do).
     after_enforcement: Vec<(u64, AfterEnforcement)>,
     policy: SharedPolicy,
+    /// The local owner of each data sender's session, for admission.
+    owners: Owners,
     /// The policy only serves lookups: a reload tears nothing down.
     custom_admission: bool,
     send_errors: u64,
@@ -213,6 +220,7 @@ impl Core {
             settled: 0,
             after_enforcement: Vec::new(),
             policy: parts.policy,
+            owners: parts.owners,
             custom_admission: parts.custom_admission,
             send_errors: 0,
             armed: Instant::now(),
@@ -223,6 +231,12 @@ impl Core {
 
     pub(crate) fn engine(&mut self) -> &mut Engine {
         &mut self.engine
+    }
+
+    /// The owners of the data senders' flows (tests).
+    #[cfg(test)]
+    pub(crate) fn owners(&self) -> &Owners {
+        &self.owners
     }
 
     /// Whether the task has something to do that a caller's call could not: datagrams to
@@ -272,13 +286,14 @@ impl Core {
             peer,
             notify,
             socket,
+            owner,
             reply,
         } = request;
         if self.stopped {
             let _ = reply.send(Err(QosError::AgentStopped));
             return;
         }
-        let setup = setup.resolve(&self.policy.lock());
+        let setup = setup.resolve(&self.policy.lock(), owner.as_ref());
         let signaled = setup.signaled();
         let now = Instant::now();
         let id = match self.engine.open_session(now, setup.key()) {
@@ -292,7 +307,12 @@ impl Core {
             }
         };
         let span = info_span!(parent: &self.span, "qtoq_session", session = id.0, %peer, role = setup.role());
-        span.in_scope(|| debug!(key = ?setup.key(), "session opened"));
+        span.in_scope(|| debug!(key = ?setup.key(), owner = owner.as_ref().map(tracing::field::display), "session opened"));
+        // Before the engine runs: a same-host setup is admitted within the calls below.
+        let owned_flow = setup.sent_flow().zip(owner).map(|(flow, owner)| {
+            self.owners.insert(flow, id, owner);
+            flow
+        });
         let shared = SessionShared::new(notify);
         self.sessions.insert(
             id,
@@ -300,6 +320,7 @@ impl Core {
                 shared: shared.clone(),
                 socket: socket.map(Arc::new),
                 span,
+                owned_flow,
                 released: false,
                 release_reply: None,
                 removal_error: None,
@@ -590,6 +611,9 @@ impl Core {
             .collect();
         for id in released {
             if let Some(entry) = self.sessions.remove(&id) {
+                if let Some(flow) = &entry.owned_flow {
+                    self.owners.remove(flow, id);
+                }
                 entry.shared.end("closed");
                 let result = match entry.removal_error {
                     Some(e) => Err(QosError::RuleRemoval(e)),

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, trace, warn, Instrument, Span};
 
 use super::core::{AgentCore, Core, CoreParts, Enforced, Enforcement};
+use super::owners::{OwnerAdmission, Owners};
 use super::transport::{Link, MAX_DATAGRAM};
 use super::{Command, SharedPolicy};
 use crate::enforce::Enforcer;
@@ -128,8 +129,12 @@ impl Driver {
         span.in_scope(|| {
             info!(link = ?parts.link, locals = ?parts.local_addrs, "qtoq agent started");
         });
+        // The engine's requests get their owner (which the engine does not keep) on the way.
+        let owners = Owners::default();
+        let admission = OwnerAdmission::new(parts.admission, owners.clone());
         let core = AgentCore::new(Core::new(CoreParts {
-            engine: Engine::new(parts.engine, parts.admission),
+            engine: Engine::new(parts.engine, Box::new(admission)),
+            owners,
             enforcer: parts.enforcer,
             policy: parts.policy,
             custom_admission: parts.custom_admission,

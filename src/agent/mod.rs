@@ -32,10 +32,18 @@
 //! [`QosListenerBuilder`](crate::net::QosListenerBuilder)), and can be replaced at run time
 //! with [`Agent::reload_policy`]: reservations that still fit stay; the others are torn
 //! down with a ResvErr (code 2) and an `AdmissionDenied` event on their owner's stream.
+//!
+//! Rules may match on the local owner of a session (`user`, `program`; see
+//! [the policy module](crate::policy#owners)). Sockets given an embedded agent open their
+//! sessions as this process ([`Owner::current`](crate::flow::Owner::current)); qosd opens
+//! its clients' as the client. The engine keeps no owner: the agent keeps the owner of each
+//! data sender's flow it opened (`owners.rs`) and puts it in the engine's admission
+//! requests on their way to the policy, or to a custom [`AgentBuilder::admission`].
 
 mod core;
 mod driver;
 mod memory;
+mod owners;
 pub mod protocol;
 mod remote;
 mod session;
@@ -63,7 +71,9 @@ pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2}
 use crate::enforce::{Enforcer, SocketEnforcer};
 use crate::engine::{EngineConfig, SessionId, Stats};
 use crate::error::QosError;
-use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
+use crate::flow::{
+    Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, Owner, RuleId,
+};
 use crate::policy::{InterfaceBudget, Policy, PolicyError, PolicyRule};
 
 /// How often an agent re-checks its admitted reservations against the policy's schedules
@@ -525,15 +535,17 @@ impl Agent {
         answer.await.map_err(|_| QosError::AgentStopped.into())
     }
 
-    /// The policy rule that applies to `flow` now, if any (see [`Policy::lookup`]).
-    /// With qosd the policy is qosd's: `None` here (qosd applies its rules on open).
-    pub fn policy_rule(&self, flow: &Flow) -> Option<PolicyRule> {
+    /// The policy rule that applies now to `flow` owned locally by `owner` (`None`: no
+    /// known owner; [`Owner::current`] for this process's own connections), if any (see
+    /// [`Policy::lookup`]). With qosd the policy is qosd's: `None` here (qosd applies its
+    /// rules on open).
+    pub fn policy_rule(&self, flow: &Flow, owner: Option<&Owner>) -> Option<PolicyRule> {
         let Backend::Embedded(shared) = &self.backend else {
             return None;
         };
         let policy = shared.policy.lock();
         let now = policy.now();
-        policy.lookup(flow, now).cloned()
+        policy.lookup(flow, owner, now).cloned()
     }
 
     /// An error for operations only an embedded agent has.
@@ -566,12 +578,18 @@ impl Agent {
     /// releases it when dropped. An embedded agent sets the session up within this call as
     /// far as it can without waiting (see [`core`](self::core)) and keeps a duplicate of a
     /// data sender's socket for its enforcer; qosd gets the socket itself.
+    ///
+    /// `owner` is the local process the session belongs to (`None`: unknown), which policy
+    /// rules may match on (`user`, `program`): an application's own connections are its
+    /// own ([`Owner::current`]), qosd's sessions its client's. qosd ignores it: it knows
+    /// its clients by their socket's credentials.
     pub(crate) async fn open(
         &self,
         setup: Setup,
         peer: SocketAddr,
         notify: bool,
         socket: BorrowedFd<'_>,
+        owner: Option<Owner>,
     ) -> io::Result<SessionGuard> {
         let shared = match &self.backend {
             Backend::Embedded(shared) => shared,
@@ -603,6 +621,7 @@ impl Agent {
             peer,
             notify,
             socket,
+            owner,
             reply,
         };
         shared.core.act(|core| core.open(request)).await;

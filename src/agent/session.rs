@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::Agent;
 use crate::engine::{Event, SessionId, SessionKey};
 use crate::error::QosError;
-use crate::flow::Flow;
+use crate::flow::{Flow, Owner};
 use crate::policy::Policy;
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 use crate::wire::RsvpError;
@@ -74,16 +74,31 @@ impl Setup {
         }
     }
 
+    /// The flow this host sends data for, which admission is asked for (after
+    /// [`resolve`](Self::resolve)): a sender's or an unsignaled rule's; `None` for a
+    /// receiver.
+    pub(super) fn sent_flow(&self) -> Option<Flow> {
+        match self {
+            Setup::Sender { key, sender, .. } => Some(Flow {
+                sender: *sender,
+                receiver: key.destination,
+                protocol: key.protocol,
+            }),
+            Setup::Unsignaled { flow, .. } | Setup::Accepted { flow, .. } => Some(*flow),
+            Setup::Receiver { .. } => None,
+        }
+    }
+
     /// Whether the session is RSVP-signaled (after [`resolve`](Self::resolve)).
     pub(super) fn signaled(&self) -> bool {
         !matches!(self, Setup::Unsignaled { .. })
     }
 
     /// An accepted connection's setup with the caller's unset choices taken from the policy
-    /// rule that matches its flow now (IBM i's server looked the rule up on accept): RSVP
-    /// unless the rule says `signaling = false`; the rule's reservation, else `fallback`.
-    /// Other setups are returned as they are.
-    pub(super) fn resolve(self, policy: &Policy) -> Setup {
+    /// rule that matches its flow, owned locally by `owner`, now (IBM i's server looked the
+    /// rule up on accept): RSVP unless the rule says `signaling = false`; the rule's
+    /// reservation, else `fallback`. Other setups are returned as they are.
+    pub(super) fn resolve(self, policy: &Policy, owner: Option<&Owner>) -> Setup {
         let Setup::Accepted {
             key,
             flow,
@@ -97,7 +112,7 @@ impl Setup {
         let rule = if signaled.is_some() && flowspec.is_some() {
             None
         } else {
-            policy.lookup(&flow, policy.now())
+            policy.lookup(&flow, owner, policy.now())
         };
         let signaled = signaled.unwrap_or(rule.is_none_or(|rule| rule.signaling));
         let flowspec = flowspec
@@ -133,6 +148,9 @@ pub(crate) struct OpenRequest {
     pub(super) notify: bool,
     /// A duplicate of the data sender's socket, for enforcers that act on sockets.
     pub(super) socket: Option<OwnedFd>,
+    /// The local process the session belongs to, when known: its policy rules may match
+    /// on it (`user`, `program`).
+    pub(super) owner: Option<Owner>,
     pub(super) reply: oneshot::Sender<Result<Opened, QosError>>,
 }
 

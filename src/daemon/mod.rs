@@ -8,7 +8,8 @@
 //! unloaded. The protocol is [`protocol`](crate::agent::protocol)'s.
 //!
 //! Each client is known by its `SO_PEERCRED` credentials (pid, uid, gid) and its
-//! executable's name, which `qosctl sessions` shows beside every session.
+//! executable's name, which `qosctl sessions` shows beside every session: its sessions'
+//! [`Owner`], which the policy's `user` and `program` keys match.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,7 +30,7 @@ use crate::agent::protocol::{
 };
 use crate::agent::{Agent, Reservation, SessionGuard, SessionShared, Setup};
 use crate::engine::{Event, SessionKey};
-use crate::flow::{Flow, IPPROTO_TCP};
+use crate::flow::{Flow, Owner, IPPROTO_TCP};
 use crate::policy::Policy;
 use crate::wire::intserv::FlowSpec;
 
@@ -77,35 +78,21 @@ struct Watched {
     event: Event,
 }
 
-/// A client process, by its socket credentials.
-#[derive(Debug, Clone, Default)]
-struct Peer {
-    pid: Option<u32>,
-    uid: Option<u32>,
-    program: Option<String>,
-}
+/// A client process, by its socket credentials: the owner of its sessions.
+type Peer = Owner;
 
-impl Peer {
-    fn of(stream: &UnixStream) -> Peer {
-        let Ok(cred) = stream.peer_cred() else {
-            return Peer::default();
-        };
-        let pid = cred.pid().and_then(|pid| u32::try_from(pid).ok());
-        Peer {
-            pid,
-            uid: Some(cred.uid()),
-            program: pid.and_then(program_name),
-        }
+/// The client at the other end of `stream`: its effective uid and pid (`SO_PEERCRED`) and
+/// its executable name (`/proc/<pid>/comm`), as policies and `qosctl` name programs.
+fn peer_of(stream: &UnixStream) -> Peer {
+    let Ok(cred) = stream.peer_cred() else {
+        return Peer::default();
+    };
+    let pid = cred.pid().and_then(|pid| u32::try_from(pid).ok());
+    let owner = Owner::new(Some(cred.uid()), pid.and_then(Owner::program_of));
+    match pid {
+        Some(pid) => owner.with_pid(pid),
+        None => owner,
     }
-}
-
-/// The executable name of process `pid` (`/proc/<pid>/comm`), as policies and `qosctl`
-/// name programs.
-fn program_name(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|name| name.trim_end().to_owned())
-        .filter(|name| !name.is_empty())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,7 +160,7 @@ impl Daemon {
                 accepted = self.listener.accept() => accepted?,
                 _ = closing.wait_for(|closing| *closing) => return Ok(()),
             };
-            let peer = Peer::of(&stream);
+            let peer = peer_of(&stream);
             let client = next_client;
             next_client += 1;
             let span = info_span!("qosd_client", client, pid = ?peer.pid, program = ?peer.program);
@@ -597,7 +584,7 @@ impl Client {
         let guard = self
             .shared
             .agent
-            .open(setup, remote, notify, fd.as_fd())
+            .open(setup, remote, notify, fd.as_fd(), Some(self.peer.clone()))
             .await
             .map_err(|e| {
                 match e

@@ -44,6 +44,7 @@ impl Engine {
             flowspec,
             sender_tspec: None,
             signaled: false,
+            owner: None,
         };
         match self.admission.admit(&request) {
             Ok(grant) => {
@@ -171,6 +172,7 @@ impl Engine {
                             flowspec: previous,
                             sender_tspec: Some(session.senders[index].tspec),
                             signaled: true,
+                            owner: None,
                         };
                         if let Err(denied) = self.admission.admit(&request) {
                             tracing::warn!(rule = %id, %denied, "restoring the previous admission failed");
@@ -265,6 +267,7 @@ impl Engine {
                             flowspec,
                             sender_tspec: Some(tspec),
                             signaled: true,
+                            owner: None,
                         };
                         match self.admission.admit(&request) {
                             Ok(grant) => {

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use super::{agent_or_default, QosSpec, QosStream, Signaling};
 use crate::agent::Setup;
 use crate::engine::SessionKey;
-use crate::flow::{Flow, IPPROTO_TCP};
+use crate::flow::{Flow, Owner, IPPROTO_TCP};
 use crate::Agent;
 
 type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
@@ -180,7 +180,9 @@ impl QosListener {
                 flowspec: spec.map(|spec| spec.flowspec()),
                 fallback: QosSpec::default().flowspec(),
             };
-            match agent.open(setup, peer, notify, tcp.as_fd()).await {
+            // This process owns the connection (qosd knows it by its socket's credentials).
+            let owner = Some(Owner::current());
+            match agent.open(setup, peer, notify, tcp.as_fd(), owner).await {
                 Ok(session) => {
                     let signaling = if session.signaled {
                         Signaling::Rsvp

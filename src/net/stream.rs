@@ -16,7 +16,7 @@ use crate::agent::Reservation;
 use crate::agent::{SessionGuard, Setup};
 use crate::engine::{SessionId, SessionKey};
 use crate::error::QosError;
-use crate::flow::IPPROTO_TCP;
+use crate::flow::{Owner, IPPROTO_TCP};
 use crate::Agent;
 
 /// A TCP connection with a QoS reservation: a plain `AsyncRead + AsyncWrite` byte stream
@@ -339,6 +339,7 @@ impl QosStreamBuilder {
                 peer,
                 self.notify.unwrap_or(true),
                 tcp.as_fd(),
+                Some(Owner::current()),
             )
             .await?;
         Ok(QosStream::from_parts(

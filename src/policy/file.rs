@@ -14,7 +14,7 @@ use super::matching::{parse_dscp, parse_protocol, Cidr, PortRange, Schedule};
 use super::units::{parse_rate, parse_size};
 use super::{
     HostLimits, InterfaceSpec, Limits, Match, Policy, PolicyError, PolicyRule, Pool, Service,
-    Unmatched,
+    Unmatched, MAX_PROGRAM_NAME,
 };
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +86,8 @@ struct RawMatch {
     remote_addr: Option<Spanned<String>>,
     remote_port: Option<Spanned<RawValue>>,
     protocol: Option<Spanned<RawValue>>,
+    user: Option<Spanned<RawValue>>,
+    program: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,8 +171,17 @@ pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parses and validates a whole policy file.
+/// Parses and validates a whole policy file; user names are looked up in the system's
+/// user database.
 pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+    parse_with_users(text, origin, UserDatabase::System(None))
+}
+
+fn parse_with_users(
+    text: &str,
+    origin: &str,
+    mut users: UserDatabase,
+) -> Result<Policy, PolicyError> {
     let locator = Locator { origin, text };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         // serde's untagged-enum message is unhelpful; say what the value may be.
@@ -227,7 +238,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (index, r) in raw.rules.iter().enumerate() {
-        let rule = validate_rule(&locator, r, &pools, index)?;
+        let rule = validate_rule(&locator, r, &pools, &mut users, index)?;
         if !names.insert(rule.name.clone()) {
             return Err(locator.at(&r.name, format!("duplicate rule name `{}`", rule.name)));
         }
@@ -313,6 +324,7 @@ fn validate_rule(
     locator: &Locator<'_>,
     r: &RawRule,
     pools: &[Pool],
+    users: &mut UserDatabase,
     index: usize,
 ) -> Result<PolicyRule, PolicyError> {
     let name = r.name.get_ref().trim().to_string();
@@ -375,6 +387,16 @@ fn validate_rule(
             .protocol
             .as_ref()
             .map(|p| parse_protocol(&p.get_ref().as_text()).map_err(|e| locator.at(p, e)))
+            .transpose()?,
+        user: m
+            .user
+            .as_ref()
+            .map(|u| resolve_user(u.get_ref(), users).map_err(|e| locator.at(u, e)))
+            .transpose()?,
+        program: m
+            .program
+            .as_ref()
+            .map(|p| program_name(p.get_ref()).map_err(|e| locator.at(p, e)))
             .transpose()?,
     };
 
@@ -482,6 +504,108 @@ fn validate_rule(
     })
 }
 
+/// Where `user = "name"` is looked up: the system's `/etc/passwd` (read on first use, once
+/// per file), or a given text (tests).
+enum UserDatabase {
+    System(Option<String>),
+    #[cfg(test)]
+    Text(&'static str),
+}
+
+/// Where [`UserDatabase::System`] reads users from.
+const PASSWD_FILE: &str = "/etc/passwd";
+
+impl UserDatabase {
+    fn text(&mut self) -> Result<&str, String> {
+        match self {
+            UserDatabase::System(Some(text)) => Ok(text),
+            UserDatabase::System(cached) => {
+                let text = std::fs::read_to_string(PASSWD_FILE)
+                    .map_err(|e| format!("cannot read {PASSWD_FILE} to resolve user names: {e}"))?;
+                Ok(cached.insert(text))
+            }
+            #[cfg(test)]
+            UserDatabase::Text(text) => Ok(text),
+        }
+    }
+}
+
+/// `user = "name"` (a name in the user database) or `user = 1000` (a uid) → the uid.
+fn resolve_user(value: &RawValue, users: &mut UserDatabase) -> Result<u32, String> {
+    match value {
+        RawValue::Integer(uid) => u32::try_from(*uid)
+            .ok()
+            // (uid_t)-1 is no user: the kernel never gives it to a process.
+            .filter(|uid| *uid != u32::MAX)
+            .ok_or_else(|| {
+                format!(
+                    "user {uid} is not a uid: a uid is between 0 and {}",
+                    u32::MAX - 1
+                )
+            }),
+        RawValue::Float(_) => Err("user must be a user name or a uid (a whole number)".into()),
+        RawValue::Text(name) => {
+            if let Some(uid) = passwd_uid(users.text()?, name) {
+                return Ok(uid);
+            }
+            let hint = if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+                format!(" (for uid {name} write the number without quotes: user = {name})")
+            } else {
+                " (users known only to a directory service such as LDAP are given by uid: \
+                 user = 1000)"
+                    .to_owned()
+            };
+            Err(format!(
+                "unknown user `{}`: not in {PASSWD_FILE}{hint}",
+                name.escape_debug()
+            ))
+        }
+    }
+}
+
+/// The uid of `name` in `passwd(5)` text (`name:password:uid:gid:gecos:home:shell`); the
+/// first entry wins, as `getpwnam` reads it. Comments, blank lines, NIS `+`/`-` entries and
+/// malformed lines are skipped.
+fn passwd_uid(passwd: &str, name: &str) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        let _password = fields.next()?;
+        fields.next()?.trim().parse().ok()
+    })
+}
+
+/// `program = "name"`, checked to be a name `/proc/<pid>/comm` can show.
+fn program_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("program must not be empty".into());
+    }
+    if name.contains(['\0', '\n']) {
+        return Err("program must not contain a NUL or a newline".into());
+    }
+    if name.len() > MAX_PROGRAM_NAME {
+        // The kernel cuts bytes, not characters.
+        let cut = (0..=MAX_PROGRAM_NAME)
+            .rev()
+            .find(|&i| name.is_char_boundary(i))
+            .map_or("", |i| &name[..i]);
+        return Err(format!(
+            "program `{}` is {} bytes, but the kernel keeps only the first {MAX_PROGRAM_NAME} \
+             bytes of an executable's name (/proc/<pid>/comm), so it would never match: \
+             write program = \"{}\"",
+            name.escape_debug(),
+            name.len(),
+            cut.escape_debug()
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 fn whole_bytes(
     locator: &Locator<'_>,
     value: &Spanned<RawValue>,
@@ -506,6 +630,104 @@ mod tests {
         // "bé " is 4 bytes, 3 characters.
         assert_eq!(line_column(text, 2 + 4), (2, 4));
         assert_eq!(line_column(text, 999), (3, 1));
+    }
+
+    const PASSWD: &str = "\
+# a comment
+root:x:0:0:root:/root:/bin/bash
+
++nisuser
+alice:x:1000:1000:Alice:/home/alice:/bin/sh
+broken:x
+bob:x:not-a-number:1001::/home/bob:/bin/sh
+alice:x:2000:2000:second alice:/home/a2:/bin/sh
+";
+
+    fn rule_with(key: &str) -> String {
+        format!("[[rule]]\nname = \"r\"\nservice = \"controlled-load\"\nmatch = {{ {key} }}\n")
+    }
+
+    fn parse_users(key: &str) -> Result<Policy, PolicyError> {
+        parse_with_users(&rule_with(key), "t.toml", UserDatabase::Text(PASSWD))
+    }
+
+    #[test]
+    fn passwd_lines_give_uids() {
+        assert_eq!(passwd_uid(PASSWD, "root"), Some(0));
+        // The first entry wins, as getpwnam reads the file.
+        assert_eq!(passwd_uid(PASSWD, "alice"), Some(1000));
+        assert_eq!(passwd_uid(PASSWD, "broken"), None);
+        assert_eq!(passwd_uid(PASSWD, "bob"), None);
+        assert_eq!(passwd_uid(PASSWD, "+nisuser"), None);
+        assert_eq!(passwd_uid(PASSWD, "carol"), None);
+        assert_eq!(passwd_uid(PASSWD, ""), None);
+    }
+
+    #[test]
+    fn user_names_resolve_at_load_time() {
+        let policy = parse_users(r#"user = "alice""#).unwrap();
+        assert_eq!(policy.rules()[0].matches.user, Some(1000));
+        let policy = parse_users("user = 0").unwrap();
+        assert_eq!(policy.rules()[0].matches.user, Some(0));
+    }
+
+    #[test]
+    fn unknown_users_and_bad_uids_are_load_errors() {
+        let at = |key: &str| match parse_users(key) {
+            Err(PolicyError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("{key}: {other:?}"),
+        };
+        // Line 4: `match = { user = "carol" }`; the value starts at column 18.
+        let (line, column, message) = at(r#"user = "carol""#);
+        assert_eq!((line, column), (4, 18));
+        assert!(message.contains("unknown user `carol`"), "{message}");
+        assert!(message.contains("/etc/passwd"), "{message}");
+        let (_, _, message) = at(r#"user = "1000""#);
+        assert!(message.contains("user = 1000"), "{message}");
+        for bad in [
+            "user = -1",
+            "user = 4294967295",
+            "user = 4294967296",
+            "user = 1.5",
+        ] {
+            let (line, column, _) = at(bad);
+            assert_eq!((line, column), (4, 18), "{bad}");
+        }
+    }
+
+    #[test]
+    fn program_names_are_what_comm_can_show() {
+        let policy = parse_users(r#"program = "fifteen-bytes-ok""#);
+        assert!(policy.is_err(), "16 bytes");
+        let policy = parse_users(r#"program = "fifteen-bytes-o""#).unwrap();
+        assert_eq!(
+            policy.rules()[0].matches.program.as_deref(),
+            Some("fifteen-bytes-o")
+        );
+        let Err(PolicyError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        }) = parse_users(r#"program = "postgres-replicator""#)
+        else {
+            panic!("a 19-byte program name was accepted");
+        };
+        assert_eq!((line, column), (4, 21));
+        assert!(message.contains("only the first 15 bytes"), "{message}");
+        assert!(
+            message.contains(r#"program = "postgres-replic""#),
+            "{message}"
+        );
+        // Cut at a character boundary: "é" is two bytes.
+        let err = parse_users(r#"program = "aaaaaaaaaaaaaaé""#).unwrap_err();
+        assert!(err.to_string().contains(r#""aaaaaaaaaaaaaa""#), "{err}");
+        assert!(parse_users(r#"program = """#).is_err());
     }
 
     #[test]

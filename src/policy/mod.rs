@@ -52,6 +52,30 @@
 //! treats the data *sender* as local (this host shapes what it sends) and, when no rule matches
 //! that way, tries again with the receiver as local.
 //!
+//! # Owners
+//!
+//! A rule may also match on the local process that owns the connection, as IBM i's policies
+//! matched user profiles and applications: `user` (a name, resolved to its uid through
+//! `/etc/passwd` when the file is loaded, or a uid given as a number) and `program` (the
+//! executable's name exactly as `/proc/<pid>/comm` shows it, at most [`MAX_PROGRAM_NAME`]
+//! bytes). Loading fails, naming the file, line and column, for a user name `/etc/passwd`
+//! does not know (users known only to a directory service such as LDAP are written as
+//! uids) and for a program name longer than the kernel keeps.
+//!
+//! The owner ([`Owner`]) travels with the request ([`AdmissionRequest::owner`],
+//! [`Policy::lookup`]'s `owner`):
+//!
+//! * qosd's sessions are owned by its client, known by its socket's `SO_PEERCRED`
+//!   (effective uid, pid) and `/proc/<pid>/comm`;
+//! * an agent embedded in an application owns its sessions as that process
+//!   ([`Owner::current`]: its effective uid, its executable's name);
+//! * a reservation belongs to the owner of its data sender's session on this host: the
+//!   server's, for an accepted connection, whoever the receiver is.
+//!
+//! A rule with `user` or `program` matches only a request whose owner is known and equal; a
+//! request without a known owner (one built without it, a flow no local session sends)
+//! never matches it. Rules without these keys match whatever the owner.
+//!
 //! # Denials
 //!
 //! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`) or the
@@ -82,7 +106,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::flow::{Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, RuleId};
+use crate::flow::{
+    Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, Owner, RuleId,
+};
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
 use crate::wire::RsvpError;
 
@@ -167,16 +193,47 @@ pub struct Match {
     pub remote_port: Option<PortRange>,
     /// IP protocol number.
     pub protocol: Option<u8>,
+    /// The local owner's (effective) user id: `user = "name"` (resolved through
+    /// `/etc/passwd` when the policy is loaded) or `user = 1000`. Set, it matches only a
+    /// request whose owner is known and has this uid (see [the module docs](self#owners)).
+    pub user: Option<u32>,
+    /// The local owner's executable name, exactly as `/proc/<pid>/comm` gives it (at most
+    /// [`MAX_PROGRAM_NAME`] bytes). Set, it matches only a request whose owner is known and
+    /// runs this program.
+    pub program: Option<String>,
 }
 
+/// Longest program name a rule can match: the kernel keeps an executable's name in 16
+/// bytes with its NUL (`TASK_COMM_LEN`), so `/proc/<pid>/comm` never shows more than 15.
+pub const MAX_PROGRAM_NAME: usize = 15;
+
 impl Match {
-    /// Whether the connection `local` ↔ `remote` over `protocol` matches.
-    pub fn matches(&self, local: SocketAddr, remote: SocketAddr, protocol: u8) -> bool {
+    /// Whether the connection `local` ↔ `remote` over `protocol`, owned locally by `owner`
+    /// (`None`: no local owner is known), matches.
+    pub fn matches(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        protocol: u8,
+        owner: Option<&Owner>,
+    ) -> bool {
         self.local_addr.is_none_or(|c| c.contains(local.ip()))
             && self.local_port.is_none_or(|p| p.contains(local.port()))
             && self.remote_addr.is_none_or(|c| c.contains(remote.ip()))
             && self.remote_port.is_none_or(|p| p.contains(remote.port()))
             && self.protocol.is_none_or(|p| p == protocol)
+            && self.matches_owner(owner)
+    }
+
+    /// Whether `owner` satisfies the `user` and `program` keys: always when the rule has
+    /// neither; never for an unknown owner (or an unknown uid or program) when it has one.
+    pub fn matches_owner(&self, owner: Option<&Owner>) -> bool {
+        self.user
+            .is_none_or(|uid| owner.and_then(|o| o.uid) == Some(uid))
+            && self
+                .program
+                .as_deref()
+                .is_none_or(|program| owner.and_then(|o| o.program.as_deref()) == Some(program))
     }
 }
 
@@ -229,15 +286,16 @@ pub struct PolicyRule {
 }
 
 impl PolicyRule {
-    /// Whether the rule applies to `local` ↔ `remote` at `now`.
+    /// Whether the rule applies to `local` ↔ `remote`, owned locally by `owner`, at `now`.
     pub fn applies(
         &self,
         local: SocketAddr,
         remote: SocketAddr,
         protocol: u8,
+        owner: Option<&Owner>,
         now: PolicyTime,
     ) -> bool {
-        self.matches.matches(local, remote, protocol)
+        self.matches.matches(local, remote, protocol, owner)
             && self.schedule.is_none_or(|s| s.is_active(now))
     }
 
@@ -409,7 +467,7 @@ type Pots = smallvec::SmallVec<[Pot; 2]>;
 ///     receiver: "10.0.0.2:40000".parse().unwrap(),
 ///     protocol: 6,
 /// };
-/// let rule = policy.lookup(&flow, PolicyTime::new(Weekday::Mon, 9, 0)).unwrap();
+/// let rule = policy.lookup(&flow, None, PolicyTime::new(Weekday::Mon, 9, 0)).unwrap();
 /// assert_eq!(rule.name, "video");
 /// assert_eq!(rule.dscp, Some(34));
 /// ```
@@ -577,34 +635,42 @@ impl Policy {
         PolicyTime::from_system((self.clock)(), self.host.utc_offset_minutes)
     }
 
-    /// The rule for the connection `local` ↔ `remote` at `now`, if any.
+    /// The rule for the connection `local` ↔ `remote`, owned locally by `owner`, at `now`,
+    /// if any.
     pub fn lookup_local(
         &self,
         local: SocketAddr,
         remote: SocketAddr,
         protocol: u8,
+        owner: Option<&Owner>,
         now: PolicyTime,
     ) -> Option<&PolicyRule> {
         self.rules
             .iter()
-            .find(|r| r.applies(local, remote, protocol, now))
+            .find(|r| r.applies(local, remote, protocol, owner, now))
     }
 
-    /// The rule for `flow` at `now`: first with the sender as the local end, then with the
-    /// receiver as the local end (see the module docs).
-    pub fn lookup(&self, flow: &Flow, now: PolicyTime) -> Option<&PolicyRule> {
-        self.lookup_index(flow, now).map(|i| &self.rules[i])
+    /// The rule for `flow`, owned on this host by `owner` (`None`: no local owner is known,
+    /// and rules with `user` or `program` do not match), at `now`: first with the sender as
+    /// the local end, then with the receiver as the local end (see the module docs).
+    pub fn lookup(
+        &self,
+        flow: &Flow,
+        owner: Option<&Owner>,
+        now: PolicyTime,
+    ) -> Option<&PolicyRule> {
+        self.lookup_index(flow, owner, now).map(|i| &self.rules[i])
     }
 
-    fn lookup_index(&self, flow: &Flow, now: PolicyTime) -> Option<usize> {
+    fn lookup_index(&self, flow: &Flow, owner: Option<&Owner>, now: PolicyTime) -> Option<usize> {
         let p = flow.protocol;
         self.rules
             .iter()
-            .position(|r| r.applies(flow.sender, flow.receiver, p, now))
+            .position(|r| r.applies(flow.sender, flow.receiver, p, owner, now))
             .or_else(|| {
                 self.rules
                     .iter()
-                    .position(|r| r.applies(flow.receiver, flow.sender, p, now))
+                    .position(|r| r.applies(flow.receiver, flow.sender, p, owner, now))
             })
     }
 
@@ -738,6 +804,7 @@ impl Policy {
             Ok((admitted, grant)) => {
                 self.stats.admitted += 1;
                 tracing::debug!(rule = %request.rule, flow = %request.flow, rate = admitted.rate,
+                    owner = request.owner.as_ref().map(tracing::field::display),
                     policy = ?grant.policy, "admitted");
                 self.admitted.insert(request.rule, admitted);
                 Ok(grant)
@@ -745,6 +812,7 @@ impl Policy {
             Err(denied) => {
                 self.stats.denied += 1;
                 tracing::info!(rule = %request.rule, flow = %request.flow, error = %denied.error,
+                    owner = request.owner.as_ref().map(tracing::field::display),
                     reason = %denied.reason, "admission denied");
                 Err(denied)
             }
@@ -784,7 +852,7 @@ impl Policy {
                 .map(|(_, a)| a)
         };
 
-        let rule_index = self.lookup_index(&request.flow, now);
+        let rule_index = self.lookup_index(&request.flow, request.owner.as_ref(), now);
         let mut grant = AdmissionGrant::default();
         // Policy failures first (the rule's own limits, unmatched = deny, the host's cap per
         // reservation), then shared capacity.
