@@ -325,7 +325,7 @@ impl Agent {
     /// # Errors
     ///
     /// When nothing listens at `path`, it does not answer within
-    /// [`CONNECT_TIMEOUT`](remote::CONNECT_TIMEOUT) (2 s), or it speaks another protocol
+    /// 2 s, or it speaks another protocol
     /// version; outside a Tokio runtime.
     ///
     /// # Examples

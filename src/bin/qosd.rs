@@ -42,7 +42,7 @@ struct Args {
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Enforcement backend: socket options on the applications' sockets, or Linux tc (HTB
-    /// on the policy's [[interface]]s) with DSCP marking on the sockets.
+    /// on the policy's `[[interface]]`s) with DSCP marking on the sockets.
     #[arg(long, default_value = "socket")]
     enforcer: EnforcerKind,
     /// RSVP transport: UDP encapsulation (port 1698), raw IP protocol 46 (CAP_NET_RAW), or
