@@ -324,9 +324,8 @@ impl Agent {
     ///
     /// # Errors
     ///
-    /// When nothing listens at `path`, it does not answer within
-    /// 2 s, or it speaks another protocol
-    /// version; outside a Tokio runtime.
+    /// When nothing listens at `path`, it does not answer within 2 s, or it speaks another
+    /// protocol version; outside a Tokio runtime.
     ///
     /// # Examples
     ///
