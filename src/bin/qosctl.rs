@@ -549,19 +549,13 @@ mod tests {
 
     #[test]
     fn the_table_is_aligned_under_its_header() {
-        let row = SessionRow {
-            session: 7,
-            local: "127.0.0.1:5001".parse().expect("address"),
-            remote: "127.0.0.1:40000".parse().expect("address"),
-            role: "sender".into(),
-            state: "established".into(),
-            service: Some("controlled_load".into()),
-            rate: Some(1e6),
-            pid: Some(4242),
-            uid: Some(0),
-            program: Some("server".into()),
-            age: Duration::from_secs(3),
-        };
+        // As qosd sends it.
+        let row: SessionRow = serde_json::from_value(serde_json::json!({
+            "session": 7, "local": "127.0.0.1:5001", "remote": "127.0.0.1:40000",
+            "role": "sender", "state": "established", "service": "controlled_load",
+            "rate": 1e6, "pid": 4242, "uid": 0, "program": "server", "age_ms": 3000,
+        }))
+        .expect("a session row");
         let table = session_table(&[row]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2, "{table}");
