@@ -1,4 +1,5 @@
-//! Decodes one RSVP message and pretty-prints it .
+//! Decodes one RSVP message and pretty-prints it (with [`qtoq::wire::dump`], as `qosctl
+//! decode` does).
 //!
 //! ```text
 //! cargo run --example decode -- 1001d0a4400000...     # hex (spaces, colons allowed)
@@ -33,37 +34,6 @@ struct Args {
     sample: Option<String>,
 }
 
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: String = text
-        .trim()
-        .trim_start_matches("0x")
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != ':' && *c != ',')
-        .collect();
-    if !digits.len().is_multiple_of(2) {
-        return Err(format!("odd number of hex digits ({})", digits.len()));
-    }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&digits[i..i + 2], 16)
-                .map_err(|e| format!("bad hex at digit {i}: {e}"))
-        })
-        .collect()
-}
-
-/// Skips an IPv4/IPv6 header carrying protocol 46, if there is one.
-fn strip_ip_header(bytes: &[u8]) -> &[u8] {
-    match bytes.first().map(|b| b >> 4) {
-        Some(4) if bytes.len() >= 20 && bytes[9] == 46 => {
-            let header = usize::from(bytes[0] & 0x0f) * 4;
-            bytes.get(header..).unwrap_or(bytes)
-        }
-        Some(6) if bytes.len() >= 40 && bytes[6] == 46 => &bytes[40..],
-        _ => bytes,
-    }
-}
-
 fn sample(name: &str) -> Option<Message> {
     let sock = |s: &str| s.parse::<SocketAddr>().ok();
     let (receiver, sender) = (sock("192.0.2.2:5001")?, sock("192.0.2.1:40000")?);
@@ -95,32 +65,6 @@ fn sample(name: &str) -> Option<Message> {
     }
 }
 
-fn print_message(msg: &Message, bytes: usize, indent: &str) {
-    println!(
-        "{indent}{:?} message: {bytes} bytes, flags {:#x}, send TTL {}",
-        msg.msg_type(),
-        msg.flags,
-        msg.send_ttl
-    );
-    for obj in &msg.objects {
-        let body = format!("{obj:#?}").replace('\n', &format!("\n{indent}    "));
-        println!(
-            "{indent}  class {:>3} c-type {:>2}: {body}",
-            obj.class_num(),
-            obj.c_type()
-        );
-    }
-    // The ERROR_SPEC's code and value by their RFC 2205 names.
-    if let Some(spec) = msg.error_spec() {
-        println!("{indent}  error: {} (from {})", spec.error(), spec.node);
-    }
-    for sub in &msg.bundled {
-        // A decoded sub-message always encodes; its length is what it took on the wire.
-        let len = sub.encode().map_or(0, |bytes| bytes.len());
-        print_message(sub, len, &format!("{indent}  | "));
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let input = if let Some(name) = &args.sample {
@@ -141,13 +85,13 @@ fn main() -> ExitCode {
     } else if let Some(path) = &args.file {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     } else if let Some(hex) = &args.hex {
-        parse_hex(hex)
+        dump::parse_hex(hex).map_err(|e| e.to_string())
     } else {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| format!("cannot read stdin: {e}"))
-            .and_then(|_| parse_hex(&text))
+            .and_then(|_| dump::parse_hex(&text).map_err(|e| e.to_string()))
     };
     let bytes = match input {
         Ok(bytes) => bytes,
@@ -156,29 +100,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rsvp = strip_ip_header(&bytes);
-    match Message::decode(rsvp) {
-        Ok(msg) => {
-            print_message(&msg, rsvp.len(), "");
+    // The same dump as `qosctl decode`.
+    match dump::describe(&bytes) {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let answer = e.error_spec();
-            eprintln!("error: {e}");
-            if let Some(offset) = e.offset() {
-                eprintln!("  at byte offset {offset}");
-            }
-            if let Some((class_num, c_type)) = e.object() {
-                eprintln!("  object class {class_num}, c-type {c_type}");
-            }
-            if e.discard_silently() {
-                eprintln!("  an RSVP node drops this silently");
-            } else {
-                eprintln!(
-                    "  an RSVP node answers with ERROR_SPEC {answer} (value {:#06x})",
-                    answer.value
-                );
-            }
+        Err(text) => {
+            eprint!("{text}");
             ExitCode::FAILURE
         }
     }

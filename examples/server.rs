@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Run `examples/client.rs` on another host (or network namespace) against it. Without
-//! `--rate`/`--signaling` each connection gets what the matching policy rule says. Ctrl-C
+//! `--rate`/`--signaling` each connection gets what the matching policy rule says. Without
+//! `--policy` and `--enforcer` the server uses the process's default agent: qosd, the host's
+//! daemon, when it answers at `$QTOQ_SOCKET` (default `/run/qtoq/qosd.sock`), else an
+//! embedded agent with the default policy and the socket enforcer. Ctrl-C
 //! (SIGINT) or SIGTERM (`kill`, systemd, container runtimes) stops the agent cleanly: sessions
 //! torn down, rules unloaded, the tc tree removed and the interfaces' previous root qdisc
 //! restored; the server then exits 0.
@@ -56,13 +59,15 @@ struct Args {
     /// Stop after this many connections (0: serve forever).
     #[arg(long, default_value_t = 0)]
     connections: u64,
-    /// Policy file (TOML, see examples/policy.toml); default: the built-in default policy.
+    /// Policy file (TOML, see examples/policy.toml) of an agent of the server's own; default:
+    /// the default agent (qosd when it runs, else the built-in default policy).
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// Enforcement backend: `socket` (marking and pacing, mostly unprivileged) or `tc`
-    /// (HTB on the policy's [[interface]]s; needs CAP_NET_ADMIN and the `tc` feature).
-    #[arg(long, default_value = "socket")]
-    enforcer: EnforcerKind,
+    /// Enforcement backend of an agent of the server's own: `socket` (marking and pacing,
+    /// mostly unprivileged) or `tc` (HTB on the policy's [[interface]]s; needs CAP_NET_ADMIN
+    /// and the `tc` feature); default: the default agent's (qosd's, else `socket`).
+    #[arg(long)]
+    enforcer: Option<EnforcerKind>,
 }
 
 async fn serve(mut stream: QosStream, peer: SocketAddr) {
@@ -113,29 +118,21 @@ async fn main() {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Before the enforcer loads anything: from here on a signal waits for the cleanup.
     let mut signals = StopSignals::install()?;
-    let enforcer_name = match args.enforcer {
-        EnforcerKind::Tc => "tc",
+    let agent = if args.policy.is_none() && args.enforcer.is_none() {
+        // The process's default agent: qosd when it answers, else an embedded one. Held
+        // here so it lives as long as the server; the listener, bound without an agent of
+        // its own, follows the default agent should qosd restart.
+        Which::Default(Agent::default_agent()?)
+    } else {
+        Which::Own(own_agent(&args).await?)
+    };
+    let enforcer_name = match (&agent, args.enforcer) {
+        (Which::Default(default), _) if default.uses_daemon() => "qosd's",
+        (_, Some(EnforcerKind::Tc)) => "tc",
         _ => "socket",
     };
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::default(),
-    };
-    let enforcer = args
-        .enforcer
-        .build(policy.interfaces())
-        .await
-        .map_err(|e| {
-            let hint = if cfg!(feature = "tc") {
-                "(needs CAP_NET_ADMIN and an [[interface]] in the policy)"
-            } else {
-                "(rebuild with `--features tc`)"
-            };
-            format!("--enforcer {enforcer_name}: {e} {hint}")
-        })?;
-    let agent = Agent::builder().policy(policy).enforcer(enforcer).build()?;
     let (served, stopped_by) = tokio::select! {
-        served = serve_all(&agent, &args, enforcer_name) => (served, None),
+        served = serve_all(agent.own(), &args, enforcer_name) => (served, None),
         signal = signals.recv() => {
             eprintln!("{signal}: stopping the agent");
             (Ok(()), Some(signal))
@@ -144,21 +141,73 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Whatever ended the serving (a signal, the last connection, an error such as a listen
     // address in use): tear every session down, unload every rule and restore the
     // interfaces before exiting.
-    agent.shutdown().await?;
+    match &agent {
+        Which::Own(own) => own.shutdown().await?,
+        // The default agent in use now (a new one if qosd restarted): qosd releases this
+        // process's sessions, an embedded agent tears them down. One that already stopped
+        // has nothing left to do.
+        Which::Default(_) => {
+            let current = Agent::default_agent()?;
+            if current.is_running() {
+                current.shutdown().await?;
+            }
+        }
+    }
     if let Some(signal) = stopped_by {
         eprintln!("stopped by {signal}: sessions torn down, rules unloaded, interfaces restored");
     }
     served
 }
 
+/// The server's agent: one of its own, or the process's default agent.
+enum Which {
+    Own(Agent),
+    Default(Agent),
+}
+
+impl Which {
+    fn own(&self) -> Option<&Agent> {
+        match self {
+            Which::Own(agent) => Some(agent),
+            Which::Default(_) => None,
+        }
+    }
+}
+
+/// An agent of the server's own, with `--policy` and `--enforcer`.
+async fn own_agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>> {
+    let kind = args.enforcer.unwrap_or(EnforcerKind::Socket);
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
+    let enforcer = kind.build(policy.interfaces()).await.map_err(|e| {
+        let hint = if cfg!(feature = "tc") {
+            "(needs CAP_NET_ADMIN and an [[interface]] in the policy)"
+        } else {
+            "(rebuild with `--features tc`)"
+        };
+        let name = if kind == EnforcerKind::Tc {
+            "tc"
+        } else {
+            "socket"
+        };
+        format!("--enforcer {name}: {e} {hint}")
+    })?;
+    Ok(Agent::builder().policy(policy).enforcer(enforcer).build()?)
+}
+
 /// Listens and serves until `--connections` connections have come and gone (forever with
 /// 0).
 async fn serve_all(
-    agent: &Agent,
+    agent: Option<&Agent>,
     args: &Args,
     enforcer_name: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = QosListener::builder().agent(agent);
+    let mut builder = QosListener::builder();
+    if let Some(agent) = agent {
+        builder = builder.agent(agent);
+    }
     if let Some(signaling) = args.signaling {
         builder = builder.signaling(match signaling {
             SignalingArg::Rsvp => Signaling::Rsvp,

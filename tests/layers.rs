@@ -192,6 +192,7 @@ const WIRE_LAYERS: &[(&str, u8)] = &[
     ("validate", 3),
     ("object", 4),
     ("message", 5),
+    ("dump", 6),
 ];
 
 /// Module names a `super::` path names: `super::a::X` or each of `super::{a, b::Y}`.

@@ -343,8 +343,26 @@ pub struct SessionRow {
     pub uid: Option<u32>,
     /// Its executable's name.
     pub program: Option<String>,
-    /// How long ago the session was opened.
+    /// How long ago the session was opened (in JSON `age_ms`: whole milliseconds, as
+    /// `qosctl sessions --json` prints it).
+    #[serde(rename = "age_ms", with = "millis")]
     pub age: Duration,
+}
+
+/// A [`Duration`] as whole milliseconds (a plain JSON number rather than serde's
+/// `{secs, nanos}`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 /// Reads frames from one side of the local API, collecting the descriptors that come with
@@ -581,6 +599,30 @@ mod tests {
         );
         let back: Request = serde_json::from_slice(&frame[4..]).expect("decodes");
         assert_eq!(back, open);
+    }
+
+    /// A session row's age is a number of milliseconds in JSON (`qosctl sessions --json`).
+    #[test]
+    fn session_rows_carry_their_age_in_milliseconds() {
+        let row = SessionRow {
+            session: 3,
+            local: "127.0.0.1:5001".parse().expect("address"),
+            remote: "127.0.0.1:40000".parse().expect("address"),
+            role: "sender".into(),
+            state: "established".into(),
+            service: Some("controlled_load".into()),
+            rate: Some(1e6),
+            pid: Some(42),
+            uid: Some(0),
+            program: Some("server".into()),
+            age: Duration::from_millis(1_500),
+        };
+        let json = serde_json::to_value(&row).expect("encodes");
+        assert_eq!(json["age_ms"], 1_500);
+        assert_eq!(json["rate"], 1e6);
+        assert_eq!(json["local"], "127.0.0.1:5001");
+        let back: SessionRow = serde_json::from_value(json).expect("decodes");
+        assert_eq!(back, row);
     }
 
     #[test]

@@ -71,6 +71,9 @@ type Setting = BoxFuture<'static, io::Result<(QosStream, SocketAddr)>>;
 pub struct QosListener {
     listener: TcpListener,
     agent: Agent,
+    /// Bound without an agent of its own: setups use the process's default agent, a new one
+    /// when the one it was bound with has stopped (qosd restarted).
+    follows_default: bool,
     /// Explicit signaling; `None` = from the matching policy rule.
     signaling: Option<Signaling>,
     /// Explicit spec; `None` = from the matching policy rule.
@@ -119,7 +122,10 @@ impl QosListener {
         self.listener.local_addr()
     }
 
-    /// The agent this listener's connections are signaled by.
+    /// The agent this listener's connections are signaled by: the one it was bound with. A
+    /// listener bound on the default agent (no [`QosListenerBuilder::agent`]) sets up later
+    /// connections through the process's new default agent when that one has stopped — e.g.
+    /// when qosd, the host's daemon, was restarted.
     pub fn agent(&self) -> &Agent {
         &self.agent
     }
@@ -158,6 +164,7 @@ impl QosListener {
     /// Starts the session setup of an accepted connection; the returned future finishes it.
     fn set_up(&self, tcp: TcpStream, peer: SocketAddr) -> Setting {
         let agent = self.agent.clone();
+        let follows_default = self.follows_default;
         let spec = self.spec;
         let notify = self.notify;
         let signaling = self.signaling;
@@ -171,6 +178,13 @@ impl QosListener {
                 sender: local,
                 receiver: peer,
                 protocol: IPPROTO_TCP,
+            };
+            // The default agent it was bound with has stopped (qosd went away, or it was shut
+            // down): the process's default agent now, which finds qosd again once it is back.
+            let agent = if follows_default && !agent.is_running() {
+                Agent::default_agent()?
+            } else {
+                agent
             };
             // What the builder left open, the agent's policy decides (qosd's, through qosd).
             let setup = Setup::Accepted {
@@ -292,6 +306,7 @@ impl QosListenerBuilder {
         Ok(QosListener {
             listener,
             agent,
+            follows_default: self.agent.is_none(),
             signaling: self.signaling,
             spec: self.spec,
             notify: self.notify.unwrap_or(true),

@@ -24,6 +24,7 @@
 //! 4. `validate`: the per-message-type format rules the decode walk applies.
 //! 5. `object`: the [`Object`] enum, dispatching to the bodies and checking each object.
 //! 6. `message`: [`Message`], decode and encode.
+//! 7. [`dump`]: readable dumps of messages and decode errors.
 //!
 //! # Examples
 //!
@@ -56,6 +57,8 @@ mod validate;
 mod object;
 
 mod message;
+
+pub mod dump;
 
 pub use error::{EncodeError, WireError};
 pub use error_spec::{ErrorCode, ErrorSpec, RsvpError, ERROR_FLAG_IN_PLACE, ERROR_FLAG_NOT_GUILTY};
