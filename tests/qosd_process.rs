@@ -546,7 +546,7 @@ fn qosctl_checks_policies_and_decodes_without_qosd() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout.contains("4 rules") && stdout.contains("rule video"),
+        stdout.contains(": OK, ") && stdout.contains(" rules") && stdout.contains("rule video"),
         "{stdout}"
     );
 
