@@ -12,6 +12,9 @@
 //! * SIGKILL of qosd with a reservation open: the HTB tree stays; qosd started again on the
 //!   same state directory restores the `tbf` (the dead qosd's journal), then installs a fresh
 //!   tree of its own; its SIGTERM leaves the `tbf` again.
+//! * qosd as an unprivileged user with only the capabilities `examples/qosd.service` gives
+//!   it (CAP_NET_ADMIN, CAP_NET_RAW; through `setpriv`, skipped where it is missing) does
+//!   all of the above for `nobody`'s server.
 //!
 //! Sockets, logs and state directories are temporary directories of each test, never
 //! /run/qtoq; namespaces and processes go in Drop guards, so a failed assertion leaves
@@ -26,6 +29,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use example_support::{build_examples, poll, signal, Process, Scratch, User, NOBODY, POLICY};
 use netns_support::{Namespaces, StateDir, SERVER_IF, SERVER_IP};
@@ -68,29 +72,39 @@ impl World {
 
     /// qosd as root in the server namespace; returns once it is ready.
     fn start_qosd(&self, name: &'static str) -> Process {
+        self.start_qosd_via(name, &[])
+    }
+
+    /// qosd in the server namespace started through `wrapper` (a command that execs its
+    /// arguments, such as `setpriv ...`; none: qosd itself), as root; returns once it is
+    /// ready.
+    fn start_qosd_via(&self, name: &'static str, wrapper: &[&str]) -> Process {
         let socket = self.socket().display().to_string();
         let state = self.state.path().display().to_string();
+        let mut argv = wrapper.to_vec();
+        argv.extend_from_slice(&[
+            QOSD,
+            "--socket",
+            &socket,
+            "--state-dir",
+            &state,
+            "--policy",
+            POLICY,
+            "--enforcer",
+            "tc",
+            "--transport",
+            "udp",
+            // Anyone may connect: the unprivileged server must.
+            "--mode",
+            "666",
+        ]);
         let mut qosd = Process::spawn_as(
             User::Root,
             name,
             self.scratch.path(),
             &self.ns.server,
-            Path::new(QOSD),
-            &[
-                "--socket",
-                &socket,
-                "--state-dir",
-                &state,
-                "--policy",
-                POLICY,
-                "--enforcer",
-                "tc",
-                "--transport",
-                "udp",
-                // Anyone may connect: the unprivileged server must.
-                "--mode",
-                "666",
-            ],
+            Path::new(argv[0]),
+            &argv[1..],
             // Plain logs in the failure messages.
             &[("NO_COLOR", OsStr::new("1"))],
         );
@@ -140,6 +154,13 @@ impl World {
     /// reservation's class is on the interface.
     fn reservation_through_qosd(&self) -> (Process, Process, Process, String) {
         let qosd = self.start_qosd("qosd");
+        let (server, client, class) = self.reservation_through(&qosd);
+        (qosd, server, client, class)
+    }
+
+    /// The server as `nobody` through the running `qosd` and a client: returns them once
+    /// the reservation's class is on the interface.
+    fn reservation_through(&self, qosd: &Process) -> (Process, Process, String) {
         let mut server = self.start_server("server", NOBODY, &[]);
         server.wait_for_output("listening on");
         let client = self.start_client();
@@ -156,7 +177,7 @@ impl World {
                 )
             },
         );
-        (qosd, server, client, class)
+        (server, client, class)
     }
 
     /// Puts a `tbf` root qdisc on the server interface; returns it and the classes as
@@ -385,5 +406,48 @@ fn sigkill_of_qosd_leaves_the_tree_and_the_next_qosd_restores_it() {
     assert_eq!(ns.tc(&["class", "show"]), original_classes);
     assert_eq!(ns.tc(&["filter", "show"]).trim(), "");
     assert_eq!(world.state.journals(), Vec::<PathBuf>::new());
+    assert!(!world.socket().exists(), "socket file left behind");
+}
+
+#[test]
+fn qosd_needs_no_more_than_the_units_capabilities() {
+    let Some(world) = World::create("qosd-tc-caps") else {
+        return;
+    };
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipping: no setpriv (util-linux) to start qosd with the unit's capabilities");
+        return;
+    }
+    let ns = &world.ns;
+    // As the unit's RuntimeDirectory: the socket's and the state's directories are qosd's.
+    for dir in [world.scratch.path(), world.state.path()] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).expect("chown");
+    }
+    let (original, original_classes) = world.tbf_root();
+    // User=, AmbientCapabilities= and CapabilityBoundingSet= of examples/qosd.service.
+    let caps = "-all,+net_admin,+net_raw";
+    let mut qosd = world.start_qosd_via(
+        "qosd-unit-caps",
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+        ],
+    );
+    let (uid, effective) = credentials(qosd.pid());
+    assert!(uid.starts_with("65534"), "qosd runs as {uid}");
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13), nothing else.
+    assert_eq!(effective, "0000000000003000", "qosd's capabilities");
+
+    let (_server, _client, class) = world.reservation_through(&qosd);
+    eprintln!("reservation through qosd with the unit's capabilities: {class}");
+    let log = sigterm(&mut qosd);
+    assert_eq!(root_qdisc(ns), original, "qosd:\n{log}");
+    assert_eq!(ns.tc(&["class", "show"]), original_classes);
+    assert_eq!(ns.tc(&["filter", "show"]).trim(), "");
     assert!(!world.socket().exists(), "socket file left behind");
 }
