@@ -4,6 +4,11 @@
 //! on qosd's side; a descriptor must go to the frame it was sent with (before the fix, an
 //! open that followed another request in the same read lost its socket to it: "open needs
 //! the connection's TCP socket passed along").
+//!
+//! And a connection dropped and made again at once from the same port: the old session's
+//! release (from `Drop`) must reach qosd before the new open, or its PathTear tears the new
+//! session down (an embedded agent orders them; through qosd the release was written by a
+//! task of its own, which a later open could overtake).
 #![cfg(feature = "daemon")]
 
 use std::net::SocketAddr;
@@ -29,25 +34,113 @@ async fn established(stream: &QosStream) {
     panic!("event stream ended before Established");
 }
 
+/// qosd in this process on a temporary socket, its agent on a memory network at
+/// 127.0.0.1, and the application's agent connected to it.
+struct InProcessQosd {
+    dir: std::path::PathBuf,
+    served: tokio::task::JoinHandle<()>,
+    daemon_agent: Agent,
+    app: Agent,
+}
+
+impl InProcessQosd {
+    async fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("qtoq-{name}-{}", std::process::id()));
+        let socket = dir.join("qosd.sock");
+        let daemon_agent = Agent::builder()
+            .transport(Transport::Memory(MemoryNetwork::new(7)))
+            .local_addr(IP.parse().unwrap())
+            .build()
+            .expect("qosd's agent");
+        let daemon = Daemon::bind(daemon_agent.clone(), &socket, 0o600, None)
+            .await
+            .expect("bind qosd's socket");
+        let served = tokio::spawn(async move {
+            let _ = daemon.serve().await;
+        });
+        let app = Agent::daemon(&socket).await.expect("connect to qosd");
+        InProcessQosd {
+            dir,
+            served,
+            daemon_agent,
+            app,
+        }
+    }
+
+    async fn stop(self) {
+        self.app.shutdown().await.expect("close the connection");
+        self.served.abort();
+        self.daemon_agent
+            .shutdown()
+            .await
+            .expect("qosd's agent shutdown");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const IP: &str = "127.0.0.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_again_from_the_same_port_is_not_torn_down_by_the_old_ones_release() {
+    let qosd = InProcessQosd::start("qosd-same-port").await;
+    let ip = IP.parse().unwrap();
+    let qosd_app = if std::env::var("EMBEDDED").is_ok() {
+        qosd.daemon_agent.clone()
+    } else {
+        qosd.app.clone()
+    };
+    let listener = QosListener::builder()
+        .agent(&qosd.app)
+        .spec(QosSpec::controlled_load(1_000_000, 65_536))
+        .bind(SocketAddr::new(ip, 0))
+        .await
+        .expect("listen");
+    let addr = listener.local_addr().unwrap();
+    // A free port for the client to come from every time.
+    let port = std::net::TcpListener::bind((IP, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    for round in 0..20 {
+        let (client, server) = tokio::time::timeout(WAIT, async {
+            tokio::join!(
+                async {
+                    let stream = QosStream::builder()
+                        .agent(&qosd.app)
+                        .spec(QosSpec::controlled_load(1_000_000, 65_536))
+                        .bind(SocketAddr::new(ip, port))
+                        .connect(addr)
+                        .await
+                        .unwrap_or_else(|e| panic!("round {round}: connect: {e}"));
+                    established(&stream).await;
+                    stream
+                },
+                async {
+                    let (stream, _) = listener.accept().await.expect("accept");
+                    established(&stream).await;
+                    stream
+                }
+            )
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no setup within {WAIT:?}"));
+        // Closed with a reset (no TIME_WAIT), so the port is free again at once; the
+        // sessions are released from `Drop`.
+        socket2::SockRef::from(client.tcp())
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER");
+        drop((client, server));
+    }
+    qosd.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_setups_through_one_qosd_connection_all_get_their_socket() {
-    let dir = std::env::temp_dir().join(format!("qtoq-qosd-concurrent-{}", std::process::id()));
-    let socket = dir.join("qosd.sock");
-    let ip = "127.0.0.1".parse().unwrap();
-    let daemon_agent = Agent::builder()
-        .transport(Transport::Memory(MemoryNetwork::new(7)))
-        .local_addr(ip)
-        .build()
-        .expect("qosd's agent");
-    let daemon = Daemon::bind(daemon_agent.clone(), &socket, 0o600, None)
-        .await
-        .expect("bind qosd's socket");
-    let served = tokio::spawn(async move {
-        let _ = daemon.serve().await;
-    });
-    let app = Agent::daemon(&socket).await.expect("connect to qosd");
+    let qosd = InProcessQosd::start("qosd-concurrent").await;
+    let app = &qosd.app;
+    let ip = IP.parse().unwrap();
     let listener = QosListener::builder()
-        .agent(&app)
+        .agent(app)
         .spec(QosSpec::controlled_load(1_000_000, 65_536))
         .bind(SocketAddr::new(ip, 0))
         .await
@@ -58,7 +151,7 @@ async fn concurrent_setups_through_one_qosd_connection_all_get_their_socket() {
             let (client, server) = tokio::join!(
                 async {
                     let stream = QosStream::builder()
-                        .agent(&app)
+                        .agent(app)
                         .spec(QosSpec::controlled_load(1_000_000, 65_536))
                         .bind(SocketAddr::new(ip, 0))
                         .connect(addr)
@@ -82,11 +175,5 @@ async fn concurrent_setups_through_one_qosd_connection_all_get_their_socket() {
         // Dropped at once: the releases go out back to back with the next round's opens.
         drop(pairs);
     }
-    app.shutdown().await.expect("close the connection");
-    served.abort();
-    daemon_agent
-        .shutdown()
-        .await
-        .expect("qosd's agent shutdown");
-    let _ = std::fs::remove_dir_all(&dir);
+    qosd.stop().await;
 }
