@@ -84,11 +84,6 @@ const IP: &str = "127.0.0.1";
 async fn a_connection_made_again_from_the_same_port_is_not_torn_down_by_the_old_ones_release() {
     let qosd = InProcessQosd::start("qosd-same-port").await;
     let ip = IP.parse().unwrap();
-    let qosd_app = if std::env::var("EMBEDDED").is_ok() {
-        qosd.daemon_agent.clone()
-    } else {
-        qosd.app.clone()
-    };
     let listener = QosListener::builder()
         .agent(&qosd.app)
         .spec(QosSpec::controlled_load(1_000_000, 65_536))
