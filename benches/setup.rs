@@ -2,7 +2,9 @@
 //! report `Established`, beside a plain `TcpStream::connect` + `accept` in the same run.
 //!
 //! Besides criterion's estimates it prints p50/p99 of every measured setup and the setups/s
-//! of 64 concurrent setups.
+//! of 64 concurrent setups. With the `daemon` feature the multi-thread group adds setup
+//! through qosd (an in-process `daemon::Daemon` on a temporary socket, the application side
+//! `Agent::daemon`) beside the embedded agent and plain TCP.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -283,7 +285,8 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
             .unwrap();
         (agent, Arc::new(listener))
     });
-    for (name, agent, listener, samples) in [
+    #[cfg_attr(not(feature = "daemon"), allow(unused_mut))]
+    let mut variants = vec![
         (
             "qos_established_both_ends_default_agent",
             None,
@@ -296,7 +299,21 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
             explicit_listener.clone(),
             explicit_samples.clone(),
         ),
-    ] {
+    ];
+    // Through qosd: a daemon::Daemon serving an embedded agent of its own (the explicit
+    // agent's shape, on its own loopback address) on a temporary socket, in this process
+    // and runtime; the application side is Agent::daemon on that socket. Every setup
+    // crosses the local api (open, the socket passed over SCM_RIGHTS, events back).
+    #[cfg(feature = "daemon")]
+    let qosd = QosdBench::start(&rt);
+    #[cfg(feature = "daemon")]
+    variants.push((
+        "qos_established_both_ends_qosd",
+        Some(qosd.app.clone()),
+        qosd.listener.clone(),
+        qosd.samples.clone(),
+    ));
+    for (name, agent, listener, samples) in variants {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let (listener, samples, agent) = (listener.clone(), samples.clone(), agent.clone());
@@ -310,8 +327,9 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
                                     .spec(QosSpec::controlled_load(1_000_000, 65_536));
                                 if let Some(agent) = agent {
                                     // From the agent's own address, as in the benches above.
-                                    builder =
-                                        builder.agent(agent).bind(SocketAddr::new(loopback(4), 0));
+                                    builder = builder
+                                        .agent(agent)
+                                        .bind(SocketAddr::new(agent.local_addrs()[0], 0));
                                 }
                                 let stream = builder.connect(addr).await.unwrap();
                                 established(&stream).await;
@@ -330,11 +348,46 @@ fn setup_as_users_get_it(c: &mut Criterion) -> (Samples, Samples) {
             })
         });
     }
+    // Setups/s: 64 at once, plain TCP, the explicit agent and qosd on this runtime.
+    group.throughput(Throughput::Elements(CONCURRENT as u64));
+    group.bench_function("tcp_connect_accept_x64_concurrent", |b| {
+        b.iter_custom(|iters| concurrent(&rt, iters, |_| async { tcp_setup(&tcp_listener).await }))
+    });
+    #[cfg_attr(not(feature = "daemon"), allow(unused_mut))]
+    let mut concurrent_variants = vec![(
+        "qos_established_x64_concurrent_explicit_agent",
+        explicit.clone(),
+        explicit_listener.clone(),
+    )];
+    #[cfg(feature = "daemon")]
+    concurrent_variants.push((
+        "qos_established_x64_concurrent_qosd",
+        qosd.app.clone(),
+        qosd.listener.clone(),
+    ));
+    for (name, agent, listener) in concurrent_variants {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (agent, listener) = (&agent, &listener);
+                let bind = agent.local_addrs()[0];
+                concurrent(&rt, iters, |_| async move {
+                    let (client, server) = qos_setup(agent, listener, bind).await;
+                    no_time_wait(client.tcp());
+                    (client, server)
+                })
+            })
+        });
+    }
     group.finish();
     percentiles(
         "setup_mt/qos_established_both_ends_explicit_agent",
         &explicit_samples,
     );
+    #[cfg(feature = "daemon")]
+    {
+        percentiles("setup_mt/qos_established_both_ends_qosd", &qosd.samples);
+        qosd.stop(&rt);
+    }
     server_in_its_own_task(c, &rt, &tcp_listener, &listener);
     (tcp_samples, default_samples)
 }
@@ -422,6 +475,60 @@ fn server_in_its_own_task(
 }
 
 type Samples = Arc<Mutex<Vec<Duration>>>;
+
+/// qosd in this process for the benches: its daemon task, the application's agent (the
+/// daemon's client), a listener of that agent, and the samples.
+#[cfg(feature = "daemon")]
+struct QosdBench {
+    dir: std::path::PathBuf,
+    served: tokio::task::JoinHandle<()>,
+    daemon_agent: Agent,
+    app: Agent,
+    listener: Arc<QosListener>,
+    samples: Samples,
+}
+
+#[cfg(feature = "daemon")]
+impl QosdBench {
+    fn start(rt: &Runtime) -> QosdBench {
+        let dir = std::env::temp_dir().join(format!("qtoq-bench-qosd-{}", std::process::id()));
+        let socket = dir.join("qosd.sock");
+        rt.block_on(async {
+            let daemon_agent = Agent::builder().local_addr(loopback(5)).build().unwrap();
+            let daemon = qtoq::daemon::Daemon::bind(daemon_agent.clone(), &socket, 0o600, None)
+                .await
+                .unwrap();
+            let served = tokio::spawn(async move {
+                let _ = daemon.serve().await;
+            });
+            let app = Agent::daemon(&socket).await.unwrap();
+            assert!(app.uses_daemon());
+            let listener = QosListener::builder()
+                .agent(&app)
+                .spec(QosSpec::controlled_load(1_000_000, 65_536))
+                .bind(SocketAddr::new(loopback(5), 0))
+                .await
+                .unwrap();
+            QosdBench {
+                dir,
+                served,
+                daemon_agent,
+                app,
+                listener: Arc::new(listener),
+                samples: Arc::default(),
+            }
+        })
+    }
+
+    fn stop(self, rt: &Runtime) {
+        rt.block_on(async {
+            self.app.shutdown().await.unwrap();
+            self.served.abort();
+            self.daemon_agent.shutdown().await.unwrap();
+        });
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// `CONCURRENT` setups at once per iteration; their streams are dropped untimed and the
 /// agent drained before the next iteration.

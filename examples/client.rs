@@ -5,11 +5,13 @@
 //! cargo run --example client -- --connect 127.0.0.1:7878 --rate 1000000 --bucket 65536 --seconds 5
 //! ```
 //!
-//! Ctrl-C (SIGINT) or SIGTERM ends the receiving early, as the end of `--seconds` would: the
+//! It uses the default agent (qosd when it runs, else one embedded in this process) and says
+//! which. Ctrl-C (SIGINT) or SIGTERM ends the receiving early, as the end of `--seconds` would: the
 //! stream is closed (ResvTear, session deleted), the line is printed for the time received,
 //! and the client exits 0.
 
 mod stop;
+mod which_agent;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
-use qtoq::{QosEvent, QosSpec, QosStream};
+use qtoq::{Agent, QosEvent, QosSpec, QosStream};
 use tokio::io::AsyncReadExt;
 
 use stop::StopSignals;
@@ -46,6 +48,9 @@ struct Args {
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let mut signals = StopSignals::install()?;
+    // The default agent the stream below uses (qosd when it runs), held for the whole run.
+    let agent = Agent::default_agent()?;
+    eprintln!("agent: {}", which_agent::describe(&agent));
     let mut spec = QosSpec::controlled_load(args.rate, args.bucket);
     if let Some(peak) = args.peak {
         spec = spec.peak(peak);

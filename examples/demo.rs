@@ -1,6 +1,7 @@
-//! qtoq in one process: a QoS server and a QoS client over loopback, with the embedded
-//! default agent, through both server flows of IBM i's `qtoq_accept` — a rule marked *no signaling*, then
-//! RSVP signaling — printing a timeline of what happens on each end.
+//! qtoq in one process: a QoS server and a QoS client over loopback, with the default agent
+//! (qosd when it runs, else embedded; the first line says which), through both server flows
+//! of IBM i's `qtoq_accept` — a rule marked *no signaling*, then RSVP signaling — printing a
+//! timeline of what happens on each end.
 //!
 //! ```text
 //! cargo run --example demo
@@ -12,6 +13,7 @@
 //! status a shell gives a process that signal killed (130 or 143), as not every step happened.
 
 mod stop;
+mod which_agent;
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -344,12 +346,8 @@ async fn main() -> ExitCode {
         }
     };
     println!(
-        "qtoq demo: server and client in one process, the default agent ({}), loopback",
-        if agent.uses_daemon() {
-            "qosd, the host's daemon"
-        } else {
-            "embedded"
-        }
+        "qtoq demo: server and client in one process over loopback; agent: {}",
+        which_agent::describe(&agent)
     );
     tokio::select! {
         code = both_flows(t) => code,

@@ -7,16 +7,22 @@
 //!     --policy examples/policy.toml --enforcer tc
 //! ```
 //!
+//! Like any qtoq application it uses the default agent: qosd, the host's daemon, when it
+//! runs (`$QTOQ_SOCKET`, else /run/qtoq/qosd.sock), an agent embedded in this process
+//! otherwise. `--policy`, `--enforcer` and `--state-dir` configure an agent, which only an
+//! embedded one can honour: given any of them, the server builds an agent of its own even
+//! when qosd runs, and says so (that agent then needs the RSVP port, and with tc the
+//! interfaces, that qosd holds: stop qosd first). It prints which agent it uses.
+//!
 //! Run `examples/client.rs` on another host (or network namespace) against it. Without
-//! `--rate`/`--signaling` each connection gets what the matching policy rule says. Without
-//! `--policy` and `--enforcer` the server uses the process's default agent: qosd, the host's
-//! daemon, when it answers at `$QTOQ_SOCKET` (default `/run/qtoq/qosd.sock`), else an
-//! embedded agent with the default policy and the socket enforcer. Ctrl-C
-//! (SIGINT) or SIGTERM (`kill`, systemd, container runtimes) stops the agent cleanly: sessions
-//! torn down, rules unloaded, the tc tree removed and the interfaces' previous root qdisc
-//! restored; the server then exits 0.
+//! `--rate`/`--signaling` each connection gets what the matching policy rule says. Ctrl-C
+//! (SIGINT) or SIGTERM (`kill`, systemd, container runtimes) stops the server cleanly: with
+//! its own agent, sessions torn down, rules unloaded, the tc tree removed and the
+//! interfaces' previous root qdisc restored; through qosd, its connection to qosd closed, so
+//! qosd releases its sessions. The server then exits 0.
 
 mod stop;
+mod which_agent;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +30,8 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
-use qtoq::enforce::EnforcerKind;
+use qtoq::agent::protocol::socket_path;
+use qtoq::enforce::{EnforcerKind, DEFAULT_STATE_DIR};
 use qtoq::policy::Policy;
 use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream, Signaling};
 use tokio::io::AsyncWriteExt;
@@ -59,15 +66,33 @@ struct Args {
     /// Stop after this many connections (0: serve forever).
     #[arg(long, default_value_t = 0)]
     connections: u64,
-    /// Policy file (TOML, see examples/policy.toml) of an agent of the server's own; default:
-    /// the default agent (qosd when it runs, else the built-in default policy).
+    /// Policy file (TOML, see examples/policy.toml) of this server's own agent; default: the
+    /// built-in default policy. Without --policy, --enforcer and --state-dir the server uses
+    /// the default agent: qosd when it runs.
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// Enforcement backend of an agent of the server's own: `socket` (marking and pacing,
-    /// mostly unprivileged) or `tc` (HTB on the policy's [[interface]]s; needs CAP_NET_ADMIN
-    /// and the `tc` feature); default: the default agent's (qosd's, else `socket`).
+    /// Enforcement backend of this server's own agent: `socket` (marking and pacing, mostly
+    /// unprivileged; the default) or `tc` (HTB on the policy's [[interface]]s; needs
+    /// CAP_NET_ADMIN and the `tc` feature).
     #[arg(long)]
     enforcer: Option<EnforcerKind>,
+    /// Where this server's own tc enforcer keeps its journal (default /run/qtoq).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl Args {
+    /// The flags that ask for an agent of this process, as given (empty: the default agent).
+    fn own_agent_flags(&self) -> Vec<&'static str> {
+        [
+            (self.policy.is_some(), "--policy"),
+            (self.enforcer.is_some(), "--enforcer"),
+            (self.state_dir.is_some(), "--state-dir"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect()
+    }
 }
 
 async fn serve(mut stream: QosStream, peer: SocketAddr) {
@@ -118,21 +143,39 @@ async fn main() {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Before the enforcer loads anything: from here on a signal waits for the cleanup.
     let mut signals = StopSignals::install()?;
-    let agent = if args.policy.is_none() && args.enforcer.is_none() {
-        // The process's default agent: qosd when it answers, else an embedded one. Held
-        // here so it lives as long as the server; the listener, bound without an agent of
-        // its own, follows the default agent should qosd restart.
-        Which::Default(Agent::default_agent()?)
+    let flags = args.own_agent_flags();
+    let agent = if flags.is_empty() {
+        let agent = Agent::default_agent()?;
+        eprintln!("agent: {}", which_agent::describe(&agent));
+        agent
     } else {
-        Which::Own(own_agent(&args).await?)
-    };
-    let enforcer_name = match (&agent, args.enforcer) {
-        (Which::Default(default), _) if default.uses_daemon() => "qosd's",
-        (_, Some(EnforcerKind::Tc)) => "tc",
-        _ => "socket",
+        let socket = socket_path();
+        if Agent::daemon(&socket).await.is_ok() {
+            eprintln!(
+                "note: qosd is running at {}, but {} {} this server use an agent of its own \
+                 instead (its own policy and enforcer, outside qosd's budget; it needs the RSVP \
+                 port, and with tc the interfaces, that qosd holds); without {} it would go \
+                 through qosd",
+                socket.display(),
+                flags.join(" and "),
+                if flags.len() == 1 { "makes" } else { "make" },
+                if flags.len() == 1 { "it" } else { "them" },
+            );
+        }
+        let agent = embedded_agent(&args).await?;
+        eprintln!(
+            "agent: {}, policy {}, enforcer {}",
+            which_agent::describe(&agent),
+            args.policy.as_ref().map_or_else(
+                || "built-in default".to_owned(),
+                |p| p.display().to_string()
+            ),
+            enforcer_name(args.enforcer)
+        );
+        agent
     };
     let (served, stopped_by) = tokio::select! {
-        served = serve_all(agent.own(), &args, enforcer_name) => (served, None),
+        served = serve_all(&agent, &args) => (served, None),
         signal = signals.recv() => {
             eprintln!("{signal}: stopping the agent");
             (Ok(()), Some(signal))
@@ -140,74 +183,57 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     // Whatever ended the serving (a signal, the last connection, an error such as a listen
     // address in use): tear every session down, unload every rule and restore the
-    // interfaces before exiting.
-    match &agent {
-        Which::Own(own) => own.shutdown().await?,
-        // The default agent in use now (a new one if qosd restarted): qosd releases this
-        // process's sessions, an embedded agent tears them down. One that already stopped
-        // has nothing left to do.
-        Which::Default(_) => {
-            let current = Agent::default_agent()?;
-            if current.is_running() {
-                current.shutdown().await?;
-            }
-        }
-    }
+    // interfaces before exiting (through qosd: close the connection, qosd does it).
+    agent.shutdown().await?;
     if let Some(signal) = stopped_by {
-        eprintln!("stopped by {signal}: sessions torn down, rules unloaded, interfaces restored");
+        if agent.uses_daemon() {
+            eprintln!("stopped by {signal}: connection to qosd closed, qosd released the sessions");
+        } else {
+            eprintln!(
+                "stopped by {signal}: sessions torn down, rules unloaded, interfaces restored"
+            );
+        }
     }
     served
 }
 
-/// The server's agent: one of its own, or the process's default agent.
-enum Which {
-    Own(Agent),
-    Default(Agent),
-}
-
-impl Which {
-    fn own(&self) -> Option<&Agent> {
-        match self {
-            Which::Own(agent) => Some(agent),
-            Which::Default(_) => None,
-        }
+fn enforcer_name(kind: Option<EnforcerKind>) -> &'static str {
+    match kind {
+        Some(EnforcerKind::Tc) => "tc",
+        _ => "socket",
     }
 }
 
-/// An agent of the server's own, with `--policy` and `--enforcer`.
-async fn own_agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>> {
-    let kind = args.enforcer.unwrap_or(EnforcerKind::Socket);
+/// This server's own agent, as `--policy`, `--enforcer` and `--state-dir` say.
+async fn embedded_agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>> {
     let policy = match &args.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
-    let enforcer = kind.build(policy.interfaces()).await.map_err(|e| {
-        let hint = if cfg!(feature = "tc") {
-            "(needs CAP_NET_ADMIN and an [[interface]] in the policy)"
-        } else {
-            "(rebuild with `--features tc`)"
-        };
-        let name = if kind == EnforcerKind::Tc {
-            "tc"
-        } else {
-            "socket"
-        };
-        format!("--enforcer {name}: {e} {hint}")
-    })?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let enforcer = args
+        .enforcer
+        .unwrap_or(EnforcerKind::Socket)
+        .build_with_state_dir(policy.interfaces(), &state_dir)
+        .await
+        .map_err(|e| {
+            let hint = if cfg!(feature = "tc") {
+                "(needs CAP_NET_ADMIN and an [[interface]] in the policy)"
+            } else {
+                "(rebuild with `--features tc`)"
+            };
+            format!("--enforcer {}: {e} {hint}", enforcer_name(args.enforcer))
+        })?;
     Ok(Agent::builder().policy(policy).enforcer(enforcer).build()?)
 }
 
 /// Listens and serves until `--connections` connections have come and gone (forever with
 /// 0).
-async fn serve_all(
-    agent: Option<&Agent>,
-    args: &Args,
-    enforcer_name: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = QosListener::builder();
-    if let Some(agent) = agent {
-        builder = builder.agent(agent);
-    }
+async fn serve_all(agent: &Agent, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = QosListener::builder().agent(agent);
     if let Some(signaling) = args.signaling {
         builder = builder.signaling(match signaling {
             SignalingArg::Rsvp => Signaling::Rsvp,
@@ -219,11 +245,16 @@ async fn serve_all(
     }
     let listener = builder.bind(args.listen).await?;
     eprintln!(
-        "listening on {} (signaling {:?}, rate {}, enforcer {enforcer_name})",
+        "listening on {} (signaling {:?}, rate {}, agent {})",
         listener.local_addr()?,
         args.signaling,
         args.rate
             .map_or_else(|| "from the policy".to_owned(), |r| format!("{r} B/s")),
+        if agent.uses_daemon() {
+            "qosd"
+        } else {
+            "embedded"
+        },
     );
     let mut served = 0;
     let mut tasks = Vec::new();

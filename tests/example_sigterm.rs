@@ -4,7 +4,8 @@
 //! network namespace, the `client` reserving through it from a client namespace; once the
 //! reservation's HTB class is on `veth-qtoq`, the server gets SIGTERM. It must say so and
 //! exit 0 with no class and no filter left and the interface's previous root qdisc back; the
-//! client must hear the teardown and end normally.
+//! client must hear the teardown and end normally. The server's tc journal goes to a state
+//! directory of the test's (`--state-dir`), never /run/qtoq.
 //!
 //! The examples are built by the test itself (`cargo build --features tc --example server
 //! --example client`, with the `cargo` that runs the tests): `cargo test --test
@@ -14,72 +15,58 @@
 //! unless QTOQ_REQUIRE_PRIVILEGED=1, when it fails.
 #![cfg(feature = "tc")]
 
+mod example_support;
 mod netns_support;
-mod process_support;
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
-use netns_support::{Namespaces, SERVER_IF, SERVER_IP};
-use process_support::{build_examples, poll, signal, Process, Scratch};
+use example_support::{
+    build_examples, poll, reservation_classes, signal, Process, Scratch, POLICY,
+};
+use netns_support::{Namespaces, StateDir, SERVER_IF, SERVER_IP};
 
-/// The README's policy: `veth-qtoq` at 20 Mbit/s, and its `video` rule grants the port up to
-/// 8 Mbit/s Controlled-Load (a request needs a peak rate, at most 20 Mbit/s).
-const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.toml");
 const PORT: u16 = 5001;
-
-/// `ip netns exec <ns> <program> <args>`, stdout and stderr to `<dir>/<name>.log`. `ip netns
-/// exec` execs the program, so the child's pid is the program's.
-fn spawn(name: &str, dir: &Path, ns: &str, program: &Path, args: &[&str]) -> Process {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns]).arg(program).args(args);
-    Process::start(name, dir.join(format!("{name}.log")), command)
-}
-
-/// Classes other than the tree's root (x:1) and best-effort (x:2) classes, as `tc` lists
-/// them: "class htb 7174:1000 parent 7174:1 ...".
-fn reservation_classes(classes: &str) -> Vec<&str> {
-    classes
-        .lines()
-        .filter(|l| {
-            let id = l.split_whitespace().nth(2).unwrap_or("");
-            !id.is_empty() && !id.ends_with(":1") && !id.ends_with(":2")
-        })
-        .collect()
-}
 
 #[test]
 fn sigterm_stops_the_server_example_with_nothing_left_on_the_interface() {
     let Some(ns) = Namespaces::create() else {
         return;
     };
-    let examples = build_examples("tc", &["server", "client"]);
-    let (server_bin, client_bin) = (&examples[0], &examples[1]);
-    let scratch = Scratch::new("qtoq-sigterm");
+    let (server_bin, client_bin) = build_examples();
+    let scratch = Scratch::new("sigterm");
+    let state = StateDir::new();
     // A previous root qdisc that must come back.
     ns.tc(&[
         "qdisc", "add", "root", "handle", "9:", "pfifo", "limit", "55",
     ]);
 
     let listen = format!("{SERVER_IP}:{PORT}");
-    let mut server = spawn(
+    let mut server = Process::spawn(
         "server",
-        &scratch.0,
+        scratch.path(),
         &ns.server,
-        server_bin,
-        &["--listen", &listen, "--policy", POLICY, "--enforcer", "tc"],
+        &server_bin,
+        &[
+            "--listen",
+            &listen,
+            "--policy",
+            POLICY,
+            "--enforcer",
+            "tc",
+            "--state-dir",
+            &state.path().display().to_string(),
+        ],
     );
     poll(
         "`listening on` from the server",
         || server.log().contains("listening on").then_some(()),
         || server.log(),
     );
-    let mut client = spawn(
+    let mut client = Process::spawn(
         "client",
-        &scratch.0,
+        scratch.path(),
         &ns.client,
-        client_bin,
+        &client_bin,
         &[
             "--connect",
             &listen,

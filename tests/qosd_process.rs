@@ -153,7 +153,7 @@ impl Host {
         let server = self.spawn(name, &examples()[0], &["--listen", &listen]);
         server.wait_for("listening on");
         assert!(
-            server.log().contains("enforcer qosd's"),
+            server.log().contains("agent qosd"),
             "{name} does not use qosd:\n{}",
             server.log()
         );

@@ -638,6 +638,17 @@ impl Agent {
 
     /// Releases `session` and waits until it is torn down and its rule unloaded.
     pub(crate) async fn release(&self, session: SessionId) -> Result<(), QosError> {
+        self.begin_release(session).await.await
+    }
+
+    /// Releases `session`: returns once the release is under way — ahead of anything this
+    /// agent is asked afterwards (an embedded agent: done with the session's state), with
+    /// what resolves when it is torn down and its rule unloaded. qosd serves a client's
+    /// requests in order this way while their rules come off in the background.
+    pub(crate) async fn begin_release(
+        &self,
+        session: SessionId,
+    ) -> futures::future::BoxFuture<'static, Result<(), QosError>> {
         match &self.backend {
             Backend::Embedded(shared) => {
                 let (reply, answer) = oneshot::channel();
@@ -645,9 +656,12 @@ impl Agent {
                     .core
                     .act(|core| core.release_by_owner(session, Some(reply)))
                     .await;
-                answer.await.map_err(|_| QosError::AgentStopped)?
+                Box::pin(async move { answer.await.map_err(|_| QosError::AgentStopped)? })
             }
-            Backend::Daemon(remote) => remote.release(session).await,
+            Backend::Daemon(remote) => {
+                let remote = remote.clone();
+                Box::pin(async move { remote.release(session).await })
+            }
         }
     }
 

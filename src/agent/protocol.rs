@@ -371,9 +371,19 @@ mod millis {
 pub(crate) struct FrameReader {
     buf: BytesMut,
     codec: LengthDelimitedCodec,
-    fds: VecDeque<OwnedFd>,
+    /// Descriptors received, each with the stream offset where the read that brought it
+    /// ended. The kernel ends a read right after the data a descriptor was sent with, and a
+    /// sender attaches it to the first bytes of its frame: so it belongs to the frame whose
+    /// bytes hold that offset (not to the oldest frame decoded since, which may be an
+    /// earlier frame that arrived in the same read).
+    fds: VecDeque<(u64, OwnedFd)>,
     /// Descriptors of the last read, before they join `fds`.
     received: Vec<OwnedFd>,
+    /// Bytes read from the stream so far.
+    read_total: u64,
+    /// The stream offsets where the frame last returned starts and ends.
+    frame_start: u64,
+    frame_end: u64,
 }
 
 impl FrameReader {
@@ -383,6 +393,9 @@ impl FrameReader {
             codec: codec(),
             fds: VecDeque::new(),
             received: Vec::new(),
+            read_total: 0,
+            frame_start: 0,
+            frame_end: 0,
         }
     }
 
@@ -412,6 +425,10 @@ impl FrameReader {
     pub(crate) async fn read_frame(&mut self, stream: &UnixStream) -> io::Result<Option<BytesMut>> {
         loop {
             if let Some(frame) = self.frame()? {
+                // Every byte read and no longer buffered (the codec may hold the next
+                // frame's header) has been decoded.
+                self.frame_start = self.frame_end;
+                self.frame_end = self.read_total - self.buf.len() as u64;
                 return Ok(Some(frame));
             }
             let mut chunk = [0u8; 8192];
@@ -420,8 +437,10 @@ impl FrameReader {
                     crate::sys::recv_with_fds(stream.as_fd(), &mut chunk, &mut self.received)
                 })
                 .await;
-            self.fds.extend(self.received.drain(..));
             let read = read?;
+            self.read_total += read as u64;
+            let at = self.read_total;
+            self.fds.extend(self.received.drain(..).map(|fd| (at, fd)));
             self.buf.extend_from_slice(&chunk[..read]);
             if read == 0 {
                 return if self.buf.is_empty() {
@@ -436,10 +455,21 @@ impl FrameReader {
         }
     }
 
-    /// The descriptor that came with the frame just read (the oldest not yet taken).
+    /// The descriptor that came with the frame just read, if any. Descriptors of earlier
+    /// frames that were not taken are closed.
     #[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd's side of the api
     pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
-        self.fds.pop_front()
+        while self
+            .fds
+            .front()
+            .is_some_and(|(at, _)| *at <= self.frame_start)
+        {
+            self.fds.pop_front();
+        }
+        match self.fds.front() {
+            Some((at, _)) if *at <= self.frame_end => self.fds.pop_front().map(|(_, fd)| fd),
+            _ => None,
+        }
     }
 
     fn frame(&mut self) -> io::Result<Option<BytesMut>> {
@@ -623,6 +653,31 @@ mod tests {
         assert_eq!(json["local"], "127.0.0.1:5001");
         let back: SessionRow = serde_json::from_value(json).expect("decodes");
         assert_eq!(back, row);
+    }
+
+    /// Frames written back to back arrive in one read: a descriptor belongs to the frame it
+    /// was sent with, not to the first frame decoded after it came (an open following a
+    /// release in the same read lost its socket to the release).
+    #[tokio::test]
+    async fn a_descriptor_goes_to_the_frame_it_came_with() {
+        let (a, b) = UnixStream::pair().expect("socket pair");
+        let passed = std::fs::File::open("/dev/null").expect("a descriptor to pass");
+        let first = encode_frame(&Request::Sessions { tag: 1 }).expect("encodes");
+        let second = encode_frame(&Request::Sessions { tag: 2 }).expect("encodes");
+        let third = encode_frame(&Request::Sessions { tag: 3 }).expect("encodes");
+        write_frame(&a, &first, None).await.expect("write");
+        write_frame(&a, &second, Some(passed.as_fd()))
+            .await
+            .expect("write");
+        write_frame(&a, &third, None).await.expect("write");
+        let mut reader = FrameReader::new();
+        let mut fds = Vec::new();
+        for tag in 1..=3u64 {
+            let request: Request = reader.read(&b).await.expect("read").expect("a frame");
+            assert_eq!(request, Request::Sessions { tag });
+            fds.push(reader.take_fd().is_some());
+        }
+        assert_eq!(fds, [false, true, false]);
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub(crate) struct RemoteAgent {
     stream: Arc<UnixStream>,
     /// Held while a frame is written, so frames never interleave.
     write: tokio::sync::Mutex<()>,
+    /// Sessions released from `Drop`, in order, not yet written: the next writer writes
+    /// their releases before its own frame, so a release always reaches qosd before any
+    /// request made after it (a new connection from the same port must not be torn down
+    /// by the release of the old one).
+    dropped: Mutex<Vec<u64>>,
     state: Arc<Mutex<RemoteState>>,
     closed: Arc<AtomicBool>,
     next_tag: AtomicU64,
@@ -195,6 +200,7 @@ impl RemoteAgent {
             path: path.clone(),
             stream: stream.clone(),
             write: tokio::sync::Mutex::new(()),
+            dropped: Mutex::new(Vec::new()),
             state: state.clone(),
             closed: closed.clone(),
             next_tag: AtomicU64::new(1),
@@ -250,12 +256,32 @@ impl RemoteAgent {
         };
         {
             let _writing = self.write.lock().await;
-            if let Err(e) = write_frame(&self.stream, &frame, socket).await {
+            let written = match self.write_dropped().await {
+                Ok(()) => write_frame(&self.stream, &frame, socket).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 debug!(error = %e, "writing to qosd failed");
                 return Err(self.gone());
             }
         }
         answer.await.map_err(|_| self.gone())
+    }
+
+    /// Writes the releases `release_soon` queued; the caller holds `write`. Nobody waits
+    /// for their replies (the reader ignores replies without a waiter).
+    async fn write_dropped(&self) -> io::Result<()> {
+        let sessions = std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|e| e.into_inner()));
+        for session in sessions {
+            let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+            write_frame(
+                &self.stream,
+                &encode_frame(&Request::Release { tag, session })?,
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Opens a session for the connection whose socket is `socket`.
@@ -331,14 +357,21 @@ impl RemoteAgent {
         }
     }
 
-    /// Releases `session` without waiting (from `Drop`).
+    /// Releases `session` without waiting (from `Drop`): queued at once, so it is written
+    /// before any request made after this call, and written by a task unless another
+    /// request comes first.
     pub(crate) fn release_soon(self: &Arc<Self>, session: SessionId) {
         if !self.is_running() {
             return;
         }
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session.0);
         let agent = self.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = agent.release(session).await {
+            let _writing = agent.write.lock().await;
+            if let Err(e) = agent.write_dropped().await {
                 debug!(session = session.0, error = %e, "release through qosd failed");
             }
         });

@@ -424,6 +424,17 @@ impl SessionGuard {
         self.agent.release(self.id).await
     }
 
+    /// Starts releasing the session (see [`Agent::begin_release`]): returns once the
+    /// release is ahead of anything the agent is asked afterwards, with what resolves when
+    /// it is done.
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd's side of the api
+    pub(crate) async fn begin_release(
+        mut self,
+    ) -> futures::future::BoxFuture<'static, Result<(), QosError>> {
+        self.released = true;
+        self.agent.begin_release(self.id).await
+    }
+
     pub(crate) fn agent(&self) -> &Agent {
         &self.agent
     }

@@ -472,10 +472,14 @@ impl Client {
                     return;
                 };
                 lock(&self.shared.sessions).remove(&session);
-                // Waits for the rule to come off; the client's other requests go on.
+                // Started here, so it is ahead of the client's next request (an open of a
+                // new connection from the same port must not meet this session's
+                // teardown); the wait for the rule to come off goes on in the background
+                // while the client's other requests are served.
+                let done = guard.begin_release().await;
                 let out = self.out.clone();
                 tokio::spawn(async move {
-                    let result = guard.release().await.map_err(|e| RemoteError::from(&e));
+                    let result = done.await.map_err(|e| RemoteError::from(&e));
                     let _ = out.send(Reply::Released { tag, result });
                 });
             }
