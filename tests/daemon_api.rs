@@ -90,6 +90,19 @@ fn local(qosd: &Qosd) -> SocketAddr {
     SocketAddr::new(addr_of(&qosd.agent), 0)
 }
 
+/// A listener of `app` whose connections get a rule marked with no signaling.
+async fn unsignaled_listener(qosd: &Qosd, app: &Agent) -> (QosListener, SocketAddr) {
+    let listener = QosListener::builder()
+        .agent(app)
+        .signaling(Signaling::None)
+        .spec(QosSpec::controlled_load(10_000, 4_096))
+        .bind(local(qosd))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_flows_work_through_qosd() {
     let qosd = Qosd::start("flows").await;
@@ -167,14 +180,7 @@ async fn the_three_flows_work_through_qosd() {
 async fn a_client_that_goes_away_has_its_sessions_released() {
     let qosd = Qosd::start("gone").await;
     let app = qosd.app().await;
-    let listener = QosListener::builder()
-        .agent(&app)
-        .signaling(Signaling::None)
-        .spec(QosSpec::controlled_load(10_000, 4_096))
-        .bind(local(&qosd))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = unsignaled_listener(&qosd, &app).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let plain = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -197,14 +203,7 @@ async fn a_client_that_goes_away_has_its_sessions_released() {
 async fn when_qosd_goes_away_streams_end_and_setups_fail_at_once() {
     let qosd = Qosd::start("away").await;
     let app = qosd.app().await;
-    let listener = QosListener::builder()
-        .agent(&app)
-        .signaling(Signaling::None)
-        .spec(QosSpec::controlled_load(10_000, 4_096))
-        .bind(local(&qosd))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = unsignaled_listener(&qosd, &app).await;
     let _plain = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (stream, _) = listener.accept().await.unwrap();
     let mut events = stream.events();

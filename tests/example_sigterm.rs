@@ -17,6 +17,7 @@
 
 mod example_support;
 mod netns_support;
+mod process_support;
 
 use std::fs;
 

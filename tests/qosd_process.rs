@@ -70,7 +70,7 @@ impl Host {
     /// namespaces cannot be made and privileged tests are not required.
     fn start(policy: Option<&str>) -> Option<Host> {
         let ns = Namespaces::create()?;
-        let dir = Scratch::new("qtoq-qosd");
+        let dir = Scratch::new("qosd");
         let policy = policy.map(|text| {
             let path = dir.0.join("policy.toml");
             fs::write(&path, text).expect("write the policy");
@@ -514,7 +514,7 @@ fn a_second_qosd_on_the_same_state_dir_is_refused() {
 /// qosd. Needs no privilege.
 #[test]
 fn qosctl_without_qosd_says_so_in_one_line() {
-    let dir = Scratch::new("qtoq-qosctl");
+    let dir = Scratch::new("qosctl");
     let missing = dir.0.join("missing.sock");
     // A socket file nobody listens behind (a killed qosd's).
     let stale = dir.0.join("stale.sock");
@@ -550,7 +550,7 @@ fn qosctl_checks_policies_and_decodes_without_qosd() {
         "{stdout}"
     );
 
-    let dir = Scratch::new("qtoq-qosctl");
+    let dir = Scratch::new("qosctl");
     let bad = dir.0.join("bad.toml");
     fs::write(&bad, "[host]\nmax_flows = \"many\"\n").expect("write");
     let out = run_qosctl(None, &["policy", "check", &bad.display().to_string()]);

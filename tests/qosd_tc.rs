@@ -24,6 +24,7 @@
 
 mod example_support;
 mod netns_support;
+mod process_support;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -1,15 +1,13 @@
 //! The example binaries as real processes in the test namespaces: building them, starting
 //! them (as root through `ip netns exec`, or as an unprivileged user), their logs, bounded
-//! waits, and signals. Shared by `tests/example_sigterm.rs` and `tests/qosd_tc.rs`.
+//! waits, and signals. Shared by `tests/example_sigterm.rs` and `tests/qosd_tc.rs`; builds on
+//! `process_support` (also `tests/qosd_process.rs`'s).
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,95 +16,19 @@ use crate::netns_support::Namespaces;
 /// The README's policy: `veth-qtoq` at 20 Mbit/s, and its `video` rule grants ports
 /// 5000-5099 up to 8 Mbit/s Controlled-Load (a request needs a peak rate, at most 20 Mbit/s).
 pub const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.toml");
-/// Building the examples from scratch on a slow machine.
-const BUILD_WAIT: Duration = Duration::from_secs(900);
 /// Any one step of a scenario.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Builds the server and client examples with the `tc` feature; returns their paths.
-///
-/// `cargo test --test X` does not build examples, and a binary left in `target/` by an
-/// earlier build could be stale or built without `tc`; so the test builds them, with the
-/// `cargo` that runs the tests. After `cargo test --all-features` the build is a no-op.
+/// Builds the server and client examples with the `tc` feature; returns their paths (see
+/// [`process_support::build_examples`](crate::process_support::build_examples)).
 pub fn build_examples() -> (PathBuf, PathBuf) {
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--features", "tc", "--message-format", "json"])
-        .args(["--example", "server", "--example", "client"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let child = cargo.spawn().expect("run cargo");
-    let pid = child.id();
-    let (done_tx, done_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done_tx.send(child.wait_with_output());
-    });
-    let out: Output = match done_rx.recv_timeout(BUILD_WAIT) {
-        Ok(out) => out.expect("wait for cargo"),
-        Err(_) => {
-            signal(pid, libc::SIGKILL);
-            panic!("building the examples took longer than {BUILD_WAIT:?}");
-        }
-    };
-    assert!(
-        out.status.success(),
-        "`cargo build --features tc --example server --example client` failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let executable = |name: &str| -> PathBuf {
-        out.stdout
-            .as_slice()
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
-            .find(|m| {
-                m["reason"] == "compiler-artifact"
-                    && m["target"]["name"] == name
-                    && m["target"]["kind"][0] == "example"
-            })
-            .and_then(|m| m["executable"].as_str().map(PathBuf::from))
-            .unwrap_or_else(|| panic!("cargo reported no executable for the {name} example"))
-    };
-    (executable("server"), executable("client"))
+    let mut paths = crate::process_support::build_examples("tc", &["server", "client"]);
+    let client = paths.pop().expect("the client example");
+    let server = paths.pop().expect("the server example");
+    (server, client)
 }
 
-pub fn signal(pid: u32, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(pid).expect("pid");
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(pid, signal) };
-}
-
-/// A scratch directory for logs and sockets, removed on drop. Anyone may traverse it (mode
-/// 755), so an unprivileged process can reach a socket in it.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(what: &str) -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("qtoq-{what}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::process_support::{poll, signal, Scratch};
 
 /// Who a process runs as: root (`ip netns exec`), or an unprivileged user and group.
 #[derive(Debug, Clone, Copy)]
@@ -253,27 +175,6 @@ impl Drop for Process {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// Polls `probe` until it returns `Some`, for at most `WAIT`; panics with `what` and the
-/// last `context` otherwise.
-pub fn poll<T>(
-    what: &str,
-    mut probe: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {WAIT:?}:\n{}",
-            context()
-        );
-        thread::sleep(Duration::from_millis(100));
     }
 }
 

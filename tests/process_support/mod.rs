@@ -80,16 +80,22 @@ pub fn signal(pid: u32, signal: libc::c_int) {
     unsafe { libc::kill(pid, signal) };
 }
 
-/// A scratch directory for one test (sockets, state, logs), removed on drop.
+/// A scratch directory for one test (sockets, state, logs), removed on drop. Anyone may
+/// traverse it (the temp dir's default mode), so an unprivileged process can reach a socket
+/// in it.
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(prefix: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("qtoq-{prefix}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("scratch dir");
         Scratch(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 }
 
