@@ -233,7 +233,11 @@ async fn embedded_agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>
 /// Listens and serves until `--connections` connections have come and gone (forever with
 /// 0).
 async fn serve_all(agent: &Agent, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = QosListener::builder().agent(agent);
+    // The default agent is not pinned: should qosd restart, the listener finds the new one.
+    let mut builder = QosListener::builder();
+    if !args.own_agent_flags().is_empty() {
+        builder = builder.agent(agent);
+    }
     if let Some(signaling) = args.signaling {
         builder = builder.signaling(match signaling {
             SignalingArg::Rsvp => Signaling::Rsvp,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::agent::protocol::{
@@ -288,16 +288,15 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
         bound: shared.agent.bound_addrs().to_vec(),
         transport: shared.agent.transport().to_owned(),
     };
-    let (out, outgoing) = mpsc::unbounded_channel();
-    let _ = out.send(welcome);
-    let (done, finished) = tokio::sync::oneshot::channel();
-    let writer = tokio::spawn(write_replies(stream.clone(), outgoing, finished));
+    let out = Outgoing::new(stream.clone());
+    out.send(welcome);
+    let writer = tokio::spawn(out.clone().write_queued());
     info!(uid = ?peer.uid, "client connected");
     let _connected = ClientCount::new(&shared);
     let mut client = Client {
         shared: shared.clone(),
         peer,
-        out,
+        out: out.clone(),
         sessions: HashMap::new(),
     };
     let mut closing = shared.closing.subscribe();
@@ -343,7 +342,7 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, peer: Peer) {
     drop(client);
     // What is queued still goes out (Ended of released sessions); then the connection closes
     // even though event forwarders and watchers still hold senders.
-    let _ = done.send(());
+    out.finish();
     let _ = writer.await;
 }
 
@@ -376,49 +375,126 @@ async fn refuse(stream: &UnixStream, reason: String) {
     }
 }
 
-async fn write_replies(
+/// A client's outgoing frames, in order. A frame is written at once by whoever sends it when
+/// nothing is queued or being written (no task hop on the common path: the socket buffer has
+/// room); otherwise it waits in the queue for the client's writer task.
+#[derive(Debug)]
+struct Outgoing {
     stream: Arc<UnixStream>,
-    mut outgoing: mpsc::UnboundedReceiver<Reply>,
-    mut finished: tokio::sync::oneshot::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            reply = outgoing.recv() => match reply {
-                Some(reply) => {
-                    if !write_reply(&stream, &reply).await {
-                        return;
-                    }
-                }
-                None => return,
-            },
-            _ = &mut finished => {
-                while let Ok(reply) = outgoing.try_recv() {
-                    if !write_reply(&stream, &reply).await {
-                        return;
-                    }
-                }
-                return;
-            }
-        }
-    }
+    state: Mutex<OutgoingState>,
+    /// Rung when the queue gains a frame or the client is finished.
+    wake: tokio::sync::Notify,
+    /// Becomes `true` once nothing more will be written (client gone or not reading).
+    gone: tokio::sync::watch::Sender<bool>,
 }
 
-/// Writes one reply; `false` once the client stopped reading.
-async fn write_reply(stream: &UnixStream, reply: &Reply) -> bool {
-    let frame = match encode_frame(reply) {
-        Ok(frame) => frame,
-        Err(e) => {
-            warn!(error = %e, "reply could not be encoded; dropped");
-            return true;
+#[derive(Debug, Default)]
+struct OutgoingState {
+    queue: std::collections::VecDeque<Vec<u8>>,
+    /// The writer task is writing a frame it took from the queue.
+    writing: bool,
+    /// The client finished: the writer drains the queue and stops.
+    finishing: bool,
+    /// Nothing more is written.
+    closed: bool,
+}
+
+impl Outgoing {
+    fn new(stream: Arc<UnixStream>) -> Arc<Self> {
+        Arc::new(Outgoing {
+            stream,
+            state: Mutex::new(OutgoingState::default()),
+            wake: tokio::sync::Notify::new(),
+            gone: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    /// Queues `reply` (or writes it at once); `false` once the client is gone.
+    fn send(&self, reply: Reply) -> bool {
+        let frame = match encode_frame(&reply) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!(error = %e, "reply could not be encoded; dropped");
+                return true;
+            }
+        };
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
         }
-    };
-    match write_frame(stream, &frame, None).await {
-        Ok(()) => true,
-        Err(e) => {
-            debug!(error = %e, "client stopped reading");
-            false
+        if state.queue.is_empty() && !state.writing {
+            match self.stream.try_write(&frame) {
+                Ok(sent) if sent == frame.len() => return true,
+                Ok(sent) => state.queue.push_back(frame[sent..].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => state.queue.push_back(frame),
+                Err(e) => {
+                    debug!(error = %e, "client stopped reading");
+                    state.closed = true;
+                    drop(state);
+                    self.gone.send_replace(true);
+                    return false;
+                }
+            }
+        } else {
+            state.queue.push_back(frame);
         }
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// The client is finished: what is queued still goes out, then writing stops.
+    fn finish(&self) {
+        lock(&self.state).finishing = true;
+        self.wake.notify_one();
+    }
+
+    /// Resolves once nothing more will be written to the client.
+    async fn closed(&self) {
+        let mut gone = self.gone.subscribe();
+        let _ = gone.wait_for(|gone| *gone).await;
+    }
+
+    /// The writer task: writes what `send` could not, in order, until finished.
+    async fn write_queued(self: Arc<Self>) {
+        enum Next {
+            Write(Vec<u8>),
+            Wait,
+            Stop,
+        }
+        loop {
+            let next = {
+                let mut state = lock(&self.state);
+                match state.queue.pop_front() {
+                    Some(frame) => {
+                        state.writing = true;
+                        Next::Write(frame)
+                    }
+                    None if state.finishing => {
+                        state.writing = false;
+                        state.closed = true;
+                        Next::Stop
+                    }
+                    None => {
+                        state.writing = false;
+                        Next::Wait
+                    }
+                }
+            };
+            match next {
+                // A permit left by `send` or `finish` since the check is kept by Notify.
+                Next::Wait => self.wake.notified().await,
+                Next::Stop => break,
+                Next::Write(frame) => {
+                    if let Err(e) = write_frame(&self.stream, &frame, None).await {
+                        debug!(error = %e, "client stopped reading");
+                        lock(&self.state).closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.gone.send_replace(true);
     }
 }
 
@@ -444,7 +520,7 @@ impl Shared {
 struct Client {
     shared: Arc<Shared>,
     peer: Peer,
-    out: mpsc::UnboundedSender<Reply>,
+    out: Arc<Outgoing>,
     sessions: HashMap<u64, SessionGuard>,
 }
 
@@ -453,17 +529,41 @@ impl Client {
         match request {
             Request::Hello { .. } => self.error(None, "hello was already said".into()),
             Request::Open { tag, role, notify } => {
-                let result = match fd {
+                let opened = match fd {
                     Some(fd) => self.open(role, notify, fd).await,
                     None => Err(RemoteError::Refused(
                         "open needs the connection's TCP socket passed along (SCM_RIGHTS)".into(),
                     )),
                 };
-                let _ = self.out.send(Reply::Opened { tag, result });
+                match opened {
+                    Ok((opened, next, state)) => {
+                        let session = opened.session;
+                        // The reply is queued before the forwarder starts: the client learns
+                        // of the session before any event of it arrives.
+                        self.out.send(Reply::Opened {
+                            tag,
+                            result: Ok(opened),
+                        });
+                        tokio::spawn(forward_events(
+                            self.shared.clone(),
+                            session,
+                            state,
+                            next,
+                            self.peer.pid,
+                            self.out.clone(),
+                        ));
+                    }
+                    Err(error) => {
+                        self.out.send(Reply::Opened {
+                            tag,
+                            result: Err(error),
+                        });
+                    }
+                }
             }
             Request::Release { tag, session } => {
                 let Some(guard) = self.sessions.remove(&session) else {
-                    let _ = self.out.send(Reply::Released {
+                    self.out.send(Reply::Released {
                         tag,
                         result: Err(RemoteError::Refused(format!(
                             "no session {session} of this client"
@@ -480,12 +580,12 @@ impl Client {
                 let out = self.out.clone();
                 tokio::spawn(async move {
                     let result = done.await.map_err(|e| RemoteError::from(&e));
-                    let _ = out.send(Reply::Released { tag, result });
+                    out.send(Reply::Released { tag, result });
                 });
             }
             Request::Stats { tag } => match self.shared.agent.stats().await {
                 Ok(stats) => {
-                    let _ = self.out.send(Reply::Stats {
+                    self.out.send(Reply::Stats {
                         tag,
                         stats: Box::new(stats),
                         daemon: self.shared.stats(),
@@ -494,7 +594,7 @@ impl Client {
                 Err(e) => self.error(Some(tag), e.to_string()),
             },
             Request::Sessions { tag } => {
-                let _ = self.out.send(Reply::Sessions {
+                self.out.send(Reply::Sessions {
                     tag,
                     sessions: self.shared.rows(),
                 });
@@ -502,7 +602,7 @@ impl Client {
             Request::Watch { tag } => {
                 let mut watched = self.shared.watchers.subscribe();
                 let out = self.out.clone();
-                let _ = out.send(Reply::Watching { tag });
+                out.send(Reply::Watching { tag });
                 tokio::spawn(async move {
                     loop {
                         let next = tokio::select! {
@@ -517,7 +617,7 @@ impl Client {
                                     pid: w.pid,
                                     event: w.event,
                                 };
-                                if out.send(reply).is_err() {
+                                if !out.send(reply) {
                                     return;
                                 }
                             }
@@ -531,14 +631,14 @@ impl Client {
             }
             Request::ReloadPolicy { tag } => {
                 let result = self.shared.reload_policy().await;
-                let _ = self.out.send(Reply::PolicyReloaded { tag, result });
+                self.out.send(Reply::PolicyReloaded { tag, result });
             }
         }
     }
 
     fn error(&self, tag: Option<u64>, message: String) {
         self.shared.count_bad(&message);
-        let _ = self.out.send(Reply::Error { tag, message });
+        self.out.send(Reply::Error { tag, message });
     }
 
     /// Opens a session for the TCP connection `fd`: its addresses come from the socket
@@ -548,7 +648,7 @@ impl Client {
         role: OpenRole,
         notify: bool,
         fd: OwnedFd,
-    ) -> Result<OpenedSession, RemoteError> {
+    ) -> Result<(OpenedSession, u64, Arc<SessionShared>), RemoteError> {
         let (local, remote) =
             tcp_addresses(&fd).map_err(|e| RemoteError::Refused(e.to_string()))?;
         let (setup, role_name) = match role {
@@ -614,23 +714,21 @@ impl Client {
                 shared: guard.shared.clone(),
             },
         );
-        // What happened within the open travels with the reply; the rest follows it.
+        // What happened within the open travels with the reply; the rest follows it, from
+        // event `next` on.
         let mut next = 0;
         let events = guard.shared.logged_events(&mut next);
-        tokio::spawn(forward_events(
-            self.shared.clone(),
-            session,
-            guard.shared.clone(),
-            next,
-            self.peer.pid,
-            self.out.clone(),
-        ));
+        let state = guard.shared.clone();
         self.sessions.insert(session, guard);
-        Ok(OpenedSession {
-            session,
-            signaled,
-            events,
-        })
+        Ok((
+            OpenedSession {
+                session,
+                signaled,
+                events,
+            },
+            next,
+            state,
+        ))
     }
 }
 
@@ -669,7 +767,7 @@ async fn forward_events(
     state: Arc<SessionShared>,
     mut next: u64,
     pid: Option<u32>,
-    out: mpsc::UnboundedSender<Reply>,
+    out: Arc<Outgoing>,
 ) {
     while let Some(event) = state.next_event(&mut next).await {
         if shared.watchers.receiver_count() > 0 {
@@ -679,7 +777,7 @@ async fn forward_events(
                 event: event.clone(),
             });
         }
-        if out.send(Reply::Event { session, event }).is_err() {
+        if !out.send(Reply::Event { session, event }) {
             return;
         }
     }
@@ -688,5 +786,5 @@ async fn forward_events(
         _ => "released".to_owned(),
     };
     lock(&shared.sessions).remove(&session);
-    let _ = out.send(Reply::Ended { session, reason });
+    out.send(Reply::Ended { session, reason });
 }
