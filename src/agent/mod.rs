@@ -66,6 +66,8 @@ pub use session::Reservation;
 pub(crate) use session::EVENT_LOG_LIMIT;
 use session::{OpenRequest, Opened, PendingOpen};
 pub(crate) use session::{SessionGuard, SessionShared, Setup};
+#[cfg(feature = "daemon")]
+pub(crate) use session::{Tap, Tapped};
 pub use transport::{Transport, IPPROTO_RSVP, RSVP_ENCAP_PORT, RSVP_ENCAP_PORT_2};
 
 use crate::enforce::{Enforcer, SocketEnforcer};

@@ -223,7 +223,22 @@ struct SessionState {
     reservation: Reservation,
     ended: bool,
     notify: bool,
+    /// Told each event as it is logged, and the end (qosd forwards to its client with it).
+    tap: Option<Tap>,
 }
+
+/// What a [`Tap`] is told.
+#[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd's forwarding
+pub(crate) enum Tapped<'a> {
+    /// An event, as it is logged.
+    Event(&'a Event),
+    /// The session ended, for this reason.
+    Ended(&'a str),
+}
+
+/// A callback told of a session's events in order as they happen, under the session's lock:
+/// it must not block or take locks that are held while this session's state is read.
+pub(crate) type Tap = Box<dyn Fn(Tapped<'_>) + Send + Sync>;
 
 /// What the agent and a connection's handles share about one session.
 pub(crate) struct SessionShared {
@@ -252,6 +267,7 @@ impl SessionShared {
                 reservation: Reservation::Pending,
                 ended: false,
                 notify,
+                tap: None,
             }),
         })
     }
@@ -307,10 +323,30 @@ impl SessionShared {
                 s.base += 1;
                 s.dropped += 1;
             }
+            if let Some(tap) = &s.tap {
+                tap(Tapped::Event(&event));
+            }
             s.log.push_back(event);
             std::mem::take(&mut s.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Tells `tap` the events from `next` on that are logged already, then every later one as
+    /// it is logged, and the end (at once if the session has ended). No event is told twice
+    /// or missed: it all happens under the session's lock.
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd's forwarding
+    pub(crate) fn set_tap(&self, next: u64, tap: Tap) {
+        let mut s = self.lock();
+        let start = next.saturating_sub(s.base) as usize;
+        for event in s.log.iter().skip(start) {
+            tap(Tapped::Event(event));
+        }
+        if s.ended {
+            tap(Tapped::Ended(&ended_reason(&s.reservation)));
+        } else {
+            s.tap = Some(tap);
+        }
     }
 
     /// The session is gone: streams end once they have read everything.
@@ -325,6 +361,9 @@ impl SessionShared {
                 s.reservation = Reservation::Ended {
                     reason: reason.to_owned(),
                 };
+            }
+            if let Some(tap) = s.tap.take() {
+                tap(Tapped::Ended(&ended_reason(&s.reservation)));
             }
             std::mem::take(&mut s.wakers)
         };
@@ -370,16 +409,17 @@ impl SessionShared {
         events
     }
 
-    /// The next event after `*next`, waiting for it; `None` once the session ended and
-    /// every event was read.
-    #[cfg_attr(not(feature = "daemon"), allow(dead_code))] // qosd forwards events with it
-    pub(crate) async fn next_event(&self, next: &mut u64) -> Option<Event> {
-        std::future::poll_fn(|cx| self.poll_event(next, cx)).await
-    }
-
     /// How many events the bounded log dropped because nobody read them in time.
     pub(crate) fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+}
+
+/// Why an ended session ended, for its owner.
+fn ended_reason(reservation: &Reservation) -> String {
+    match reservation {
+        Reservation::Ended { reason } => reason.clone(),
+        _ => "released".to_owned(),
     }
 }
 

@@ -28,7 +28,7 @@ use crate::agent::protocol::{
     encode_frame, write_frame, DaemonStats, FrameReader, OpenRole, OpenedSession, RemoteError,
     Reply, Request, SessionRow, PROTOCOL_VERSION,
 };
-use crate::agent::{Agent, Reservation, SessionGuard, SessionShared, Setup};
+use crate::agent::{Agent, Reservation, SessionGuard, SessionShared, Setup, Tapped};
 use crate::engine::{Event, SessionKey};
 use crate::flow::{Flow, Owner, IPPROTO_TCP};
 use crate::policy::Policy;
@@ -61,7 +61,7 @@ struct Shared {
 }
 
 /// What `qosctl sessions` shows of a session beside its live state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SessionInfo {
     local: SocketAddr,
     remote: SocketAddr,
@@ -215,9 +215,16 @@ impl Shared {
 
     fn rows(&self) -> Vec<SessionRow> {
         let now = Instant::now();
-        let mut rows: Vec<SessionRow> = lock(&self.sessions)
+        // Copied out first: a session's state is read without the table locked (forwarders
+        // take the table's lock from within a session's).
+        let sessions: Vec<(u64, SessionInfo)> = lock(&self.sessions)
             .iter()
-            .map(|(&session, info)| {
+            .map(|(&session, info)| (session, info.clone()))
+            .collect();
+        let mut rows: Vec<SessionRow> = sessions
+            .iter()
+            .map(|(session, info)| {
+                let session = *session;
                 let reservation = info.shared.reservation();
                 let (state, flowspec) = match &reservation {
                     Reservation::Pending => ("pending", None),
@@ -544,14 +551,7 @@ impl Client {
                             tag,
                             result: Ok(opened),
                         });
-                        tokio::spawn(forward_events(
-                            self.shared.clone(),
-                            session,
-                            state,
-                            next,
-                            self.peer.pid,
-                            self.out.clone(),
-                        ));
+                        state.set_tap(next, self.forwarder(session));
                     }
                     Err(error) => {
                         self.out.send(Reply::Opened {
@@ -634,6 +634,37 @@ impl Client {
                 self.out.send(Reply::PolicyReloaded { tag, result });
             }
         }
+    }
+
+    /// Forwards session `session`'s events to this client and to watchers, as they happen
+    /// (a tap on the session's state: no task between the agent and the client's socket),
+    /// and tells the client when the session is gone.
+    fn forwarder(&self, session: u64) -> crate::agent::Tap {
+        let shared = self.shared.clone();
+        let out = self.out.clone();
+        let pid = self.peer.pid;
+        Box::new(move |tapped| match tapped {
+            Tapped::Event(event) => {
+                if shared.watchers.receiver_count() > 0 {
+                    let _ = shared.watchers.send(Watched {
+                        session,
+                        pid,
+                        event: event.clone(),
+                    });
+                }
+                out.send(Reply::Event {
+                    session,
+                    event: event.clone(),
+                });
+            }
+            Tapped::Ended(reason) => {
+                lock(&shared.sessions).remove(&session);
+                out.send(Reply::Ended {
+                    session,
+                    reason: reason.to_owned(),
+                });
+            }
+        })
     }
 
     fn error(&self, tag: Option<u64>, message: String) {
@@ -757,34 +788,4 @@ fn tcp_addresses(fd: &OwnedFd) -> io::Result<(SocketAddr, SocketAddr)> {
         )
     })?)?;
     Ok((local, remote))
-}
-
-/// Forwards one session's events to its client and to watchers; tells the client when the
-/// session is gone.
-async fn forward_events(
-    shared: Arc<Shared>,
-    session: u64,
-    state: Arc<SessionShared>,
-    mut next: u64,
-    pid: Option<u32>,
-    out: Arc<Outgoing>,
-) {
-    while let Some(event) = state.next_event(&mut next).await {
-        if shared.watchers.receiver_count() > 0 {
-            let _ = shared.watchers.send(Watched {
-                session,
-                pid,
-                event: event.clone(),
-            });
-        }
-        if !out.send(Reply::Event { session, event }) {
-            return;
-        }
-    }
-    let reason = match state.reservation() {
-        Reservation::Ended { reason } => reason,
-        _ => "released".to_owned(),
-    };
-    lock(&shared.sessions).remove(&session);
-    out.send(Reply::Ended { session, reason });
 }
