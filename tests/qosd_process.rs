@@ -630,3 +630,71 @@ fn an_application_sets_up_through_a_restarted_qosd() {
         "the server is not the one that ran before the restart"
     );
 }
+
+/// SIGHUP and `qosctl policy reload` reload qosd's policy file: a reservation the new file no
+/// longer admits is torn down (its server hears `AdmissionDenied`), and a file with an error
+/// is refused whole, naming the position, with the old policy still in force.
+#[test]
+fn sighup_and_qosctl_reload_the_policy_file() {
+    let Some(mut host) = Host::start(Some(
+        r#"
+[[rule]]
+name = "generous"
+service = "controlled-load"
+rate = "100Mbit"
+match = { local_port = 5001 }
+"#,
+    )) else {
+        return;
+    };
+    let (server, client) = host.established_pair();
+    let policy = host.policy.clone().expect("the host's policy file");
+
+    // A broken file: refused whole, qosd says where, the reservation stays.
+    fs::write(
+        &policy,
+        "[[rule]]\nname = \"broken\"\nservice = \"controlled-load\"\nrate = \"fast\"\n",
+    )
+    .expect("write");
+    let out = host.qosctl(&["policy", "reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("policy.toml:4:"), "{said}");
+    host.wait_for_state(server, "established");
+
+    // A file that admits at most 1000 B/s here: SIGHUP tears the 1,000,000 B/s reservation
+    // down.
+    fs::write(
+        &policy,
+        r#"
+[[rule]]
+name = "stingy"
+service = "controlled-load"
+rate = 1000
+match = { local_port = 5001 }
+"#,
+    )
+    .expect("write");
+    let qosd = host.qosd().pid();
+    signal(qosd, libc::SIGHUP);
+    host.app(server).wait_for("AdmissionDenied");
+    assert!(
+        host.qosd_log().contains("SIGHUP: policy reloaded"),
+        "{}",
+        host.context()
+    );
+    // The receiver hears the policy's refusal; the sender's rule is off.
+    host.wait_for_state(client, "denied");
+    let rows = host.sessions_of(host.app(server).pid());
+    assert!(
+        rows.iter().all(|row| row["state"] != "established"),
+        "{}",
+        host.context()
+    );
+    assert_eq!(host.stats()["rules_in_force"], 0, "{}", host.context());
+    // Reloading again through qosctl: nothing more to tear down.
+    let out = host.qosctl(&["policy", "reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("every reservation still fits"), "{said}");
+}
