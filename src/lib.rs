@@ -9,7 +9,9 @@
 //! "Layers" section maps them to folders; `tests/layers.rs` checks the order):
 //!
 //! * [`wire`] — sans-IO RSVP codec (RFC 2205 and 2210; RFC 2747 INTEGRITY and RFC 2961
-//!   refresh-reduction objects are parsed and encoded, not yet acted on);
+//!   refresh-reduction objects are parsed and encoded);
+//! * [`integrity`] — RSVP message authentication (RFC 2747): keys, signing, verification,
+//!   replay protection;
 //! * [`flow`] — the vocabulary the layers above share: flows, rules, admission;
 //! * [`engine`] — sans-IO RSVP soft-state machine, time passed in;
 //! * [`policy`] — QoS policy rules and admission control;
@@ -29,6 +31,7 @@ pub mod enforce;
 pub mod engine;
 mod error;
 pub mod flow;
+pub mod integrity;
 mod net;
 pub mod policy;
 mod sys;

@@ -11,15 +11,23 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("sys", &[]),
     ("wire", &[]),
+    ("integrity", &["wire"]),
     ("flow", &["wire"]),
-    ("engine", &["flow", "wire"]),
-    ("policy", &["flow", "wire", "sys"]),
+    ("engine", &["flow", "integrity", "wire"]),
+    ("policy", &["flow", "integrity", "wire", "sys"]),
     ("enforce", &["flow", "policy", "wire", "sys"]),
     ("error", &["engine", "flow", "wire"]),
     (
         "agent",
         &[
-            "enforce", "engine", "error", "flow", "policy", "sys", "wire",
+            "enforce",
+            "engine",
+            "error",
+            "flow",
+            "integrity",
+            "policy",
+            "sys",
+            "wire",
         ],
     ),
     (

@@ -116,6 +116,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use crate::flow::{Admission, Flow, Rule, RuleId};
+use crate::integrity::KeyChain;
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 use crate::wire::RsvpError;
 
@@ -192,6 +193,10 @@ pub struct EngineConfig {
     /// [Waiting for the peer](self#waiting-for-the-peer)); `None`: never told. Default
     /// [`DEFAULT_PEER_WAIT`] (3 s).
     pub peer_wait: Option<Duration>,
+    /// The RFC 2747 INTEGRITY keys: messages to and from a neighbor a key covers are signed
+    /// and must verify (default: none, nothing signed or required). Replaced at run time with
+    /// [`Engine::set_keys`].
+    pub integrity: KeyChain,
 }
 
 /// The default [`EngineConfig::peer_wait`]: 3 s.
@@ -216,6 +221,7 @@ impl Default for EngineConfig {
             local_delivery: true,
             max_sessions: 1 << 20,
             peer_wait: Some(DEFAULT_PEER_WAIT),
+            integrity: KeyChain::default(),
         }
     }
 }
@@ -688,6 +694,12 @@ impl Engine {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Replaces the INTEGRITY keys ([`EngineConfig::integrity`]), e.g. after a policy
+    /// reload. Replay state of neighbors whose keys remain is kept.
+    pub fn set_keys(&mut self, keys: KeyChain) {
+        self.config.integrity = keys;
     }
 
     /// The configuration the engine runs with.
