@@ -50,6 +50,25 @@
 //! in [`Stats::transmitted`]. [`EngineConfig::local_delivery`] turns this off (every message
 //! is then transmitted and the transport is expected to bring it back).
 //!
+//! # Neighbors
+//!
+//! A message that changes or removes state must come from the neighbor that state records;
+//! the datagram's IP source ([`Incoming::source`]) is compared (a locally delivered message
+//! carries the source it was queued with):
+//!
+//! - a PathTear from the path state's previous hop (its RSVP_HOP) or from its sender;
+//! - a Resv or ResvTear from the next hop its RSVP_HOP names (Resvs are sent hop by hop, so
+//!   the datagram's source is that hop);
+//! - a ResvConf only while a local receiver of the session asked for a confirmation and has
+//!   not had it yet.
+//!
+//! Anything else is dropped without a trace in the state, an event, a rule action or an
+//! error sent back, counted in [`Stats::wrong_neighbor`] and logged at debug level. A PathTear
+//! that matches no path state is ignored as before ([`Stats::ignored`]). A source given as
+//! the unspecified address (a transport that does not know it) is not checked. This is no
+//! authentication: a forger on the path who can spoof the neighbor's address is not stopped
+//! (that takes INTEGRITY, RFC 2747).
+//!
 //! # Soft state
 //!
 //! Paths and Resvs are refreshed every random `[0.5 R, 1.5 R]`: R is
@@ -165,7 +184,8 @@ pub use crate::wire::Style;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EngineConfig {
-    /// Refresh period `R` this host announces in TIME_VALUES (default 30 s).
+    /// Refresh period `R` this host announces in TIME_VALUES (default 30 s), taken as
+    /// [`MIN_REFRESH_PERIOD`] or [`MAX_REFRESH_PERIOD`] when outside them.
     pub refresh_period: Duration,
     /// `K`, the number of refreshes that may be lost before state expires (default 3).
     pub keep_multiplier: u32,
@@ -193,6 +213,22 @@ pub struct EngineConfig {
     /// [`DEFAULT_PEER_WAIT`] (3 s).
     pub peer_wait: Option<Duration>,
 }
+
+/// The shortest refresh period `R` the engine uses: 100 ms.
+///
+/// A peer's TIME_VALUES below it is taken as 100 ms (its state then lives
+/// `(K + 0.5) · 1.5 · 100 ms`, 525 ms with `K = 3`), and so is an
+/// [`EngineConfig::refresh_period`] below it. Counted in [`Stats::refresh_clamped`].
+pub const MIN_REFRESH_PERIOD: Duration = Duration::from_millis(100);
+
+/// The longest refresh period `R` the engine uses: 1 hour.
+///
+/// A peer's TIME_VALUES above it is taken as 1 hour, so state it sets up expires at most
+/// `(K + 0.5) · 1.5 · 1 h` (5 h 15 min with `K = 3`) after its last refresh — not the 261 days
+/// the 32-bit field allows. An [`EngineConfig::refresh_period`] above it is taken as 1 hour
+/// too (peers running this engine would clamp it anyway). Counted in
+/// [`Stats::refresh_clamped`].
+pub const MAX_REFRESH_PERIOD: Duration = Duration::from_secs(3600);
 
 /// The default [`EngineConfig::peer_wait`]: 3 s.
 ///
@@ -446,6 +482,16 @@ pub struct Stats {
     /// Messages this engine built but the codec could not encode (too long for RSVP's 16-bit
     /// lengths): logged and not sent.
     pub encode_failed: u64,
+    /// Messages dropped because they did not come from the neighbor the state they would
+    /// change or remove records, or from a node this host signals to (PathErr, ResvErr,
+    /// ResvConf), and ResvConfs nobody asked for (see [Neighbors](self#neighbors)).
+    pub wrong_neighbor: u64,
+    /// Path messages dropped because their session's destination is not this host (see
+    /// [Neighbors](self#neighbors)): a host keeps path state only for sessions to itself.
+    pub not_for_us: u64,
+    /// Path and Resv messages whose TIME_VALUES refresh period was outside
+    /// [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`] and was clamped to it.
+    pub refresh_clamped: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).

@@ -71,6 +71,12 @@ impl Engine {
     fn answer_undecodable(&mut self, datagram: Incoming<'_>, answer: translate::Answer) {
         let own = datagram.destination;
         match answer.kind {
+            MsgType::Path if !self.is_our_destination(answer.session.destination.ip(), own) => {
+                // Not ours to answer: it could only be a Path someone aimed at us by mistake
+                // or on purpose (see Neighbors).
+                self.stats.not_for_us += 1;
+                return;
+            }
             MsgType::Path => {
                 let phop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_path_err(
@@ -114,20 +120,71 @@ impl Engine {
         let now = self.clock.ms(now);
         tracing::trace!(kind = ?msg.kind, session = ?msg.session, %source, "rsvp message");
         match msg.kind {
-            MsgType::Path => self.on_path(now, source, ttl, msg),
-            MsgType::PathTear => self.on_path_tear(msg),
-            MsgType::PathErr => self.on_path_err(now, msg),
-            MsgType::Resv => self.on_resv(now, destination, msg),
-            MsgType::ResvTear => self.on_resv_tear(msg),
-            MsgType::ResvErr => self.on_resv_err(now, msg),
-            MsgType::ResvConf => self.on_resv_conf(now, msg),
+            MsgType::Path => self.on_path(now, source, destination, ttl, msg),
+            MsgType::PathTear => self.on_path_tear(source, msg),
+            MsgType::PathErr => self.on_path_err(now, source, msg),
+            MsgType::Resv => self.on_resv(now, source, destination, msg),
+            MsgType::ResvTear => self.on_resv_tear(source, msg),
+            MsgType::ResvErr => self.on_resv_err(now, source, msg),
+            MsgType::ResvConf => self.on_resv_conf(now, source, msg),
             // Refused when decoded and never built (see `Msg::kind`); ignored like them.
             _ => self.stats.ignored += 1,
         }
+    }
+
+    /// Drops a message that changes or removes state but does not come from the neighbor
+    /// that state records (see [Neighbors](super#neighbors)).
+    pub(super) fn wrong_neighbor(&mut self, msg: &Msg, source: IpAddr, expected: &str) {
+        self.stats.wrong_neighbor += 1;
+        tracing::debug!(
+            kind = ?msg.kind,
+            session = ?msg.session,
+            %source,
+            expected,
+            "message from the wrong neighbor dropped"
+        );
+    }
+
+    /// Whether a session to `session_destination` is this host's: its address is the one the
+    /// datagram was sent to, or one of [`EngineConfig::local_addrs`](super::EngineConfig).
+    /// With neither known (an unspecified datagram destination and no local addresses
+    /// configured) there is nothing to compare with, and it is taken to be.
+    pub(super) fn is_our_destination(
+        &self,
+        session_destination: IpAddr,
+        datagram_destination: IpAddr,
+    ) -> bool {
+        let ours = session_destination.to_canonical();
+        let locals = &self.config.local_addrs;
+        if datagram_destination.is_unspecified() {
+            return locals.is_empty() || locals.iter().any(|a| a.to_canonical() == ours);
+        }
+        datagram_destination.to_canonical() == ours
+            || locals.iter().any(|a| a.to_canonical() == ours)
+    }
+
+    /// Drops a Path for a session whose destination is not this host (see
+    /// [Neighbors](super#neighbors)): no state, no answer.
+    pub(super) fn not_for_us(&mut self, msg: &Msg, source: IpAddr, destination: IpAddr) {
+        self.stats.not_for_us += 1;
+        tracing::debug!(
+            kind = ?msg.kind,
+            session = ?msg.session,
+            %source,
+            %destination,
+            "path for a destination that is not this host's dropped"
+        );
     }
 
     pub(super) fn malformed(&mut self, msg: &Msg, what: &str) {
         self.stats.malformed += 1;
         tracing::debug!(kind = ?msg.kind, session = ?msg.session, "malformed message: {what}");
     }
+}
+
+/// Whether a datagram from `source` comes from `neighbor`. A transport that does not know the
+/// source gives the unspecified address: then it is not checked. IPv4-mapped IPv6 addresses
+/// compare equal to their IPv4 address.
+pub(super) fn from_neighbor(source: IpAddr, neighbor: IpAddr) -> bool {
+    source.is_unspecified() || source.to_canonical() == neighbor.to_canonical()
 }
