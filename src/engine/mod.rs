@@ -52,29 +52,61 @@
 //!
 //! # Neighbors
 //!
-//! A message that changes or removes state must come from the neighbor that state records;
-//! the datagram's IP source ([`Incoming::source`]) is compared (a locally delivered message
-//! carries the source it was queued with):
+//! RSVP without INTEGRITY (RFC 2747) has no keys, but a host can still refuse to let a third
+//! party change state that another neighbor set up. The datagram's IP source
+//! ([`Incoming::source`]; a locally delivered message carries the address it was sent from)
+//! is compared with what the state records:
 //!
-//! - a PathTear from the path state's previous hop (its RSVP_HOP) or from its sender;
-//! - a Resv or ResvTear from the next hop its RSVP_HOP names (Resvs are sent hop by hop, so
-//!   the datagram's source is that hop);
-//! - a ResvConf only while a local receiver of the session asked for a confirmation and has
-//!   not had it yet.
+//! - a **Path** must come from its sender (RFC 2205 §3.1.3: a Path's IP source is the
+//!   sender's) or from the previous hop its RSVP_HOP names (a hop that re-sends it from its
+//!   own address, as over UDP); one that names another previous hop than the path state
+//!   records (a route change) is believed only from the sender or the recorded previous hop —
+//!   else anyone could move the path state to itself, draw the receiver's Resvs and tear it;
+//! - a **PathTear** must come from the path state's sender or previous hop and name that
+//!   previous hop in its RSVP_HOP;
+//! - a **Resv** or **ResvTear** must come from the next hop its RSVP_HOP names (they travel
+//!   hop by hop). Reservation state is kept per next hop, so one can only refresh, change or
+//!   remove what its own source asked for: a Resv from a new address is a reservation of its
+//!   own (RFC 2205's merging; for an FF sender, another next hop's), and the rule a local
+//!   sender gets is the largest admitted reservation covering it — a smaller one from
+//!   elsewhere never shrinks it, a larger one is admission control's to refuse;
+//! - a **PathErr** must come from a node our Paths went to: the session's destination, or a
+//!   next hop that sent a Resv for it (a host records no other next hop, so a PathErr from a
+//!   router that never sent one is not believed);
+//! - a **ResvErr** or **ResvConf** must come from a node our Resvs went to or that answers
+//!   for them: a previous hop or sender of the session's path state. A ResvConf is believed
+//!   only while a local receiver asked for a confirmation and has not had it; one nobody
+//!   asked for is dropped the same way, a repeat of one already had is [`Stats::ignored`].
 //!
-//! Anything else is dropped without a trace in the state, an event, a rule action or an
-//! error sent back, counted in [`Stats::wrong_neighbor`] and logged at debug level. A PathTear
-//! that matches no path state is ignored as before ([`Stats::ignored`]). A source given as
-//! the unspecified address (a transport that does not know it) is not checked. This is no
-//! authentication: a forger on the path who can spoof the neighbor's address is not stopped
-//! (that takes INTEGRITY, RFC 2747).
+//! What fails is dropped without a trace in the state, an event, a rule action or an error
+//! sent back, counted in [`Stats::wrong_neighbor`] and logged at debug level. A source given
+//! as the unspecified address (a transport that does not know it) is not checked; every
+//! transport of [`crate::agent`] knows it (UDP and raw sockets report the peer, the in-memory
+//! network the address sent from). This is no authentication: a forger that can send with
+//! the neighbor's address is not stopped (that takes INTEGRITY).
+//!
+//! A host keeps path state only for **sessions to itself**: a Path travels to its session's
+//! destination, so one whose destination is neither the address the datagram was sent to
+//! ([`Incoming::destination`]) nor one of [`EngineConfig::local_addrs`] is dropped and
+//! counted in [`Stats::not_for_us`], with no state and no answer (not even the PathErr an
+//! undecodable one would get). The agent's transports report the address each datagram
+//! arrived at (their sockets are bound to one address each; raw IPv4 reads the IP header), a
+//! locally delivered Path carries its session's destination, and two engines on one host
+//! (different `127.x` addresses) each see their own.
+//!
+//! A peer's **refresh period** R (its TIME_VALUES) is clamped to
+//! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`] (100 ms to 1 h) before the lifetime of
+//! the state follows from it (see [Soft state](self#soft-state)), so no peer can keep state
+//! alive for longer than 5 h 15 min (with `K = 3`) after its last refresh; clamped values
+//! are counted in [`Stats::refresh_clamped`].
 //!
 //! # Soft state
 //!
 //! Paths and Resvs are refreshed every random `[0.5 R, 1.5 R]`: R is
 //! [`EngineConfig::refresh_period`], the jitter comes from a [`SmallRng`] seeded with
 //! [`EngineConfig::rng_seed`]. Received state expires after
-//! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES. The first Path of a
+//! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES, clamped to
+//! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`]. The first Path of a
 //! local sender and the first Resv of a receiver are retransmitted after
 //! [`EngineConfig::fast_retransmit_initial`], doubling, [`EngineConfig::fast_retransmit_count`]
 //! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
