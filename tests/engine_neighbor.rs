@@ -579,3 +579,38 @@ fn a_tiny_refresh_period_is_clamped_too() {
         .paths
         .is_empty());
 }
+
+#[test]
+fn an_undecodable_message_naming_another_hop_is_not_answered() {
+    let mut net = Net::new(66);
+    let server = net.add("server", v4(1), config(66));
+    // An undecodable Resv (unknown class 0x20) naming 10.0.0.9 as its next hop, sent by the
+    // forger: the ResvErr would go to 10.0.0.9.
+    let resv_from = |hop: IpAddr| {
+        let mut bytes = Message::resv(
+            Session::new(sock(v4(2), 40_000), 6),
+            RsvpHop::new(hop, 0),
+            TimeValues::new(Duration::from_secs(30)),
+            Style::FixedFilter,
+            flowspec(),
+            &[FilterSpec::new(sock(v4(1), 8080))],
+        )
+        .encode()
+        .unwrap();
+        bytes.extend_from_slice(&[0, 8, 0x20, 1, 0, 0, 0, 0]);
+        let len = u16::try_from(bytes.len()).unwrap().to_be_bytes();
+        bytes[6..8].copy_from_slice(&len);
+        bytes[2..4].copy_from_slice(&[0, 0]);
+        bytes
+    };
+    net.inject(server, forger(), &resv_from(v4(9)));
+    let stats = net.nodes[server].engine.stats().clone();
+    assert_eq!(stats.wrong_neighbor, 1);
+    assert_eq!(stats.errors_sent, 0);
+    assert_eq!(stats.transmitted, 0);
+    // Naming itself, it gets its answer (code 13).
+    net.inject(server, forger(), &resv_from(forger()));
+    let stats = net.nodes[server].engine.stats().clone();
+    assert_eq!(stats.wrong_neighbor, 1);
+    assert_eq!(stats.errors_sent, 1);
+}

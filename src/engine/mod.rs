@@ -78,6 +78,9 @@
 //!   only while a local receiver asked for a confirmation and has not had it; one nobody
 //!   asked for is dropped the same way, a repeat of one already had is [`Stats::ignored`].
 //!
+//! A Path or Resv the codec refuses (unknown object class or C-Type) is answered at the hop
+//! it names only under the same condition, so that no one can aim those errors elsewhere.
+//!
 //! What fails is dropped without a trace in the state, an event, a rule action or an error
 //! sent back, counted in [`Stats::wrong_neighbor`] and logged at debug level. A source given
 //! as the unspecified address (a transport that does not know it) is not checked; every

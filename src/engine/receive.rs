@@ -77,6 +77,19 @@ impl Engine {
                 self.stats.not_for_us += 1;
                 return;
             }
+            // The error goes to the hop the message names: only when that hop (or, for a
+            // Path, its sender) sent it, as for a decodable one (see Neighbors) — else the
+            // answer would be aimed at whoever the sender chose.
+            MsgType::Path | MsgType::Resv if !answer_from_named_hop(&answer, datagram.source) => {
+                self.stats.wrong_neighbor += 1;
+                tracing::debug!(
+                    kind = ?answer.kind,
+                    session = ?answer.session,
+                    source = %datagram.source,
+                    "undecodable message naming another hop: not answered"
+                );
+                return;
+            }
             MsgType::Path => {
                 let phop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_path_err(
@@ -180,6 +193,16 @@ impl Engine {
         self.stats.malformed += 1;
         tracing::debug!(kind = ?msg.kind, session = ?msg.session, "malformed message: {what}");
     }
+}
+
+/// Whether an undecodable Path or Resv came from the hop its RSVP_HOP names (or, a Path,
+/// from its sender), or names none: then its error may be sent there.
+fn answer_from_named_hop(answer: &translate::Answer, source: IpAddr) -> bool {
+    let from_sender = answer.kind == MsgType::Path
+        && answer.sender.is_some_and(|s| from_neighbor(source, s.ip()));
+    answer
+        .hop
+        .is_none_or(|h| from_neighbor(source, h.addr) || from_sender)
 }
 
 /// Whether a datagram from `source` comes from `neighbor`. A transport that does not know the
