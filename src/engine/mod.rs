@@ -50,12 +50,66 @@
 //! in [`Stats::transmitted`]. [`EngineConfig::local_delivery`] turns this off (every message
 //! is then transmitted and the transport is expected to bring it back).
 //!
+//! # Neighbors
+//!
+//! RSVP without INTEGRITY (RFC 2747) has no keys, but a host can still refuse to let a third
+//! party change state that another neighbor set up. The datagram's IP source
+//! ([`Incoming::source`]; a locally delivered message carries the address it was sent from)
+//! is compared with what the state records:
+//!
+//! - a **Path** must come from its sender (RFC 2205 §3.1.3: a Path's IP source is the
+//!   sender's) or from the previous hop its RSVP_HOP names (a hop that re-sends it from its
+//!   own address, as over UDP); one that names another previous hop than the path state
+//!   records (a route change) is believed only from the sender or the recorded previous hop —
+//!   else anyone could move the path state to itself, draw the receiver's Resvs and tear it;
+//! - a **PathTear** must come from the path state's sender or previous hop and name that
+//!   previous hop in its RSVP_HOP;
+//! - a **Resv** or **ResvTear** must come from the next hop its RSVP_HOP names (they travel
+//!   hop by hop). Reservation state is kept per next hop, so one can only refresh, change or
+//!   remove what its own source asked for: a Resv from a new address is a reservation of its
+//!   own (RFC 2205's merging; for an FF sender, another next hop's), and the rule a local
+//!   sender gets is the largest admitted reservation covering it — a smaller one from
+//!   elsewhere never shrinks it, a larger one is admission control's to refuse;
+//! - a **PathErr** must come from a node our Paths went to: the session's destination, or a
+//!   next hop that sent a Resv for it (a host records no other next hop, so a PathErr from a
+//!   router that never sent one is not believed);
+//! - a **ResvErr** or **ResvConf** must come from a node our Resvs went to or that answers
+//!   for them: a previous hop or sender of the session's path state. A ResvConf is believed
+//!   only while a local receiver asked for a confirmation and has not had it; one nobody
+//!   asked for is dropped the same way, a repeat of one already had is [`Stats::ignored`].
+//!
+//! A Path or Resv the codec refuses (unknown object class or C-Type) is answered at the hop
+//! it names only under the same condition, so that no one can aim those errors elsewhere.
+//!
+//! What fails is dropped without a trace in the state, an event, a rule action or an error
+//! sent back, counted in [`Stats::wrong_neighbor`] and logged at debug level. A source given
+//! as the unspecified address (a transport that does not know it) is not checked; every
+//! transport of [`crate::agent`] knows it (UDP and raw sockets report the peer, the in-memory
+//! network the address sent from). This is no authentication: a forger that can send with
+//! the neighbor's address is not stopped (that takes INTEGRITY).
+//!
+//! A host keeps path state only for **sessions to itself**: a Path travels to its session's
+//! destination, so one whose destination is neither the address the datagram was sent to
+//! ([`Incoming::destination`]) nor one of [`EngineConfig::local_addrs`] is dropped and
+//! counted in [`Stats::not_for_us`], with no state and no answer (not even the PathErr an
+//! undecodable one would get). The agent's transports report the address each datagram
+//! arrived at (their sockets are bound to one address each; raw IPv4 reads the IP header), a
+//! locally delivered Path carries its session's destination, and two engines on one host
+//! (different `127.x` addresses) each see their own.
+//!
+//! A peer's **refresh period** R (its TIME_VALUES) is clamped to
+//! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`] (100 ms to 1 h) before the lifetime of
+//! the state follows from it (see [Soft state](self#soft-state)), so no peer can keep state
+//! alive for longer than 5 h 15 min (with `K = 3`) after its last refresh; clamped values
+//! are counted in [`Stats::refresh_clamped`].
+//!
 //! # Soft state
 //!
 //! Paths and Resvs are refreshed every random `[0.5 R, 1.5 R]`: R is
 //! [`EngineConfig::refresh_period`], the jitter comes from a [`SmallRng`] seeded with
 //! [`EngineConfig::rng_seed`]. Received state expires after
-//! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES. The first Path of a
+//! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES, clamped to
+//! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`]. The first Path of a
 //! local sender and the first Resv of a receiver are retransmitted after
 //! [`EngineConfig::fast_retransmit_initial`], doubling, [`EngineConfig::fast_retransmit_count`]
 //! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
@@ -166,7 +220,8 @@ pub use crate::wire::Style;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EngineConfig {
-    /// Refresh period `R` this host announces in TIME_VALUES (default 30 s).
+    /// Refresh period `R` this host announces in TIME_VALUES (default 30 s), taken as
+    /// [`MIN_REFRESH_PERIOD`] or [`MAX_REFRESH_PERIOD`] when outside them.
     pub refresh_period: Duration,
     /// `K`, the number of refreshes that may be lost before state expires (default 3).
     pub keep_multiplier: u32,
@@ -198,6 +253,22 @@ pub struct EngineConfig {
     /// [`Engine::set_keys`].
     pub integrity: KeyChain,
 }
+
+/// The shortest refresh period `R` the engine uses: 100 ms.
+///
+/// A peer's TIME_VALUES below it is taken as 100 ms (its state then lives
+/// `(K + 0.5) · 1.5 · 100 ms`, 525 ms with `K = 3`), and so is an
+/// [`EngineConfig::refresh_period`] below it. Counted in [`Stats::refresh_clamped`].
+pub const MIN_REFRESH_PERIOD: Duration = Duration::from_millis(100);
+
+/// The longest refresh period `R` the engine uses: 1 hour.
+///
+/// A peer's TIME_VALUES above it is taken as 1 hour, so state it sets up expires at most
+/// `(K + 0.5) · 1.5 · 1 h` (5 h 15 min with `K = 3`) after its last refresh — not the 261 days
+/// the 32-bit field allows. An [`EngineConfig::refresh_period`] above it is taken as 1 hour
+/// too (peers running this engine would clamp it anyway). Counted in
+/// [`Stats::refresh_clamped`].
+pub const MAX_REFRESH_PERIOD: Duration = Duration::from_secs(3600);
 
 /// The default [`EngineConfig::peer_wait`]: 3 s.
 ///
@@ -452,6 +523,16 @@ pub struct Stats {
     /// Messages this engine built but the codec could not encode (too long for RSVP's 16-bit
     /// lengths): logged and not sent.
     pub encode_failed: u64,
+    /// Messages dropped because they did not come from the neighbor the state they would
+    /// change or remove records, or from a node this host signals to (PathErr, ResvErr,
+    /// ResvConf), and ResvConfs nobody asked for (see [Neighbors](self#neighbors)).
+    pub wrong_neighbor: u64,
+    /// Path messages dropped because their session's destination is not this host (see
+    /// [Neighbors](self#neighbors)): a host keeps path state only for sessions to itself.
+    pub not_for_us: u64,
+    /// Path and Resv messages whose TIME_VALUES refresh period was outside
+    /// [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`] and was clamped to it.
+    pub refresh_clamped: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::msg::Msg;
 use super::outbox::ErrorRoute;
+use super::receive::from_neighbor;
 use super::refresh::answer;
 use super::sessions::MAX_STATES_PER_SESSION;
 use super::state::{LocalSender, Psb, Role, Session};
@@ -81,7 +82,14 @@ impl Engine {
         session.senders[index].fast = fast;
     }
 
-    pub(super) fn on_path(&mut self, now: Ms, source: IpAddr, ttl: Option<u8>, msg: Msg) {
+    pub(super) fn on_path(
+        &mut self,
+        now: Ms,
+        source: IpAddr,
+        destination: IpAddr,
+        ttl: Option<u8>,
+        msg: Msg,
+    ) {
         let (Some(hop), Some(sender), Some(tspec)) = (msg.hop, msg.sender, msg.tspec) else {
             return self.malformed(
                 &msg,
@@ -93,6 +101,18 @@ impl Engine {
             _ => return self.malformed(&msg, "path without a usable time_values"),
         };
         let own = msg.session.destination.ip();
+        // A host keeps path state only for sessions to itself (a Path travels to the
+        // session's destination): anything else is no business of ours, not even an error.
+        if !self.is_our_destination(own, destination) {
+            return self.not_for_us(&msg, source, destination);
+        }
+        // RFC 2205 §3.1.3: a Path's IP source is its sender; a hop that re-sends it with its
+        // own address (UDP encapsulation) names itself in RSVP_HOP.
+        if !from_neighbor(source, hop.addr) && !from_neighbor(source, sender.ip()) {
+            let expected = format!("{} or {}", hop.addr, sender.ip());
+            return self.wrong_neighbor(&msg, source, &expected);
+        }
+        let refresh = self.peer_refresh(refresh);
         // RFC 2205 §2.9 / §3.8: RSVP hops intercept Path messages and so never decrement the
         // IP TTL; a received TTL other than Send_TTL means non-RSVP routers forwarded it.
         // The engine keeps no ADSPEC, so the break bit is not ours to set: we record it.
@@ -136,6 +156,18 @@ impl Engine {
         };
         let expires_at = now.saturating_add(self.lifetime(refresh));
         let fresh = match session.psbs.iter().position(|p| p.sender == sender) {
+            // Another previous hop for this sender (a route change, RFC 2205 §3.1.3) is
+            // believed from the sender itself or from the previous hop on record; otherwise
+            // anyone could move the path state to itself and then tear it down.
+            Some(i)
+                if session.psbs[i].phop.addr != hop.addr
+                    && !from_neighbor(source, sender.ip())
+                    && !from_neighbor(source, session.psbs[i].phop.addr) =>
+            {
+                let expected = format!("{} or {}", session.psbs[i].phop.addr, sender.ip());
+                self.put(slot, session);
+                return self.wrong_neighbor(&msg, source, &expected);
+            }
             Some(i) => {
                 let psb = &mut session.psbs[i];
                 let changed = psb.tspec != tspec || psb.phop != hop;
@@ -179,7 +211,7 @@ impl Engine {
         self.put(slot, session);
     }
 
-    pub(super) fn on_path_tear(&mut self, msg: Msg) {
+    pub(super) fn on_path_tear(&mut self, source: IpAddr, msg: Msg) {
         let Some(sender) = msg.sender else {
             return self.malformed(&msg, "pathtear without sender_template");
         };
@@ -187,6 +219,16 @@ impl Engine {
             return;
         };
         match session.psbs.iter().position(|p| p.sender == sender) {
+            // Like the Path it tears: from its sender or its previous hop (RFC 2205 §3.1.3),
+            // and naming the previous hop the path state records.
+            Some(i)
+                if msg.hop.is_some_and(|h| h.addr != session.psbs[i].phop.addr)
+                    || (!from_neighbor(source, session.psbs[i].phop.addr)
+                        && !from_neighbor(source, sender.ip())) =>
+            {
+                let expected = format!("{} or {}", session.psbs[i].phop.addr, sender.ip());
+                self.wrong_neighbor(&msg, source, &expected);
+            }
             Some(i) => {
                 session.psbs.remove(i);
                 let audience: Vec<SessionId> = session.audience().collect();
@@ -205,7 +247,7 @@ impl Engine {
         self.put(slot, session);
     }
 
-    pub(super) fn on_path_err(&mut self, now: Ms, msg: Msg) {
+    pub(super) fn on_path_err(&mut self, now: Ms, source: IpAddr, msg: Msg) {
         let Some(error) = msg.error else {
             return self.malformed(&msg, "patherr without error_spec");
         };
@@ -213,6 +255,19 @@ impl Engine {
         let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
+        // A PathErr travels upstream hop by hop (RFC 2205 §3.1.3): it comes from a node our
+        // Paths went to — the session's destination, or a next hop that sent us a Resv.
+        let destination = session.key.destination.ip();
+        if !from_neighbor(source, destination)
+            && !session
+                .rsbs
+                .iter()
+                .any(|r| from_neighbor(source, r.nhop.addr))
+        {
+            self.put(slot, session);
+            let expected = format!("{destination} or a next hop with a reservation");
+            return self.wrong_neighbor(&msg, source, &expected);
+        }
         let mut told: Vec<SessionId> = Vec::new();
         let next = now.saturating_add(self.jitter());
         for local in &mut session.senders {

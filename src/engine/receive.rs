@@ -71,6 +71,25 @@ impl Engine {
     fn answer_undecodable(&mut self, datagram: Incoming<'_>, answer: translate::Answer) {
         let own = datagram.destination;
         match answer.kind {
+            MsgType::Path if !self.is_our_destination(answer.session.destination.ip(), own) => {
+                // Not ours to answer: it could only be a Path someone aimed at us by mistake
+                // or on purpose (see Neighbors).
+                self.stats.not_for_us += 1;
+                return;
+            }
+            // The error goes to the hop the message names: only when that hop (or, for a
+            // Path, its sender) sent it, as for a decodable one (see Neighbors) — else the
+            // answer would be aimed at whoever the sender chose.
+            MsgType::Path | MsgType::Resv if !answer_from_named_hop(&answer, datagram.source) => {
+                self.stats.wrong_neighbor += 1;
+                tracing::debug!(
+                    kind = ?answer.kind,
+                    session = ?answer.session,
+                    source = %datagram.source,
+                    "undecodable message naming another hop: not answered"
+                );
+                return;
+            }
             MsgType::Path => {
                 let phop = answer.hop.map_or(datagram.source, |h| h.addr);
                 self.queue_path_err(
@@ -114,20 +133,81 @@ impl Engine {
         let now = self.clock.ms(now);
         tracing::trace!(kind = ?msg.kind, session = ?msg.session, %source, "rsvp message");
         match msg.kind {
-            MsgType::Path => self.on_path(now, source, ttl, msg),
-            MsgType::PathTear => self.on_path_tear(msg),
-            MsgType::PathErr => self.on_path_err(now, msg),
-            MsgType::Resv => self.on_resv(now, destination, msg),
-            MsgType::ResvTear => self.on_resv_tear(msg),
-            MsgType::ResvErr => self.on_resv_err(now, msg),
-            MsgType::ResvConf => self.on_resv_conf(now, msg),
+            MsgType::Path => self.on_path(now, source, destination, ttl, msg),
+            MsgType::PathTear => self.on_path_tear(source, msg),
+            MsgType::PathErr => self.on_path_err(now, source, msg),
+            MsgType::Resv => self.on_resv(now, source, destination, msg),
+            MsgType::ResvTear => self.on_resv_tear(source, msg),
+            MsgType::ResvErr => self.on_resv_err(now, source, msg),
+            MsgType::ResvConf => self.on_resv_conf(now, source, msg),
             // Refused when decoded and never built (see `Msg::kind`); ignored like them.
             _ => self.stats.ignored += 1,
         }
+    }
+
+    /// Drops a message that changes or removes state but does not come from the neighbor
+    /// that state records (see [Neighbors](super#neighbors)).
+    pub(super) fn wrong_neighbor(&mut self, msg: &Msg, source: IpAddr, expected: &str) {
+        self.stats.wrong_neighbor += 1;
+        tracing::debug!(
+            kind = ?msg.kind,
+            session = ?msg.session,
+            %source,
+            expected,
+            "message from the wrong neighbor dropped"
+        );
+    }
+
+    /// Whether a session to `session_destination` is this host's: its address is the one the
+    /// datagram was sent to, or one of [`EngineConfig::local_addrs`](super::EngineConfig).
+    /// With neither known (an unspecified datagram destination and no local addresses
+    /// configured) there is nothing to compare with, and it is taken to be.
+    pub(super) fn is_our_destination(
+        &self,
+        session_destination: IpAddr,
+        datagram_destination: IpAddr,
+    ) -> bool {
+        let ours = session_destination.to_canonical();
+        let locals = &self.config.local_addrs;
+        if datagram_destination.is_unspecified() {
+            return locals.is_empty() || locals.iter().any(|a| a.to_canonical() == ours);
+        }
+        datagram_destination.to_canonical() == ours
+            || locals.iter().any(|a| a.to_canonical() == ours)
+    }
+
+    /// Drops a Path for a session whose destination is not this host (see
+    /// [Neighbors](super#neighbors)): no state, no answer.
+    pub(super) fn not_for_us(&mut self, msg: &Msg, source: IpAddr, destination: IpAddr) {
+        self.stats.not_for_us += 1;
+        tracing::debug!(
+            kind = ?msg.kind,
+            session = ?msg.session,
+            %source,
+            %destination,
+            "path for a destination that is not this host's dropped"
+        );
     }
 
     pub(super) fn malformed(&mut self, msg: &Msg, what: &str) {
         self.stats.malformed += 1;
         tracing::debug!(kind = ?msg.kind, session = ?msg.session, "malformed message: {what}");
     }
+}
+
+/// Whether an undecodable Path or Resv came from the hop its RSVP_HOP names (or, a Path,
+/// from its sender), or names none: then its error may be sent there.
+fn answer_from_named_hop(answer: &translate::Answer, source: IpAddr) -> bool {
+    let from_sender = answer.kind == MsgType::Path
+        && answer.sender.is_some_and(|s| from_neighbor(source, s.ip()));
+    answer
+        .hop
+        .is_none_or(|h| from_neighbor(source, h.addr) || from_sender)
+}
+
+/// Whether a datagram from `source` comes from `neighbor`. A transport that does not know the
+/// source gives the unspecified address: then it is not checked. IPv4-mapped IPv6 addresses
+/// compare equal to their IPv4 address.
+pub(super) fn from_neighbor(source: IpAddr, neighbor: IpAddr) -> bool {
+    source.is_unspecified() || source.to_canonical() == neighbor.to_canonical()
 }

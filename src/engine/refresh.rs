@@ -13,12 +13,34 @@ use super::path::path_state_lost;
 use super::rules::Loss;
 use super::state::{Fast, Session};
 use super::timer::{duration_ms_ceil, Ms, NEVER};
-use super::{Engine, Event, SessionId};
+use super::{Engine, Event, SessionId, MAX_REFRESH_PERIOD, MIN_REFRESH_PERIOD};
+
+/// [`MIN_REFRESH_PERIOD`] and [`MAX_REFRESH_PERIOD`] in milliseconds (both fit TIME_VALUES'
+/// 32 bits).
+const MIN_REFRESH_MS: u32 = MIN_REFRESH_PERIOD.as_millis() as u32;
+const MAX_REFRESH_MS: u32 = MAX_REFRESH_PERIOD.as_millis() as u32;
 
 impl Engine {
     fn refresh_ms(&self) -> Ms {
-        // TIME_VALUES carries 32 bits of milliseconds.
-        duration_ms_ceil(self.config.refresh_period).clamp(2, u64::from(u32::MAX))
+        duration_ms_ceil(self.config.refresh_period)
+            .clamp(u64::from(MIN_REFRESH_MS), u64::from(MAX_REFRESH_MS))
+    }
+
+    /// A peer's refresh period `R` from its TIME_VALUES (not zero), clamped to
+    /// [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`]: the lifetime of the state it
+    /// refreshes follows from it, and an `R` of 2^32 - 1 ms would keep that state for
+    /// 261 days. A clamped value is counted and logged.
+    pub(super) fn peer_refresh(&mut self, r: u32) -> u32 {
+        let clamped = r.clamp(MIN_REFRESH_MS, MAX_REFRESH_MS);
+        if clamped != r {
+            self.stats.refresh_clamped += 1;
+            tracing::debug!(
+                refresh_ms = r,
+                clamped_ms = clamped,
+                "peer refresh period out of range; clamped"
+            );
+        }
+        clamped
     }
 
     /// Our refresh period as carried in TIME_VALUES.

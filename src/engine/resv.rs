@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::msg::{Descriptor, Hop, Msg};
 use super::outbox::ErrorRoute;
+use super::receive::from_neighbor;
 use super::refresh::answer;
 use super::rules::Loss;
 use super::sessions::MAX_STATES_PER_SESSION;
@@ -161,7 +162,7 @@ impl Engine {
         self.queue_for(session, msg, receiver, own);
     }
 
-    pub(super) fn on_resv(&mut self, now: Ms, destination: IpAddr, msg: Msg) {
+    pub(super) fn on_resv(&mut self, now: Ms, source: IpAddr, destination: IpAddr, msg: Msg) {
         let (Some(hop), Some(style)) = (msg.hop, msg.style) else {
             return self.malformed(&msg, "resv without rsvp_hop or style");
         };
@@ -172,6 +173,13 @@ impl Engine {
         if msg.descriptors.is_empty() {
             return self.malformed(&msg, "resv without flow descriptors");
         }
+        // Resvs travel hop by hop (RFC 2205 §3.1.4): the datagram comes from the next hop its
+        // RSVP_HOP names, and the reservation state is kept per next hop, so a Resv can only
+        // refresh or change what its own source asked for.
+        if !from_neighbor(source, hop.addr) {
+            return self.wrong_neighbor(&msg, source, &hop.addr.to_string());
+        }
+        let refresh = self.peer_refresh(refresh);
         let found = self
             .lookup(&msg.session)
             .and_then(|slot| Some((slot, self.take(slot)?)));
@@ -331,10 +339,14 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_resv_tear(&mut self, msg: Msg) {
+    pub(super) fn on_resv_tear(&mut self, source: IpAddr, msg: Msg) {
         let Some(hop) = msg.hop else {
             return self.malformed(&msg, "resvtear without rsvp_hop");
         };
+        // Like a Resv: from the next hop it names, and it removes only that hop's state.
+        if !from_neighbor(source, hop.addr) {
+            return self.wrong_neighbor(&msg, source, &hop.addr.to_string());
+        }
         let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
@@ -358,7 +370,7 @@ impl Engine {
         self.put(slot, session);
     }
 
-    pub(super) fn on_resv_err(&mut self, now: Ms, msg: Msg) {
+    pub(super) fn on_resv_err(&mut self, now: Ms, source: IpAddr, msg: Msg) {
         let Some(error) = msg.error else {
             return self.malformed(&msg, "resverr without error_spec");
         };
@@ -366,6 +378,12 @@ impl Engine {
         let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
+        // A ResvErr travels downstream hop by hop (RFC 2205 §3.1.5): it comes from a node our
+        // Resvs went to, a previous hop (or sender) of the path state.
+        if !from_upstream(&session, source) {
+            self.put(slot, session);
+            return self.wrong_neighbor(&msg, source, "a previous hop or sender of the session");
+        }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let next = now.saturating_add(self.jitter());
         match &mut session.recv {
@@ -403,17 +421,30 @@ impl Engine {
         self.put(slot, session);
     }
 
-    pub(super) fn on_resv_conf(&mut self, now: Ms, msg: Msg) {
+    pub(super) fn on_resv_conf(&mut self, now: Ms, source: IpAddr, msg: Msg) {
         let Some((slot, mut session)) = self.take_for_message(&msg) else {
             return;
         };
+        // A ResvConf goes straight to the receiver from the node that confirms, for a host
+        // the sender (or a previous hop where the reservation merged, RFC 2205 §3.1.4).
+        if !from_upstream(&session, source) {
+            self.put(slot, session);
+            return self.wrong_neighbor(&msg, source, "a previous hop or sender of the session");
+        }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let request = session.merged_request();
-        let next = now.saturating_add(self.jitter());
         match (&mut session.recv, request) {
             (Some(recv), Some(request)) if !receivers.is_empty() => {
-                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
-                if !recv.confirmed {
+                if !request.confirm {
+                    // Nobody asked for it: not to be believed.
+                    self.wrong_neighbor(&msg, source, "a requested confirmation");
+                } else if recv.confirmed {
+                    // Asked for and had already: a duplicate, or an answer to a Resv
+                    // retransmitted before the first confirmation came.
+                    self.stats.ignored += 1;
+                } else {
+                    let next = now.saturating_add(self.jitter());
+                    answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
                     recv.confirmed = true;
                     recv.announced = true;
                     recv.last_error = None;
@@ -432,6 +463,16 @@ impl Engine {
         }
         self.put(slot, session);
     }
+}
+
+/// Whether a datagram from `source` comes from upstream of the session: a previous hop or a
+/// sender of its path state, where its Resvs went (see [`from_neighbor`]).
+fn from_upstream(session: &Session, source: IpAddr) -> bool {
+    source.is_unspecified()
+        || session
+            .psbs
+            .iter()
+            .any(|p| from_neighbor(source, p.phop.addr) || from_neighbor(source, p.sender.ip()))
 }
 
 /// A Resv's flow descriptors as reservations; an FF flowspec may be carried over from the
