@@ -109,6 +109,7 @@ use std::time::SystemTime;
 use crate::flow::{
     Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, Owner, RuleId,
 };
+use crate::integrity::KeyChain;
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
 use crate::wire::RsvpError;
 
@@ -130,6 +131,10 @@ pub const DEFAULT_HOST_MAX_FLOWS: u32 = 1024;
 
 /// Largest policy file [`Policy::load`] reads: 1 MiB, far beyond any real policy.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
+
+/// Largest `secret_file` of an `[[integrity]]` table that is read: 64 KiB, far beyond any
+/// HMAC key (a longer key is hashed down to one block anyway).
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
 /// Why a policy file could not be loaded. Nothing of a bad file is ever applied.
 #[derive(Debug, thiserror::Error)]
@@ -479,6 +484,8 @@ pub struct Policy {
     rules: Vec<PolicyRule>,
     pools: Vec<Pool>,
     interfaces: Vec<InterfaceSpec>,
+    /// The `[[integrity]]` keys, in file order. Their secrets' `Debug` is redacted.
+    integrity: KeyChain,
     admitted: BTreeMap<RuleId, Admitted>,
     stats: AdmissionStats,
     clock: fn() -> SystemTime,
@@ -496,6 +503,7 @@ impl Default for Policy {
             Vec::new(),
             Vec::new(),
             Vec::new(),
+            KeyChain::default(),
         )
     }
 }
@@ -507,6 +515,7 @@ impl Policy {
         mut rules: Vec<PolicyRule>,
         pools: Vec<Pool>,
         interfaces: Vec<InterfaceSpec>,
+        integrity: KeyChain,
     ) -> Self {
         rules.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order.cmp(&b.order)));
         Policy {
@@ -515,6 +524,7 @@ impl Policy {
             rules,
             pools,
             interfaces,
+            integrity,
             admitted: BTreeMap::new(),
             stats: AdmissionStats::default(),
             clock: SystemTime::now,
@@ -565,18 +575,34 @@ impl Policy {
             &mut text,
         )
         .map_err(io)?;
-        Self::from_toml_str(&text, &file)
+        // A relative `secret_file` is read next to the policy file.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        Self::parse(&text, &file, Some(dir))
     }
 
-    /// Parses a policy from TOML text; `origin` names it in error messages.
+    /// Parses a policy from TOML text; `origin` names it in error messages. A relative
+    /// `secret_file` of an `[[integrity]]` table is read from the current directory (with
+    /// [`Policy::load`], from the policy file's).
     ///
     /// # Errors
     ///
     /// [`PolicyError::Invalid`] with the line and column of the first problem.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        match file::parse(text, origin) {
+        Self::parse(text, origin, None)
+    }
+
+    fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Self, PolicyError> {
+        match file::parse(text, origin, dir) {
             Ok(policy) => {
-                tracing::debug!(origin, rules = policy.rules.len(), "policy loaded");
+                tracing::debug!(
+                    origin,
+                    rules = policy.rules.len(),
+                    integrity_keys = policy.integrity.keys().len(),
+                    "policy loaded"
+                );
                 Ok(policy)
             }
             Err(e) => {
@@ -623,6 +649,17 @@ impl Policy {
     /// The host-wide settings.
     pub fn host(&self) -> &HostLimits {
         &self.host
+    }
+
+    /// The RFC 2747 INTEGRITY keys of the `[[integrity]]` tables, in file order (the last
+    /// key covering a neighbor is the one used to send to it). An agent built with this
+    /// policy signs and verifies with them (see [`AgentBuilder::integrity`] for keys given
+    /// otherwise), and [`Agent::reload_policy`] replaces them.
+    ///
+    /// [`AgentBuilder::integrity`]: crate::agent::AgentBuilder::integrity
+    /// [`Agent::reload_policy`]: crate::Agent::reload_policy
+    pub fn integrity(&self) -> &KeyChain {
+        &self.integrity
     }
 
     /// Admission counters.
@@ -943,7 +980,8 @@ impl Policy {
         ))
     }
 
-    /// Replaces the rules, pools, interfaces and host limits with `new`'s and re-admits every
+    /// Replaces the rules, pools, interfaces, host limits and [integrity
+    /// keys](Policy::integrity) with `new`'s and re-admits every
     /// current reservation under them, oldest first. Returns the ids that no longer fit: they
     /// are released here, and the caller tears them down (ResvErr, rule removal).
     pub fn reload(&mut self, new: Policy) -> Vec<RuleId> {
@@ -959,6 +997,7 @@ impl Policy {
         self.rules = new.rules;
         self.pools = new.pools;
         self.interfaces = new.interfaces;
+        self.integrity = new.integrity;
         // The new policy's discovery: interfaces and link speeds are learnt again.
         self.discovery = new.discovery;
         let mut dropped = Vec::new();
