@@ -1091,8 +1091,10 @@ mod tests {
         agent.shutdown().await.unwrap();
 
         // Keys in the engine configuration count as given too.
-        let mut config = EngineConfig::default();
-        config.integrity = chain(8, b"configured");
+        let config = EngineConfig {
+            integrity: chain(8, b"configured"),
+            ..EngineConfig::default()
+        };
         let agent = builder()
             .engine_config(config)
             .policy(policy(&one_key("10.77.0.2", 1, "policy secret")))

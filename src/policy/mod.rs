@@ -76,6 +76,64 @@
 //! request without a known owner (one built without it, a flow no local session sends)
 //! never matches it. Rules without these keys match whatever the owner.
 //!
+//! # Message authentication
+//!
+//! `[[integrity]]` tables give the RFC 2747 keys ([`Policy::integrity`]) an agent built with
+//! the policy signs and verifies RSVP messages with (see [`crate::integrity`]): messages to
+//! and from a neighbor in a table's `peer` prefix carry INTEGRITY made with its key, and a
+//! message from such a neighbor without a valid one is dropped.
+//!
+//! ```toml
+//! [[integrity]]
+//! peer = "10.77.0.2/32"       # the neighbor's address or a prefix (an address alone: a host)
+//! key_id = 1                  # the 48-bit Key Identifier, 0 to 2^48 - 1
+//! algorithm = "hmac-md5"      # RFC 2747's HMAC-MD5, or "hmac-sha256"
+//! secret = "a shared secret"  # or: secret_file = "/etc/qtoq/peer.key"
+//! ```
+//!
+//! * Exactly one of `secret` (its UTF-8 bytes) and `secret_file` (the file's bytes, less
+//!   one trailing `\n` or `\r\n`; binary secrets are fine). A relative `secret_file` is
+//!   read from the policy file's directory ([`Policy::load`]; the current directory for
+//!   [`Policy::from_toml_str`]), when the policy is loaded and again at every reload.
+//! * A `secret_file` must be private to its owner, as ssh requires of private keys:
+//!   loading **fails** (it does not merely warn) when the group or others have any
+//!   permission on it (`mode & 0o077 != 0`; fix it with `chmod 600`), when it is missing
+//!   or unreadable, not a regular file, larger than [`MAX_SECRET_FILE_BYTES`], or empty.
+//!   An empty `secret` is refused too.
+//! * Several tables may cover one neighbor, for a key rollover: each of their keys is
+//!   accepted from it, and the one written last is used to send to it. Two tables with the
+//!   same `key_id` for overlapping prefixes are refused (a receiver could not tell which
+//!   key signed).
+//! * Unknown keys in the table are refused, like everywhere in the file; every error names
+//!   the file, line and column, and never shows a secret (nor does [`Policy`]'s `Debug`).
+//! * [`Agent::reload_policy`](crate::Agent::reload_policy) (qosd: SIGHUP, `qosctl policy
+//!   reload`) replaces the engine's keys with the reloaded file's, unless the agent was
+//!   given keys of its own with
+//!   [`AgentBuilder::integrity`](crate::agent::AgentBuilder::integrity).
+//!
+//! ```
+//! use qtoq::integrity::Algorithm;
+//! use qtoq::policy::Policy;
+//!
+//! let policy = Policy::from_toml_str(r#"
+//!     [[integrity]]
+//!     peer = "10.77.0.0/24"
+//!     key_id = 1
+//!     algorithm = "hmac-md5"
+//!     secret = "old secret"
+//!
+//!     [[integrity]]           # the new key, which now sends
+//!     peer = "10.77.0.0/24"
+//!     key_id = 2
+//!     algorithm = "hmac-sha256"
+//!     secret = "new secret"
+//! "#, "inline").unwrap();
+//! let keys = policy.integrity();
+//! let sending = keys.sending_key("10.77.0.2".parse().unwrap()).unwrap();
+//! assert_eq!((sending.key_id.get(), sending.algorithm), (2, Algorithm::HmacSha256));
+//! assert!(!format!("{policy:?}").contains("new secret"));
+//! ```
+//!
 //! # Denials
 //!
 //! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`) or the
