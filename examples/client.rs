@@ -3,22 +3,31 @@
 //!
 //! ```text
 //! cargo run --example client -- --connect 127.0.0.1:7878 --rate 1000000 --bucket 65536 --seconds 5
+//! cargo run --example client -- --connect 10.77.0.1:5001 --policy client-policy.toml
 //! ```
 //!
 //! It uses the default agent (qosd when it runs, else one embedded in this process) and says
-//! which. Ctrl-C (SIGINT) or SIGTERM ends the receiving early, as the end of `--seconds` would: the
-//! stream is closed (ResvTear, session deleted), the line is printed for the time received,
-//! and the client exits 0.
+//! which. `--policy FILE` configures an agent, which only an embedded one can honour: given
+//! it, the client builds an agent of its own with that policy (its admission limits and its
+//! `[[integrity]]` keys, with which RSVP messages to and from the server are signed and
+//! checked) even when qosd runs, and says so (that agent then needs the RSVP port qosd
+//! holds: stop qosd first), as `server --policy` does. Ctrl-C (SIGINT) or SIGTERM ends the
+//! receiving early, as the end of `--seconds` would: the stream is closed (ResvTear, session
+//! deleted), the line is printed for the time received, and the client exits 0. An error
+//! (a bad policy file, a refused connection) is printed and the client exits 1.
 
 mod stop;
 mod which_agent;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
+use qtoq::agent::protocol::socket_path;
+use qtoq::policy::Policy;
 use qtoq::{Agent, QosEvent, QosSpec, QosStream};
 use tokio::io::AsyncReadExt;
 
@@ -42,24 +51,71 @@ struct Args {
     /// How long to receive.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Policy file (TOML, see examples/policy.toml) of this client's own agent: admission
+    /// limits, and the [[integrity]] keys RSVP messages with the server are signed and
+    /// checked with. Without it the client uses the default agent: qosd when it runs.
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() {
     let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The agent the stream uses: the default one (qosd when it runs), or with `--policy` one
+/// of this process's own.
+async fn agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>> {
+    let Some(path) = &args.policy else {
+        let agent = Agent::default_agent()?;
+        eprintln!("agent: {}", which_agent::describe(&agent));
+        return Ok(agent);
+    };
+    let socket = socket_path();
+    if Agent::daemon(&socket).await.is_ok() {
+        eprintln!(
+            "note: qosd is running at {}, but --policy makes this client use an agent of its \
+             own instead (its own policy and keys; it needs the RSVP port qosd holds); without \
+             --policy it would go through qosd",
+            socket.display()
+        );
+    }
+    let policy = Policy::load(path)?;
+    let keys = policy.integrity().keys().len();
+    let agent = Agent::builder().policy(policy).build()?;
+    eprintln!(
+        "agent: {}, policy {}, {keys} integrity keys",
+        which_agent::describe(&agent),
+        path.display()
+    );
+    Ok(agent)
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut signals = StopSignals::install()?;
-    // The default agent the stream below uses (qosd when it runs), held for the whole run.
-    let agent = Agent::default_agent()?;
-    eprintln!("agent: {}", which_agent::describe(&agent));
+    // The agent the stream below uses, held for the whole run.
+    let agent = agent(&args).await?;
     let mut spec = QosSpec::controlled_load(args.rate, args.bucket);
     if let Some(peak) = args.peak {
         spec = spec.peak(peak);
     }
+    let own_agent = args.policy.is_some();
+    let mut builder = QosStream::builder().spec(spec);
+    if own_agent {
+        builder = builder.agent(&agent);
+    }
     let mut stream = tokio::select! {
-        stream = QosStream::connect(args.connect, spec) => stream?,
+        stream = builder.connect(args.connect) => stream?,
         signal = signals.recv() => {
             // Dropping the connect future releases the session it opened.
             eprintln!("stopped by {signal} while connecting");
+            if own_agent {
+                agent.shutdown().await?;
+            }
             return Ok(());
         }
     };
@@ -119,5 +175,9 @@ async fn main() -> std::io::Result<()> {
         (received as f64 / secs) as u64,
         reserved_rate
     );
+    if own_agent {
+        // Its own agent says goodbye to its peers (PathTear/ResvTear of anything left).
+        agent.shutdown().await?;
+    }
     Ok(())
 }

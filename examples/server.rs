@@ -9,10 +9,12 @@
 //!
 //! Like any qtoq application it uses the default agent: qosd, the host's daemon, when it
 //! runs (`$QTOQ_SOCKET`, else /run/qtoq/qosd.sock), an agent embedded in this process
-//! otherwise. `--policy`, `--enforcer` and `--state-dir` configure an agent, which only an
-//! embedded one can honour: given any of them, the server builds an agent of its own even
-//! when qosd runs, and says so (that agent then needs the RSVP port, and with tc the
-//! interfaces, that qosd holds: stop qosd first). It prints which agent it uses.
+//! otherwise. `--policy` (admission rules, interfaces and `[[integrity]]` keys; give the
+//! client the same keys with `client --policy`), `--enforcer` and `--state-dir` configure
+//! an agent, which only an embedded one can honour: given any of them, the server builds an
+//! agent of its own even when qosd runs, and says so (that agent then needs the RSVP port,
+//! and with tc the interfaces, that qosd holds: stop qosd first). It prints which agent it
+//! uses.
 //!
 //! Run `examples/client.rs` on another host (or network namespace) against it. Without
 //! `--rate`/`--signaling` each connection gets what the matching policy rule says. Ctrl-C
@@ -66,9 +68,11 @@ struct Args {
     /// Stop after this many connections (0: serve forever).
     #[arg(long, default_value_t = 0)]
     connections: u64,
-    /// Policy file (TOML, see examples/policy.toml) of this server's own agent; default: the
-    /// built-in default policy. Without --policy, --enforcer and --state-dir the server uses
-    /// the default agent: qosd when it runs.
+    /// Policy file (TOML, see examples/policy.toml) of this server's own agent: its rules and
+    /// limits, the [[interface]]s tc shapes, and the [[integrity]] keys RSVP messages with
+    /// clients are signed and checked with; default: the built-in default policy. Without
+    /// --policy, --enforcer and --state-dir the server uses the default agent: qosd when it
+    /// runs.
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Enforcement backend of this server's own agent: `socket` (marking and pacing, mostly

@@ -339,3 +339,72 @@ fn receive(raw: &mut std::os::unix::net::UnixStream) -> Option<Reply> {
     raw.read_exact(&mut body).ok()?;
     Some(serde_json::from_slice(&body).expect("qosd's replies parse"))
 }
+
+/// qosd's reload (SIGHUP, `qosctl policy reload`) re-reads the policy file and its
+/// `[[integrity]]` keys, secret files included, and the engine takes the new ones; a file
+/// whose secret file is refused changes nothing. Applications see the count in the stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reload_gives_the_engine_the_new_integrity_keys() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = TempDir::new("integrity-reload");
+    let secret = |name: &str, mode: u32| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, b"shared secret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let table = |peer: &str, id: u64, file: &str| {
+        format!(
+            "[[integrity]]\npeer = \"{peer}\"\nkey_id = {id}\nalgorithm = \"hmac-md5\"\n\
+             secret_file = \"{file}\"\n"
+        )
+    };
+    secret("a.key", 0o600);
+    let policy_file = dir.0.join("policy.toml");
+    std::fs::write(&policy_file, table("10.77.0.2", 1, "a.key")).unwrap();
+    let policy = qtoq::policy::Policy::load(&policy_file).unwrap();
+    assert_eq!(policy.integrity().keys().len(), 1);
+    let agent = Agent::builder()
+        .transport(qtoq::agent::Transport::udp())
+        .local_addr(unique_loopback())
+        .policy(policy)
+        .build()
+        .unwrap();
+    let socket = dir.0.join("qosd.sock");
+    let daemon = Daemon::bind(agent.clone(), &socket, 0o600, Some(policy_file.clone()))
+        .await
+        .unwrap();
+    assert_eq!(agent.stats().await.unwrap().integrity_keys, 1);
+
+    // A rollover: a second key, from a second file (relative to the policy file).
+    secret("b.key", 0o400);
+    std::fs::write(
+        &policy_file,
+        format!(
+            "{}{}",
+            table("10.77.0.2", 1, "a.key"),
+            table("10.77.0.0/24", 2, "b.key")
+        ),
+    )
+    .unwrap();
+    assert_eq!(daemon.reload_policy().await, Ok(0));
+    assert_eq!(agent.stats().await.unwrap().integrity_keys, 2);
+
+    // A secret file others may read: the reload is refused whole, the keys stay.
+    secret("c.key", 0o644);
+    std::fs::write(&policy_file, table("10.77.0.2", 3, "c.key")).unwrap();
+    let refused = daemon.reload_policy().await.unwrap_err();
+    assert!(
+        refused.contains("c.key") && refused.contains("chmod 600"),
+        "{refused}"
+    );
+    assert!(!refused.contains("shared secret"), "{refused}");
+    assert_eq!(agent.stats().await.unwrap().integrity_keys, 2);
+
+    // Without [[integrity]]: no keys.
+    std::fs::write(&policy_file, "").unwrap();
+    assert_eq!(daemon.reload_policy().await, Ok(0));
+    assert_eq!(agent.stats().await.unwrap().integrity_keys, 0);
+    daemon.close();
+    agent.shutdown().await.unwrap();
+}

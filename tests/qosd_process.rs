@@ -561,6 +561,24 @@ fn qosctl_checks_policies_and_decodes_without_qosd() {
         "no file:line:column in: {stderr}"
     );
 
+    // Integrity keys are counted and listed, their secrets never shown.
+    let keyed = dir.0.join("keyed.toml");
+    fs::write(
+        &keyed,
+        "[[integrity]]\npeer = \"10.77.0.2\"\nkey_id = 7\nalgorithm = \"hmac-sha256\"\n\
+         secret = \"never-printed\"\n",
+    )
+    .expect("write");
+    let out = run_qosctl(None, &["policy", "check", &keyed.display().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains(", 1 integrity keys"), "{stdout}");
+    assert!(
+        stdout.contains("integrity key 7 for 10.77.0.2/32: hmac-sha256"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("never-printed"), "{stdout}");
+
     let path = qtoq::wire::Message::path(
         qtoq::wire::Session::new("192.0.2.2:5001".parse().expect("address"), 6),
         qtoq::wire::RsvpHop::new("192.0.2.1".parse().expect("address"), 1),

@@ -166,6 +166,8 @@ pub(crate) struct CoreParts {
     /// Read by the engine's admission wrapper (see [`owners`](super::owners)).
     pub(crate) owners: Owners,
     pub(crate) custom_admission: bool,
+    /// The engine's INTEGRITY keys were given to the builder: a reload keeps them.
+    pub(crate) keys_pinned: bool,
     pub(crate) span: Span,
 }
 
@@ -197,6 +199,9 @@ pub(crate) struct Core {
     owners: Owners,
     /// The policy only serves lookups: a reload tears nothing down.
     custom_admission: bool,
+    /// The engine's INTEGRITY keys were given to the builder, not taken from the policy: a
+    /// policy reload leaves them.
+    keys_pinned: bool,
     send_errors: u64,
     /// The deadline the task's timer is set to: an earlier one needs the task.
     armed: Instant,
@@ -222,6 +227,7 @@ impl Core {
             policy: parts.policy,
             owners: parts.owners,
             custom_admission: parts.custom_admission,
+            keys_pinned: parts.keys_pinned,
             send_errors: 0,
             armed: Instant::now(),
             stopped: false,
@@ -275,6 +281,7 @@ impl Core {
             transport_malformed,
             policy_admitted,
             interfaces,
+            integrity_keys: self.engine.config().integrity.keys().len(),
         }
     }
 
@@ -419,10 +426,24 @@ impl Core {
         self.drain();
     }
 
-    /// Replaces the policy; reservations that no longer fit lose their rule with a policy
+    /// Replaces the policy, and the engine's INTEGRITY keys with its keys unless they were
+    /// given to the builder; reservations that no longer fit lose their rule with a policy
     /// failure (ResvErr code 2 to the receiver, `AdmissionDenied` to the owner).
     pub(crate) fn reload_policy(&mut self, new: Policy) -> usize {
         let origin = new.origin().unwrap_or("(inline)").to_owned();
+        let keys = new.integrity().keys().len();
+        if self.keys_pinned {
+            if keys > 0 {
+                warn!(%origin, ignored = keys,
+                    "the reloaded policy's integrity keys are ignored: the agent was given its keys");
+            }
+        } else {
+            // Before anything the reload sends (ResvErrs of what no longer fits).
+            if self.engine.config().integrity != *new.integrity() {
+                info!(%origin, keys, "integrity keys replaced");
+            }
+            self.engine.set_keys(new.integrity().clone());
+        }
         let dropped = self.policy.lock().reload(new);
         info!(%origin, torn_down = dropped.len(), "policy reloaded");
         let reason = format!("the reloaded policy {origin} no longer admits this reservation");

@@ -25,6 +25,8 @@ pub(crate) struct DriverParts {
     pub(crate) admission: Box<dyn Admission>,
     pub(crate) policy: SharedPolicy,
     pub(crate) custom_admission: bool,
+    /// The engine's keys were given to the builder: a policy reload keeps them.
+    pub(crate) keys_pinned: bool,
     pub(crate) enforcer: Box<dyn Enforcer>,
     pub(crate) link: Link,
     pub(crate) local_addrs: Vec<IpAddr>,
@@ -138,6 +140,7 @@ impl Driver {
             enforcer: parts.enforcer,
             policy: parts.policy,
             custom_admission: parts.custom_admission,
+            keys_pinned: parts.keys_pinned,
             span: span.clone(),
         }));
         let driver = Driver {

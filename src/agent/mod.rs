@@ -76,6 +76,7 @@ use crate::error::QosError;
 use crate::flow::{
     Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, Owner, RuleId,
 };
+use crate::integrity::KeyChain;
 use crate::policy::{InterfaceBudget, Policy, PolicyError, PolicyRule};
 
 /// How often an agent re-checks its admitted reservations against the policy's schedules
@@ -158,6 +159,11 @@ pub struct AgentStats {
     /// where the number comes from ([`Policy::interface_budgets`]; empty with a custom
     /// [`AgentBuilder::admission`]).
     pub interfaces: Vec<InterfaceBudget>,
+    /// INTEGRITY keys (RFC 2747) the engine signs and verifies with: the policy's
+    /// `[[integrity]]` tables, or those given with [`AgentBuilder::integrity`]. Only their
+    /// number: secrets never leave the agent.
+    #[serde(default)]
+    pub integrity_keys: usize,
 }
 
 struct AgentShared {
@@ -478,6 +484,10 @@ impl Agent {
     /// custom [`AgentBuilder::admission`] the policy only serves lookups and nothing is torn
     /// down.
     ///
+    /// The engine signs and verifies with the new policy's `[[integrity]]` keys from then
+    /// on ([`Engine::set_keys`](crate::engine::Engine::set_keys)), unless the agent was
+    /// given its keys with [`AgentBuilder::integrity`], which stay.
+    ///
     /// # Errors
     ///
     /// `BrokenPipe` if the agent has stopped.
@@ -708,6 +718,8 @@ pub struct AgentBuilder {
     engine: EngineConfig,
     admission: Option<Box<dyn Admission>>,
     policy: Option<Policy>,
+    /// Keys given with [`AgentBuilder::integrity`]: they win over the policy's.
+    integrity: Option<KeyChain>,
     enforcer: Option<Box<dyn Enforcer>>,
     /// The process's default agent: skips addresses that cannot be bound, falls back to an
     /// ephemeral port, and moves to a thread of its own if its runtime stops.
@@ -722,6 +734,7 @@ impl fmt::Debug for AgentBuilder {
             .field("engine", &self.engine)
             .field("custom_admission", &self.admission.is_some())
             .field("policy", &self.policy.as_ref().map(|p| p.origin()))
+            .field("integrity", &self.integrity)
             .field("enforcer", &self.enforcer)
             .field("default_agent", &self.default_agent)
             .finish()
@@ -744,6 +757,7 @@ impl AgentBuilder {
             engine: EngineConfig::default(),
             admission: None,
             policy: None,
+            integrity: None,
             enforcer: None,
             default_agent: false,
         }
@@ -793,7 +807,9 @@ impl AgentBuilder {
         self
     }
 
-    /// The whole engine configuration; its `local_addrs` are replaced by the agent's.
+    /// The whole engine configuration; its `local_addrs` are replaced by the agent's. Keys in
+    /// its [`integrity`](EngineConfig::integrity), when there are any, count as given with
+    /// [`AgentBuilder::integrity`] (unless that is called too: then its keys are used).
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
         self.engine = config;
         self
@@ -815,6 +831,20 @@ impl AgentBuilder {
     pub fn policy_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, PolicyError> {
         let policy = Policy::load(path)?;
         Ok(self.policy(policy))
+    }
+
+    /// The RFC 2747 INTEGRITY keys the agent signs and verifies with, instead of the
+    /// policy's `[[integrity]]` tables.
+    ///
+    /// Without it the keys come from the policy ([`Policy::integrity`]; none with the
+    /// default policy), and [`Agent::reload_policy`] replaces them with the reloaded
+    /// policy's. Keys given here (or in [`engine_config`](Self::engine_config)'s
+    /// `integrity`, when not empty) take precedence for the agent's whole life: the policy's
+    /// keys are ignored, at build and at every reload, with a warning when it has some.
+    /// An empty chain given here pins "no keys" the same way.
+    pub fn integrity(mut self, keys: KeyChain) -> Self {
+        self.integrity = Some(keys);
+        self
     }
 
     /// Admission control asked before any rule is loaded, instead of the policy's (tests,
@@ -903,7 +933,26 @@ impl AgentBuilder {
             self.local_addrs.clone()
         };
         let link = transport::Link::open(&self.transport, &locals, self.default_agent)?;
-        let policy = SharedPolicy::new(self.policy.take().unwrap_or_default());
+        let policy = self.policy.take().unwrap_or_default();
+        // The keys: given explicitly (pinned for the agent's life), else the policy's.
+        let given = self.integrity.take().or_else(|| {
+            (!self.engine.integrity.is_empty()).then(|| std::mem::take(&mut self.engine.integrity))
+        });
+        let keys_pinned = given.is_some();
+        self.engine.integrity = match given {
+            Some(keys) => {
+                if !policy.integrity().is_empty() {
+                    tracing::warn!(
+                        policy = policy.origin().unwrap_or("(inline)"),
+                        ignored = policy.integrity().keys().len(),
+                        "the policy's integrity keys are ignored: the agent was given its keys"
+                    );
+                }
+                keys
+            }
+            None => policy.integrity().clone(),
+        };
+        let policy = SharedPolicy::new(policy);
         let shared_policy = policy.clone();
         let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
         self.engine.local_addrs = locals.clone();
@@ -916,6 +965,7 @@ impl AgentBuilder {
             custom_admission: self.admission.is_some(),
             admission: self.admission.unwrap_or_else(|| Box::new(policy.clone())),
             policy: policy.clone(),
+            keys_pinned,
             enforcer: self
                 .enforcer
                 .unwrap_or_else(|| Box::new(SocketEnforcer::new())),
@@ -939,5 +989,136 @@ impl AgentBuilder {
             },
             driver,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::{Agent, Backend, MemoryNetwork, Transport};
+    use crate::engine::EngineConfig;
+    use crate::integrity::{Algorithm, Key, KeyChain, KeyId, Secret};
+    use crate::policy::{Policy, StaticProbe};
+
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn policy(tables: &str) -> Policy {
+        Policy::from_toml_str(tables, "keys.toml")
+            .expect("valid policy")
+            .with_interface_probe(StaticProbe::new())
+    }
+
+    fn one_key(peer: &str, id: u64, secret: &str) -> String {
+        format!(
+            "[[integrity]]\npeer = \"{peer}\"\nkey_id = {id}\nalgorithm = \"hmac-sha256\"\n\
+             secret = \"{secret}\"\n"
+        )
+    }
+
+    fn chain(id: u64, secret: &[u8]) -> KeyChain {
+        KeyChain::new(vec![Key {
+            peer: "10.9.0.0/16".parse().unwrap(),
+            key_id: KeyId::new(id).unwrap(),
+            algorithm: Algorithm::HmacMd5,
+            secret: Secret::new(secret).unwrap(),
+        }])
+        .unwrap()
+    }
+
+    fn builder() -> super::AgentBuilder {
+        Agent::builder()
+            .transport(Transport::Memory(MemoryNetwork::new(11)))
+            .local_addr(LOCALHOST)
+    }
+
+    /// The chain the agent's engine runs with, read under the agent's lock.
+    async fn engine_keys(agent: &Agent) -> KeyChain {
+        let Backend::Embedded(shared) = &agent.backend else {
+            unreachable!("an embedded agent");
+        };
+        shared.core.lock().await.engine().config().integrity.clone()
+    }
+
+    #[tokio::test]
+    async fn the_policys_keys_reach_the_engine_and_a_reload_replaces_them() {
+        let first = policy(&one_key("10.77.0.2", 1, "first secret"));
+        let first_keys = first.integrity().clone();
+        assert_eq!(first_keys.keys().len(), 1);
+        let agent = builder().policy(first).build().unwrap();
+        assert_eq!(engine_keys(&agent).await, first_keys);
+        assert_eq!(agent.stats().await.unwrap().integrity_keys, 1);
+
+        // A rollover: the old key and a new one (which now sends), another secret.
+        let second = policy(&format!(
+            "{}{}",
+            one_key("10.77.0.2", 1, "first secret"),
+            one_key("10.77.0.0/24", 2, "second secret")
+        ));
+        let second_keys = second.integrity().clone();
+        agent.reload_policy(second).await.unwrap();
+        assert_eq!(engine_keys(&agent).await, second_keys);
+        assert_eq!(agent.stats().await.unwrap().integrity_keys, 2);
+
+        // Same identifier, another secret: still a different chain, and it is taken.
+        let third = policy(&one_key("10.77.0.2", 1, "rotated secret"));
+        let third_keys = third.integrity().clone();
+        assert_ne!(third_keys, first_keys);
+        agent.reload_policy(third).await.unwrap();
+        assert_eq!(engine_keys(&agent).await, third_keys);
+
+        // A policy without [[integrity]] removes them.
+        agent.reload_policy(policy("")).await.unwrap();
+        assert!(engine_keys(&agent).await.is_empty());
+        assert_eq!(agent.stats().await.unwrap().integrity_keys, 0);
+        agent.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_given_to_the_builder_win_over_the_policys_and_survive_reloads() {
+        let given = chain(7, b"given");
+        let agent = builder()
+            .policy(policy(&one_key("10.77.0.2", 1, "policy secret")))
+            .integrity(given.clone())
+            .build()
+            .unwrap();
+        assert_eq!(engine_keys(&agent).await, given);
+        agent
+            .reload_policy(policy(&one_key("10.77.0.3", 3, "other")))
+            .await
+            .unwrap();
+        assert_eq!(engine_keys(&agent).await, given);
+        agent.shutdown().await.unwrap();
+
+        // Keys in the engine configuration count as given too.
+        let config = EngineConfig {
+            integrity: chain(8, b"configured"),
+            ..EngineConfig::default()
+        };
+        let agent = builder()
+            .engine_config(config)
+            .policy(policy(&one_key("10.77.0.2", 1, "policy secret")))
+            .build()
+            .unwrap();
+        assert_eq!(engine_keys(&agent).await, chain(8, b"configured"));
+        agent.reload_policy(policy("")).await.unwrap();
+        assert_eq!(engine_keys(&agent).await, chain(8, b"configured"));
+        agent.shutdown().await.unwrap();
+
+        // An explicitly empty chain pins "no keys".
+        let agent = builder()
+            .policy(policy(&one_key("10.77.0.2", 1, "policy secret")))
+            .integrity(KeyChain::default())
+            .build()
+            .unwrap();
+        assert!(engine_keys(&agent).await.is_empty());
+        agent.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_policy_or_keys_nothing_is_signed() {
+        let agent = builder().build().unwrap();
+        assert!(engine_keys(&agent).await.is_empty());
+        agent.shutdown().await.unwrap();
     }
 }

@@ -4,7 +4,8 @@
 //! qosctl [--socket PATH] sessions [--json]     every session: addresses, state, rate, owner
 //! qosctl [--socket PATH] watch [--json]        live events of every session, until Ctrl-C
 //! qosctl [--socket PATH] stats [--json]        the agent's counters and interface budgets
-//! qosctl policy check FILE                     parse a policy file here (no qosd needed)
+//! qosctl policy check FILE                     parse a policy file here (no qosd needed):
+//!                                              its rules, interfaces, pools, integrity keys
 //! qosctl [--socket PATH] policy reload         qosd reloads its --policy file
 //! qosctl decode HEX | --file FILE              pretty-print one RSVP message
 //! ```
@@ -79,7 +80,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Parse a policy file here and summarize its rules (qosd is not asked).
+    /// Parse a policy file here and summarize its rules, interfaces, pools and integrity
+    /// keys (never their secrets; qosd is not asked).
     Check {
         /// The policy file (TOML).
         file: PathBuf,
@@ -424,6 +426,7 @@ impl Display for StatsText<'_> {
         writeln!(f, "rules in force:  {}", s.rules_in_force)?;
         writeln!(f, "enforce queue:   {}", s.enforce_queue)?;
         writeln!(f, "admitted:        {} reservations", s.policy_admitted)?;
+        writeln!(f, "integrity keys:  {}", s.integrity_keys)?;
         writeln!(
             f,
             "datagrams:       {} in, {} out, {} delivered on this host",
@@ -456,12 +459,14 @@ impl Display for StatsText<'_> {
 fn check_policy(file: &Path) -> Result<(), Failure> {
     let policy = Policy::load(file).map_err(|e| Failure::Failed(e.to_string()))?;
     let rules = policy.rules();
+    let keys = policy.integrity().keys();
     emit(format_args!(
-        "{}: OK, {} rules, {} interfaces, {} pools",
+        "{}: OK, {} rules, {} interfaces, {} pools, {} integrity keys",
         file.display(),
         rules.len(),
         policy.interfaces().len(),
-        policy.pools().len()
+        policy.pools().len(),
+        keys.len()
     ))?;
     for rule in rules {
         let mut line = format!(
@@ -487,6 +492,13 @@ fn check_policy(file: &Path) -> Result<(), Failure> {
             line.push_str(", on a schedule");
         }
         emit(line)?;
+    }
+    // Never the secret: which neighbors are signed with, and with which key.
+    for key in keys {
+        emit(format_args!(
+            "  integrity key {} for {}: {}",
+            key.key_id, key.peer, key.algorithm
+        ))?;
     }
     Ok(())
 }

@@ -130,6 +130,8 @@ impl Prefix {
     }
 
     /// The prefix length in bits.
+    // A length in bits, not a count of items: `is_empty` would mean nothing.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         self.len
     }

@@ -5,16 +5,20 @@
 //! problem as `file:line:column: message`; nothing is applied until the whole file is valid.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::integrity::{Algorithm, Key, KeyChain, KeyError, KeyId, Prefix, Secret};
 
 use super::matching::{parse_dscp, parse_protocol, Cidr, PortRange, Schedule};
 use super::units::{parse_rate, parse_size};
 use super::{
     HostLimits, InterfaceSpec, Limits, Match, Policy, PolicyError, PolicyRule, Pool, Service,
-    Unmatched, MAX_PROGRAM_NAME,
+    Unmatched, MAX_PROGRAM_NAME, MAX_SECRET_FILE_BYTES,
 };
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +31,39 @@ struct RawFile {
     interfaces: Vec<RawInterface>,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    integrity: Vec<RawIntegrity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegrity {
+    peer: Spanned<String>,
+    key_id: Spanned<i64>,
+    algorithm: Spanned<String>,
+    secret: Option<Spanned<RawSecret>>,
+    secret_file: Option<Spanned<String>>,
+}
+
+/// `secret = "…"`: taken as any TOML value so that a value of the wrong type is refused
+/// without serde quoting it back (it may be someone's secret); `Debug` never shows it.
+#[derive(Deserialize)]
+#[serde(from = "toml::Value")]
+struct RawSecret(Result<String, &'static str>);
+
+impl From<toml::Value> for RawSecret {
+    fn from(value: toml::Value) -> Self {
+        RawSecret(match value {
+            toml::Value::String(text) => Ok(text),
+            other => Err(other.type_str()),
+        })
+    }
+}
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawSecret(..)")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,14 +209,16 @@ pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Parses and validates a whole policy file; user names are looked up in the system's
-/// user database.
-pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-    parse_with_users(text, origin, UserDatabase::System(None))
+/// user database, and a relative `secret_file` is read from `base` (the policy file's
+/// directory; `None`: the current directory).
+pub(super) fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+    parse_with_users(text, origin, base, UserDatabase::System(None))
 }
 
 fn parse_with_users(
     text: &str,
     origin: &str,
+    base: Option<&Path>,
     mut users: UserDatabase,
 ) -> Result<Policy, PolicyError> {
     let locator = Locator { origin, text };
@@ -245,13 +284,152 @@ fn parse_with_users(
         rules.push(rule);
     }
 
+    let integrity = validate_integrity(&locator, &raw.integrity, base)?;
+
     Ok(Policy::from_parts(
         Some(origin.to_string()),
         host,
         rules,
         pools,
         interfaces,
+        integrity,
     ))
+}
+
+/// The `[[integrity]]` tables, in file order (the last key covering a neighbor sends).
+fn validate_integrity(
+    locator: &Locator<'_>,
+    tables: &[RawIntegrity],
+    base: Option<&Path>,
+) -> Result<KeyChain, PolicyError> {
+    let mut keys = Vec::with_capacity(tables.len());
+    for t in tables {
+        let peer: Prefix = t
+            .peer
+            .get_ref()
+            .parse()
+            .map_err(|e: KeyError| locator.at(&t.peer, e.to_string()))?;
+        let key_id = u64::try_from(*t.key_id.get_ref())
+            .ok()
+            .and_then(KeyId::new)
+            .ok_or_else(|| {
+                locator.at(
+                    &t.key_id,
+                    format!(
+                        "integrity key_id {} is not a 48-bit Key Identifier: it is between 0 \
+                         and {}",
+                        t.key_id.get_ref(),
+                        KeyId::MAX
+                    ),
+                )
+            })?;
+        let algorithm: Algorithm = t
+            .algorithm
+            .get_ref()
+            .parse()
+            .map_err(|e: KeyError| locator.at(&t.algorithm, e.to_string()))?;
+        let secret =
+            match (&t.secret, &t.secret_file) {
+                (Some(_), Some(file)) => {
+                    return Err(locator.at(
+                        file,
+                        "give either secret or secret_file in an [[integrity]] table, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(locator.at(
+                        &t.peer,
+                        "this [[integrity]] table has no secret: give secret = \"…\" or \
+                     secret_file = \"path\"",
+                    ))
+                }
+                (Some(inline), None) => match &inline.get_ref().0 {
+                    Ok(text) => Secret::new(text.as_bytes())
+                        .map_err(|e| locator.at(inline, e.to_string()))?,
+                    Err(kind) => {
+                        return Err(locator.at(
+                            inline,
+                            format!("integrity secret must be a string, not {kind}"),
+                        ))
+                    }
+                },
+                (None, Some(file)) => read_secret_file(&resolve(base, file.get_ref()))
+                    .map_err(|e| locator.at(file, e))?,
+            };
+        keys.push(Key {
+            peer,
+            key_id,
+            algorithm,
+            secret,
+        });
+        // Checked as each key is added, so the error points at the second of a pair.
+        if let Err(e) = KeyChain::new(keys.clone()) {
+            return Err(locator.at(&t.key_id, e.to_string()));
+        }
+    }
+    KeyChain::new(keys).map_err(|e| locator.error(None, e.to_string()))
+}
+
+/// `file` as written, relative to `base` (the policy file's directory) unless absolute.
+fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
+    let file = Path::new(file);
+    match base {
+        Some(base) if file.is_relative() => base.join(file),
+        _ => file.to_path_buf(),
+    }
+}
+
+/// Reads a `secret_file`: a regular file, private to its owner (no permission bit for the
+/// group or others, as ssh requires of private keys), not empty once one trailing newline
+/// (`\n` or `\r\n`) is removed. Errors name the file and never show its contents.
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let shown = path.display();
+    let io = |e: std::io::Error| format!("cannot read integrity secret_file {shown}: {e}");
+    // Non-blocking, and checked to be a regular file before reading: a FIFO would block.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let metadata = opened.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "integrity secret_file {shown} is not a regular file"
+        ));
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "integrity secret_file {shown} is accessible to its group or others (mode \
+             {mode:04o}): a secret must be private to its owner, run `chmod 600 {shown}`"
+        ));
+    }
+    if metadata.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "integrity secret_file {shown} is {} bytes, more than the {MAX_SECRET_FILE_BYTES} \
+             accepted",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_SECRET_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    Secret::new(bytes).map_err(|_| {
+        format!(
+            "integrity secret_file {shown} is empty (a trailing newline is not part of the secret)"
+        )
+    })
 }
 
 /// The kernel's rule (`dev_valid_name`), plus no control characters: netlink carries the name
@@ -648,7 +826,7 @@ alice:x:2000:2000:second alice:/home/a2:/bin/sh
     }
 
     fn parse_users(key: &str) -> Result<Policy, PolicyError> {
-        parse_with_users(&rule_with(key), "t.toml", UserDatabase::Text(PASSWD))
+        parse_with_users(&rule_with(key), "t.toml", None, UserDatabase::Text(PASSWD))
     }
 
     #[test]

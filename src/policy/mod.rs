@@ -76,6 +76,64 @@
 //! request without a known owner (one built without it, a flow no local session sends)
 //! never matches it. Rules without these keys match whatever the owner.
 //!
+//! # Message authentication
+//!
+//! `[[integrity]]` tables give the RFC 2747 keys ([`Policy::integrity`]) an agent built with
+//! the policy signs and verifies RSVP messages with (see [`crate::integrity`]): messages to
+//! and from a neighbor in a table's `peer` prefix carry INTEGRITY made with its key, and a
+//! message from such a neighbor without a valid one is dropped.
+//!
+//! ```toml
+//! [[integrity]]
+//! peer = "10.77.0.2/32"       # the neighbor's address or a prefix (an address alone: a host)
+//! key_id = 1                  # the 48-bit Key Identifier, 0 to 2^48 - 1
+//! algorithm = "hmac-md5"      # RFC 2747's HMAC-MD5, or "hmac-sha256"
+//! secret = "a shared secret"  # or: secret_file = "/etc/qtoq/peer.key"
+//! ```
+//!
+//! * Exactly one of `secret` (its UTF-8 bytes) and `secret_file` (the file's bytes, less
+//!   one trailing `\n` or `\r\n`; binary secrets are fine). A relative `secret_file` is
+//!   read from the policy file's directory ([`Policy::load`]; the current directory for
+//!   [`Policy::from_toml_str`]), when the policy is loaded and again at every reload.
+//! * A `secret_file` must be private to its owner, as ssh requires of private keys:
+//!   loading **fails** (it does not merely warn) when the group or others have any
+//!   permission on it (`mode & 0o077 != 0`; fix it with `chmod 600`), when it is missing
+//!   or unreadable, not a regular file, larger than [`MAX_SECRET_FILE_BYTES`], or empty.
+//!   An empty `secret` is refused too.
+//! * Several tables may cover one neighbor, for a key rollover: each of their keys is
+//!   accepted from it, and the one written last is used to send to it. Two tables with the
+//!   same `key_id` for overlapping prefixes are refused (a receiver could not tell which
+//!   key signed).
+//! * Unknown keys in the table are refused, like everywhere in the file; every error names
+//!   the file, line and column, and never shows a secret (nor does [`Policy`]'s `Debug`).
+//! * [`Agent::reload_policy`](crate::Agent::reload_policy) (qosd: SIGHUP, `qosctl policy
+//!   reload`) replaces the engine's keys with the reloaded file's, unless the agent was
+//!   given keys of its own with
+//!   [`AgentBuilder::integrity`](crate::agent::AgentBuilder::integrity).
+//!
+//! ```
+//! use qtoq::integrity::Algorithm;
+//! use qtoq::policy::Policy;
+//!
+//! let policy = Policy::from_toml_str(r#"
+//!     [[integrity]]
+//!     peer = "10.77.0.0/24"
+//!     key_id = 1
+//!     algorithm = "hmac-md5"
+//!     secret = "old secret"
+//!
+//!     [[integrity]]           # the new key, which now sends
+//!     peer = "10.77.0.0/24"
+//!     key_id = 2
+//!     algorithm = "hmac-sha256"
+//!     secret = "new secret"
+//! "#, "inline").unwrap();
+//! let keys = policy.integrity();
+//! let sending = keys.sending_key("10.77.0.2".parse().unwrap()).unwrap();
+//! assert_eq!((sending.key_id.get(), sending.algorithm), (2, Algorithm::HmacSha256));
+//! assert!(!format!("{policy:?}").contains("new secret"));
+//! ```
+//!
 //! # Denials
 //!
 //! Exceeding a rule's own limits (`rate`, `bucket`, `peak`, `max_packet`, `max_flows`) or the
@@ -109,6 +167,7 @@ use std::time::SystemTime;
 use crate::flow::{
     Admission, AdmissionDenied, AdmissionGrant, AdmissionRequest, Flow, Owner, RuleId,
 };
+use crate::integrity::KeyChain;
 use crate::wire::intserv::{FlowSpec, GuaranteedRspec, TokenBucket};
 use crate::wire::RsvpError;
 
@@ -130,6 +189,10 @@ pub const DEFAULT_HOST_MAX_FLOWS: u32 = 1024;
 
 /// Largest policy file [`Policy::load`] reads: 1 MiB, far beyond any real policy.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
+
+/// Largest `secret_file` of an `[[integrity]]` table that is read: 64 KiB, far beyond any
+/// HMAC key (a longer key is hashed down to one block anyway).
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
 /// Why a policy file could not be loaded. Nothing of a bad file is ever applied.
 #[derive(Debug, thiserror::Error)]
@@ -479,6 +542,8 @@ pub struct Policy {
     rules: Vec<PolicyRule>,
     pools: Vec<Pool>,
     interfaces: Vec<InterfaceSpec>,
+    /// The `[[integrity]]` keys, in file order. Their secrets' `Debug` is redacted.
+    integrity: KeyChain,
     admitted: BTreeMap<RuleId, Admitted>,
     stats: AdmissionStats,
     clock: fn() -> SystemTime,
@@ -496,6 +561,7 @@ impl Default for Policy {
             Vec::new(),
             Vec::new(),
             Vec::new(),
+            KeyChain::default(),
         )
     }
 }
@@ -507,6 +573,7 @@ impl Policy {
         mut rules: Vec<PolicyRule>,
         pools: Vec<Pool>,
         interfaces: Vec<InterfaceSpec>,
+        integrity: KeyChain,
     ) -> Self {
         rules.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order.cmp(&b.order)));
         Policy {
@@ -515,6 +582,7 @@ impl Policy {
             rules,
             pools,
             interfaces,
+            integrity,
             admitted: BTreeMap::new(),
             stats: AdmissionStats::default(),
             clock: SystemTime::now,
@@ -565,18 +633,34 @@ impl Policy {
             &mut text,
         )
         .map_err(io)?;
-        Self::from_toml_str(&text, &file)
+        // A relative `secret_file` is read next to the policy file.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        Self::parse(&text, &file, Some(dir))
     }
 
-    /// Parses a policy from TOML text; `origin` names it in error messages.
+    /// Parses a policy from TOML text; `origin` names it in error messages. A relative
+    /// `secret_file` of an `[[integrity]]` table is read from the current directory (with
+    /// [`Policy::load`], from the policy file's).
     ///
     /// # Errors
     ///
     /// [`PolicyError::Invalid`] with the line and column of the first problem.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        match file::parse(text, origin) {
+        Self::parse(text, origin, None)
+    }
+
+    fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Self, PolicyError> {
+        match file::parse(text, origin, dir) {
             Ok(policy) => {
-                tracing::debug!(origin, rules = policy.rules.len(), "policy loaded");
+                tracing::debug!(
+                    origin,
+                    rules = policy.rules.len(),
+                    integrity_keys = policy.integrity.keys().len(),
+                    "policy loaded"
+                );
                 Ok(policy)
             }
             Err(e) => {
@@ -623,6 +707,17 @@ impl Policy {
     /// The host-wide settings.
     pub fn host(&self) -> &HostLimits {
         &self.host
+    }
+
+    /// The RFC 2747 INTEGRITY keys of the `[[integrity]]` tables, in file order (the last
+    /// key covering a neighbor is the one used to send to it). An agent built with this
+    /// policy signs and verifies with them (see [`AgentBuilder::integrity`] for keys given
+    /// otherwise), and [`Agent::reload_policy`] replaces them.
+    ///
+    /// [`AgentBuilder::integrity`]: crate::agent::AgentBuilder::integrity
+    /// [`Agent::reload_policy`]: crate::Agent::reload_policy
+    pub fn integrity(&self) -> &KeyChain {
+        &self.integrity
     }
 
     /// Admission counters.
@@ -943,7 +1038,8 @@ impl Policy {
         ))
     }
 
-    /// Replaces the rules, pools, interfaces and host limits with `new`'s and re-admits every
+    /// Replaces the rules, pools, interfaces, host limits and [integrity
+    /// keys](Policy::integrity) with `new`'s and re-admits every
     /// current reservation under them, oldest first. Returns the ids that no longer fit: they
     /// are released here, and the caller tears them down (ResvErr, rule removal).
     pub fn reload(&mut self, new: Policy) -> Vec<RuleId> {
@@ -959,6 +1055,7 @@ impl Policy {
         self.rules = new.rules;
         self.pools = new.pools;
         self.interfaces = new.interfaces;
+        self.integrity = new.integrity;
         // The new policy's discovery: interfaces and link speeds are learnt again.
         self.discovery = new.discovery;
         let mut dropped = Vec::new();
