@@ -25,6 +25,16 @@ impl Capture {
     /// Starts capturing `filter` on `lo` (inside network namespace `netns` when given),
     /// bounded to 60 s and `max_packets`; returns once tshark reports it is capturing.
     pub fn start(netns: Option<&str>, filter: &str, max_packets: u32) -> Capture {
+        Self::start_on(netns, "lo", filter, max_packets)
+    }
+
+    /// [`Capture::start`] on interface `interface`.
+    pub fn start_on(
+        netns: Option<&str>,
+        interface: &str,
+        filter: &str,
+        max_packets: u32,
+    ) -> Capture {
         let path = std::env::temp_dir().join(format!(
             "qtoq-capture-{}-{}.pcap",
             std::process::id(),
@@ -40,7 +50,7 @@ impl Capture {
             None => Command::new("tshark"),
         };
         let mut child = command
-            .args(["-i", "lo", "-f", filter, "-a", "duration:60", "-c"])
+            .args(["-i", interface, "-f", filter, "-a", "duration:60", "-c"])
             .arg(max_packets.to_string())
             .arg("-w")
             .arg(&path)
