@@ -194,7 +194,8 @@ fn unsigned_forged_bad_and_replayed_datagrams_are_dropped_without_effect() {
     //    association is dropped too.
     let mut stranger = first_path.clone();
     stranger[2..4].fill(0);
-    f.net.inject(client, "192.0.2.9".parse::<IpAddr>().unwrap(), &stranger);
+    f.net
+        .inject(client, "192.0.2.9".parse::<IpAddr>().unwrap(), &stranger);
 
     let st = f.net.nodes[server].engine.stats();
     let ct = f.net.nodes[client].engine.stats();
@@ -313,7 +314,11 @@ fn a_restarted_host_challenges_refuses_replays_and_the_reservation_comes_back() 
     });
     // Right after the restart a replayed Path is NOT accepted: the client challenges the
     // server and drops it.
-    let sent_before = f.net.sent.get(&MsgType::IntegrityChallenge.number()).copied();
+    let sent_before = f
+        .net
+        .sent
+        .get(&MsgType::IntegrityChallenge.number())
+        .copied();
     for replay in &recorded {
         f.net.inject(client, v4(1), replay);
     }
@@ -321,7 +326,10 @@ fn a_restarted_host_challenges_refuses_replays_and_the_reservation_comes_back() 
     assert_eq!(st.integrity_unverified, recorded.len() as u64, "{st:?}");
     assert_eq!(st.challenges_sent, 1, "one outstanding challenge: {st:?}");
     assert_eq!(
-        f.net.sent.get(&MsgType::IntegrityChallenge.number()).copied(),
+        f.net
+            .sent
+            .get(&MsgType::IntegrityChallenge.number())
+            .copied(),
         Some(sent_before.unwrap_or(0) + 1)
     );
     assert!(f.net.nodes[client].events_of(c).is_empty());
@@ -346,7 +354,11 @@ fn a_restarted_host_challenges_refuses_replays_and_the_reservation_comes_back() 
         "{:?}",
         f.net.nodes[client].events
     );
-    assert!(!ended(&f.net.nodes[server]), "{:?}", f.net.nodes[server].events);
+    assert!(
+        !ended(&f.net.nodes[server]),
+        "{:?}",
+        f.net.nodes[server].events
+    );
     assert_eq!(f.net.nodes[server].installed.len(), 1);
 }
 
@@ -417,6 +429,14 @@ fn a_restarted_sender_is_accepted_by_a_peer_that_kept_its_state() {
     assert_eq!(drops(after), drops(&before), "{after:?}");
     assert_eq!(after.handshakes_completed, before.handshakes_completed);
     assert_eq!(f.net.nodes[server].engine.stats().handshakes_completed, 1);
-    assert!(established(&f.net.nodes[server], s), "{:?}", f.net.nodes[server].events);
-    assert!(!ended(&f.net.nodes[client]), "{:?}", f.net.nodes[client].events_of(c));
+    assert!(
+        established(&f.net.nodes[server], s),
+        "{:?}",
+        f.net.nodes[server].events
+    );
+    assert!(
+        !ended(&f.net.nodes[client]),
+        "{:?}",
+        f.net.nodes[client].events_of(c)
+    );
 }

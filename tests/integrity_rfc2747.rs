@@ -107,7 +107,9 @@ fn client(algorithm: Algorithm) -> (Net, usize, qtoq::engine::SessionId) {
     let w = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     net.with(client, |e, now| e.set_wall_clock(now, w));
     let id = net.with(client, |e, now| {
-        let id = e.open_session(now, engine_support::key(sock(v4(2), 40_000))).unwrap();
+        let id = e
+            .open_session(now, engine_support::key(sock(v4(2), 40_000)))
+            .unwrap();
         e.reserve(now, id, Style::FixedFilter, flowspec(), false)
             .unwrap();
         id
@@ -152,7 +154,11 @@ fn a_hand_signed_path_is_accepted_and_our_resv_carries_the_rfc_digest() {
         net.inject(client, v4(1), &tampered);
         let st = net.nodes[client].engine.stats();
         assert_eq!((st.integrity_replayed, st.integrity_bad_digest), (1, 1));
-        assert_eq!(net.nodes[client].events_of(id), events, "nothing more happened");
+        assert_eq!(
+            net.nodes[client].events_of(id),
+            events,
+            "nothing more happened"
+        );
     }
 }
 

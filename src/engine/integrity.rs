@@ -64,7 +64,9 @@ impl IntegrityState {
     /// Seconds since the UNIX epoch now (0 without a wall clock).
     fn unix_secs(&self) -> Option<u64> {
         let (at, wall) = self.wall?;
-        let since = self.now.map_or(Duration::ZERO, |n| n.saturating_duration_since(at));
+        let since = self
+            .now
+            .map_or(Duration::ZERO, |n| n.saturating_duration_since(at));
         Some((wall + since).as_secs())
     }
 
@@ -276,7 +278,8 @@ impl Engine {
         };
         let responses = &mut self.integrity.responses;
         if !responses.contains_key(&source) && responses.len() >= MAX_RESPONDERS {
-            responses.retain(|_, (since, _)| now.saturating_duration_since(*since) < CHALLENGE_RETRY);
+            responses
+                .retain(|_, (since, _)| now.saturating_duration_since(*since) < CHALLENGE_RETRY);
             if responses.len() >= MAX_RESPONDERS {
                 return;
             }

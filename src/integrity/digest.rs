@@ -229,7 +229,11 @@ pub fn sign(key: &Key, sequence: u64, flags: u8, message: &mut Vec<u8>) -> Resul
 /// # Errors
 ///
 /// [`IntegrityError`]: missing object, no such key for `source`, or a bad digest.
-pub fn verify(chain: &KeyChain, source: IpAddr, message: &[u8]) -> Result<Verified, IntegrityError> {
+pub fn verify(
+    chain: &KeyChain,
+    source: IpAddr,
+    message: &[u8],
+) -> Result<Verified, IntegrityError> {
     let found = find(message).ok_or(IntegrityError::Missing)?;
     let key = chain
         .receiving_key(source, found.key_id)
