@@ -260,7 +260,9 @@ fn rollover_accepts_the_old_and_new_keys_and_sends_with_the_new() {
     let after = f.net.nodes[client].engine.stats();
     assert_eq!(drops(after), drops(&c), "old-key message accepted");
     // Once the old key is removed it is refused.
-    f.net.nodes[client].engine.set_keys(chain(&[new.clone()]));
+    f.net.nodes[client]
+        .engine
+        .set_keys(chain(std::slice::from_ref(&new)));
     let mut old_signed = old_path(&f);
     integrity::sign(&old, next + 1, 1, &mut old_signed).unwrap();
     f.net.inject(client, v4(1), &old_signed);

@@ -163,6 +163,8 @@ impl Prefix {
     }
 
     /// The prefix length in bits.
+    // A length in bits, not a collection's size: an `is_empty` would mean nothing.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         self.len
     }
