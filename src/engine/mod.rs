@@ -23,6 +23,7 @@
 //! | `refresh.rs` | refresh and lifetime arithmetic, fast retransmission, peer waits, timeouts |
 //! | `outbox.rs` | message builders, the outbox, local delivery, the flush into [`Transmit`]s |
 //! | `translate.rs` | the engine's messages to and from [`crate::wire`]'s |
+//! | `integrity.rs` | the INTEGRITY gate, signing of transmits, the integrity handshake |
 //! | `state.rs`, `index.rs`, `timer.rs`, `inspect.rs` | session state, key index, timer wheel, inspection |
 //!
 //! # Names
@@ -153,6 +154,45 @@
 //! treat `Remove` of an unknown id as a no-op. One action per rule is outstanding at a time:
 //! a change that arrives while an `Install`/`Modify` waits for its outcome is applied after it.
 //!
+//! # Integrity
+//!
+//! With keys ([`EngineConfig::integrity`], [`Engine::set_keys`]; [`crate::integrity`] has
+//! the formats) the engine authenticates messages hop by hop as RFC 2747 asks:
+//!
+//! * **Sending**: every datagram to a neighbor a key covers ([`Transmit::destination`])
+//!   carries INTEGRITY made with the last key covering it, with the `H` flag set (we answer
+//!   challenges) and the next sequence number. Messages delivered locally are not signed.
+//!   Sequence numbers follow the wall clock (§3.2), which the engine, sans-IO, is told with
+//!   [`Engine::set_wall_clock`]; without it they start low, and a peer that kept its state
+//!   drops them as replays after a restart.
+//! * **Receiving**: a datagram from a covered neighbor is verified on its raw bytes before
+//!   anything is decoded: no INTEGRITY, a key identifier we do not hold for that neighbor,
+//!   a bad digest or a sequence number already seen (or below the 64-entry window) drop it,
+//!   counted in [`Stats::integrity_missing`], [`Stats::integrity_unknown_key`],
+//!   [`Stats::integrity_bad_digest`] and [`Stats::integrity_replayed`], logged at debug, and
+//!   never acted on: no event, no state, no error message back. Every key covering the
+//!   neighbor is accepted (a rollover). A datagram *with* INTEGRITY from a neighbor no key
+//!   covers is dropped too ([`Stats::integrity_unknown_key`]): RFC 2747 §4.2 discards a
+//!   message whose key identifier and sender match no security association, and accepting it
+//!   while ignoring the object would let a forged signature look authenticated.
+//! * **Handshake** (§4.3; Integrity Challenge 25 and Response 26 of RFC 3097): an authentic
+//!   message from a neighbor for which no sequence state is held (after our restart, or the
+//!   first contact) could be a replay, so it is dropped
+//!   ([`Stats::integrity_unverified`]) and the neighbor is sent a Challenge with a fresh
+//!   cookie from an OS-seeded generator, about the key it used; its signed Response echoing
+//!   the cookie starts the window at the Response's sequence number
+//!   ([`Stats::handshakes_completed`]). Until then its messages are dropped; RSVP's refreshes
+//!   and retransmissions bring their content again. One challenge is outstanding per
+//!   neighbor and key, re-sent at most every [`CHALLENGE_RETRY`] and only when another
+//!   message arrives (there is no timer); a Challenge is 28 bytes, smaller than any message
+//!   that carries INTEGRITY, so it never amplifies. A sender whose INTEGRITY has `H` clear
+//!   cannot be challenged: its first authentic message starts its window. Challenges we
+//!   receive from a covered neighbor are answered with a Response signed with the key they
+//!   name ([`Stats::challenges_answered`]), at most [`RESPONSES_PER_SECOND`] per neighbor
+//!   (a Challenge carries no INTEGRITY, so anyone can send one; the answer, 64 or 80 bytes,
+//!   only ever goes to a keyed neighbor).
+//! * **Key changes**: [`Engine::set_keys`] keeps the windows of keys that stay unchanged.
+//!
 //! # Errors
 //!
 //! Messages that cannot happen by the RFC are answered with its error and counted in
@@ -176,6 +216,7 @@ use crate::wire::RsvpError;
 
 mod index;
 mod inspect;
+mod integrity;
 mod msg;
 mod outbox;
 mod path;
@@ -190,6 +231,7 @@ mod translate;
 
 use index::KeyIndex;
 pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};
+pub use integrity::{CHALLENGE_RETRY, RESPONSES_PER_SECOND};
 use msg::Msg;
 use state::Session;
 use timer::{Clock, Timers};
@@ -250,7 +292,8 @@ pub struct EngineConfig {
     pub peer_wait: Option<Duration>,
     /// The RFC 2747 INTEGRITY keys: messages to and from a neighbor a key covers are signed
     /// and must verify (default: none, nothing signed or required). Replaced at run time with
-    /// [`Engine::set_keys`].
+    /// [`Engine::set_keys`]. Give the engine the wall clock too ([`Engine::set_wall_clock`]):
+    /// see [Integrity](self#integrity).
     pub integrity: KeyChain,
 }
 
@@ -533,6 +576,27 @@ pub struct Stats {
     /// Path and Resv messages whose TIME_VALUES refresh period was outside
     /// [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`] and was clamped to it.
     pub refresh_clamped: u64,
+    /// Datagrams dropped because a keyed neighbor sent them without INTEGRITY (see
+    /// [Integrity](self#integrity)).
+    pub integrity_missing: u64,
+    /// Datagrams dropped because their INTEGRITY names a key this engine does not hold for
+    /// their sender (also: INTEGRITY from a neighbor no key covers, and Integrity Challenges
+    /// about a key we do not hold).
+    pub integrity_unknown_key: u64,
+    /// Datagrams dropped because their keyed digest did not verify.
+    pub integrity_bad_digest: u64,
+    /// Datagrams dropped because their sequence number was seen already or is older than
+    /// the replay window.
+    pub integrity_replayed: u64,
+    /// Authentic datagrams dropped because the sender's sequence state is not known yet (an
+    /// integrity handshake is under way).
+    pub integrity_unverified: u64,
+    /// Integrity Challenges sent (RFC 2747 §4.3).
+    pub challenges_sent: u64,
+    /// Integrity Challenges answered with an Integrity Response.
+    pub challenges_answered: u64,
+    /// Integrity Responses that answered our challenge and started a replay window.
+    pub handshakes_completed: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
@@ -563,6 +627,8 @@ pub struct Engine {
     /// Messages delivered to ourselves, processed before the call that produced them returns.
     local: VecDeque<(IpAddr, IpAddr, Msg)>,
     stats: Stats,
+    /// INTEGRITY sequence numbers, replay windows and handshakes (`integrity.rs`).
+    integrity: integrity::IntegrityState,
 }
 
 impl std::fmt::Debug for Engine {
@@ -611,6 +677,7 @@ impl Engine {
             outbox: Vec::new(),
             local: VecDeque::new(),
             stats: Stats::default(),
+            integrity: integrity::IntegrityState::default(),
         }
     }
 
@@ -726,6 +793,7 @@ impl Engine {
 
     /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.integrity.tick(now);
         self.on_timeout(now);
         self.drain_local(now);
     }
@@ -778,9 +846,11 @@ impl Engine {
     }
 
     /// Replaces the INTEGRITY keys ([`EngineConfig::integrity`]), e.g. after a policy
-    /// reload. Replay state of neighbors whose keys remain is kept.
+    /// reload. The replay window (and any challenge outstanding) of a neighbor whose key
+    /// remains unchanged (same identifier, algorithm and secret) is kept; those of keys
+    /// removed or changed are forgotten (a neighbor is then challenged again).
     pub fn set_keys(&mut self, keys: KeyChain) {
-        self.config.integrity = keys;
+        self.replace_keys(keys);
     }
 
     /// The configuration the engine runs with.

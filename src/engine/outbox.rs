@@ -59,10 +59,15 @@ impl Engine {
                 self.local.push_back((source, destination, msg));
                 continue;
             }
-            let Some(payload) = translate::encode(&msg) else {
+            let Some(mut payload) = translate::encode(&msg) else {
                 self.stats.encode_failed += 1;
                 continue;
             };
+            // RFC 2747 §4.1: every datagram to a keyed neighbor carries INTEGRITY.
+            if !self.sign_transmit(destination, &mut payload) {
+                self.stats.encode_failed += 1;
+                continue;
+            }
             self.stats.transmitted += 1;
             self.transmits.push_back(Transmit {
                 destination,

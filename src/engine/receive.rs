@@ -2,8 +2,8 @@
 //! messages delivered locally, and dispatching each message to its handler.
 //!
 //! Every message, from the network or delivered locally, reaches the handlers through
-//! `on_msg`: a receive-side check that must see every message (INTEGRITY, RFC 2747) goes
-//! there.
+//! `on_msg`. Datagrams from the network first pass the INTEGRITY gate (`integrity.rs`, RFC
+//! 2747), on their raw bytes, before they are decoded.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -21,6 +21,7 @@ const LOCAL_BUDGET: usize = 100_000;
 impl Engine {
     /// Processes messages delivered to ourselves (which may produce more).
     pub(super) fn drain_local(&mut self, now: Instant) {
+        self.integrity.tick(now);
         self.flush();
         let mut budget = LOCAL_BUDGET;
         while let Some((source, destination, msg)) = self.local.pop_front() {
@@ -43,6 +44,12 @@ impl Engine {
 
     pub(super) fn on_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
         self.stats.received += 1;
+        // RFC 2747 §4.2: authenticated (or refused, or a handshake message) before anything
+        // is read; only local deliveries skip this.
+        if !self.integrity_gate(now, &datagram) {
+            self.flush();
+            return;
+        }
         match translate::decode(datagram.payload) {
             Ok(msg) => self.on_msg(
                 now,

@@ -3,7 +3,8 @@
 //!
 //! Sans-IO like [`crate::wire`] and [`crate::engine`]: no sockets, no clock of its own.
 //! The [`engine`](crate::engine) signs every message it sends to a peer it has a key for
-//! and verifies every message from such a peer before it is acted on.
+//! and verifies every message from such a peer before it is acted on (see its *Integrity*
+//! section for the handshake and the counters).
 //!
 //! # Keys
 //!
@@ -11,6 +12,38 @@
 //! carry INTEGRITY made with a key of that prefix. Several keys may cover one neighbor (a
 //! rollover): all of them are accepted, and the one listed last in the [`KeyChain`] is used
 //! to send. Keys usually come from the policy file's `[[integrity]]` tables.
+//!
+//! # On the wire (RFC 2747)
+//!
+//! * **Placement** (§2.1): the INTEGRITY object (class 4, C-Type 1) comes immediately after
+//!   the common header: Flags (bit `0x01`, `H`: the sender answers Integrity Challenges,
+//!   RFC 2747 §2.1 / §4.3), a reserved byte, the 48-bit Key Identifier, the 64-bit Sequence
+//!   Number and the keyed digest (16 bytes for HMAC-MD5, 32 for HMAC-SHA-256).
+//! * **Digest** ([`sign`], §4.1): the HMAC over the *whole* message, common header included,
+//!   with the digest field and the common header's checksum field set to zero; the digest is
+//!   written, and only then is the checksum computed, so the checksum covers the digest and
+//!   the digest does not cover the checksum. [`verify`] (§4.2) recomputes it the same way and
+//!   compares in constant time.
+//! * **Sequence numbers** ([`next_sequence`], §3.2): monotonically increasing per key, with no
+//!   stable storage: the high 32 bits are the low 32 bits of the UNIX time in seconds, the low
+//!   32 bits a counter reset each second. The caller supplies the time (sans-IO).
+//! * **Replay** ([`ReplayWindow`], §3, §4.2): a receiver accepts each sequence number once,
+//!   within a window of the last 64 below the highest seen (reordering tolerated, replays
+//!   and anything older refused).
+//! * **Handshake** (§4.3, message types 25 and 26 of RFC 3097, which replaced RFC 2747's 11
+//!   and 12): a receiver without sequence state for a sender (after its own restart) sends
+//!   an Integrity Challenge (a CHALLENGE object: the key identifier and a cookie) and starts
+//!   its window from the sequence number of the signed Integrity Response that echoes the
+//!   cookie. The engine runs it; the formats are [`crate::wire::Challenge`] and
+//!   [`crate::wire::Integrity`].
+
+mod digest;
+mod window;
+
+pub use digest::{
+    carried, next_sequence, object_len, sign, verify, IntegrityError, SignError, Verified,
+};
+pub use window::ReplayWindow;
 
 use std::fmt;
 use std::net::IpAddr;
