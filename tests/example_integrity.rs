@@ -264,6 +264,8 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
         },
         || context(&ns, &server, &client),
     );
+    // Let the capture read what the kernel has queued for it before it is interrupted.
+    std::thread::sleep(Duration::from_millis(500));
     capture.stop();
 
     let packets = dissect(&capture);
@@ -273,10 +275,11 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
         .collect();
     let types: Vec<u8> = ours.iter().map(|p| p.msg).collect();
     // Path, Resv, ResvConf and the teardown at least (and the forged pair, 2 ResvTears).
-    for needed in [1u8, 2, 7, 4] {
+    for needed in [1u8, 2, 7, 6] {
         assert!(
             types.contains(&needed),
-            "no message of type {needed}: {types:?}"
+            "no message of type {needed}: {types:?}\n{ours:#?}\n{}",
+            context(&ns, &server, &client)
         );
     }
     // An Integrity Challenge (type 25) carries no INTEGRITY (RFC 2747 §4.3); everything else
@@ -288,7 +291,7 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
         2,
         "the two forged tears, and only they, are unsigned or made up: {unsigned:#?}"
     );
-    assert!(unsigned.iter().all(|p| p.msg == 4), "{unsigned:#?}");
+    assert!(unsigned.iter().all(|p| p.msg == 6), "{unsigned:#?}");
     let mut last: BTreeMap<IpAddr, u64> = BTreeMap::new();
     let signed: Vec<&&Signed> = ours
         .iter()
@@ -298,8 +301,11 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
     for p in &signed {
         assert_eq!(p.key_id, format!("{KEY_ID:012x}"), "{p:?}");
         assert_eq!(p.hash_len, 32, "HMAC-SHA256 digest: {p:?}");
+        // Wireshark's RSVP dissector does not know RFC 3097's Integrity Challenge and
+        // Response (types 25, 26) nor the CHALLENGE object: it flags them "Unknown session
+        // type" while still dissecting their INTEGRITY. Every other message must be clean.
         assert!(
-            p.max_severity < PI_WARN && !p.malformed,
+            (p.max_severity < PI_WARN || p.msg == 26) && !p.malformed,
             "tshark warns: {p:?}"
         );
         let seq = p.sequence.expect("filtered");

@@ -134,8 +134,12 @@ impl Driver {
         // The engine's requests get their owner (which the engine does not keep) on the way.
         let owners = Owners::default();
         let admission = OwnerAdmission::new(parts.admission, owners.clone());
+        let mut engine = Engine::new(parts.engine, Box::new(admission));
+        // INTEGRITY sequence numbers start from the UNIX time (RFC 2747 §3.2), so they keep
+        // increasing across a restart of the agent without stable storage.
+        engine.set_wall_clock(Instant::now(), std::time::SystemTime::now());
         let core = AgentCore::new(Core::new(CoreParts {
-            engine: Engine::new(parts.engine, Box::new(admission)),
+            engine,
             owners,
             enforcer: parts.enforcer,
             policy: parts.policy,

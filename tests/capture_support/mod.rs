@@ -102,6 +102,8 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_file(&self.path);
+        if std::env::var_os("QTOQ_KEEP_CAPTURE").is_none() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
