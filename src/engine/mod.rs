@@ -122,6 +122,7 @@ use crate::wire::RsvpError;
 mod index;
 mod inspect;
 mod msg;
+mod neighbors;
 mod outbox;
 mod path;
 mod receive;
@@ -136,6 +137,7 @@ mod translate;
 use index::KeyIndex;
 pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};
 use msg::Msg;
+use neighbors::{Answering, Neighbors};
 use state::Session;
 use timer::{Clock, Timers};
 
@@ -192,6 +194,86 @@ pub struct EngineConfig {
     /// [Waiting for the peer](self#waiting-for-the-peer)); `None`: never told. Default
     /// [`DEFAULT_PEER_WAIT`] (3 s).
     pub peer_wait: Option<Duration>,
+    /// Most bytes of state (sessions, path and reservation states, tracked neighbors, as
+    /// [`Stats::state_bytes`] accounts them) the engine holds before it refuses new state
+    /// from the network (dropped, counted in [`Stats::memory_refused`], [`Stats::memory_full`]
+    /// set). Sessions and states the local API creates are not refused (the caller bounds
+    /// them) but count. Default [`DEFAULT_MAX_STATE_BYTES`] (256 MiB). See
+    /// [Bounds](self#bounds).
+    pub max_state_bytes: usize,
+    /// What one neighbor (one IP source address) may make this engine hold and send (see
+    /// [Bounds](self#bounds)).
+    pub neighbor_limits: NeighborLimits,
+}
+
+/// The default [`EngineConfig::max_state_bytes`]: 256 MiB, about 700 000 sessions of
+/// network-created path state.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 256 << 20;
+
+/// What one neighbor — one IP source address of received datagrams — may make the engine
+/// hold and send; see [Bounds](self#bounds). [`Default`] gives limits that no legitimate
+/// peer of a host reaches (thousands of reservations, a burst of thousands of new ones) while
+/// a flood from one address cannot take the whole engine.
+///
+/// Non-exhaustive: start from [`NeighborLimits::default`] (or [`NeighborLimits::unlimited`])
+/// and set the fields you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NeighborLimits {
+    /// Most sessions a neighbor's Paths may create and keep alive (sessions a local owner
+    /// opened are not counted). Default 16 384.
+    pub sessions: usize,
+    /// Most path states (one per sender and session) from one neighbor. Default 65 536.
+    pub paths: usize,
+    /// Most reservation states from one neighbor. Default 65 536.
+    pub reservations: usize,
+    /// New states (path or reservation states, sessions with them) a neighbor may create per
+    /// second, on average... Default 1 024.
+    pub new_state_rate: u32,
+    /// ...and at once (the bucket size). Default 4 096.
+    pub new_state_burst: u32,
+    /// Error messages (PathErr, ResvErr) and held-back answers (see
+    /// [Bounds](self#bounds)) one neighbor's datagrams may cause per second... Default 32.
+    pub answer_rate: u32,
+    /// ...and at once. Default 64.
+    pub answer_burst: u32,
+    /// Most neighbors tracked at once; neighbors that hold no state and have been quiet are
+    /// forgotten to make room, and while the table is full of others a new neighbor can
+    /// create no state and cause no error message. Default 4 096.
+    pub max_neighbors: usize,
+}
+
+impl Default for NeighborLimits {
+    fn default() -> Self {
+        NeighborLimits {
+            sessions: 16_384,
+            paths: 65_536,
+            reservations: 65_536,
+            new_state_rate: 1024,
+            new_state_burst: 4096,
+            answer_rate: 32,
+            answer_burst: 64,
+            max_neighbors: 4096,
+        }
+    }
+}
+
+impl NeighborLimits {
+    /// No per-neighbor limit at all (benchmarks, or a peer that is trusted entirely): quotas
+    /// and buckets at their maximum. The amplification budget of each datagram and
+    /// [`EngineConfig::max_state_bytes`] still apply.
+    pub fn unlimited() -> Self {
+        NeighborLimits {
+            sessions: usize::MAX,
+            paths: usize::MAX,
+            reservations: usize::MAX,
+            new_state_rate: u32::MAX,
+            new_state_burst: u32::MAX,
+            answer_rate: u32::MAX,
+            answer_burst: u32::MAX,
+            max_neighbors: usize::MAX,
+        }
+    }
 }
 
 /// The default [`EngineConfig::peer_wait`]: 3 s.
@@ -216,6 +298,8 @@ impl Default for EngineConfig {
             local_delivery: true,
             max_sessions: 1 << 20,
             peer_wait: Some(DEFAULT_PEER_WAIT),
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            neighbor_limits: NeighborLimits::default(),
         }
     }
 }
@@ -431,7 +515,8 @@ pub struct Stats {
     pub transmitted: u64,
     /// Messages delivered to this engine itself (see [Local delivery](self#local-delivery)).
     pub local_delivered: u64,
-    /// PathErr and ResvErr messages generated.
+    /// PathErr and ResvErr messages sent (transmitted, held back for a later send, or
+    /// delivered locally); suppressed ones are in [`Stats::answers_suppressed`].
     pub errors_sent: u64,
     /// PathErr and ResvErr messages received.
     pub errors_received: u64,
@@ -446,6 +531,29 @@ pub struct Stats {
     /// Messages this engine built but the codec could not encode (too long for RSVP's 16-bit
     /// lengths): logged and not sent.
     pub encode_failed: u64,
+    /// Messages not sent because of the [bounds](self#bounds) on answers: over their
+    /// datagram's byte budget with no answer token of its neighbor left, or errors beyond the
+    /// neighbor's answer rate. (Soft state heals: a suppressed Resv is sent again by its
+    /// retransmission or refresh timer.)
+    pub answers_suppressed: u64,
+    /// Messages over their datagram's byte budget sent a moment later instead, within the
+    /// neighbor's answer rate (see [Bounds](self#bounds)).
+    pub answers_deferred: u64,
+    /// New state from the network refused by a per-neighbor quota or new-state rate, or
+    /// because the neighbor table was full ([`NeighborLimits`]).
+    pub neighbor_refused: u64,
+    /// New state from the network refused because the engine held
+    /// [`EngineConfig::max_state_bytes`].
+    pub memory_refused: u64,
+    /// Whether the last attempt to create state from the network found the engine at
+    /// [`EngineConfig::max_state_bytes`] (a gauge: cleared by the next one that fits).
+    pub memory_full: bool,
+    /// Bytes of state as the engine accounts them against
+    /// [`EngineConfig::max_state_bytes`] (a gauge): per session its slot, index and timer
+    /// share and its lists (owners, senders, path and reservation states with their filter
+    /// lists); tracked neighbors are added when the cap is checked. Close to, and never far
+    /// above, [`Engine::state_bytes`], which measures capacities exactly.
+    pub state_bytes: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
@@ -476,6 +584,16 @@ pub struct Engine {
     /// Messages delivered to ourselves, processed before the call that produced them returns.
     local: VecDeque<(IpAddr, IpAddr, Msg)>,
     stats: Stats,
+    /// Per-neighbor quotas and buckets (see [Bounds](self#bounds)).
+    neighbors: Neighbors,
+    /// The source and arrival of the datagram whose message is being handled (`None` for
+    /// local deliveries, commands and timers): new state is charged to it.
+    origin: Option<(IpAddr, Instant)>,
+    /// The datagram being answered and its byte budget (`None` outside `handle_datagram`).
+    answering: Option<Answering>,
+    /// Answers over their datagram's budget, sent at the next `handle_timeout` (due at once).
+    deferred: VecDeque<Transmit>,
+    deferred_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -524,6 +642,11 @@ impl Engine {
             outbox: Vec::new(),
             local: VecDeque::new(),
             stats: Stats::default(),
+            neighbors: Neighbors::default(),
+            origin: None,
+            answering: None,
+            deferred: VecDeque::new(),
+            deferred_at: None,
         }
     }
 
@@ -632,21 +755,38 @@ impl Engine {
 
     /// Processes one received datagram. Bad input is counted, logged and answered with the
     /// RFC's error where one exists; it never panics.
+    ///
+    /// What is transmitted in answer is never more bytes than `datagram.payload`; more is
+    /// held back for a moment or suppressed (see [Bounds](self#bounds)).
     pub fn handle_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
+        self.answering = Some(Answering {
+            source: datagram.source,
+            left: datagram.payload.len(),
+            now,
+        });
         self.on_datagram(now, datagram);
         self.drain_local(now);
+        self.answering = None;
     }
 
-    /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry).
+    /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry), and
+    /// sends the answers held back (see [Bounds](self#bounds)).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.send_deferred();
         self.on_timeout(now);
         self.drain_local(now);
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) must be called, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let (at, _) = self.timers.peek()?;
-        self.clock.instant(at)
+        let timer = self
+            .timers
+            .peek()
+            .and_then(|(at, _)| self.clock.instant(at));
+        match (timer, self.deferred_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether a datagram waits for [`poll_transmit`](Self::poll_transmit).

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::msg::Msg;
+use super::neighbors::NewState;
 use super::outbox::ErrorRoute;
 use super::refresh::answer;
 use super::sessions::MAX_STATES_PER_SESSION;
@@ -123,6 +124,26 @@ impl Engine {
                 RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 0),
             );
         };
+        // New state from the network passes the bounds first (see `neighbors.rs`): the memory
+        // cap, the neighbor's quotas and its new-state rate.
+        let existing = self.lookup(&msg.session);
+        let known = existing
+            .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
+            .is_some_and(|s| s.psbs.iter().any(|p| p.sender == sender));
+        let from = if known {
+            super::neighbors::NO_NEIGHBOR
+        } else {
+            let kind = NewState::Path {
+                session: existing.is_none(),
+            };
+            match self.admit_state(kind, None) {
+                Ok(from) => from,
+                Err(_) => {
+                    self.stats.rejected += 1;
+                    return refuse(self);
+                }
+            }
+        };
         let Some(slot) = self.slot_for(msg.session, true) else {
             self.stats.rejected += 1;
             tracing::warn!(
@@ -134,6 +155,9 @@ impl Engine {
         let Some(mut session) = self.take(slot) else {
             return;
         };
+        if existing.is_none() {
+            session.creator = from;
+        }
         let expires_at = now.saturating_add(self.lifetime(refresh));
         let fresh = match session.psbs.iter().position(|p| p.sender == sender) {
             Some(i) => {
@@ -157,6 +181,7 @@ impl Engine {
                     phop: hop,
                     expires_at,
                     non_rsvp_hops,
+                    from,
                 });
                 true
             }
