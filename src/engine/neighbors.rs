@@ -197,8 +197,9 @@ pub(crate) enum Refusal {
 /// The kind of state a datagram wants to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NewState {
-    /// A path state, in a new session when `session`.
-    Path { session: bool },
+    /// A path state, in a new session when `session`; `owned` when a local owner opened the
+    /// session (its path state is what the owner waits for: not refused by the state cap).
+    Path { session: bool, owned: bool },
     /// A reservation state holding `filters` senders.
     Resv { filters: usize },
 }
@@ -275,23 +276,28 @@ impl Engine {
         };
         let now = self.clock.ms(now);
         use std::mem::size_of;
+        // The cap refuses unsolicited state: sessions no local owner opened and their path
+        // states. A Resv's state is for a local sender and a Path's for an owner's session:
+        // bounded by the owners (and the neighbor quotas below), so a flood that fills the
+        // cap does not keep the owners' reservations from being set up.
         let cost = match kind {
-            NewState::Path { session } => {
-                size_of::<super::state::Psb>() + if session { SESSION_BYTES } else { 0 }
-            }
-            NewState::Resv { filters } => {
-                size_of::<super::state::Rsb>() + filters * size_of::<std::net::SocketAddr>()
-            }
+            NewState::Path {
+                session,
+                owned: false,
+            } => Some(size_of::<super::state::Psb>() + if session { SESSION_BYTES } else { 0 }),
+            NewState::Path { owned: true, .. } | NewState::Resv { .. } => None,
         };
         let held_bytes = held.map_or(0, Session::heap_bytes);
         let total = self.accounted_bytes() + NEIGHBOR_BYTES * self.neighbors.len();
-        if total + held_bytes + cost > self.config.max_state_bytes {
+        if cost.is_some_and(|cost| total + held_bytes + cost > self.config.max_state_bytes) {
             self.stats.memory_refused += 1;
             self.stats.memory_full = true;
             tracing::debug!(%source, bytes = total, "state memory cap reached; new state refused");
             return Err(Refusal::Memory);
         }
-        self.stats.memory_full = false;
+        if cost.is_some() {
+            self.stats.memory_full = false;
+        }
         let limits = &self.config.neighbor_limits;
         let Some(slot) = self.neighbors.slot(source, limits, now) else {
             self.stats.neighbor_refused += 1;
@@ -306,7 +312,7 @@ impl Engine {
             return Err(Refusal::Neighbor);
         };
         let over = match kind {
-            NewState::Path { session } => {
+            NewState::Path { session, .. } => {
                 n.paths as usize + held_paths >= limits.paths
                     || (session && n.sessions as usize + held_session >= limits.sessions)
             }

@@ -127,14 +127,15 @@ impl Engine {
         // New state from the network passes the bounds first (see `neighbors.rs`): the memory
         // cap, the neighbor's quotas and its new-state rate.
         let existing = self.lookup(&msg.session);
-        let known = existing
-            .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
-            .is_some_and(|s| s.psbs.iter().any(|p| p.sender == sender));
+        let held = existing.and_then(|slot| self.sessions.get(slot as usize)?.as_ref());
+        let known = held.is_some_and(|s| s.psbs.iter().any(|p| p.sender == sender));
+        let owned = held.is_some_and(|s| !s.owners.is_empty());
         let from = if known {
             super::neighbors::NO_NEIGHBOR
         } else {
             let kind = NewState::Path {
                 session: existing.is_none(),
+                owned,
             };
             match self.admit_state(kind, None) {
                 Ok(from) => from,
