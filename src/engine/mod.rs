@@ -90,6 +90,56 @@
 //! hold, and every session has at most one live entry in a single timer wheel (lazy deletion).
 //! See `benches/engine.rs` for the measured bytes per session and CPU per refresh.
 //!
+//! # Bounds
+//!
+//! What the network can make the engine send and hold is bounded, so that it is neither a
+//! reflector nor a memory sink (`neighbors.rs` holds the machinery):
+//!
+//! | bound | default | refused or excess |
+//! |---|---|---|
+//! | objects per message ([`MAX_OBJECTS`](crate::wire::MAX_OBJECTS)) | 256 | [`WireError::TooManyObjects`](crate::wire::WireError::TooManyObjects), dropped, [`Stats::malformed`] |
+//! | FILTER_SPECs per message ([`MAX_FILTER_SPECS`](crate::wire::MAX_FILTER_SPECS)) | 64 | [`WireError::TooManyFilterSpecs`](crate::wire::WireError::TooManyFilterSpecs), dropped, [`Stats::malformed`] |
+//! | bytes transmitted in answer to one datagram | the datagram's length | held back or suppressed (below) |
+//! | error messages and held-back answers per neighbor | [`NeighborLimits::answer_rate`] 32/s, [`NeighborLimits::answer_burst`] 64 | [`Stats::answers_suppressed`] |
+//! | sessions created by one neighbor's Paths | [`NeighborLimits::sessions`] 16 384 | [`Stats::neighbor_refused`] |
+//! | path states from one neighbor | [`NeighborLimits::paths`] 65 536 | [`Stats::neighbor_refused`] |
+//! | reservation states from one neighbor | [`NeighborLimits::reservations`] 65 536 | [`Stats::neighbor_refused`] |
+//! | new states per neighbor | [`NeighborLimits::new_state_rate`] 1 024/s, [`NeighborLimits::new_state_burst`] 4 096 | [`Stats::neighbor_refused`] |
+//! | neighbors tracked | [`NeighborLimits::max_neighbors`] 4 096 (idle ones forgotten) | [`Stats::neighbor_refused`] |
+//! | bytes of state | [`EngineConfig::max_state_bytes`] 256 MiB | [`Stats::memory_refused`], [`Stats::memory_full`] |
+//! | sessions | [`EngineConfig::max_sessions`] 2^20 | [`Stats::rejected`] |
+//! | path / reservation states per session | 64 | [`Stats::rejected`] |
+//!
+//! A *neighbor* is the IP source address of a datagram. Processing one datagram costs at most
+//! its 64 filter specs against a session's 64 states, whatever it carries.
+//!
+//! **Answers.** While [`Engine::handle_datagram`] runs, every message it would transmit — an
+//! error, a Resv a new Path triggers, a ResvConf — passes one gate in the flush (not the
+//! handlers): it is sent if it fits in the bytes the datagram's budget has left (its own
+//! length, so nothing transmitted within the call outweighs what caused it). Every error
+//! message also takes a token of the neighbor's answer bucket. A message over the budget is
+//! held back — sent by the next [`Engine::handle_timeout`], which [`Engine::poll_timeout`]
+//! makes due at once — if the neighbor has a token left (and at most 1 024 are held), and is
+//! suppressed otherwise. A Resv answering a Path is a few bytes longer than it, so it is
+//! typically held back for that moment; soft state heals whatever is suppressed (the Resv's
+//! own retransmission timer sends it again). So a bogus Resv of 64 filter specs earns a few
+//! ResvErrs, not 64, and a flood of them from one address at most 32 error messages a second.
+//! Messages the local API, the enforcer's outcomes and timers cause are not limited.
+//!
+//! **State.** New state from a datagram — a session its Path creates, a path state, a
+//! reservation state — is charged to its neighbor: it must fit the neighbor's quotas, take a
+//! token of its new-state bucket, and (for a session no local owner opened, and its path
+//! state) fit under [`EngineConfig::max_state_bytes`]; otherwise the message is refused like
+//! a full table (PathErr / ResvErr code 23, within the answer bounds) and counted. Path state
+//! in a session a local owner opened and reservation state for local senders are not refused
+//! by the byte cap — they are what the owners wait for, bounded by the owners and the
+//! neighbor quotas — so a flood that fills it does not keep a peer's reservation from being
+//! set up. [`Stats::state_bytes`] is the gauge the cap is checked against, kept as sessions
+//! are taken out of and put back into the table, so expiry and teardown are accounted
+//! wherever they happen. State the engine delivers to itself is not charged to anyone.
+//! [`NeighborLimits::unlimited`] lifts the per-neighbor limits (the engine benchmark's million
+//! sessions between two peers needs that, and a larger cap).
+//!
 //! # Rules
 //!
 //! Rules are installed on the data sender's side (where the traffic can be shaped and marked):
