@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use qtoq::engine::{Engine, EngineConfig, Incoming, RuleAction, SessionKey, Style};
+use qtoq::engine::{Engine, EngineConfig, Incoming, NeighborLimits, RuleAction, SessionKey, Style};
 use qtoq::flow::AdmitAll;
 use qtoq::wire::intserv::{FlowSpec, TokenBucket};
 use qtoq::wire::Message;
@@ -83,6 +83,10 @@ impl Pair {
             let mut config = EngineConfig::default();
             config.refresh_period = R;
             config.rng_seed = seed;
+            // A million sessions between two peers (one of them one address): far beyond
+            // the per-neighbor defaults and the default state cap, on purpose.
+            config.neighbor_limits = NeighborLimits::unlimited();
+            config.max_state_bytes = usize::MAX;
             config
         };
         Pair {
@@ -110,6 +114,11 @@ impl Pair {
                         payload: &t.payload,
                     },
                 );
+                // Answers over a datagram's byte budget (a Resv is longer than the Path it
+                // answers) are held back for a timeout due at once: run it, as a driver does.
+                if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
+                    self.receiver.handle_timeout(now);
+                }
             }
             while let Some(t) = self.receiver.poll_transmit() {
                 moved = true;
@@ -124,6 +133,9 @@ impl Pair {
                         payload: &t.payload,
                     },
                 );
+                if self.sender.poll_timeout().is_some_and(|t| t <= now) {
+                    self.sender.handle_timeout(now);
+                }
             }
             while let Some(action) = self.sender.poll_action() {
                 if let RuleAction::Install { rule, .. } = action {

@@ -67,6 +67,7 @@ proptest! {
 
 #[test]
 fn a_path_flood_is_capped_by_max_sessions_and_answered() {
+    use qtoq::engine::NeighborLimits;
     use qtoq::wire::{FilterSpec, Message, RsvpHop, Session, TimeValues};
     let mut net = Net::new(42);
     let victim = net.add("victim", v4(2), {
@@ -92,14 +93,17 @@ fn a_path_flood_is_capped_by_max_sessions_and_answered() {
     let stats = net.nodes[victim].engine.stats().clone();
     assert_eq!(net.nodes[victim].engine.session_count(), 8);
     assert_eq!(stats.rejected, 92);
-    assert_eq!(stats.errors_sent, 92);
-    // The attacker got PathErr code 23 for each refused Path.
+    // The attacker got PathErr code 23 for the refused Paths its answer bucket allowed (its
+    // burst, all at one instant); the rest were suppressed and counted.
+    let burst = u64::from(NeighborLimits::default().answer_burst);
+    assert_eq!(stats.errors_sent, burst);
+    assert_eq!(stats.answers_suppressed, 92 - burst);
     let answered = net.nodes[attacker]
         .received
         .iter()
         .filter(|(_, t, _)| *t == 3)
         .count();
-    assert_eq!(answered, 92);
+    assert_eq!(answered as u64, burst);
     // The state times out: nothing is kept for ever.
     net.run_for(Duration::from_secs(200));
     assert_eq!(net.nodes[victim].engine.session_count(), 0);

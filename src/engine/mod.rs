@@ -145,6 +145,56 @@
 //! hold, and every session has at most one live entry in a single timer wheel (lazy deletion).
 //! See `benches/engine.rs` for the measured bytes per session and CPU per refresh.
 //!
+//! # Bounds
+//!
+//! What the network can make the engine send and hold is bounded, so that it is neither a
+//! reflector nor a memory sink (`neighbors.rs` holds the machinery):
+//!
+//! | bound | default | refused or excess |
+//! |---|---|---|
+//! | objects per message ([`MAX_OBJECTS`](crate::wire::MAX_OBJECTS)) | 256 | [`WireError::TooManyObjects`](crate::wire::WireError::TooManyObjects), dropped, [`Stats::malformed`] |
+//! | FILTER_SPECs per message ([`MAX_FILTER_SPECS`](crate::wire::MAX_FILTER_SPECS)) | 64 | [`WireError::TooManyFilterSpecs`](crate::wire::WireError::TooManyFilterSpecs), dropped, [`Stats::malformed`] |
+//! | bytes transmitted in answer to one datagram | the datagram's length | held back or suppressed (below) |
+//! | error messages and held-back answers per neighbor | [`NeighborLimits::answer_rate`] 32/s, [`NeighborLimits::answer_burst`] 64 | [`Stats::answers_suppressed`] |
+//! | sessions created by one neighbor's Paths | [`NeighborLimits::sessions`] 16 384 | [`Stats::neighbor_refused`] |
+//! | path states from one neighbor | [`NeighborLimits::paths`] 65 536 | [`Stats::neighbor_refused`] |
+//! | reservation states from one neighbor | [`NeighborLimits::reservations`] 65 536 | [`Stats::neighbor_refused`] |
+//! | new states per neighbor | [`NeighborLimits::new_state_rate`] 1 024/s, [`NeighborLimits::new_state_burst`] 4 096 | [`Stats::neighbor_refused`] |
+//! | neighbors tracked | [`NeighborLimits::max_neighbors`] 4 096 (idle ones forgotten) | [`Stats::neighbor_refused`] |
+//! | bytes of state | [`EngineConfig::max_state_bytes`] 256 MiB | [`Stats::memory_refused`], [`Stats::memory_full`] |
+//! | sessions | [`EngineConfig::max_sessions`] 2^20 | [`Stats::rejected`] |
+//! | path / reservation states per session | 64 | [`Stats::rejected`] |
+//!
+//! A *neighbor* is the IP source address of a datagram. Processing one datagram costs at most
+//! its 64 filter specs against a session's 64 states, whatever it carries.
+//!
+//! **Answers.** While [`Engine::handle_datagram`] runs, every message it would transmit — an
+//! error, a Resv a new Path triggers, a ResvConf — passes one gate in the flush (not the
+//! handlers): it is sent if it fits in the bytes the datagram's budget has left (its own
+//! length, so nothing transmitted within the call outweighs what caused it). Every error
+//! message also takes a token of the neighbor's answer bucket. A message over the budget is
+//! held back — sent by the next [`Engine::handle_timeout`], which [`Engine::poll_timeout`]
+//! makes due at once — if the neighbor has a token left (and at most 1 024 are held), and is
+//! suppressed otherwise. A Resv answering a Path is a few bytes longer than it, so it is
+//! typically held back for that moment; soft state heals whatever is suppressed (the Resv's
+//! own retransmission timer sends it again). So a bogus Resv of 64 filter specs earns a few
+//! ResvErrs, not 64, and a flood of them from one address at most 32 error messages a second.
+//! Messages the local API, the enforcer's outcomes and timers cause are not limited.
+//!
+//! **State.** New state from a datagram — a session its Path creates, a path state, a
+//! reservation state — is charged to its neighbor: it must fit the neighbor's quotas, take a
+//! token of its new-state bucket, and (for a session no local owner opened, and its path
+//! state) fit under [`EngineConfig::max_state_bytes`]; otherwise the message is refused like
+//! a full table (PathErr / ResvErr code 23, within the answer bounds) and counted. Path state
+//! in a session a local owner opened and reservation state for local senders are not refused
+//! by the byte cap — they are what the owners wait for, bounded by the owners and the
+//! neighbor quotas — so a flood that fills it does not keep a peer's reservation from being
+//! set up. [`Stats::state_bytes`] is the gauge the cap is checked against, kept as sessions
+//! are taken out of and put back into the table, so expiry and teardown are accounted
+//! wherever they happen. State the engine delivers to itself is not charged to anyone.
+//! [`NeighborLimits::unlimited`] lifts the per-neighbor limits (the engine benchmark's million
+//! sessions between two peers needs that, and a larger cap).
+//!
 //! # Rules
 //!
 //! Rules are installed on the data sender's side (where the traffic can be shaped and marked):
@@ -218,6 +268,7 @@ mod index;
 mod inspect;
 mod integrity;
 mod msg;
+mod neighbors;
 mod outbox;
 mod path;
 mod receive;
@@ -233,6 +284,7 @@ use index::KeyIndex;
 pub use inspect::{OwnerRole, PathInfo, ReservationInfo, RuleInfo, SessionInfo};
 pub use integrity::{CHALLENGE_RETRY, RESPONSES_PER_SECOND};
 use msg::Msg;
+use neighbors::{Answering, Neighbors};
 use state::Session;
 use timer::{Clock, Timers};
 
@@ -295,6 +347,86 @@ pub struct EngineConfig {
     /// [`Engine::set_keys`]. Give the engine the wall clock too ([`Engine::set_wall_clock`]):
     /// see [Integrity](self#integrity).
     pub integrity: KeyChain,
+    /// Most bytes of state (sessions, path and reservation states, tracked neighbors, as
+    /// [`Stats::state_bytes`] accounts them) the engine holds before it refuses new state
+    /// from the network (dropped, counted in [`Stats::memory_refused`], [`Stats::memory_full`]
+    /// set). Sessions and states the local API creates are not refused (the caller bounds
+    /// them) but count. Default [`DEFAULT_MAX_STATE_BYTES`] (256 MiB). See
+    /// [Bounds](self#bounds).
+    pub max_state_bytes: usize,
+    /// What one neighbor (one IP source address) may make this engine hold and send (see
+    /// [Bounds](self#bounds)).
+    pub neighbor_limits: NeighborLimits,
+}
+
+/// The default [`EngineConfig::max_state_bytes`]: 256 MiB, about 700 000 sessions of
+/// network-created path state.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 256 << 20;
+
+/// What one neighbor — one IP source address of received datagrams — may make the engine
+/// hold and send; see [Bounds](self#bounds). [`Default`] gives limits that no legitimate
+/// peer of a host reaches (thousands of reservations, a burst of thousands of new ones) while
+/// a flood from one address cannot take the whole engine.
+///
+/// Non-exhaustive: start from [`NeighborLimits::default`] (or [`NeighborLimits::unlimited`])
+/// and set the fields you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NeighborLimits {
+    /// Most sessions a neighbor's Paths may create and keep alive (sessions a local owner
+    /// opened are not counted). Default 16 384.
+    pub sessions: usize,
+    /// Most path states (one per sender and session) from one neighbor. Default 65 536.
+    pub paths: usize,
+    /// Most reservation states from one neighbor. Default 65 536.
+    pub reservations: usize,
+    /// New states (path or reservation states, sessions with them) a neighbor may create per
+    /// second, on average... Default 1 024.
+    pub new_state_rate: u32,
+    /// ...and at once (the bucket size). Default 4 096.
+    pub new_state_burst: u32,
+    /// Error messages (PathErr, ResvErr) and held-back answers (see
+    /// [Bounds](self#bounds)) one neighbor's datagrams may cause per second... Default 32.
+    pub answer_rate: u32,
+    /// ...and at once. Default 64.
+    pub answer_burst: u32,
+    /// Most neighbors tracked at once; neighbors that hold no state and have been quiet are
+    /// forgotten to make room, and while the table is full of others a new neighbor can
+    /// create no state and cause no error message. Default 4 096.
+    pub max_neighbors: usize,
+}
+
+impl Default for NeighborLimits {
+    fn default() -> Self {
+        NeighborLimits {
+            sessions: 16_384,
+            paths: 65_536,
+            reservations: 65_536,
+            new_state_rate: 1024,
+            new_state_burst: 4096,
+            answer_rate: 32,
+            answer_burst: 64,
+            max_neighbors: 4096,
+        }
+    }
+}
+
+impl NeighborLimits {
+    /// No per-neighbor limit at all (benchmarks, or a peer that is trusted entirely): quotas
+    /// and buckets at their maximum. The amplification budget of each datagram and
+    /// [`EngineConfig::max_state_bytes`] still apply.
+    pub fn unlimited() -> Self {
+        NeighborLimits {
+            sessions: usize::MAX,
+            paths: usize::MAX,
+            reservations: usize::MAX,
+            new_state_rate: u32::MAX,
+            new_state_burst: u32::MAX,
+            answer_rate: u32::MAX,
+            answer_burst: u32::MAX,
+            max_neighbors: usize::MAX,
+        }
+    }
 }
 
 /// The shortest refresh period `R` the engine uses: 100 ms.
@@ -336,6 +468,8 @@ impl Default for EngineConfig {
             max_sessions: 1 << 20,
             peer_wait: Some(DEFAULT_PEER_WAIT),
             integrity: KeyChain::default(),
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            neighbor_limits: NeighborLimits::default(),
         }
     }
 }
@@ -551,7 +685,8 @@ pub struct Stats {
     pub transmitted: u64,
     /// Messages delivered to this engine itself (see [Local delivery](self#local-delivery)).
     pub local_delivered: u64,
-    /// PathErr and ResvErr messages generated.
+    /// PathErr and ResvErr messages sent (transmitted, held back for a later send, or
+    /// delivered locally); suppressed ones are in [`Stats::answers_suppressed`].
     pub errors_sent: u64,
     /// PathErr and ResvErr messages received.
     pub errors_received: u64,
@@ -597,6 +732,29 @@ pub struct Stats {
     pub challenges_answered: u64,
     /// Integrity Responses that answered our challenge and started a replay window.
     pub handshakes_completed: u64,
+    /// Messages not sent because of the [bounds](self#bounds) on answers: over their
+    /// datagram's byte budget with no answer token of its neighbor left, or errors beyond the
+    /// neighbor's answer rate. (Soft state heals: a suppressed Resv is sent again by its
+    /// retransmission or refresh timer.)
+    pub answers_suppressed: u64,
+    /// Messages over their datagram's byte budget sent a moment later instead, within the
+    /// neighbor's answer rate (see [Bounds](self#bounds)).
+    pub answers_deferred: u64,
+    /// New state from the network refused by a per-neighbor quota or new-state rate, or
+    /// because the neighbor table was full ([`NeighborLimits`]).
+    pub neighbor_refused: u64,
+    /// New state from the network refused because the engine held
+    /// [`EngineConfig::max_state_bytes`].
+    pub memory_refused: u64,
+    /// Whether the last attempt to create state from the network found the engine at
+    /// [`EngineConfig::max_state_bytes`] (a gauge: cleared by the next one that fits).
+    pub memory_full: bool,
+    /// Bytes of state as the engine accounts them against
+    /// [`EngineConfig::max_state_bytes`] (a gauge): per session its slot, index and timer
+    /// share and its lists (owners, senders, path and reservation states with their filter
+    /// lists); tracked neighbors are added when the cap is checked. Close to, and never far
+    /// above, [`Engine::state_bytes`], which measures capacities exactly.
+    pub state_bytes: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
@@ -629,6 +787,16 @@ pub struct Engine {
     stats: Stats,
     /// INTEGRITY sequence numbers, replay windows and handshakes (`integrity.rs`).
     integrity: integrity::IntegrityState,
+    /// Per-neighbor quotas and buckets (see [Bounds](self#bounds)).
+    neighbors: Neighbors,
+    /// The source and arrival of the datagram whose message is being handled (`None` for
+    /// local deliveries, commands and timers): new state is charged to it.
+    origin: Option<(IpAddr, Instant)>,
+    /// The datagram being answered and its byte budget (`None` outside `handle_datagram`).
+    answering: Option<Answering>,
+    /// Answers over their datagram's budget, sent at the next `handle_timeout` (due at once).
+    deferred: VecDeque<Transmit>,
+    deferred_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -678,6 +846,11 @@ impl Engine {
             local: VecDeque::new(),
             stats: Stats::default(),
             integrity: integrity::IntegrityState::default(),
+            neighbors: Neighbors::default(),
+            origin: None,
+            answering: None,
+            deferred: VecDeque::new(),
+            deferred_at: None,
         }
     }
 
@@ -786,22 +959,39 @@ impl Engine {
 
     /// Processes one received datagram. Bad input is counted, logged and answered with the
     /// RFC's error where one exists; it never panics.
+    ///
+    /// What is transmitted in answer is never more bytes than `datagram.payload`; more is
+    /// held back for a moment or suppressed (see [Bounds](self#bounds)).
     pub fn handle_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
+        self.answering = Some(Answering {
+            source: datagram.source,
+            left: datagram.payload.len(),
+            now,
+        });
         self.on_datagram(now, datagram);
         self.drain_local(now);
+        self.answering = None;
     }
 
-    /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry).
+    /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry), and
+    /// sends the answers held back (see [Bounds](self#bounds)).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.integrity.tick(now);
+        self.send_deferred();
         self.on_timeout(now);
         self.drain_local(now);
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) must be called, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let (at, _) = self.timers.peek()?;
-        self.clock.instant(at)
+        let timer = self
+            .timers
+            .peek()
+            .and_then(|(at, _)| self.clock.instant(at));
+        match (timer, self.deferred_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether a datagram waits for [`poll_transmit`](Self::poll_transmit).

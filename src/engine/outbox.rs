@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::msg::{router_alert, Descriptor, Hop, Msg};
+use super::neighbors::MAX_DEFERRED;
 use super::state::{LocalSender, Request, Rsb, Session};
 use super::translate;
 use super::{Engine, Event, SessionId, SessionKey, Style, Transmit};
@@ -49,12 +50,20 @@ impl Engine {
     }
 
     /// Sends (or delivers locally) what the handlers queued.
+    ///
+    /// While a datagram is being answered ([`Engine::handle_datagram`]) every transmit passes
+    /// its budget here, whichever handler queued it (see [Bounds](super#bounds)): an error
+    /// message needs an answer token of the datagram's neighbor; a message that does not fit
+    /// in the bytes left of the budget is held back for the next `handle_timeout` if the
+    /// neighbor has a token left, else suppressed. Both are counted.
     pub(super) fn flush(&mut self) {
         let mut outbox = std::mem::take(&mut self.outbox);
         for (msg, destination, source, local) in outbox.drain(..) {
+            let error = matches!(msg.kind, MsgType::PathErr | MsgType::ResvErr);
             let local = local
                 .unwrap_or_else(|| self.config.local_delivery && self.is_for_us(&msg, destination));
             if local {
+                self.stats.errors_sent += u64::from(error);
                 self.stats.local_delivered += 1;
                 self.local.push_back((source, destination, msg));
                 continue;
@@ -68,19 +77,52 @@ impl Engine {
                 self.stats.encode_failed += 1;
                 continue;
             }
-            self.stats.transmitted += 1;
-            self.transmits.push_back(Transmit {
+            let transmit = Transmit {
                 destination,
                 source: Some(source),
                 router_alert: router_alert(msg.kind),
                 ttl: msg.send_ttl,
                 payload,
-            });
+            };
+            let Some(answering) = self.answering else {
+                self.stats.errors_sent += u64::from(error);
+                self.stats.transmitted += 1;
+                self.transmits.push_back(transmit);
+                continue;
+            };
+            let fits = transmit.payload.len() <= answering.left;
+            let token = (error || !fits)
+                && (fits || self.deferred.len() < MAX_DEFERRED)
+                && self.take_answer_token(answering.source, answering.now);
+            if (error || !fits) && !token {
+                self.stats.answers_suppressed += 1;
+                tracing::debug!(kind = ?msg.kind, session = ?msg.session, %destination, "answer suppressed: over the datagram's budget or its neighbor's answer rate");
+                continue;
+            }
+            self.stats.errors_sent += u64::from(error);
+            if fits {
+                if let Some(answering) = &mut self.answering {
+                    answering.left -= transmit.payload.len();
+                }
+                self.stats.transmitted += 1;
+                self.transmits.push_back(transmit);
+            } else {
+                self.stats.answers_deferred += 1;
+                self.deferred_at.get_or_insert(answering.now);
+                self.deferred.push_back(transmit);
+            }
         }
         // Keep the buffer for the next time.
         if self.outbox.is_empty() {
             self.outbox = outbox;
         }
+    }
+
+    /// Sends the answers held back by `flush`.
+    pub(super) fn send_deferred(&mut self) {
+        self.deferred_at = None;
+        self.stats.transmitted += self.deferred.len() as u64;
+        self.transmits.extend(self.deferred.drain(..));
     }
 
     /// Whether `msg` sent to `destination` is for state of this very engine (see the module
@@ -210,7 +252,6 @@ impl Engine {
         msg.error = Some(ErrorSpec::new(own, error.code, error.value));
         msg.style = style;
         msg.descriptors = descriptors;
-        self.stats.errors_sent += 1;
         tracing::debug!(session = ?key, %nhop, "sending ResvErr: {error}");
         self.queue(msg, nhop, own);
     }
@@ -232,7 +273,6 @@ impl Engine {
         msg.error = Some(ErrorSpec::new(own, error.code, error.value));
         msg.sender = sender;
         msg.tspec = tspec;
-        self.stats.errors_sent += 1;
         tracing::debug!(session = ?key, %phop, "sending PathErr: {error}");
         self.queue(msg, phop, own);
     }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::msg::Msg;
+use super::neighbors::NewState;
 use super::outbox::ErrorRoute;
 use super::receive::from_neighbor;
 use super::refresh::answer;
@@ -143,6 +144,27 @@ impl Engine {
                 RsvpError::new(ErrorCode::RSVP_SYSTEM_ERROR, 0),
             );
         };
+        // New state from the network passes the bounds first (see `neighbors.rs`): the memory
+        // cap, the neighbor's quotas and its new-state rate.
+        let existing = self.lookup(&msg.session);
+        let held = existing.and_then(|slot| self.sessions.get(slot as usize)?.as_ref());
+        let known = held.is_some_and(|s| s.psbs.iter().any(|p| p.sender == sender));
+        let owned = held.is_some_and(|s| !s.owners.is_empty());
+        let from = if known {
+            super::neighbors::NO_NEIGHBOR
+        } else {
+            let kind = NewState::Path {
+                session: existing.is_none(),
+                owned,
+            };
+            match self.admit_state(kind, None) {
+                Ok(from) => from,
+                Err(_) => {
+                    self.stats.rejected += 1;
+                    return refuse(self);
+                }
+            }
+        };
         let Some(slot) = self.slot_for(msg.session, true) else {
             self.stats.rejected += 1;
             tracing::warn!(
@@ -154,6 +176,9 @@ impl Engine {
         let Some(mut session) = self.take(slot) else {
             return;
         };
+        if existing.is_none() {
+            session.creator = from;
+        }
         let expires_at = now.saturating_add(self.lifetime(refresh));
         let fresh = match session.psbs.iter().position(|p| p.sender == sender) {
             // Another previous hop for this sender (a route change, RFC 2205 §3.1.3) is
@@ -189,6 +214,7 @@ impl Engine {
                     phop: hop,
                     expires_at,
                     non_rsvp_hops,
+                    from,
                 });
                 true
             }

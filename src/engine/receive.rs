@@ -51,13 +51,18 @@ impl Engine {
             return;
         }
         match translate::decode(datagram.payload) {
-            Ok(msg) => self.on_msg(
-                now,
-                datagram.source,
-                datagram.destination,
-                datagram.ttl,
-                msg,
-            ),
+            Ok(msg) => {
+                // State this message creates is charged to its source (see `neighbors.rs`).
+                self.origin = Some((datagram.source, now));
+                self.on_msg(
+                    now,
+                    datagram.source,
+                    datagram.destination,
+                    datagram.ttl,
+                    msg,
+                );
+                self.origin = None;
+            }
             Err(failure) if failure.unsupported() => {
                 self.stats.ignored += 1;
                 tracing::debug!(source = %datagram.source, error = %failure.error, "message ignored");

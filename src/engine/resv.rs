@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::msg::{Descriptor, Hop, Msg};
+use super::neighbors::NewState;
 use super::outbox::ErrorRoute;
 use super::receive::from_neighbor;
 use super::refresh::answer;
@@ -258,7 +259,23 @@ impl Engine {
             descriptor,
         } = entry;
         let stored = if session.senders.iter().any(|s| filter.covers(s.sender)) {
-            store_rsb(session, resv, &filter, flowspec).ok_or(ErrorCode::RSVP_SYSTEM_ERROR)
+            // New state from the network passes the bounds first (see `neighbors.rs`).
+            let known = session
+                .rsbs
+                .iter()
+                .any(|r| r.nhop.addr == resv.hop.addr && r.filter == filter);
+            let from = if known {
+                Ok(super::neighbors::NO_NEIGHBOR)
+            } else {
+                let filters = match &filter {
+                    Filter::Many(list) => list.len(),
+                    _ => 0,
+                };
+                self.admit_state(NewState::Resv { filters }, Some(session))
+            };
+            from.ok()
+                .and_then(|from| store_rsb(session, resv, &filter, flowspec, from))
+                .ok_or(ErrorCode::RSVP_SYSTEM_ERROR)
         } else {
             Err(ErrorCode::NO_SENDER_INFORMATION)
         };
@@ -521,6 +538,7 @@ fn store_rsb(
     resv: &ResvIn<'_>,
     filter: &Filter,
     flowspec: FlowSpec,
+    from: u32,
 ) -> Option<(usize, bool)> {
     let existing = session
         .rsbs
@@ -550,6 +568,7 @@ fn store_rsb(
                 confirm: resv.msg.confirm,
                 expires_at: resv.expires_at,
                 refused: None,
+                from,
             });
             Some((session.rsbs.len() - 1, true))
         }

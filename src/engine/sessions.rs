@@ -51,6 +51,7 @@ impl Engine {
             return None;
         }
         let session = Session::new(key);
+        self.account_new_session();
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.sessions[slot as usize] = Some(session);
@@ -58,9 +59,13 @@ impl Engine {
             }
             None => {
                 let limit = self.slot_limit;
-                let slot = u32::try_from(self.sessions.len())
+                let Some(slot) = u32::try_from(self.sessions.len())
                     .ok()
-                    .filter(|s| *s < limit)?;
+                    .filter(|s| *s < limit)
+                else {
+                    self.account_deleted_session();
+                    return None;
+                };
                 if self.sessions.len() == self.sessions.capacity() {
                     // Grow by an eighth: geometric (amortized O(1)) without doubling's slack.
                     let more = (self.sessions.len() / 8).max(16);
@@ -74,8 +79,12 @@ impl Engine {
         Some(slot)
     }
 
+    /// Takes a session out of its slot: its state leaves the accounted totals (see
+    /// `neighbors.rs`) until `put` brings it back.
     pub(super) fn take(&mut self, slot: u32) -> Option<Session> {
-        self.sessions.get_mut(slot as usize)?.take()
+        let session = self.sessions.get_mut(slot as usize)?.take()?;
+        self.account_session(&session, false);
+        Some(session)
     }
 
     /// Takes out the session a received message names; a message for no known session is
@@ -94,8 +103,10 @@ impl Engine {
         if session.is_empty() {
             self.index.remove(&session.key, slot, &self.sessions);
             self.free.push(slot);
+            self.account_deleted_session();
             return;
         }
+        self.account_session(&session, true);
         let next = session.next_deadline();
         if next < session.scheduled {
             session.scheduled = next;

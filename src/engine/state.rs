@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 
 use super::msg::Hop;
+use super::neighbors::NO_NEIGHBOR;
 use super::timer::{Ms, NEVER};
 use super::{SessionId, SessionKey, Style};
 use crate::flow::{Flow, RuleId};
@@ -32,6 +33,9 @@ pub(crate) struct Session {
     /// Refresh state of the Resv this host sends as a receiver (boxed: sender-only sessions,
     /// the many, do not pay for it).
     pub(crate) recv: Option<Box<RecvState>>,
+    /// The neighbor whose Path created the session (its slot in the neighbor table), or
+    /// [`NO_NEIGHBOR`]: charged to its session quota while the session lives.
+    pub(crate) creator: u32,
 }
 
 impl Session {
@@ -44,6 +48,7 @@ impl Session {
             psbs: List::new(),
             rsbs: List::new(),
             recv: None,
+            creator: NO_NEIGHBOR,
         }
     }
 
@@ -244,6 +249,8 @@ pub(crate) struct Psb {
     pub(crate) expires_at: Ms,
     /// The last Path arrived with an IP TTL other than its Send_TTL (RFC 2205 §2.9).
     pub(crate) non_rsvp_hops: bool,
+    /// The neighbor charged for this state (its slot), or [`NO_NEIGHBOR`].
+    pub(crate) from: u32,
 }
 
 /// Which senders a received reservation covers.
@@ -288,6 +295,8 @@ pub(crate) struct Rsb {
     /// The RSVP error this flowspec was refused with; refreshes of the same
     /// flowspec are answered with the same ResvErr and not admitted again.
     pub(crate) refused: Option<RsvpError>,
+    /// The neighbor charged for this state (its slot), or [`NO_NEIGHBOR`].
+    pub(crate) from: u32,
 }
 
 /// The receiver side's Resv refresh state (one per session: local requests are merged).

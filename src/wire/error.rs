@@ -202,6 +202,25 @@ pub enum WireError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// More objects than [`MAX_OBJECTS`](super::MAX_OBJECTS) in one message.
+    #[error(
+        "object at byte {offset} is one too many: a message may carry at most {limit} objects"
+    )]
+    TooManyObjects {
+        /// Offset of the first object over the limit.
+        offset: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More FILTER_SPEC objects than [`MAX_FILTER_SPECS`](super::MAX_FILTER_SPECS) in one
+    /// message.
+    #[error("filter spec at byte {offset} is one too many: a message may carry at most {limit}")]
+    TooManyFilterSpecs {
+        /// Offset of the first FILTER_SPEC over the limit.
+        offset: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Validation of a message built in memory (`Message::validate`) only: the message cannot
     /// be expressed on the wire.
     #[error(transparent)]
@@ -219,7 +238,8 @@ impl WireError {
     ///   `n` that names the kind of malformation (1 too short, 2 bad version, 3 unknown message
     ///   type, 4 bad message length, 5 bad checksum, 6 bad object length, 7 malformed object,
     ///   8 missing object, 9 unexpected object, 10 duplicate object, 11 object order, 12 flow
-    ///   descriptor list, 13 address family, 14 bundle, 15 too long, 16 unaligned).
+    ///   descriptor list, 13 address family, 14 bundle, 15 too long, 16 unaligned, 17 too
+    ///   many objects, 18 too many filter specs).
     ///
     /// # Examples
     ///
@@ -267,6 +287,8 @@ impl WireError {
             WireError::BadFlowDescriptor { .. } => system(12),
             WireError::AddressFamilyMismatch { .. } => system(13),
             WireError::BadBundle { .. } => system(14),
+            WireError::TooManyObjects { .. } => system(17),
+            WireError::TooManyFilterSpecs { .. } => system(18),
             WireError::Encode(
                 EncodeError::MessageTooLong { .. } | EncodeError::ObjectTooLong { .. },
             ) => system(15),
@@ -303,7 +325,9 @@ impl WireError {
             | WireError::ObjectOrder { offset, .. }
             | WireError::BadFlowDescriptor { offset, .. }
             | WireError::AddressFamilyMismatch { offset, .. }
-            | WireError::BadBundle { offset, .. } => Some(offset),
+            | WireError::BadBundle { offset, .. }
+            | WireError::TooManyObjects { offset, .. }
+            | WireError::TooManyFilterSpecs { offset, .. } => Some(offset),
             _ => None,
         }
     }

@@ -17,6 +17,23 @@ use super::session::{FilterSpec, Session};
 use super::style::Style;
 use super::validate;
 
+/// Most objects one message may carry (unknown `10bbbbbb` objects, which are dropped, count
+/// too); a Bundle's sub-messages are limited one by one. [`Message::decode`] refuses a message
+/// with more with [`WireError::TooManyObjects`].
+///
+/// A Resv with [`MAX_FILTER_SPECS`] fixed-filter descriptors needs `2 × 64` objects plus a
+/// handful: 256 leaves room for POLICY_DATA and the like while keeping the work and memory
+/// one datagram can cost bounded.
+pub const MAX_OBJECTS: usize = 256;
+
+/// Most FILTER_SPEC objects one message may carry: an SE filter list, or FF descriptors.
+/// [`Message::decode`] refuses a message with more with [`WireError::TooManyFilterSpecs`].
+///
+/// 64 is as many senders as a host keeps path or reservation states for in one session, so a
+/// legitimate reservation never needs more; an attacker's 5 000-filter Resv no longer becomes
+/// 5 000 reservations to check and 5 000 errors to answer.
+pub const MAX_FILTER_SPECS: usize = 64;
+
 /// One RSVP message: common header fields and the objects in wire order.
 ///
 /// Keeping the objects as a list in wire order (rather than one field per class) is what makes
@@ -505,9 +522,26 @@ impl Message {
         if self.msg_type == MsgType::Bundle {
             self.decode_bundle_body(&mut r, base, &mut check)?;
         } else {
+            let (mut objects, mut filters) = (0usize, 0usize);
             while !r.is_empty() {
                 let offset = base + len - r.remaining();
                 let (class_num, c_type, body) = read_object(&mut r, offset)?;
+                objects += 1;
+                if objects > MAX_OBJECTS {
+                    return Err(WireError::TooManyObjects {
+                        offset,
+                        limit: MAX_OBJECTS,
+                    });
+                }
+                if class_num == class::FILTER_SPEC {
+                    filters += 1;
+                    if filters > MAX_FILTER_SPECS {
+                        return Err(WireError::TooManyFilterSpecs {
+                            offset,
+                            limit: MAX_FILTER_SPECS,
+                        });
+                    }
+                }
                 Object::decode_into(
                     &mut self.objects,
                     &mut check,

@@ -71,7 +71,7 @@ pub use intserv::{
     Adspec, AdspecGeneral, AdspecParts, ControlledLoadAdspec, FlowSpec, GuaranteedAdspec,
     GuaranteedRspec, RawFragment, RawParam, TokenBucket,
 };
-pub use message::{FlowDescriptor, FlowDescriptors, Message};
+pub use message::{FlowDescriptor, FlowDescriptors, Message, MAX_FILTER_SPECS, MAX_OBJECTS};
 pub use object::{Object, Objects, PolicyData, INLINE_OBJECTS};
 pub use refresh::{
     MessageId, MessageIdEntries, MessageIdList, MAX_EPOCH, MESSAGE_ID_FLAG_ACK_DESIRED,

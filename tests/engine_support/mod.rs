@@ -455,6 +455,34 @@ impl Net {
         self.drain();
     }
 
+    /// Like [`Net::inject`], and returns the bytes the node transmitted in answer, within
+    /// the `handle_datagram` call (before rule actions are answered or timers run), with how
+    /// many datagrams that was.
+    pub fn inject_measured(&mut self, to: usize, from: IpAddr, payload: &[u8]) -> (usize, usize) {
+        let now = self.now;
+        let dst = self.nodes[to].addr;
+        self.nodes[to].engine.handle_datagram(
+            now,
+            Incoming {
+                source: from,
+                destination: dst,
+                ttl: Some(64),
+                payload,
+            },
+        );
+        let mut answers = Vec::new();
+        while let Some(t) = self.nodes[to].engine.poll_transmit() {
+            answers.push(t);
+        }
+        let bytes = answers.iter().map(|t| t.payload.len()).sum();
+        let count = answers.len();
+        for t in answers {
+            self.route(to, t);
+        }
+        self.drain();
+        (bytes, count)
+    }
+
     /// Runs a closure on a node's engine at the current virtual time, then drains.
     pub fn with<R>(&mut self, node: usize, f: impl FnOnce(&mut Engine, Instant) -> R) -> R {
         let now = self.now;
