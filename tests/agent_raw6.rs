@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agent_util::{cross_agent_flow, privileged};
-use capture_support::{Capture, PI_WARN};
+use capture_support::{max_severity, Capture, PI_WARN};
 use netns_support::run;
 use qtoq::agent::Transport;
 use qtoq::Agent;
@@ -99,40 +99,23 @@ fn dissect(capture: &Capture) -> Vec<Dissected> {
         "_ws.expert.severity",
         "_ws.malformed",
     ];
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(&capture.path)
-        .args(["-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark reads the capture");
-    assert!(out.status.success(), "tshark -r failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let f: Vec<&str> = line.split('|').collect();
-            assert_eq!(f.len(), fields.len(), "{line}");
-            Dissected {
-                src: f[0].parse().unwrap_or_else(|_| panic!("ipv6.src: {line}")),
-                dst: f[1].parse().unwrap_or_else(|_| panic!("ipv6.dst: {line}")),
-                hop_limit: f[2].parse().unwrap_or_else(|_| panic!("hlim: {line}")),
-                router_alert: f[3]
-                    .split(',')
-                    .filter(|v| !v.is_empty())
-                    .map(|v| v.parse().unwrap_or_else(|_| panic!("router alert: {line}")))
-                    .collect(),
-                msg: f[4].parse().unwrap_or_else(|_| panic!("not rsvp: {line}")),
-                send_ttl: f[5].parse().unwrap_or_else(|_| panic!("send ttl: {line}")),
-                session: f[6].to_owned(),
-                max_severity: f[7]
-                    .split(',')
-                    .filter_map(|s| s.parse().ok())
-                    .max()
-                    .unwrap_or(0),
-                malformed: !f[8].is_empty(),
-            }
+    capture
+        .fields(None, &fields)
+        .into_iter()
+        .map(|f| Dissected {
+            src: f[0].parse().unwrap_or_else(|_| panic!("ipv6.src: {f:?}")),
+            dst: f[1].parse().unwrap_or_else(|_| panic!("ipv6.dst: {f:?}")),
+            hop_limit: f[2].parse().unwrap_or_else(|_| panic!("hlim: {f:?}")),
+            router_alert: f[3]
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse().unwrap_or_else(|_| panic!("router alert: {f:?}")))
+                .collect(),
+            msg: f[4].parse().unwrap_or_else(|_| panic!("not rsvp: {f:?}")),
+            send_ttl: f[5].parse().unwrap_or_else(|_| panic!("send ttl: {f:?}")),
+            session: f[6].to_owned(),
+            max_severity: max_severity(&f[7]),
+            malformed: !f[8].is_empty(),
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_util::*;
-use capture_support::{Capture, PI_WARN};
+use capture_support::{max_severity, Capture, PI_WARN};
 use qtoq::agent::Transport;
 use qtoq::Agent;
 
@@ -47,44 +47,24 @@ fn dissect(capture: &Capture) -> Vec<Dissected> {
         "_ws.expert.severity",
         "_ws.malformed",
     ];
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(&capture.path).args([
-        "-d",
-        "udp.port==1698,rsvp",
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark reads the capture");
-    assert!(out.status.success(), "tshark -r failed: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let f: Vec<&str> = line.split('|').collect();
-            assert_eq!(f.len(), fields.len(), "{line}");
+    capture
+        .fields(None, &fields)
+        .into_iter()
+        .map(|f| {
             let addr =
                 |ip: &str, port: &str| Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
             Dissected {
                 src: f[0].parse().expect("ip.src"),
                 dst: f[1].parse().expect("ip.dst"),
                 router_alert: f[2].split(',').any(|t| t == "148"),
-                msg: f[3].parse().unwrap_or_else(|_| panic!("not rsvp: {line}")),
-                session: addr(f[4], f[5]),
+                msg: f[3].parse().unwrap_or_else(|_| panic!("not rsvp: {f:?}")),
+                session: addr(&f[4], &f[5]),
                 proto: f[6].to_owned(),
-                sender: addr(f[7], f[8]),
+                sender: addr(&f[7], &f[8]),
                 tspec_rate: f[9].to_owned(),
                 flowspec_rate: f[10].to_owned(),
                 style: f[11].to_owned(),
-                max_severity: f[12]
-                    .split(',')
-                    .filter_map(|s| s.parse().ok())
-                    .max()
-                    .unwrap_or(0),
+                max_severity: max_severity(&f[12]),
                 malformed: !f[13].is_empty(),
             }
         })

@@ -18,10 +18,9 @@ mod process_support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use capture_support::{Capture, PI_WARN};
+use capture_support::{max_severity, tshark_installed, Capture, PI_WARN};
 use example_support::{build_examples, poll, reservation_classes, Process, Scratch, POLICY};
 use netns_support::{in_netns, Namespaces, StateDir, CLIENT_IP, SERVER_IF, SERVER_IP};
 use qtoq::wire::{FilterSpec, Integrity, Message, Object, RsvpHop, Session, Style};
@@ -42,15 +41,6 @@ fn context(ns: &Namespaces, server: &Process, client: &Process) -> String {
         server.log(),
         client.log()
     )
-}
-
-fn tshark_available() -> bool {
-    Command::new("tshark")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// One dissected RSVP packet.
@@ -75,41 +65,17 @@ fn dissect(capture: &Capture) -> Vec<Signed> {
         "_ws.expert.severity",
         "_ws.malformed",
     ];
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(&capture.path).args([
-        "-d",
-        "udp.port==1698,rsvp",
-        "-Y",
-        "rsvp",
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark reads the capture");
-    assert!(out.status.success(), "tshark -r failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let f: Vec<&str> = line.split('|').collect();
-            assert_eq!(f.len(), fields.len(), "{line}");
-            Signed {
-                src: f[0].parse().expect("ip.src"),
-                msg: f[1].parse().unwrap_or_else(|_| panic!("not rsvp: {line}")),
-                key_id: f[2].replace(':', ""),
-                sequence: f[3].parse().ok(),
-                hash_len: f[4].replace(':', "").len() / 2,
-                max_severity: f[5]
-                    .split(',')
-                    .filter_map(|s| s.parse().ok())
-                    .max()
-                    .unwrap_or(0),
-                malformed: !f[6].is_empty(),
-            }
+    capture
+        .fields(Some("rsvp"), &fields)
+        .into_iter()
+        .map(|f| Signed {
+            src: f[0].parse().expect("ip.src"),
+            msg: f[1].parse().unwrap_or_else(|_| panic!("not rsvp: {f:?}")),
+            key_id: f[2].replace(':', ""),
+            sequence: f[3].parse().ok(),
+            hash_len: f[4].replace(':', "").len() / 2,
+            max_severity: max_severity(&f[5]),
+            malformed: !f[6].is_empty(),
         })
         .collect()
 }
@@ -133,7 +99,7 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
     let Some(ns) = Namespaces::create() else {
         return;
     };
-    if !tshark_available() {
+    if !tshark_installed() {
         let reason = "tshark is not installed";
         assert!(
             std::env::var("QTOQ_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),

@@ -384,22 +384,11 @@ fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
 /// (`\n` or `\r\n`) is removed. Errors name the file and never show its contents.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
     use std::io::Read;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
 
     let shown = path.display();
     let io = |e: std::io::Error| format!("cannot read integrity secret_file {shown}: {e}");
-    // Non-blocking, and checked to be a regular file before reading: a FIFO would block.
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
-    let metadata = opened.metadata().map_err(io)?;
-    if !metadata.is_file() {
-        return Err(format!(
-            "integrity secret_file {shown} is not a regular file"
-        ));
-    }
+    let (opened, metadata) = super::open_regular_file(path).map_err(io)?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(

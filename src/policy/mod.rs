@@ -604,20 +604,7 @@ impl Policy {
             file: file.clone(),
             source,
         };
-        // Opened non-blocking and checked to be a regular file before reading: a FIFO (or a
-        // device) in its place would otherwise block the caller forever.
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io)?;
-        let metadata = opened.metadata().map_err(io)?;
-        if !metadata.is_file() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
-        }
+        let (opened, metadata) = open_regular_file(path).map_err(io)?;
         let size = metadata.len();
         if size > MAX_POLICY_FILE_BYTES {
             return Err(PolicyError::TooLarge {
@@ -1213,6 +1200,26 @@ impl Admission for Policy {
             tracing::debug!(%rule, "released");
         }
     }
+}
+
+/// Opens a file to read only if it is a regular file (its metadata returned too). Opened
+/// non-blocking and checked before anything is read: a FIFO (or a device) in its place would
+/// otherwise block the caller forever.
+pub(crate) fn open_regular_file(
+    path: &Path,
+) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = opened.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((opened, metadata))
 }
 
 #[cfg(test)]

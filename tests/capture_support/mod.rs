@@ -107,3 +107,55 @@ impl Drop for Capture {
         }
     }
 }
+
+impl Capture {
+    /// Every packet of the capture that matches `display_filter` (RSVP on UDP port 1698 is
+    /// dissected as RSVP too) as the values of `fields`, in order, as tshark prints them.
+    pub fn fields(&self, display_filter: Option<&str>, fields: &[&str]) -> Vec<Vec<String>> {
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-r").arg(&self.path).args([
+            "-d",
+            "udp.port==1698,rsvp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+        ]);
+        if let Some(filter) = display_filter {
+            cmd.args(["-Y", filter]);
+        }
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().expect("tshark reads the capture");
+        assert!(out.status.success(), "tshark -r failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let values: Vec<String> = line.split('|').map(str::to_owned).collect();
+                assert_eq!(values.len(), fields.len(), "{line}");
+                values
+            })
+            .collect()
+    }
+}
+
+/// The highest of the severities in a `_ws.expert.severity` field (0 when there is none).
+pub fn max_severity(field: &str) -> u32 {
+    field
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether `tshark` runs here.
+pub fn tshark_installed() -> bool {
+    Command::new("tshark")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
