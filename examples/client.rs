@@ -56,6 +56,11 @@ struct Args {
     /// checked with. Without it the client uses the default agent: qosd when it runs.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// RSVP refresh period R of this client's own agent, in milliseconds: how often Path and
+    /// Resv state is refreshed (default 30000, RFC 2205's 30 s; 100 to 3600000). Given, the
+    /// client uses an agent of its own, since qosd keeps the host's period.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    refresh_period: Option<u64>,
 }
 
 #[tokio::main]
@@ -70,27 +75,37 @@ async fn main() {
 /// The agent the stream uses: the default one (qosd when it runs), or with `--policy` one
 /// of this process's own.
 async fn agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>> {
-    let Some(path) = &args.policy else {
+    if args.policy.is_none() && args.refresh_period.is_none() {
         let agent = Agent::default_agent()?;
         eprintln!("agent: {}", which_agent::describe(&agent));
         return Ok(agent);
-    };
+    }
     let socket = socket_path();
     if Agent::daemon(&socket).await.is_ok() {
         eprintln!(
-            "note: qosd is running at {}, but --policy makes this client use an agent of its \
-             own instead (its own policy and keys; it needs the RSVP port qosd holds); without \
-             --policy it would go through qosd",
+            "note: qosd is running at {}, but --policy or --refresh-period makes this client use \
+             an agent of its own instead (its own policy, keys and refresh period; it needs the \
+             RSVP port qosd holds); without them it would go through qosd",
             socket.display()
         );
     }
-    let policy = Policy::load(path)?;
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
     let keys = policy.integrity().keys().len();
-    let agent = Agent::builder().policy(policy).build()?;
+    let mut builder = Agent::builder().policy(policy);
+    if let Some(ms) = args.refresh_period {
+        builder = builder.refresh_period(Duration::from_millis(ms));
+    }
+    let agent = builder.build()?;
     eprintln!(
         "agent: {}, policy {}, {keys} integrity keys",
         which_agent::describe(&agent),
-        path.display()
+        args.policy.as_ref().map_or_else(
+            || "built-in default".to_owned(),
+            |p| p.display().to_string()
+        )
     );
     Ok(agent)
 }
@@ -103,7 +118,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(peak) = args.peak {
         spec = spec.peak(peak);
     }
-    let own_agent = args.policy.is_some();
+    let own_agent = args.policy.is_some() || args.refresh_period.is_some();
     let mut builder = QosStream::builder().spec(spec);
     if own_agent {
         builder = builder.agent(&agent);

@@ -28,7 +28,7 @@ mod which_agent;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
@@ -83,6 +83,11 @@ struct Args {
     /// Where this server's own tc enforcer keeps its journal (default /run/qtoq).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// RSVP refresh period R of this server's own agent, in milliseconds: how often Path and
+    /// Resv state is refreshed (default 30000, RFC 2205's 30 s; 100 to 3600000). Given, the
+    /// server uses an agent of its own, since qosd keeps the host's period.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    refresh_period: Option<u64>,
 }
 
 impl Args {
@@ -92,6 +97,7 @@ impl Args {
             (self.policy.is_some(), "--policy"),
             (self.enforcer.is_some(), "--enforcer"),
             (self.state_dir.is_some(), "--state-dir"),
+            (self.refresh_period.is_some(), "--refresh-period"),
         ]
         .into_iter()
         .filter_map(|(given, flag)| given.then_some(flag))
@@ -231,7 +237,11 @@ async fn embedded_agent(args: &Args) -> Result<Agent, Box<dyn std::error::Error>
             };
             format!("--enforcer {}: {e} {hint}", enforcer_name(args.enforcer))
         })?;
-    Ok(Agent::builder().policy(policy).enforcer(enforcer).build()?)
+    let mut builder = Agent::builder().policy(policy).enforcer(enforcer);
+    if let Some(ms) = args.refresh_period {
+        builder = builder.refresh_period(Duration::from_millis(ms));
+    }
+    Ok(builder.build()?)
 }
 
 /// Listens and serves until `--connections` connections have come and gone (forever with
