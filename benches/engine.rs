@@ -311,8 +311,12 @@ fn bench(c: &mut Criterion) {
     });
 
     // 100k sessions in steady refresh: time per refresh message (both engines' work).
+    let n_steady: u32 = std::env::var("QTOQ_BENCH_STEADY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let mut pair = Pair::new();
-    pair.setup(100_000);
+    pair.setup(n_steady);
     pair.run_until(pair.now + R * 2);
     group.bench_function("refresh message, 100k sessions", |b| {
         b.iter_custom(|iters| {

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use super::msg::{Descriptor, Hop, Msg};
 use super::neighbors::NewState;
 use super::outbox::ErrorRoute;
@@ -41,13 +43,24 @@ impl ResvIn<'_> {
     }
 }
 
-/// One reservation a Resv asks for: which senders, how much, and the flow descriptor that
-/// names it in an error.
+/// One reservation a Resv asks for: which senders and how much.
 struct ResvEntry {
     filter: Filter,
     flowspec: FlowSpec,
-    descriptor: Descriptor,
 }
+
+/// The flow descriptor that names a reservation in an error: the one it came from (built only
+/// then, so that a refresh allocates no copy of it).
+fn entry_descriptor(filter: &Filter, flowspec: FlowSpec) -> Descriptor {
+    Descriptor {
+        flowspec: Some(flowspec),
+        filters: filter.senders(),
+    }
+}
+
+/// The reservations of one Resv (one for SE and WF, typically one for FF): inline, as Resvs
+/// are handled once per refresh of every session.
+type ResvEntries = SmallVec<[ResvEntry; 2]>;
 
 impl Engine {
     pub(super) fn cmd_reserve(
@@ -114,7 +127,8 @@ impl Engine {
             recv.next_at = NEVER;
             return;
         };
-        let mut phops: Vec<Hop> = Vec::with_capacity(1);
+        // Inline: every refresh of every receiver passes here, and hosts have one previous hop.
+        let mut phops: SmallVec<[Hop; 2]> = SmallVec::new();
         for psb in &session.psbs {
             if !phops.iter().any(|h| h.addr == psb.phop.addr) {
                 phops.push(psb.phop);
@@ -253,11 +267,7 @@ impl Engine {
         resv: &ResvIn<'_>,
         entry: ResvEntry,
     ) -> Option<usize> {
-        let ResvEntry {
-            filter,
-            flowspec,
-            descriptor,
-        } = entry;
+        let ResvEntry { filter, flowspec } = entry;
         let stored = if session.senders.iter().any(|s| filter.covers(s.sender)) {
             // New state from the network passes the bounds first (see `neighbors.rs`).
             let known = session
@@ -284,7 +294,12 @@ impl Engine {
             Err(code) => {
                 self.stats.rejected += 1;
                 let error = RsvpError::new(code, 0);
-                self.queue_resv_err(resv.route(), resv.msg.style, vec![descriptor], error);
+                self.queue_resv_err(
+                    resv.route(),
+                    resv.msg.style,
+                    vec![entry_descriptor(&filter, flowspec)],
+                    error,
+                );
                 return None;
             }
         };
@@ -311,8 +326,8 @@ impl Engine {
         session: &mut Session,
         filter: &Filter,
         now: Ms,
-    ) -> Vec<SessionId> {
-        let mut owners: Vec<SessionId> = Vec::new();
+    ) -> SmallVec<[SessionId; 2]> {
+        let mut owners: SmallVec<[SessionId; 2]> = SmallVec::new();
         for index in 0..session.senders.len() {
             let local = &session.senders[index];
             if !filter.covers(local.sender) {
@@ -494,8 +509,8 @@ fn from_upstream(session: &Session, source: IpAddr) -> bool {
 
 /// A Resv's flow descriptors as reservations; an FF flowspec may be carried over from the
 /// previous descriptor (RFC 2205 §3.1.4). `None` when a descriptor has no flowspec to use.
-fn resv_entries(msg: &Msg, style: Style) -> Option<Vec<ResvEntry>> {
-    let mut entries: Vec<ResvEntry> = Vec::new();
+fn resv_entries(msg: &Msg, style: Style) -> Option<ResvEntries> {
+    let mut entries = ResvEntries::new();
     let mut carried: Option<FlowSpec> = None;
     for descriptor in &msg.descriptors {
         let flowspec = descriptor.flowspec.or(carried)?;
@@ -506,22 +521,17 @@ fn resv_entries(msg: &Msg, style: Style) -> Option<Vec<ResvEntry>> {
                     entries.push(ResvEntry {
                         filter: Filter::One(*filter),
                         flowspec,
-                        descriptor: Descriptor {
-                            flowspec: Some(flowspec),
-                            filters: vec![*filter],
-                        },
                     });
                 }
             }
             Style::SharedExplicit => entries.push(ResvEntry {
                 filter: Filter::Many(descriptor.filters.clone().into_boxed_slice()),
                 flowspec,
-                descriptor: descriptor.clone(),
             }),
+            // A WF descriptor names no sender (`entry_descriptor` gives it back as it came).
             Style::WildcardFilter => entries.push(ResvEntry {
                 filter: Filter::All,
                 flowspec,
-                descriptor: descriptor.clone(),
             }),
         }
         if style != Style::FixedFilter {

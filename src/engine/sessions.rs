@@ -83,6 +83,7 @@ impl Engine {
     /// `neighbors.rs`) until `put` brings it back.
     pub(super) fn take(&mut self, slot: u32) -> Option<Session> {
         let session = self.sessions.get_mut(slot as usize)?.take()?;
+        self.timers.forget(slot);
         self.account_session(&session, false);
         Some(session)
     }

@@ -37,7 +37,12 @@ impl Clock {
 
 /// Whole milliseconds in `d`, rounded down, saturating.
 pub(crate) fn duration_ms_floor(d: Duration) -> Ms {
-    u64::try_from(d.as_millis()).unwrap_or(NEVER - 1)
+    // Seconds and sub-second milliseconds rather than `as_millis` (a `u128` division): the
+    // clock converts several instants per message.
+    d.as_secs()
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(u64::from(d.subsec_millis())))
+        .unwrap_or(NEVER - 1)
 }
 
 /// Whole milliseconds in `d`, rounded up (deadlines are never early), at least 1.
@@ -63,6 +68,12 @@ const LEVELS: usize = 6;
 const LEVEL_BITS: u32 = 6;
 const SLOTS: usize = 1 << LEVEL_BITS;
 const SPAN: Ms = 1 << (LEVEL_BITS as usize * LEVELS);
+
+/// Emptied slot lists kept for reuse (at most this many, of at most `SPARE_CAPACITY`
+/// entries each: a few KiB): deadlines move down the wheel into empty lists all the time, and
+/// without them each move would allocate a list and each fired slot free one.
+const SPARE_LISTS: usize = 64;
+const SPARE_CAPACITY: usize = 64;
 
 fn pack(at: Ms, slot: u32) -> u64 {
     at.min(MAX_AT) << SLOT_BITS | u64::from(slot & ((1 << SLOT_BITS) - 1))
@@ -98,6 +109,13 @@ pub(crate) struct Timers {
     /// Entries due at or before `elapsed`, not yet handed out.
     ready: Vec<u64>,
     len: usize,
+    /// Emptied lists for reuse (see [`SPARE_LISTS`]).
+    spare: Vec<Vec<u64>>,
+    /// An entry [`prune`](Self::prune) found live at the head of the wheel, so that the next
+    /// prune (one per engine call) need not look at its session again. The engine forgets it
+    /// ([`forget`](Self::forget)) whenever it takes that session out of the slab, the only way
+    /// a session's scheduled deadline changes or it goes away.
+    verified: Option<u64>,
 }
 
 impl Timers {
@@ -122,8 +140,30 @@ impl Timers {
         let masked = ((self.elapsed ^ key) | (SLOTS as u64 - 1)).min(SPAN - 1);
         let level = (63 - masked.leading_zeros()) as usize / LEVEL_BITS as usize;
         let index = ((key >> (LEVEL_BITS as usize * level)) & (SLOTS as u64 - 1)) as usize;
-        self.slots[level * SLOTS + index].push(entry);
+        let list = &mut self.slots[level * SLOTS + index];
+        if list.capacity() == 0 {
+            if let Some(spare) = self.spare.pop() {
+                *list = spare;
+            }
+        }
+        list.push(entry);
         self.occupied[level] |= 1 << index;
+    }
+
+    /// Keeps an emptied list for reuse, or frees it.
+    fn recycle(&mut self, mut list: Vec<u64>) {
+        if list.capacity() <= SPARE_CAPACITY && self.spare.len() < SPARE_LISTS {
+            list.clear();
+            self.spare.push(list);
+        }
+    }
+
+    /// The session in `slot` is being changed: an entry of it verified by `prune` may no
+    /// longer be live.
+    pub(crate) fn forget(&mut self, slot: u32) {
+        if self.verified.is_some_and(|e| unpack(e).1 == slot) {
+            self.verified = None;
+        }
     }
 
     /// The next slot to process: (level, index, the instant it starts).
@@ -162,7 +202,7 @@ impl Timers {
 
         self.occupied[level] &= !(1 << index);
         self.elapsed = self.elapsed.max(deadline);
-        for entry in entries {
+        for &entry in &entries {
             let (at, _) = unpack(entry);
             if at <= self.elapsed {
                 self.ready.push(entry);
@@ -170,6 +210,7 @@ impl Timers {
                 self.place(entry);
             }
         }
+        self.recycle(entries);
     }
 
     /// The earliest instant something may be due (possibly stale, possibly early).
@@ -202,6 +243,9 @@ impl Timers {
 
     /// Drops stale entries ahead of the first live one, so that `peek` does not name a
     /// deadline nobody has any more (and an idle engine reports no deadline at all).
+    ///
+    /// An entry found live stays so for later calls until [`forget`](Self::forget) names its
+    /// slot: `is_live` is not asked about it again.
     pub(crate) fn prune(&mut self, mut is_live: impl FnMut(Ms, u32) -> bool) {
         let before = self.ready.len();
         self.ready.retain(|e| {
@@ -217,14 +261,19 @@ impl Timers {
             // Each stale entry is looked at once: it is removed as it is found (the last entry
             // takes its place and is looked at next).
             while let Some(&entry) = list.first() {
+                if self.verified == Some(entry) {
+                    return;
+                }
                 let (at, slot) = unpack(entry);
                 if is_live(at, slot) {
+                    self.verified = Some(entry);
                     return;
                 }
                 list.swap_remove(0);
                 self.len -= 1;
             }
-            *list = Vec::new();
+            let list = std::mem::take(list);
+            self.recycle(list);
             self.occupied[level] &= !(1 << index);
         }
     }
@@ -236,9 +285,14 @@ impl Timers {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        let lists: usize = self.slots.iter().map(Vec::capacity).sum();
+        let lists: usize = self
+            .slots
+            .iter()
+            .chain(&self.spare)
+            .map(Vec::capacity)
+            .sum();
         (lists + self.ready.capacity()) * std::mem::size_of::<u64>()
-            + self.slots.capacity() * std::mem::size_of::<Vec<u64>>()
+            + (self.slots.capacity() + self.spare.capacity()) * std::mem::size_of::<Vec<u64>>()
     }
 }
 
@@ -323,6 +377,9 @@ mod tests {
         }
         timers.prune(|at, _| at != 5 && at != 6);
         assert_eq!(timers.peek().map(|(at, _)| at), Some(7));
+        // Found live, it is not looked at again until its session changes.
+        timers.prune(|_, _| panic!("asked again"));
+        timers.forget(7);
         timers.prune(|_, _| false);
         assert_eq!(timers.peek(), None);
         assert_eq!(timers.len(), 0);
