@@ -272,6 +272,7 @@ mod neighbors;
 mod outbox;
 mod path;
 mod receive;
+mod reduction;
 mod refresh;
 mod resv;
 mod rules;
@@ -319,10 +320,27 @@ pub struct EngineConfig {
     pub refresh_period: Duration,
     /// `K`, the number of refreshes that may be lost before state expires (default 3).
     pub keep_multiplier: u32,
-    /// First retransmission delay of an unanswered first Path/Resv (default 500 ms, doubling).
+    /// First retransmission delay of an unanswered first Path/Resv, and with refresh
+    /// reduction of every unacknowledged trigger message: RFC 2961's `Rf` (default 500 ms).
     pub fast_retransmit_initial: Duration,
-    /// How many fast retransmissions are made before falling back to refreshes (default 3).
+    /// How many retransmissions are made before falling back to refreshes: RFC 2961's retry
+    /// limit `Rl` (default 3).
     pub fast_retransmit_count: u32,
+    /// Each retransmission waits this many times longer than the one before: RFC 2961's
+    /// `1 + Δ` (default 2, the RFC's `Δ = 1`: 0.5 s, 1 s, 2 s). At least 1.
+    pub retransmit_factor: u32,
+    /// RFC 2961 refresh reduction (default `true`; see
+    /// [Refresh reduction](self#refresh-reduction-rfc-2961)): the Refresh-Reduction-Capable
+    /// flag on everything sent; to neighbors that set it too, trigger messages with a
+    /// MESSAGE_ID that is acknowledged and retransmitted until it is, and refreshes of
+    /// acknowledged state summarized in Srefresh messages. Neighbors that do not set the flag
+    /// get classic refreshes. `false`: none of it (received RFC 2961 messages are ignored).
+    pub refresh_reduction: bool,
+    /// How long an acknowledgment, a MESSAGE_ID_NACK or a summary refresh may wait to be
+    /// carried by another message to the same neighbor or batched with others (default
+    /// 20 ms). Taken as [`MAX_ACK_DELAY`] (100 ms) when longer: it must stay well below the
+    /// first retransmission delay.
+    pub ack_delay: Duration,
     /// This engine's own addresses (the transport's): messages sent to one of them are
     /// delivered to the engine itself; to another loopback address, only when they are for
     /// state this engine holds (see [Local delivery](self#local-delivery)). Two engines on
@@ -358,6 +376,12 @@ pub struct EngineConfig {
     /// [Bounds](self#bounds)).
     pub neighbor_limits: NeighborLimits,
 }
+
+/// The default [`EngineConfig::ack_delay`]: 20 ms.
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// The longest [`EngineConfig::ack_delay`]: 100 ms (longer ones are taken as it).
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(100);
 
 /// The default [`EngineConfig::max_state_bytes`]: 256 MiB, about 700 000 sessions of
 /// network-created path state.
@@ -462,6 +486,9 @@ impl Default for EngineConfig {
             keep_multiplier: 3,
             fast_retransmit_initial: Duration::from_millis(500),
             fast_retransmit_count: 3,
+            retransmit_factor: 2,
+            refresh_reduction: true,
+            ack_delay: DEFAULT_ACK_DELAY,
             local_addrs: Vec::new(),
             rng_seed: 0x5eed,
             local_delivery: true,
@@ -753,8 +780,38 @@ pub struct Stats {
     /// [`EngineConfig::max_state_bytes`] (a gauge): per session its slot, index and timer
     /// share and its lists (owners, senders, path and reservation states with their filter
     /// lists); tracked neighbors are added when the cap is checked. Close to, and never far
-    /// above, [`Engine::state_bytes`], which measures capacities exactly.
+    /// above, [`Engine::state_bytes`], which measures capacities exactly (refresh reduction's
+    /// message-id indexes are counted there, not here).
     pub state_bytes: u64,
+    /// Refresh reduction (RFC 2961, see [Refresh reduction](self#refresh-reduction-rfc-2961)):
+    /// MESSAGE_ID_ACK objects sent (in Ack messages or carried by other messages).
+    pub acks_sent: u64,
+    /// MESSAGE_ID_ACK objects received that acknowledged one of our messages.
+    pub acks_received: u64,
+    /// MESSAGE_ID_NACK objects sent (for summary-refreshed ids we hold no state for).
+    pub nacks_sent: u64,
+    /// MESSAGE_ID_NACK objects received for our ids (each brings back a full message).
+    pub nacks_received: u64,
+    /// Srefresh messages sent, and the message ids they carried.
+    pub srefresh_sent: u64,
+    /// Message ids summary-refreshed in the Srefresh messages sent.
+    pub srefresh_ids_sent: u64,
+    /// Srefresh messages received.
+    pub srefresh_received: u64,
+    /// Message ids in the Srefresh messages received that refreshed state.
+    pub srefresh_ids_refreshed: u64,
+    /// Ack messages (type 13) sent.
+    pub ack_messages_sent: u64,
+    /// Path and Resv messages sent again while unanswered or unacknowledged (staged
+    /// retransmissions), and Srefresh messages sent again while unacknowledged.
+    pub retransmissions: u64,
+    /// Bundle messages received (their sub-messages are processed one by one).
+    pub bundles_received: u64,
+    /// Messages dropped as out of order: a MESSAGE_ID older than the last one seen for the
+    /// same state.
+    pub out_of_order: u64,
+    /// Neighbors seen to restart (a new MESSAGE_ID epoch): their former ids were voided.
+    pub neighbor_restarts: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
@@ -797,6 +854,9 @@ pub struct Engine {
     /// Answers over their datagram's budget, sent at the next `handle_timeout` (due at once).
     deferred: VecDeque<Transmit>,
     deferred_at: Option<Instant>,
+    /// RFC 2961 refresh reduction: epoch, message ids, neighbors' capabilities and ids,
+    /// pending acknowledgments and summary refreshes (`reduction.rs`).
+    reduction: reduction::Reduction,
 }
 
 impl std::fmt::Debug for Engine {
@@ -851,6 +911,7 @@ impl Engine {
             answering: None,
             deferred: VecDeque::new(),
             deferred_at: None,
+            reduction: reduction::Reduction::new(),
         }
     }
 
@@ -979,6 +1040,7 @@ impl Engine {
         self.integrity.tick(now);
         self.send_deferred();
         self.on_timeout(now);
+        self.reduction_timeout(now);
         self.drain_local(now);
     }
 
@@ -988,10 +1050,11 @@ impl Engine {
             .timers
             .peek()
             .and_then(|(at, _)| self.clock.instant(at));
-        match (timer, self.deferred_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let reduction = self.reduction_due();
+        [timer, self.deferred_at, reduction]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether a datagram waits for [`poll_transmit`](Self::poll_transmit).

@@ -100,6 +100,7 @@ impl Engine {
         recv.answered = false;
         recv.last_error = None;
         recv.fast = self.fast_start();
+        self.reduction_trigger_recv(session);
         self.send_resvs(session, now);
     }
 
@@ -120,9 +121,14 @@ impl Engine {
                 phops.push(psb.phop);
             }
         }
-        for phop in phops {
-            let msg = self.resv_msg(session, &request, phop, false);
-            self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+        // RFC 2961 (one previous hop): a refresh of acknowledged state goes in an Srefresh.
+        let single = (phops.len() == 1).then(|| phops[0].addr);
+        if let Some(id) = self.reduction_resv(session, single, now) {
+            for phop in phops {
+                let mut msg = self.resv_msg(session, &request, phop, false);
+                msg.message_id = id;
+                self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+            }
         }
         let Some(recv) = session.recv.as_deref_mut() else {
             return;
@@ -330,9 +336,10 @@ impl Engine {
                     &mut local.next_at,
                     next,
                 );
-                // A receiver was heard: the wait for one is over.
-                local.wait_at = NEVER;
             }
+            // A receiver was heard: the wait for one is over (an RFC 2961 acknowledgment may
+            // have answered the Path already).
+            session.senders[index].wait_at = NEVER;
         }
         owners
     }
@@ -569,6 +576,8 @@ fn store_rsb(
                 expires_at: resv.expires_at,
                 refused: None,
                 from,
+                rx_id: 0,
+                rx_deci: 0,
             });
             Some((session.rsbs.len() - 1, true))
         }

@@ -197,6 +197,24 @@ struct Packet {
     payload: Vec<u8>,
 }
 
+/// The SESSION object of an encoded message (what names its stream for
+/// [`Link::max_consecutive_loss`]), wherever it sits (RFC 2961 objects and INTEGRITY come
+/// before it); the first 12 bytes after the header when there is none (Ack, Srefresh).
+pub fn session_bytes(payload: &[u8]) -> &[u8] {
+    let mut offset = 8;
+    while let Some(h) = payload.get(offset..offset + 4) {
+        let len = usize::from(u16::from_be_bytes([h[0], h[1]]));
+        if len < 4 {
+            break;
+        }
+        if h[2] == 1 {
+            return payload.get(offset..offset + len).unwrap_or(&[]);
+        }
+        offset += len;
+    }
+    payload.get(8..20).unwrap_or(&[])
+}
+
 /// The simulated network.
 pub struct Net {
     pub start: Instant,
@@ -396,7 +414,7 @@ impl Net {
             to,
             [
                 t.payload.get(1..2).unwrap_or(&[]),
-                t.payload.get(8..20).unwrap_or(&[]),
+                session_bytes(&t.payload),
             ]
             .concat(),
         );
