@@ -117,7 +117,7 @@ struct Inflight {
 }
 
 /// What refresh reduction knows about one neighbor (an IP address we exchange messages with).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Peer {
     /// Its last message set the Refresh-Reduction-Capable flag.
     capable: bool,
@@ -131,9 +131,27 @@ struct Peer {
     summary: Vec<u32>,
     /// The address of ours it knows (the one its messages were sent to, or our states use).
     local: Option<IpAddr>,
-    /// When what waits in `acks` and `summary` must go ([`NEVER`]: nothing waits).
+    /// When what waits in `acks` must go ([`NEVER`]: nothing waits)...
     due: Ms,
+    /// ...and what waits in `summary`.
+    summary_due: Ms,
     inflight: Vec<Inflight>,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Peer {
+            capable: false,
+            epoch: None,
+            rx: IdIndex::default(),
+            acks: Vec::new(),
+            summary: Vec::new(),
+            local: None,
+            due: NEVER,
+            summary_due: NEVER,
+            inflight: Vec::new(),
+        }
+    }
 }
 
 impl Peer {
@@ -378,6 +396,27 @@ impl Engine {
     /// Whether `addr` is known to be Refresh-Reduction-Capable (refresh reduction on).
     fn capable(&self, addr: IpAddr) -> bool {
         self.config.refresh_reduction && self.reduction.peers.get(&addr).is_some_and(|p| p.capable)
+    }
+
+    /// Whether a sending state's message waits for its acknowledgment (it was sent with id
+    /// `tx_id` to a capable `peer`): then only the acknowledgment stops its retransmissions.
+    pub(super) fn awaiting_ack(&self, tx_id: u32, tx_acked: bool, peer: IpAddr) -> bool {
+        tx_id != 0
+            && !tx_acked
+            && self.reduction.unacked.map.contains_key(&tx_id)
+            && self.capable(peer)
+    }
+
+    /// Whether the receiver's Resv waits for its acknowledgment (see [`Self::awaiting_ack`]).
+    pub(super) fn resv_awaiting_ack(&self, session: &Session) -> bool {
+        let Some(recv) = session.recv.as_deref() else {
+            return false;
+        };
+        let mut phops = session.psbs.iter().map(|p| p.phop.addr);
+        let Some(phop) = phops.next() else {
+            return false;
+        };
+        phops.all(|p| p == phop) && self.awaiting_ack(recv.tx_id, recv.tx_acked, phop)
     }
 
     /// Queues an acknowledgment (or NACK) for `peer`, due after the ack delay.
@@ -910,16 +949,24 @@ impl Engine {
         Some(id)
     }
 
+    /// How long a summary refresh may wait for others to the same neighbor: `R / 16` (under
+    /// 2 s with the default `R`; a refresh interval is anywhere in `[R/2, 3R/2]` anyway), at
+    /// least the ack delay.
+    fn summary_window(&self) -> Ms {
+        (u64::from(self.refresh_ms_u32()) / 16).max(self.ack_delay_ms())
+    }
+
     /// Queues our id for the next Srefresh to `peer`.
     fn summarize(&mut self, peer: IpAddr, local: IpAddr, id: u32, now: Ms) {
-        let due = now.saturating_add(self.ack_delay_ms());
+        let due = now.saturating_add(self.summary_window());
         let Some(p) = self.peer_mut(peer, now) else {
             return;
         };
         p.summary.push(id);
         p.local = Some(local);
-        p.due = p.due.min(due);
-        self.reduction.schedule(due);
+        p.summary_due = p.summary_due.min(due);
+        let at = p.summary_due;
+        self.reduction.schedule(at);
     }
 
     /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID of `msg` and acknowledgments
@@ -1011,7 +1058,9 @@ impl Engine {
             .reduction
             .peers
             .iter()
-            .filter(|(_, p)| p.due <= now || p.inflight.iter().any(|f| f.next_at <= now))
+            .filter(|(_, p)| {
+                p.due <= now || p.summary_due <= now || p.inflight.iter().any(|f| f.next_at <= now)
+            })
             .map(|(a, _)| *a)
             .collect();
         for addr in due {
@@ -1019,7 +1068,7 @@ impl Engine {
         }
         let mut next = self.reduction.due;
         for p in self.reduction.peers.values() {
-            next = next.min(p.due);
+            next = next.min(p.due).min(p.summary_due);
             for f in &p.inflight {
                 next = next.min(f.next_at);
             }
@@ -1047,16 +1096,20 @@ impl Engine {
                 i += 1;
             }
         }
-        let (summary, acks, local) = if p.due <= now {
-            p.due = NEVER;
-            (
-                std::mem::take(&mut p.summary),
-                std::mem::take(&mut p.acks),
-                p.local,
-            )
+        // Acknowledgments due go now, and ride on the Srefresh when one goes too.
+        let summary = if p.summary_due <= now {
+            p.summary_due = NEVER;
+            std::mem::take(&mut p.summary)
         } else {
-            (Vec::new(), Vec::new(), p.local)
+            Vec::new()
         };
+        let acks = if p.due <= now || (!summary.is_empty() && !p.acks.is_empty()) {
+            p.due = NEVER;
+            std::mem::take(&mut p.acks)
+        } else {
+            Vec::new()
+        };
+        let local = p.local;
         self.reduction.pending_acks -= acks.len();
         let local = local.unwrap_or(IpAddr::from([0u8; 4]));
         for (id, ids, from) in retransmit {

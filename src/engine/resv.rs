@@ -327,7 +327,10 @@ impl Engine {
             if !owners.contains(&local.owner) {
                 owners.push(local.owner);
             }
-            if !local.answered {
+            // A Path waiting for its RFC 2961 acknowledgment is answered by it alone: this Resv
+            // may answer an earlier Path.
+            let destination = session.key.destination.ip();
+            if !local.answered && !self.awaiting_ack(local.tx_id, local.tx_acked, destination) {
                 let next = now.saturating_add(self.jitter());
                 let local = &mut session.senders[index];
                 answer(
@@ -410,9 +413,13 @@ impl Engine {
         }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let next = now.saturating_add(self.jitter());
+        // A Resv waiting for its RFC 2961 acknowledgment is answered by it alone.
+        let awaiting = self.resv_awaiting_ack(&session);
         match &mut session.recv {
             Some(recv) if !receivers.is_empty() => {
-                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                if !awaiting {
+                    answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                }
                 let reported = error.error();
                 if recv.last_error != Some(reported) {
                     recv.last_error = Some(reported);
@@ -457,6 +464,7 @@ impl Engine {
         }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let request = session.merged_request();
+        let awaiting = self.resv_awaiting_ack(&session);
         match (&mut session.recv, request) {
             (Some(recv), Some(request)) if !receivers.is_empty() => {
                 if !request.confirm {
@@ -468,7 +476,9 @@ impl Engine {
                     self.stats.ignored += 1;
                 } else {
                     let next = now.saturating_add(self.jitter());
-                    answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                    if !awaiting {
+                        answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                    }
                     recv.confirmed = true;
                     recv.announced = true;
                     recv.last_error = None;

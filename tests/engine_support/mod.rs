@@ -236,6 +236,20 @@ pub struct Net {
     pub captured: Vec<Vec<u8>>,
     /// When each datagram was sent, by whom, and its message type (the first 10 000).
     pub sent_log: Vec<(Instant, usize, u8)>,
+    /// Bytes put on the wire (RSVP payloads), all nodes together.
+    pub bytes_sent: u64,
+    /// With `Some`, every datagram sent and every one delivered, in order (see [`Trace`]).
+    pub trace: Option<Vec<Trace>>,
+}
+
+/// One datagram seen by [`Net::trace`]: sent by `node` (`delivered == false`) or delivered
+/// to it (`true`).
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub at: Instant,
+    pub node: usize,
+    pub delivered: bool,
+    pub payload: Vec<u8>,
 }
 
 pub fn config(seed: u64) -> EngineConfig {
@@ -264,6 +278,8 @@ impl Net {
             undeliverable: 0,
             captured: Vec::new(),
             sent_log: Vec::new(),
+            bytes_sent: 0,
+            trace: None,
         }
     }
 
@@ -404,6 +420,15 @@ impl Net {
         }
         if self.sent_log.len() < 10_000 {
             self.sent_log.push((self.now, from, msg_type));
+        }
+        self.bytes_sent += t.payload.len() as u64;
+        if let Some(trace) = &mut self.trace {
+            trace.push(Trace {
+                at: self.now,
+                node: from,
+                delivered: false,
+                payload: t.payload.clone(),
+            });
         }
         let Some(to) = self.nodes.iter().position(|n| n.addr == t.destination) else {
             self.undeliverable += 1;
@@ -546,6 +571,14 @@ impl Net {
                 let now = self.now;
                 let msg_type = p.payload.get(1).copied().unwrap_or(0);
                 self.nodes[p.to].received.push((now, msg_type, p.from_addr));
+                if let Some(trace) = &mut self.trace {
+                    trace.push(Trace {
+                        at: now,
+                        node: p.to,
+                        delivered: true,
+                        payload: p.payload.clone(),
+                    });
+                }
                 self.nodes[p.to].engine.handle_datagram(
                     now,
                     Incoming {
