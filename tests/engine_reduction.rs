@@ -4,7 +4,6 @@
 mod engine_support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use engine_support::*;
@@ -13,6 +12,9 @@ use qtoq::wire::intserv::TokenBucket;
 use qtoq::wire::{Message, MessageId, MsgType, Object, MESSAGE_ID_FLAG_ACK_DESIRED};
 
 const R: Duration = Duration::from_secs(30);
+
+/// A trigger message: the node that sent it, its epoch and its id.
+type Trigger = (usize, u32, u32);
 /// The staged retransmissions (RFC 2961 §6, defaults): Rf = 500 ms, doubling, Rl = 3: the
 /// last attempt leaves 3.5 s after the first and arrives a link delay (5 ms) later; 10 ms to
 /// spare.
@@ -127,11 +129,11 @@ fn ten_hours_at_ten_percent_loss_repair_every_trigger_and_expire_nothing() {
     // send to its first arrival at the peer (the state is in sync: repaired), and to the
     // acknowledgment reaching its sender (after which refreshes are summaries).
     let trace = f.net.trace.take().unwrap();
-    let mut sends: HashMap<(usize, u32, u32), Vec<Instant>> = HashMap::new();
-    let mut arrivals: HashMap<(usize, u32, u32), Instant> = HashMap::new();
-    let mut acks: HashMap<(usize, u32, u32), Instant> = HashMap::new();
+    let mut sends: HashMap<Trigger, Vec<Instant>> = HashMap::new();
+    let mut arrivals: HashMap<Trigger, Instant> = HashMap::new();
+    let mut acks: HashMap<Trigger, Instant> = HashMap::new();
     // Per sending state, its ids in the order they were first sent.
-    let mut states: HashMap<String, Vec<(Instant, (usize, u32, u32))>> = HashMap::new();
+    let mut states: HashMap<String, Vec<(Instant, Trigger)>> = HashMap::new();
     for t in &trace {
         for m in messages(&t.payload) {
             let trigger = matches!(m.msg_type(), MsgType::Path | MsgType::Resv);
@@ -449,5 +451,4 @@ fn summary_refreshes_take_ten_times_fewer_bytes_than_full_refreshes() {
         classic as f64 / reduced as f64
     );
     assert!(reduced * 10 <= classic, "{reduced} vs {classic}");
-    let _unused: Option<SocketAddr> = None;
 }

@@ -127,8 +127,9 @@ struct Peer {
     rx: IdIndex<u32>,
     /// Acknowledgments (`false`) and NACKs (`true`) to send: (epoch, id, nack).
     acks: Vec<(u32, u32, bool)>,
-    /// Our ids to summary-refresh.
-    summary: Vec<u32>,
+    /// Our ids to summary-refresh, per address of ours they are sent from (the neighbor checks
+    /// the source against the state: a host may use several addresses).
+    summary: Vec<(IpAddr, Vec<u32>)>,
     /// The address of ours it knows (the one its messages were sent to, or our states use).
     local: Option<IpAddr>,
     /// When what waits in `acks` must go ([`NEVER`]: nothing waits)...
@@ -210,7 +211,10 @@ impl Reduction {
                 std::mem::size_of::<(IpAddr, Peer)>()
                     + p.rx.heap_bytes()
                     + p.acks.capacity() * 12
-                    + p.summary.capacity() * 4
+                    + p.summary
+                        .iter()
+                        .map(|(_, v)| 24 + v.capacity() * 4)
+                        .sum::<usize>()
                     + p.inflight
                         .iter()
                         .map(|i| i.ids.capacity() * 4)
@@ -962,8 +966,10 @@ impl Engine {
         let Some(p) = self.peer_mut(peer, now) else {
             return;
         };
-        p.summary.push(id);
-        p.local = Some(local);
+        match p.summary.iter_mut().find(|(from, _)| *from == local) {
+            Some((_, ids)) => ids.push(id),
+            None => p.summary.push((local, vec![id])),
+        }
         p.summary_due = p.summary_due.min(due);
         let at = p.summary_due;
         self.reduction.schedule(at);
@@ -1109,9 +1115,8 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let local = p.local;
+        let ack_local = p.local.unwrap_or(IpAddr::from([0u8; 4]));
         self.reduction.pending_acks -= acks.len();
-        let local = local.unwrap_or(IpAddr::from([0u8; 4]));
         for (id, ids, from) in retransmit {
             self.stats.retransmissions += 1;
             self.send_srefresh(addr, from, id, &ids, &mut Vec::new(), epoch);
@@ -1134,19 +1139,21 @@ impl Engine {
         let mut acks = acks;
         // Ids per Srefresh: what fits after the header, a MESSAGE_ID and the list header.
         let per_message = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN - ID_OBJECT_BYTES - 8) / 4;
-        for chunk in summary.chunks(per_message) {
-            let id = self.new_message_id();
-            self.send_srefresh(addr, local, id, chunk, &mut acks, epoch);
-            let next_at = now.saturating_add(self.retransmit_delay(0));
-            if let Some(p) = self.reduction.peers.get_mut(&addr) {
-                if p.inflight.len() < MAX_INFLIGHT {
-                    p.inflight.push(Inflight {
-                        id,
-                        ids: chunk.to_vec(),
-                        local,
-                        next_at,
-                        made: 0,
-                    });
+        for (local, ids) in summary {
+            for chunk in ids.chunks(per_message) {
+                let id = self.new_message_id();
+                self.send_srefresh(addr, local, id, chunk, &mut acks, epoch);
+                let next_at = now.saturating_add(self.retransmit_delay(0));
+                if let Some(p) = self.reduction.peers.get_mut(&addr) {
+                    if p.inflight.len() < MAX_INFLIGHT {
+                        p.inflight.push(Inflight {
+                            id,
+                            ids: chunk.to_vec(),
+                            local,
+                            next_at,
+                            made: 0,
+                        });
+                    }
                 }
             }
         }
@@ -1159,7 +1166,7 @@ impl Engine {
                 self.count_ack(nack);
             }
             self.stats.ack_messages_sent += 1;
-            self.send_reduction(addr, local, &mut message);
+            self.send_reduction(addr, ack_local, &mut message);
         }
     }
 
