@@ -258,6 +258,18 @@ fn one_shot(n: u32, periods: u32, refresh_reduction: bool) {
     // Each engine's share: half of the work, per virtual second.
     let core_share = cpu.as_secs_f64() / virtual_span.as_secs_f64() / 2.0;
     let per_session_minute = wire as f64 / f64::from(n) / (virtual_span.as_secs_f64() / 60.0);
+    let (ss, rs) = (pair.sender.stats(), pair.receiver.stats());
+    if refresh_reduction {
+        println!(
+            "engine/{n} {mode}: ids summary-refreshed {} + {}, retransmissions {} + {}, NACKs {} + {}",
+            ss.srefresh_ids_refreshed,
+            rs.srefresh_ids_refreshed,
+            ss.retransmissions,
+            rs.retransmissions,
+            ss.nacks_sent,
+            rs.nacks_sent
+        );
+    }
 
     let sessions = pair.sender.session_count();
     let estimate_sender = pair.sender.state_bytes();

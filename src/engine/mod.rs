@@ -167,7 +167,8 @@
 //!   [`MAX_ACK_DELAY`]) for a message going to the same neighbor anyway and ride on it (up to
 //!   16 per message), else go in an Ack message (or the Srefresh then sent). They are answers
 //!   of a few bytes each sent from a timer, never more NACK bytes than the Srefresh that
-//!   caused them, and at most 4 096 wait per neighbor.
+//!   caused them, and at most 65 536 wait per neighbor (a full Ack message's worth goes at
+//!   once).
 //! * **Order and epochs.** Each received path or reservation state keeps the last id its
 //!   neighbor sent for it; a message with a smaller one is out of order and dropped
 //!   ([`Stats::out_of_order`]). Ids increase per engine within its epoch, a random 24-bit

@@ -51,8 +51,13 @@ const ID_OBJECT_BYTES: usize = 12;
 /// messages).
 const MAX_PIGGYBACK: usize = 16;
 /// Most acknowledgments and NACKs waiting for one neighbor; more are dropped (the neighbor
-/// retransmits, or its summary refresh is NACKed again).
-const MAX_PENDING_ACKS: usize = 4096;
+/// retransmits, or its summary refresh is NACKed again). A full Ack message's worth goes at
+/// the next timeout, without waiting for the ack delay.
+const MAX_PENDING_ACKS: usize = 65_536;
+/// Acknowledgments one Ack message carries.
+const ACKS_PER_MESSAGE: usize = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN) / ID_OBJECT_BYTES;
+/// Ids one Srefresh carries: what fits after the header, a MESSAGE_ID and the list header.
+const IDS_PER_SREFRESH: usize = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN - ID_OBJECT_BYTES - 8) / 4;
 /// Most Srefresh messages to one neighbor awaiting their acknowledgment.
 const MAX_INFLIGHT: usize = 256;
 /// Most NACKed ids waiting for the scan that finds their states.
@@ -175,6 +180,9 @@ pub(super) struct Reduction {
     peers: HashMap<IpAddr, Peer>,
     /// No sweep of idle peers before this.
     next_peer_sweep: Ms,
+    /// Our Srefresh messages awaiting their acknowledgment → the neighbor they went to (the
+    /// acknowledgment may come from another of its addresses).
+    inflight: HashMap<u32, IpAddr>,
     /// NACKed ids of ours not found in `unacked`, for the next scan of the table.
     nacked: HashSet<u32>,
     next_nack_scan: Ms,
@@ -193,6 +201,7 @@ impl Reduction {
             next_id: 1,
             unacked: IdIndex::default(),
             peers: HashMap::new(),
+            inflight: HashMap::new(),
             next_peer_sweep: 0,
             nacked: HashSet::new(),
             next_nack_scan: 0,
@@ -221,7 +230,10 @@ impl Reduction {
                         .sum::<usize>()
             })
             .sum::<usize>();
-        peers + self.unacked.heap_bytes() + self.nacked.capacity() * 5
+        peers
+            + self.unacked.heap_bytes()
+            + self.inflight.capacity() * 24
+            + self.nacked.capacity() * 5
     }
 
     fn schedule(&mut self, at: Ms) {
@@ -436,6 +448,12 @@ impl Engine {
             p.local = Some(local);
         }
         p.acks.push((epoch, id, nack));
+        // A full Ack message waits for nothing more.
+        let due = if p.acks.len() >= ACKS_PER_MESSAGE {
+            now
+        } else {
+            due
+        };
         p.due = p.due.min(due);
         self.reduction.pending_acks += 1;
         self.reduction.schedule(due);
@@ -753,6 +771,7 @@ impl Engine {
 
     /// A MESSAGE_ID_ACK (`nack == false`) or MESSAGE_ID_NACK for one of our ids.
     fn on_ack(&mut self, now: Ms, source: IpAddr, ack: MessageId, nack: bool) {
+        tracing::trace!(%source, id = ack.id, nack, "message id acknowledgment");
         if ack.epoch != self.reduction.epoch & MAX_EPOCH {
             self.stats.ignored += 1;
             return;
@@ -760,13 +779,16 @@ impl Engine {
         if nack {
             self.stats.nacks_received += 1;
         }
-        // An Srefresh of ours?
-        if let Some(p) = self.reduction.peers.get_mut(&source) {
-            if let Some(i) = p.inflight.iter().position(|f| f.id == ack.id) {
-                p.inflight.swap_remove(i);
-                self.stats.acks_received += u64::from(!nack);
-                return;
+        // An Srefresh of ours? (Its acknowledgment may come from another address of the
+        // neighbor it went to.)
+        if let Some(peer) = self.reduction.inflight.remove(&ack.id) {
+            if let Some(p) = self.reduction.peers.get_mut(&peer) {
+                if let Some(i) = p.inflight.iter().position(|f| f.id == ack.id) {
+                    p.inflight.swap_remove(i);
+                }
             }
+            self.stats.acks_received += u64::from(!nack);
+            return;
         }
         let key = self.reduction.unacked.map.remove(&ack.id);
         let slot = key.and_then(|key| self.lookup(&key));
@@ -966,10 +988,18 @@ impl Engine {
         let Some(p) = self.peer_mut(peer, now) else {
             return;
         };
-        match p.summary.iter_mut().find(|(from, _)| *from == local) {
-            Some((_, ids)) => ids.push(id),
-            None => p.summary.push((local, vec![id])),
-        }
+        let full = match p.summary.iter_mut().find(|(from, _)| *from == local) {
+            Some((_, ids)) => {
+                ids.push(id);
+                ids.len() >= IDS_PER_SREFRESH
+            }
+            None => {
+                p.summary.push((local, vec![id]));
+                false
+            }
+        };
+        // A full Srefresh waits for nothing more.
+        let due = if full { now } else { due };
         p.summary_due = p.summary_due.min(due);
         let at = p.summary_due;
         self.reduction.schedule(at);
@@ -1095,7 +1125,8 @@ impl Engine {
             if f.next_at > now {
                 i += 1;
             } else if f.made >= limit {
-                p.inflight.swap_remove(i);
+                let gone = p.inflight.swap_remove(i);
+                self.reduction.inflight.remove(&gone.id);
             } else {
                 f.made += 1;
                 retransmit.push((f.id, f.ids.clone(), f.local));
@@ -1137,8 +1168,7 @@ impl Engine {
             }
         }
         let mut acks = acks;
-        // Ids per Srefresh: what fits after the header, a MESSAGE_ID and the list header.
-        let per_message = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN - ID_OBJECT_BYTES - 8) / 4;
+        let per_message = IDS_PER_SREFRESH;
         for (local, ids) in summary {
             for chunk in ids.chunks(per_message) {
                 let id = self.new_message_id();
@@ -1146,6 +1176,7 @@ impl Engine {
                 let next_at = now.saturating_add(self.retransmit_delay(0));
                 if let Some(p) = self.reduction.peers.get_mut(&addr) {
                     if p.inflight.len() < MAX_INFLIGHT {
+                        self.reduction.inflight.insert(id, addr);
                         p.inflight.push(Inflight {
                             id,
                             ids: chunk.to_vec(),
@@ -1157,7 +1188,7 @@ impl Engine {
                 }
             }
         }
-        let per_ack = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN) / ID_OBJECT_BYTES;
+        let per_ack = ACKS_PER_MESSAGE;
         while !acks.is_empty() {
             let take = acks.len().min(per_ack);
             let mut message = Message::new(MsgType::Ack);
