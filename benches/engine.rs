@@ -1,11 +1,13 @@
 //! Engine scale bench: N sessions between a sender engine and a receiver engine, refreshed
 //! through several refresh periods of virtual time.
 //!
-//! Reports, for N = 100k (criterion, per refresh message) and N = 1M (one measured run):
+//! Reports, for N = 100k (criterion, per refresh message) and N = 1M (one measured run), each
+//! with classic refreshes and with RFC 2961 refresh reduction (summary refreshes):
 //! - bytes of engine state per session, counted exactly by a counting global allocator (the
-//!   drop of each engine frees exactly its heap);
-//! - CPU time per refresh message processed (sending engine + receiving engine, encode and
-//!   decode included), and the share of one core that N sessions at R = 30 s need per engine;
+//!   drop of each engine frees exactly its heap), message-id state included;
+//! - CPU time per refresh interval R (sending engine + receiving engine, encode and decode
+//!   included), and the share of one core that N sessions at R = 30 s need per engine;
+//! - bytes on the wire per session per minute (both directions);
 //! - as a baseline in the same run: the wire codec alone (decode + encode of the same Path).
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
@@ -75,12 +77,15 @@ struct Pair {
     sender: Engine,
     receiver: Engine,
     messages: u64,
+    /// Bytes of the messages moved.
+    bytes: u64,
 }
 
 impl Pair {
-    fn new() -> Self {
+    fn new(refresh_reduction: bool) -> Self {
         let config = |seed| {
             let mut config = EngineConfig::default();
+            config.refresh_reduction = refresh_reduction;
             config.refresh_period = R;
             config.rng_seed = seed;
             // A million sessions between two peers (one of them one address): far beyond
@@ -94,6 +99,7 @@ impl Pair {
             sender: Engine::new(config(1), Box::new(AdmitAll)),
             receiver: Engine::new(config(2), Box::new(AdmitAll)),
             messages: 0,
+            bytes: 0,
         }
     }
 
@@ -105,6 +111,7 @@ impl Pair {
             while let Some(t) = self.sender.poll_transmit() {
                 moved = true;
                 self.messages += 1;
+                self.bytes += t.payload.len() as u64;
                 self.receiver.handle_datagram(
                     now,
                     Incoming {
@@ -123,6 +130,7 @@ impl Pair {
             while let Some(t) = self.receiver.poll_transmit() {
                 moved = true;
                 self.messages += 1;
+                self.bytes += t.payload.len() as u64;
                 let source = t.source.unwrap_or(t.destination);
                 self.sender.handle_datagram(
                     now,
@@ -214,12 +222,17 @@ impl Pair {
     }
 }
 
-/// Builds N sessions, measures CPU per refresh message over `periods` refresh periods and the
-/// exact heap bytes of each engine. Prints one line per measure.
-fn one_shot(n: u32, periods: u32) {
+/// Builds N sessions, measures CPU and bytes on the wire per refresh interval over `periods`
+/// refresh periods and the exact heap bytes of each engine. Prints one line per measure.
+fn one_shot(n: u32, periods: u32, refresh_reduction: bool) {
+    let mode = if refresh_reduction {
+        "refresh reduction"
+    } else {
+        "classic"
+    };
     let base = LIVE.load(Ordering::Relaxed);
     let started = Instant::now();
-    let mut pair = Pair::new();
+    let mut pair = Pair::new(refresh_reduction);
     pair.setup(n);
     let setup = started.elapsed();
     assert_eq!(
@@ -227,21 +240,36 @@ fn one_shot(n: u32, periods: u32) {
         n as usize,
         "every session installed"
     );
-    // Past the fast retransmissions, into steady refreshes.
-    let warm = pair.now + R * 2;
+    // Past the fast retransmissions and the first full refresh with a message id, into
+    // steady refreshes.
+    let warm = pair.now + R * 3;
     pair.run_until(warm);
-    let messages = pair.messages;
+    let (messages, bytes) = (pair.messages, pair.bytes);
     let cpu = Instant::now();
     let virtual_span = R * periods;
     let end = pair.now + virtual_span;
     pair.run_until(end);
     let cpu = cpu.elapsed();
     let refreshes = pair.messages - messages;
+    let wire = pair.bytes - bytes;
     assert_eq!(pair.sender.stats().expired, 0);
     assert_eq!(pair.receiver.stats().expired, 0);
-    let per_message = cpu / u32::try_from(refreshes.max(1)).unwrap_or(u32::MAX);
+    let per_interval = cpu / periods;
     // Each engine's share: half of the work, per virtual second.
     let core_share = cpu.as_secs_f64() / virtual_span.as_secs_f64() / 2.0;
+    let per_session_minute = wire as f64 / f64::from(n) / (virtual_span.as_secs_f64() / 60.0);
+    let (ss, rs) = (pair.sender.stats(), pair.receiver.stats());
+    if refresh_reduction {
+        println!(
+            "engine/{n} {mode}: ids summary-refreshed {} + {}, retransmissions {} + {}, NACKs {} + {}",
+            ss.srefresh_ids_refreshed,
+            rs.srefresh_ids_refreshed,
+            ss.retransmissions,
+            rs.retransmissions,
+            ss.nacks_sent,
+            rs.nacks_sent
+        );
+    }
 
     let sessions = pair.sender.session_count();
     let estimate_sender = pair.sender.state_bytes();
@@ -258,14 +286,19 @@ fn one_shot(n: u32, periods: u32) {
     let receiver_bytes = with_both - with_sender + inline;
     let sender_bytes = with_sender - after + inline;
     println!(
-        "engine/{n}: setup {setup:.2?}; {refreshes} refresh messages over {:?} virtual in {cpu:.2?} \
-         = {per_message:.2?}/message; per engine {:.1}% of one core for {n} sessions at R = 30 s",
-        virtual_span,
+        "engine/{n} {mode}: setup {setup:.2?}; {refreshes} messages over {virtual_span:?} virtual \
+         in {cpu:.2?} = {per_interval:.2?} CPU per refresh interval (both engines); per engine \
+         {:.2}% of one core for {n} sessions at R = 30 s",
         core_share * 100.0
     );
     println!(
-        "engine/{n}: bytes/session sender {:.0} (estimate {:.0}), receiver {:.0} (estimate {:.0}); \
-         {sessions} sessions; heap left after drop {}",
+        "engine/{n} {mode}: wire {per_session_minute:.1} B/session/minute (both directions, \
+         {:.1} B/session per refresh interval)",
+        wire as f64 / f64::from(n) / f64::from(periods)
+    );
+    println!(
+        "engine/{n} {mode}: bytes/session sender {:.0} (estimate {:.0}), receiver {:.0} \
+         (estimate {:.0}); {sessions} sessions; heap left after drop {}",
         sender_bytes as f64 / f64::from(n),
         estimate_sender as f64 / f64::from(n),
         receiver_bytes as f64 / f64::from(n),
@@ -281,14 +314,14 @@ fn bench(c: &mut Criterion) {
         .unwrap_or(1_000_000);
 
     // Baseline: the codec alone on the same kind of message.
-    let mut pair = Pair::new();
+    let mut pair = Pair::new(true);
     pair.setup(1);
     let path = {
         let key = SessionKey {
             destination: receiver_of(0),
             protocol: 6,
         };
-        let mut probe = Pair::new();
+        let mut probe = Pair::new(false);
         let id = probe.sender.open_session(probe.now, key).unwrap();
         probe
             .sender
@@ -310,29 +343,43 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // 100k sessions in steady refresh: time per refresh message (both engines' work).
+    // 100k sessions in steady refresh: time per message (both engines' work). With refresh
+    // reduction most messages are Srefreshes of hundreds of ids, so its time per message is
+    // not comparable: the one-shot runs below give CPU per refresh interval.
+    // QTOQ_BENCH_STEADY sets the session count (e.g. 1000: everything in cache).
     let n_steady: u32 = std::env::var("QTOQ_BENCH_STEADY")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let mut pair = Pair::new();
-    pair.setup(n_steady);
-    pair.run_until(pair.now + R * 2);
-    group.bench_function("refresh message, 100k sessions", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            let done = pair.run_messages(iters);
-            let spent = start.elapsed();
-            // Scale to exactly `iters` messages.
-            spent.mul_f64(iters as f64 / done.max(1) as f64)
-        })
-    });
+    for refresh_reduction in [false, true] {
+        let mut pair = Pair::new(refresh_reduction);
+        pair.setup(n_steady);
+        pair.run_until(pair.now + R * 3);
+        let name = if refresh_reduction {
+            "refresh message, 100k sessions, refresh reduction"
+        } else {
+            "refresh message, 100k sessions, classic"
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let done = pair.run_messages(iters);
+                let spent = start.elapsed();
+                // Scale to exactly `iters` messages.
+                spent.mul_f64(iters as f64 / done.max(1) as f64)
+            })
+        });
+        drop(pair);
+    }
     group.finish();
-    drop(pair);
 
-    one_shot(100_000, 3);
+    for refresh_reduction in [false, true] {
+        one_shot(100_000, 3, refresh_reduction);
+    }
     if n_large > 100_000 {
-        one_shot(n_large, 3);
+        for refresh_reduction in [false, true] {
+            one_shot(n_large, 3, refresh_reduction);
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use qtoq::wire::{Message, MsgType, RsvpHop, Session, Style as WireStyle};
 
 const PATH: u8 = 1;
 const RESV: u8 = 2;
+const SREFRESH: u8 = 15;
 
 fn key(id: u64, algorithm: Algorithm) -> Key {
     Key {
@@ -230,13 +231,13 @@ fn rollover_accepts_the_old_and_new_keys_and_sends_with_the_new() {
         .set_keys(chain(&[old.clone(), new.clone()]));
     let handshakes = f.net.nodes[client].engine.stats().handshakes_completed;
     let seen_before = f.net.captured.len();
-    // Refreshes now go out with the new key.
+    // Refreshes now go out with the new key (summary refreshes too: RFC 2961 is on).
     let mut new_key_sends = 0;
     for _ in 0..6 {
         f.net.captured.clear();
         f.net.run_for(Duration::from_secs(20));
         for bytes in &f.net.captured {
-            if bytes[1] == PATH || bytes[1] == RESV {
+            if bytes[1] == PATH || bytes[1] == RESV || bytes[1] == SREFRESH {
                 let i = integrity_of(bytes);
                 assert_eq!(KeyId::from_bytes(i.key_id), new.key_id);
                 new_key_sends += 1;

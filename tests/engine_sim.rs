@@ -16,6 +16,7 @@ use qtoq::wire::{
 
 const PATH: u8 = 1;
 const RESV: u8 = 2;
+const SREFRESH: u8 = 15;
 const R: Duration = Duration::from_secs(30);
 /// L = (K + 0.5) · 1.5 · R with K = 3.
 const L: Duration = Duration::from_millis(157_500);
@@ -116,9 +117,25 @@ fn unsignaled_flow_installs_without_any_message() {
     f.net.nodes[f.server].assert_rules_balanced();
 }
 
+/// As [`established_pair`] with classic refreshes (no RFC 2961 refresh reduction): every
+/// refresh is a full Path or Resv.
+fn classic_pair() -> (Flow2, qtoq::engine::SessionId, qtoq::engine::SessionId) {
+    let mut f = two_hosts(11);
+    for node in [f.server, f.client] {
+        let mut config = config(11 ^ node as u64);
+        config.refresh_reduction = false;
+        f.net.restart(node, config);
+    }
+    let (s, c) = f.setup(40_000);
+    f.net.run_for(Duration::from_secs(1));
+    (f, s, c)
+}
+
 #[test]
 fn ten_hours_of_refreshes_without_loss_never_expire() {
-    let (mut f, s, c) = established_pair();
+    // Classic refreshes: the gaps between full Paths are the refresh intervals (with refresh
+    // reduction they are summary refreshes; `engine_reduction.rs` covers those).
+    let (mut f, s, c) = classic_pair();
     f.net.run_for(Duration::from_secs(10 * 3600));
     let server = &f.net.nodes[f.server];
     let client = &f.net.nodes[f.client];
@@ -242,9 +259,11 @@ fn silent_receiver_expires_the_reservation_after_l_within_one_tick() {
     let silent_from = f.net.now;
     f.net.run_for(Duration::from_secs(400));
     let server = &f.net.nodes[f.server];
+    // The last refresh of the reservation: a Resv, or (RFC 2961) an Srefresh naming it.
     let last_resv = *server
         .received_at(RESV)
         .iter()
+        .chain(&server.received_at(SREFRESH))
         .filter(|at| **at <= silent_from)
         .max()
         .unwrap();

@@ -165,7 +165,8 @@ impl Engine {
             + self.sessions.capacity() * size_of::<Option<super::state::Session>>()
             + self.free.capacity() * 4
             + self.index.heap_bytes()
-            + self.timers.heap_bytes();
+            + self.timers.heap_bytes()
+            + self.reduction.heap_bytes();
         for session in self.sessions.iter().flatten() {
             bytes += session.heap_bytes();
         }

@@ -24,6 +24,7 @@
 //! | `outbox.rs` | message builders, the outbox, local delivery, the flush into [`Transmit`]s |
 //! | `translate.rs` | the engine's messages to and from [`crate::wire`]'s |
 //! | `integrity.rs` | the INTEGRITY gate, signing of transmits, the integrity handshake |
+//! | `reduction.rs` | RFC 2961 refresh reduction: message ids, acks, Srefresh, epochs, Bundles |
 //! | `state.rs`, `index.rs`, `timer.rs`, `inspect.rs` | session state, key index, timer wheel, inspection |
 //!
 //! # Names
@@ -112,9 +113,11 @@
 //! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES, clamped to
 //! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`]. The first Path of a
 //! local sender and the first Resv of a receiver are retransmitted after
-//! [`EngineConfig::fast_retransmit_initial`], doubling, [`EngineConfig::fast_retransmit_count`]
-//! times, until answered (a Resv or PathErr answers a Path; a ResvConf or ResvErr answers a
-//! Resv). All deadlines of all sessions live in one hierarchical timer wheel.
+//! [`EngineConfig::fast_retransmit_initial`], growing by [`EngineConfig::retransmit_factor`]
+//! (doubling), [`EngineConfig::fast_retransmit_count`] times, until answered (a Resv or
+//! PathErr answers a Path; a ResvConf or ResvErr answers a Resv; with
+//! [refresh reduction](self#refresh-reduction-rfc-2961), the acknowledgment of its
+//! MESSAGE_ID). All deadlines of all sessions live in one hierarchical timer wheel.
 //!
 //! # Waiting for the peer
 //!
@@ -130,13 +133,58 @@
 //! session's release. Unsignaled sessions ([`Engine::admit_unsignaled`]) have no peer to
 //! wait for.
 //!
-//! # Ready for refresh reduction (RFC 2961)
+//! # Refresh reduction (RFC 2961)
 //!
-//! Every state that sends (a local sender's Path, a receiver's Resv) keeps its own deadline,
-//! its fast-retransmission state and an `answered` flag: MESSAGE_ID/ACK is an ack that sets
-//! that flag (and stops the retransmissions) where today a Resv/ResvConf does, and Srefresh
-//! replaces the full message sent when the deadline falls due, without touching the state
-//! layout or the timer structure. The codec already reads and writes those objects.
+//! With [`EngineConfig::refresh_reduction`] (the default) every message sent sets the
+//! Refresh-Reduction-Capable flag of the common header, and what a neighbor — an IP address
+//! we exchange messages with — last sent says whether *it* is capable. To a neighbor that is
+//! not (or not known yet) nothing else changes: classic full refreshes, no RFC 2961 object
+//! (a MESSAGE_ID is of a class an RFC 2205 node must reject), so mixed networks work. To a
+//! capable neighbor (`reduction.rs` holds the machinery):
+//!
+//! * **Reliable triggers.** A new or changed Path (a new sender, a new Tspec) or Resv (a new
+//!   request, new path state) gets a new Message_Identifier and carries a MESSAGE_ID with
+//!   ACK_Desired; it is retransmitted after [`EngineConfig::fast_retransmit_initial`] (`Rf`),
+//!   each time [`EngineConfig::retransmit_factor`] (`1 + Δ`) longer, up to
+//!   [`EngineConfig::fast_retransmit_count`] (`Rl`) times (0.5 s, 1 s, 2 s by default), until
+//!   the MESSAGE_ID_ACK comes: a lost trigger is repaired within about a second, not a
+//!   refresh period. While it waits for its ack, a Resv, ResvConf or ResvErr (which may answer
+//!   an earlier message) does not stop the retransmissions; a Resv asking for confirmation is
+//!   retransmitted until its ResvConf too. A full refresh of a message never acknowledged
+//!   (sent before the neighbor was known to be capable, or every attempt lost) is retransmitted
+//!   the same way. Tears and error messages are not (their loss is healed by expiry and
+//!   refreshes, as in RFC 2205).
+//! * **Summary refreshes.** A refresh of an acknowledged Path or Resv falls due as usual but
+//!   only its id is queued for the neighbor; after at most `R / 16` (batching the ids due
+//!   meanwhile) they go in Srefresh messages (MESSAGE_ID_LIST, up to 1 400 bytes each, about
+//!   340 ids), themselves sent with ACK_Desired and retransmitted like triggers. An Srefresh
+//!   received refreshes (restarts the lifetime of) each state whose last id it names; an id
+//!   we do not know is answered with a MESSAGE_ID_NACK, and a NACK for one of our ids sends
+//!   that state's full message at once with a new id. The source-list forms of the list
+//!   (C-Types 2–5) are read as plain ids: a host keeps only unicast state. A Resv to more
+//!   than one previous hop is refreshed in full.
+//! * **Acknowledgments** wait at most [`EngineConfig::ack_delay`] (20 ms, at most
+//!   [`MAX_ACK_DELAY`]) for a message going to the same neighbor anyway and ride on it (up to
+//!   16 per message), else go in an Ack message (or the Srefresh then sent). They are answers
+//!   of a few bytes each sent from a timer, never more NACK bytes than the Srefresh that
+//!   caused them, and at most 65 536 wait per neighbor (a full Ack message's worth goes at
+//!   once).
+//! * **Order and epochs.** Each received path or reservation state keeps the last id its
+//!   neighbor sent for it; a message with a smaller one is out of order and dropped
+//!   ([`Stats::out_of_order`]). Ids increase per engine within its epoch, a random 24-bit
+//!   number per engine start: a neighbor's new epoch means it restarted, and all its former
+//!   ids are void ([`Stats::neighbor_restarts`]).
+//! * **Bundles** received are taken apart and each message handled as if received alone
+//!   (after the INTEGRITY gate, which covers the whole Bundle). The engine sends no Bundles:
+//!   acknowledgments ride on the messages themselves.
+//!
+//! Where the state lives: a sending state keeps its id and whether it was acknowledged (5
+//! bytes inside the structs), a received state its neighbor's last id and refresh period (6
+//! bytes, in padding); per neighbor, an index of its ids to session slots (to find what an
+//! Srefresh names), pending acknowledgments and summary refreshes; engine-wide, the ids in
+//! flight (sent, not acknowledged yet). Indexes are swept when they have doubled, so they hold
+//! at most about twice the live ids. With refresh reduction off, received RFC 2961 messages
+//! are ignored (as unsupported) and their objects skipped.
 //!
 //! # Memory and time
 //!
@@ -272,6 +320,7 @@ mod neighbors;
 mod outbox;
 mod path;
 mod receive;
+mod reduction;
 mod refresh;
 mod resv;
 mod rules;
@@ -309,8 +358,8 @@ pub use crate::wire::Style;
 
 /// Engine configuration; [`Default`] gives the RFC 2205 defaults.
 ///
-/// Non-exhaustive (it will grow, e.g. with refresh reduction and INTEGRITY keys): start from
-/// [`EngineConfig::default`] and set the fields you need.
+/// Non-exhaustive (it grows): start from [`EngineConfig::default`] and set the fields you
+/// need.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EngineConfig {
@@ -319,10 +368,27 @@ pub struct EngineConfig {
     pub refresh_period: Duration,
     /// `K`, the number of refreshes that may be lost before state expires (default 3).
     pub keep_multiplier: u32,
-    /// First retransmission delay of an unanswered first Path/Resv (default 500 ms, doubling).
+    /// First retransmission delay of an unanswered first Path/Resv, and with refresh
+    /// reduction of every unacknowledged trigger message: RFC 2961's `Rf` (default 500 ms).
     pub fast_retransmit_initial: Duration,
-    /// How many fast retransmissions are made before falling back to refreshes (default 3).
+    /// How many retransmissions are made before falling back to refreshes: RFC 2961's retry
+    /// limit `Rl` (default 3).
     pub fast_retransmit_count: u32,
+    /// Each retransmission waits this many times longer than the one before: RFC 2961's
+    /// `1 + Δ` (default 2, the RFC's `Δ = 1`: 0.5 s, 1 s, 2 s). At least 1.
+    pub retransmit_factor: u32,
+    /// RFC 2961 refresh reduction (default `true`; see
+    /// [Refresh reduction](self#refresh-reduction-rfc-2961)): the Refresh-Reduction-Capable
+    /// flag on everything sent; to neighbors that set it too, trigger messages with a
+    /// MESSAGE_ID that is acknowledged and retransmitted until it is, and refreshes of
+    /// acknowledged state summarized in Srefresh messages. Neighbors that do not set the flag
+    /// get classic refreshes. `false`: none of it (received RFC 2961 messages are ignored).
+    pub refresh_reduction: bool,
+    /// How long an acknowledgment, a MESSAGE_ID_NACK or a summary refresh may wait to be
+    /// carried by another message to the same neighbor or batched with others (default
+    /// 20 ms). Taken as [`MAX_ACK_DELAY`] (100 ms) when longer: it must stay well below the
+    /// first retransmission delay.
+    pub ack_delay: Duration,
     /// This engine's own addresses (the transport's): messages sent to one of them are
     /// delivered to the engine itself; to another loopback address, only when they are for
     /// state this engine holds (see [Local delivery](self#local-delivery)). Two engines on
@@ -358,6 +424,12 @@ pub struct EngineConfig {
     /// [Bounds](self#bounds)).
     pub neighbor_limits: NeighborLimits,
 }
+
+/// The default [`EngineConfig::ack_delay`]: 20 ms.
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// The longest [`EngineConfig::ack_delay`]: 100 ms (longer ones are taken as it).
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(100);
 
 /// The default [`EngineConfig::max_state_bytes`]: 256 MiB, about 700 000 sessions of
 /// network-created path state.
@@ -462,6 +534,9 @@ impl Default for EngineConfig {
             keep_multiplier: 3,
             fast_retransmit_initial: Duration::from_millis(500),
             fast_retransmit_count: 3,
+            retransmit_factor: 2,
+            refresh_reduction: true,
+            ack_delay: DEFAULT_ACK_DELAY,
             local_addrs: Vec::new(),
             rng_seed: 0x5eed,
             local_delivery: true,
@@ -753,8 +828,39 @@ pub struct Stats {
     /// [`EngineConfig::max_state_bytes`] (a gauge): per session its slot, index and timer
     /// share and its lists (owners, senders, path and reservation states with their filter
     /// lists); tracked neighbors are added when the cap is checked. Close to, and never far
-    /// above, [`Engine::state_bytes`], which measures capacities exactly.
+    /// above, [`Engine::state_bytes`], which measures capacities exactly (refresh reduction's
+    /// message-id indexes are counted there, not here).
     pub state_bytes: u64,
+    /// Refresh reduction (RFC 2961, see [Refresh reduction](self#refresh-reduction-rfc-2961)):
+    /// MESSAGE_ID_ACK objects sent (in Ack messages or carried by other messages).
+    pub acks_sent: u64,
+    /// MESSAGE_ID_ACK objects received that acknowledged one of our messages.
+    pub acks_received: u64,
+    /// MESSAGE_ID_NACK objects sent (for summary-refreshed ids we hold no state for).
+    pub nacks_sent: u64,
+    /// MESSAGE_ID_NACK objects received for our ids (each brings back a full message).
+    pub nacks_received: u64,
+    /// Srefresh messages sent (retransmissions included).
+    pub srefresh_sent: u64,
+    /// Message ids summary-refreshed in the Srefresh messages sent.
+    pub srefresh_ids_sent: u64,
+    /// Srefresh messages received.
+    pub srefresh_received: u64,
+    /// Message ids in the Srefresh messages received that refreshed state.
+    pub srefresh_ids_refreshed: u64,
+    /// Ack messages (type 13) sent.
+    pub ack_messages_sent: u64,
+    /// Path and Resv messages sent again while unanswered or unacknowledged (staged
+    /// retransmissions, and refreshes of a message never answered), and Srefresh messages
+    /// sent again while unacknowledged.
+    pub retransmissions: u64,
+    /// Bundle messages received (their sub-messages are processed one by one).
+    pub bundles_received: u64,
+    /// Messages dropped as out of order: a MESSAGE_ID older than the last one seen for the
+    /// same state.
+    pub out_of_order: u64,
+    /// Neighbors seen to restart (a new MESSAGE_ID epoch): their former ids were voided.
+    pub neighbor_restarts: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
@@ -797,6 +903,9 @@ pub struct Engine {
     /// Answers over their datagram's budget, sent at the next `handle_timeout` (due at once).
     deferred: VecDeque<Transmit>,
     deferred_at: Option<Instant>,
+    /// RFC 2961 refresh reduction: epoch, message ids, neighbors' capabilities and ids,
+    /// pending acknowledgments and summary refreshes (`reduction.rs`).
+    reduction: reduction::Reduction,
 }
 
 impl std::fmt::Debug for Engine {
@@ -851,6 +960,7 @@ impl Engine {
             answering: None,
             deferred: VecDeque::new(),
             deferred_at: None,
+            reduction: reduction::Reduction::new(),
         }
     }
 
@@ -979,6 +1089,7 @@ impl Engine {
         self.integrity.tick(now);
         self.send_deferred();
         self.on_timeout(now);
+        self.reduction_timeout(now);
         self.drain_local(now);
     }
 
@@ -988,10 +1099,11 @@ impl Engine {
             .timers
             .peek()
             .and_then(|(at, _)| self.clock.instant(at));
-        match (timer, self.deferred_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let reduction = self.reduction_due();
+        [timer, self.deferred_at, reduction]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether a datagram waits for [`poll_transmit`](Self::poll_transmit).

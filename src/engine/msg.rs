@@ -55,6 +55,9 @@ pub(crate) struct Msg {
     pub(crate) tspec: Option<TokenBucket>,
     /// Flow descriptors (Resv family).
     pub(crate) descriptors: Vec<Descriptor>,
+    /// Our RFC 2961 Message_Identifier to send with it (MESSAGE_ID with ACK_Desired, added
+    /// when it is encoded, `reduction.rs`); 0: none. Not read from received messages.
+    pub(crate) message_id: u32,
 }
 
 impl Msg {
@@ -72,6 +75,7 @@ impl Msg {
             sender: None,
             tspec: None,
             descriptors: Vec::new(),
+            message_id: 0,
         }
     }
 }

@@ -3,8 +3,9 @@
 //! into [`Transmit`]s.
 //!
 //! Messages handlers produce wait in `outbox` until their session is back in its slot, so the
-//! local-delivery decision always sees the current state. Refresh reduction (RFC 2961:
-//! MESSAGE_ID, Srefresh) changes what is sent, so it belongs here.
+//! local-delivery decision always sees the current state. Refresh reduction (RFC 2961,
+//! `reduction.rs`) adds its flag, MESSAGE_ID and acknowledgments to each encoded message here,
+//! before it is signed.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -72,6 +73,8 @@ impl Engine {
                 self.stats.encode_failed += 1;
                 continue;
             };
+            // RFC 2961: the capability flag, the MESSAGE_ID, acknowledgments waiting.
+            self.reduction_decorate(&msg, destination, &mut payload);
             // RFC 2747 §4.1: every datagram to a keyed neighbor carries INTEGRITY.
             if !self.sign_transmit(destination, &mut payload) {
                 self.stats.encode_failed += 1;

@@ -46,6 +46,10 @@ impl Engine {
         session.owners[index].role = Role::Sender;
         let position = match session.senders.iter().position(|s| s.sender == sender) {
             Some(i) => {
+                // A changed Path is a trigger (RFC 2961): a new id, sent reliably.
+                if session.senders[i].tspec != tspec {
+                    self.reduction_trigger_sender(&mut session.senders[i]);
+                }
                 session.senders[i].tspec = tspec;
                 i
             }
@@ -60,8 +64,12 @@ impl Engine {
                     answered: false,
                     rule: None,
                     previous: None,
+                    tx_id: 0,
+                    tx_acked: false,
                 });
-                session.senders.len() - 1
+                let i = session.senders.len() - 1;
+                self.reduction_trigger_sender(&mut session.senders[i]);
+                i
             }
         };
         self.send_path(&mut session, position, now);
@@ -74,9 +82,13 @@ impl Engine {
         let Some(local) = session.senders.get(index) else {
             return;
         };
-        let msg = self.path_msg(session.key, local);
+        let mut msg = self.path_msg(session.key, local);
         let (destination, source) = (session.key.destination.ip(), local.sender.ip());
-        self.queue_for(session, msg, destination, source);
+        // RFC 2961: a refresh of acknowledged state goes in an Srefresh instead (`None`).
+        if let Some(id) = self.reduction_path(session, index, now) {
+            msg.message_id = id;
+            self.queue_for(session, msg, destination, source);
+        }
         let local = &mut session.senders[index];
         let mut fast = local.fast;
         local.next_at = self.after_send(&mut fast, local.answered, now);
@@ -215,6 +227,8 @@ impl Engine {
                     expires_at,
                     non_rsvp_hops,
                     from,
+                    rx_id: 0,
+                    rx_deci: 0,
                 });
                 true
             }
@@ -232,6 +246,8 @@ impl Engine {
                     recv.fast = self.fast_start();
                 }
             }
+            // The Resv changes with the path state: a trigger (RFC 2961).
+            self.reduction_trigger_recv(&mut session);
             self.send_resvs(&mut session, now);
         }
         self.put(slot, session);

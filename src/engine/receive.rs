@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::msg::Msg;
 use super::outbox::ErrorRoute;
+use super::reduction;
 use super::refresh::is_live;
 use super::translate;
 use super::{Engine, Incoming};
@@ -50,8 +51,44 @@ impl Engine {
             self.flush();
             return;
         }
+        self.on_message(now, datagram);
+        self.flush();
+    }
+
+    /// One message of a datagram (the datagram itself, or a sub-message of a Bundle).
+    fn on_message(&mut self, now: Instant, datagram: Incoming<'_>) {
+        // RFC 2961 (`reduction.rs`): Ack, Srefresh and Bundle messages, and the MESSAGE_ID
+        // and acknowledgments other messages carry.
+        let mut scan = reduction::Scan::default();
+        if self.config.refresh_reduction {
+            match self.reduction_receive(now, &datagram) {
+                reduction::Received::Consumed => return,
+                reduction::Received::Bundle(parts) => {
+                    for part in parts {
+                        let payload = &datagram.payload[part];
+                        self.on_message(
+                            now,
+                            Incoming {
+                                payload,
+                                ..datagram
+                            },
+                        );
+                    }
+                    return;
+                }
+                reduction::Received::Message(found) => scan = found,
+            }
+        }
         match translate::decode(datagram.payload) {
             Ok(msg) => {
+                let tag = if scan.is_empty() {
+                    None
+                } else {
+                    match self.reduction_admit(now, &datagram, scan, &msg) {
+                        Ok(tag) => tag,
+                        Err(()) => return,
+                    }
+                };
                 // State this message creates is charged to its source (see `neighbors.rs`).
                 self.origin = Some((datagram.source, now));
                 self.on_msg(
@@ -62,6 +99,9 @@ impl Engine {
                     msg,
                 );
                 self.origin = None;
+                if let Some(tag) = tag {
+                    self.reduction_after(now, &datagram, tag);
+                }
             }
             Err(failure) if failure.unsupported() => {
                 self.stats.ignored += 1;
@@ -75,7 +115,6 @@ impl Engine {
                 }
             }
         }
-        self.flush();
     }
 
     /// Answers a message the codec refused with the error it deserves (13/14), when enough of

@@ -73,14 +73,17 @@ impl Engine {
     }
 
     /// The delay until the next fast retransmission when `left` remain: the initial delay,
-    /// doubled for each retransmission already made, at most `u32::MAX` ms.
+    /// times [`retransmit_factor`](super::EngineConfig::retransmit_factor) for each
+    /// retransmission already made, at most `u32::MAX` ms.
     fn fast_delay(&self, left: u8) -> Ms {
-        let made = u32::from(self.fast_start().left.saturating_sub(left));
+        let made = self.fast_start().left.saturating_sub(left);
         let cap = u64::from(u32::MAX);
-        duration_ms_ceil(self.config.fast_retransmit_initial)
-            .min(cap)
-            .saturating_mul(1 << made.min(32))
-            .min(cap)
+        let factor = u64::from(self.config.retransmit_factor.max(1));
+        let mut delay = duration_ms_ceil(self.config.fast_retransmit_initial).min(cap);
+        for _ in 0..made {
+            delay = delay.saturating_mul(factor).min(cap);
+        }
+        delay
     }
 
     /// The deadline of a peer wait that starts at `now` ([`NEVER`] when waits are off).
@@ -100,6 +103,10 @@ impl Engine {
     /// When to send next after a send: the next fast retransmission while unanswered, else a
     /// jittered refresh.
     pub(super) fn after_send(&mut self, fast: &mut Fast, answered: bool, now: Ms) -> Ms {
+        if !answered && fast.left < self.fast_start().left {
+            // Sent again while unanswered (a staged retransmission).
+            self.stats.retransmissions += 1;
+        }
         if !answered && fast.left > 0 {
             let delay = self.fast_delay(fast.left);
             fast.left -= 1;

@@ -113,6 +113,7 @@ impl Engine {
         recv.answered = false;
         recv.last_error = None;
         recv.fast = self.fast_start();
+        self.reduction_trigger_recv(session);
         self.send_resvs(session, now);
     }
 
@@ -134,9 +135,14 @@ impl Engine {
                 phops.push(psb.phop);
             }
         }
-        for phop in phops {
-            let msg = self.resv_msg(session, &request, phop, false);
-            self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+        // RFC 2961 (one previous hop): a refresh of acknowledged state goes in an Srefresh.
+        let single = (phops.len() == 1).then(|| phops[0].addr);
+        if let Some(id) = self.reduction_resv(session, single, now) {
+            for phop in phops {
+                let mut msg = self.resv_msg(session, &request, phop, false);
+                msg.message_id = id;
+                self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+            }
         }
         let Some(recv) = session.recv.as_deref_mut() else {
             return;
@@ -336,7 +342,10 @@ impl Engine {
             if !owners.contains(&local.owner) {
                 owners.push(local.owner);
             }
-            if !local.answered {
+            // A Path waiting for its RFC 2961 acknowledgment is answered by it alone: this Resv
+            // may answer an earlier Path.
+            let destination = session.key.destination.ip();
+            if !local.answered && !self.awaiting_ack(local.tx_id, local.tx_acked, destination) {
                 let next = now.saturating_add(self.jitter());
                 let local = &mut session.senders[index];
                 answer(
@@ -345,9 +354,10 @@ impl Engine {
                     &mut local.next_at,
                     next,
                 );
-                // A receiver was heard: the wait for one is over.
-                local.wait_at = NEVER;
             }
+            // A receiver was heard: the wait for one is over (an RFC 2961 acknowledgment may
+            // have answered the Path already).
+            session.senders[index].wait_at = NEVER;
         }
         owners
     }
@@ -418,9 +428,13 @@ impl Engine {
         }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let next = now.saturating_add(self.jitter());
+        // A Resv waiting for its RFC 2961 acknowledgment is answered by it alone.
+        let awaiting = self.resv_awaiting_ack(&session);
         match &mut session.recv {
             Some(recv) if !receivers.is_empty() => {
-                answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                if !awaiting {
+                    answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                }
                 let reported = error.error();
                 if recv.last_error != Some(reported) {
                     recv.last_error = Some(reported);
@@ -465,6 +479,7 @@ impl Engine {
         }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
         let request = session.merged_request();
+        let awaiting = self.resv_awaiting_ack(&session);
         match (&mut session.recv, request) {
             (Some(recv), Some(request)) if !receivers.is_empty() => {
                 if !request.confirm {
@@ -476,7 +491,9 @@ impl Engine {
                     self.stats.ignored += 1;
                 } else {
                     let next = now.saturating_add(self.jitter());
-                    answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                    if !awaiting {
+                        answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
+                    }
                     recv.confirmed = true;
                     recv.announced = true;
                     recv.last_error = None;
@@ -579,6 +596,8 @@ fn store_rsb(
                 expires_at: resv.expires_at,
                 refused: None,
                 from,
+                rx_id: 0,
+                rx_deci: 0,
             });
             Some((session.rsbs.len() - 1, true))
         }

@@ -213,6 +213,11 @@ pub(crate) struct LocalSender {
     /// A Resv or PathErr answered our Path: fast retransmission stops.
     pub(crate) answered: bool,
     pub(crate) rule: Option<SenderRule>,
+    /// Refresh reduction (RFC 2961, `reduction.rs`): our Message_Identifier of the current
+    /// Path (0: none yet)...
+    pub(crate) tx_id: u32,
+    /// ...and whether the receiver acknowledged it (then refreshes go as Srefresh).
+    pub(crate) tx_acked: bool,
     /// While a `Modify` is outstanding: the flowspec that stays in force if it fails (boxed:
     /// rare, and inline it would grow every sender by a third).
     pub(crate) previous: Option<Box<FlowSpec>>,
@@ -251,6 +256,13 @@ pub(crate) struct Psb {
     pub(crate) non_rsvp_hops: bool,
     /// The neighbor charged for this state (its slot), or [`NO_NEIGHBOR`].
     pub(crate) from: u32,
+    /// Refresh reduction (`reduction.rs`): the last Message_Identifier received for it from
+    /// its neighbor's current epoch (0: none)...
+    pub(crate) rx_id: u32,
+    /// ...and its sender's refresh period in units of 100 ms, rounded up (0: unknown), which
+    /// a summary refresh (Srefresh, that carries none) needs for the lifetime. Inline fields,
+    /// not a struct: they fill the padding.
+    pub(crate) rx_deci: u16,
 }
 
 /// Which senders a received reservation covers.
@@ -297,6 +309,13 @@ pub(crate) struct Rsb {
     pub(crate) refused: Option<RsvpError>,
     /// The neighbor charged for this state (its slot), or [`NO_NEIGHBOR`].
     pub(crate) from: u32,
+    /// Refresh reduction (`reduction.rs`): the last Message_Identifier received for it from
+    /// its neighbor's current epoch (0: none)...
+    pub(crate) rx_id: u32,
+    /// ...and its sender's refresh period in units of 100 ms, rounded up (0: unknown), which
+    /// a summary refresh (Srefresh, that carries none) needs for the lifetime. Inline fields,
+    /// not a struct: they fill the padding.
+    pub(crate) rx_deci: u16,
 }
 
 /// The receiver side's Resv refresh state (one per session: local requests are merged).
@@ -318,6 +337,11 @@ pub(crate) struct RecvState {
     pub(crate) last_error: Option<RsvpError>,
     /// The request the Resv state was built for (a change restarts confirmation).
     pub(crate) request: Option<Request>,
+    /// Refresh reduction (`reduction.rs`): our Message_Identifier of the current Resv (0:
+    /// none yet)...
+    pub(crate) tx_id: u32,
+    /// ...and whether the previous hop acknowledged it.
+    pub(crate) tx_acked: bool,
 }
 
 impl RecvState {
@@ -331,6 +355,8 @@ impl RecvState {
             announced: false,
             last_error: None,
             request: None,
+            tx_id: 0,
+            tx_acked: false,
         }
     }
 }
@@ -445,8 +471,9 @@ mod tests {
         assert!(size_of::<Rsb>() <= 136, "rsb {}", size_of::<Rsb>());
         assert!(size_of::<Psb>() <= 96, "psb {}", size_of::<Psb>());
         assert!(size_of::<Owner>() <= 56, "owner {}", size_of::<Owner>());
+        // 72 since refresh reduction (the Resv's message id and its ack: 5 bytes past 64).
         assert!(
-            size_of::<RecvState>() <= 64,
+            size_of::<RecvState>() <= 72,
             "recv {}",
             size_of::<RecvState>()
         );

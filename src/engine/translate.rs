@@ -271,6 +271,7 @@ pub(crate) fn from_wire(message: &Message) -> Result<Msg, Failure> {
         sender: message.sender_template().map(FilterSpec::socket_addr),
         tspec: message.sender_tspec().copied(),
         descriptors,
+        message_id: 0,
     })
 }
 

@@ -197,6 +197,24 @@ struct Packet {
     payload: Vec<u8>,
 }
 
+/// The SESSION object of an encoded message (what names its stream for
+/// [`Link::max_consecutive_loss`]), wherever it sits (RFC 2961 objects and INTEGRITY come
+/// before it); the first 12 bytes after the header when there is none (Ack, Srefresh).
+pub fn session_bytes(payload: &[u8]) -> &[u8] {
+    let mut offset = 8;
+    while let Some(h) = payload.get(offset..offset + 4) {
+        let len = usize::from(u16::from_be_bytes([h[0], h[1]]));
+        if len < 4 {
+            break;
+        }
+        if h[2] == 1 {
+            return payload.get(offset..offset + len).unwrap_or(&[]);
+        }
+        offset += len;
+    }
+    payload.get(8..20).unwrap_or(&[])
+}
+
 /// The simulated network.
 pub struct Net {
     pub start: Instant,
@@ -218,6 +236,20 @@ pub struct Net {
     pub captured: Vec<Vec<u8>>,
     /// When each datagram was sent, by whom, and its message type (the first 10 000).
     pub sent_log: Vec<(Instant, usize, u8)>,
+    /// Bytes put on the wire (RSVP payloads), all nodes together.
+    pub bytes_sent: u64,
+    /// With `Some`, every datagram sent and every one delivered, in order (see [`Trace`]).
+    pub trace: Option<Vec<Trace>>,
+}
+
+/// One datagram seen by [`Net::trace`]: sent by `node` (`delivered == false`) or delivered
+/// to it (`true`).
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub at: Instant,
+    pub node: usize,
+    pub delivered: bool,
+    pub payload: Vec<u8>,
 }
 
 pub fn config(seed: u64) -> EngineConfig {
@@ -246,6 +278,8 @@ impl Net {
             undeliverable: 0,
             captured: Vec::new(),
             sent_log: Vec::new(),
+            bytes_sent: 0,
+            trace: None,
         }
     }
 
@@ -387,6 +421,15 @@ impl Net {
         if self.sent_log.len() < 10_000 {
             self.sent_log.push((self.now, from, msg_type));
         }
+        self.bytes_sent += t.payload.len() as u64;
+        if let Some(trace) = &mut self.trace {
+            trace.push(Trace {
+                at: self.now,
+                node: from,
+                delivered: false,
+                payload: t.payload.clone(),
+            });
+        }
         let Some(to) = self.nodes.iter().position(|n| n.addr == t.destination) else {
             self.undeliverable += 1;
             return;
@@ -396,7 +439,7 @@ impl Net {
             to,
             [
                 t.payload.get(1..2).unwrap_or(&[]),
-                t.payload.get(8..20).unwrap_or(&[]),
+                session_bytes(&t.payload),
             ]
             .concat(),
         );
@@ -528,6 +571,14 @@ impl Net {
                 let now = self.now;
                 let msg_type = p.payload.get(1).copied().unwrap_or(0);
                 self.nodes[p.to].received.push((now, msg_type, p.from_addr));
+                if let Some(trace) = &mut self.trace {
+                    trace.push(Trace {
+                        at: now,
+                        node: p.to,
+                        delivered: true,
+                        payload: p.payload.clone(),
+                    });
+                }
                 self.nodes[p.to].engine.handle_datagram(
                     now,
                     Incoming {

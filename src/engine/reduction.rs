@@ -1,0 +1,1337 @@
+//! RFC 2961 refresh reduction: MESSAGE_ID and acknowledgments (reliable trigger messages),
+//! Srefresh (summary refreshes), MESSAGE_ID_NACK, epochs, and the receiving of Bundles. See
+//! the module documentation's *Refresh reduction (RFC 2961)* section for the behaviour; this
+//! file holds the per-neighbor state and the byte work around the codec.
+//!
+//! Where the state lives:
+//!
+//! * a sending state (a local sender's Path, a receiver's Resv) keeps its own
+//!   Message_Identifier and whether it was acknowledged (`tx_id`, `tx_acked` in `state.rs`);
+//! * a received state (path state, reservation state) keeps the last Message_Identifier its
+//!   neighbor sent for it and the neighbor's refresh period (`rx_id`, `rx_deci`), which is
+//!   all a summary refresh needs to refresh it;
+//! * per neighbor ([`Peer`]): whether it is Refresh-Reduction-Capable, its epoch, the index
+//!   of its message ids to the session slots holding them (to find the state an Srefresh
+//!   names), and what waits to be sent to it (acknowledgments, NACKs, summary refreshes, and
+//!   Srefresh messages sent but not acknowledged yet);
+//! * engine-wide: our epoch, the next id, and the ids sent and not acknowledged yet (`unacked`,
+//!   id → session key: only messages in flight, so it stays small).
+//!
+//! Indexes are cleaned lazily: an entry whose state went away (or changed its id) is dropped
+//! when a lookup finds no state for it, and each index is swept whole when it has grown to
+//! twice what the last sweep left (amortized O(1) per entry, so it never holds more than about
+//! twice the live ids).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use super::msg::Msg;
+use super::receive::from_neighbor;
+use super::refresh::answer;
+use super::state::Session;
+use super::timer::{duration_ms_ceil, Ms, NEVER};
+use super::{Engine, Incoming, SessionKey, Transmit, MAX_ACK_DELAY};
+use crate::wire::{
+    class, Message, MessageId, MessageIdEntries, MessageIdList, MsgType, Object, COMMON_HEADER_LEN,
+    DEFAULT_SEND_TTL, FLAG_REFRESH_REDUCTION_CAPABLE, MAX_EPOCH, MESSAGE_ID_FLAG_ACK_DESIRED,
+    RSVP_VERSION,
+};
+
+/// Most bytes of an Ack or Srefresh message this engine builds (room left in a 1 500-byte
+/// MTU for the IP header, options and an INTEGRITY object).
+const MAX_MESSAGE_BYTES: usize = 1400;
+/// Bytes of one MESSAGE_ID, MESSAGE_ID_ACK or MESSAGE_ID_NACK object.
+const ID_OBJECT_BYTES: usize = 12;
+/// Most acknowledgments carried by one Path, Resv or other message (the rest go in Ack
+/// messages).
+const MAX_PIGGYBACK: usize = 16;
+/// Most acknowledgments and NACKs waiting for one neighbor; more are dropped (the neighbor
+/// retransmits, or its summary refresh is NACKed again). A full Ack message's worth goes at
+/// the next timeout, without waiting for the ack delay.
+const MAX_PENDING_ACKS: usize = 65_536;
+/// Acknowledgments one Ack message carries.
+const ACKS_PER_MESSAGE: usize = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN) / ID_OBJECT_BYTES;
+/// Ids one Srefresh carries: what fits after the header, a MESSAGE_ID and the list header.
+const IDS_PER_SREFRESH: usize = (MAX_MESSAGE_BYTES - COMMON_HEADER_LEN - ID_OBJECT_BYTES - 8) / 4;
+/// Most Srefresh messages to one neighbor awaiting their acknowledgment.
+const MAX_INFLIGHT: usize = 256;
+/// Most NACKed ids waiting for the scan that finds their states.
+const MAX_NACKED: usize = 1 << 20;
+/// Least time between two scans of the session table for NACKed ids (ms): a neighbor's
+/// restart NACKs every id over a refresh period, and one scan serves them all.
+const NACK_SCAN_INTERVAL: Ms = 1000;
+
+/// The Refresh-Reduction-Capable flag, as a byte of the common header's first byte.
+const RR_FLAG: u8 = FLAG_REFRESH_REDUCTION_CAPABLE;
+
+/// An index of message ids to what holds them, swept when it has doubled.
+#[derive(Debug)]
+struct IdIndex<V> {
+    map: HashMap<u32, V>,
+    /// Sweep when the map holds more than this.
+    sweep_at: usize,
+}
+
+impl<V> Default for IdIndex<V> {
+    fn default() -> Self {
+        IdIndex {
+            map: HashMap::new(),
+            sweep_at: 64,
+        }
+    }
+}
+
+impl<V> IdIndex<V> {
+    fn insert(&mut self, id: u32, value: V) -> bool {
+        self.map.insert(id, value);
+        self.map.len() > self.sweep_at
+    }
+
+    fn swept(&mut self) {
+        self.sweep_at = 2 * self.map.len() + 64;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        // hashbrown: buckets (a power of two at 7/8 load) of the entry plus a control byte.
+        let buckets = (self.map.capacity() * 8 / 7).next_power_of_two();
+        if self.map.capacity() == 0 {
+            0
+        } else {
+            buckets * (std::mem::size_of::<(u32, V)>() + 1)
+        }
+    }
+}
+
+/// An Srefresh message sent and not acknowledged yet.
+#[derive(Debug)]
+struct Inflight {
+    /// Its own MESSAGE_ID.
+    id: u32,
+    /// The ids it refreshes.
+    ids: Vec<u32>,
+    /// The address it is sent from.
+    local: IpAddr,
+    next_at: Ms,
+    /// Retransmissions made.
+    made: u8,
+}
+
+/// What refresh reduction knows about one neighbor (an IP address we exchange messages with).
+#[derive(Debug)]
+struct Peer {
+    /// Its last message set the Refresh-Reduction-Capable flag.
+    capable: bool,
+    /// Its epoch, from the last MESSAGE_ID or MESSAGE_ID_LIST it sent.
+    epoch: Option<u32>,
+    /// Its message ids → the slot of the session whose state holds them.
+    rx: IdIndex<u32>,
+    /// Acknowledgments (`false`) and NACKs (`true`) to send: (epoch, id, nack).
+    acks: Vec<(u32, u32, bool)>,
+    /// Our ids to summary-refresh, per address of ours they are sent from (the neighbor checks
+    /// the source against the state: a host may use several addresses).
+    summary: Vec<(IpAddr, Vec<u32>)>,
+    /// The address of ours it knows (the one its messages were sent to, or our states use).
+    local: Option<IpAddr>,
+    /// When what waits in `acks` must go ([`NEVER`]: nothing waits)...
+    due: Ms,
+    /// ...and what waits in `summary`.
+    summary_due: Ms,
+    inflight: Vec<Inflight>,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Peer {
+            capable: false,
+            epoch: None,
+            rx: IdIndex::default(),
+            acks: Vec::new(),
+            summary: Vec::new(),
+            local: None,
+            due: NEVER,
+            summary_due: NEVER,
+            inflight: Vec::new(),
+        }
+    }
+}
+
+impl Peer {
+    fn idle(&self) -> bool {
+        self.rx.map.is_empty()
+            && self.acks.is_empty()
+            && self.summary.is_empty()
+            && self.inflight.is_empty()
+    }
+}
+
+/// The engine's refresh-reduction state (see the file documentation).
+#[derive(Debug)]
+pub(super) struct Reduction {
+    /// Our epoch (24 bits, random per engine: a restart is a new epoch).
+    epoch: u32,
+    next_id: u32,
+    /// Our ids sent with ACK_Desired and not acknowledged yet → the session holding them.
+    unacked: IdIndex<SessionKey>,
+    peers: HashMap<IpAddr, Peer>,
+    /// No sweep of idle peers before this.
+    next_peer_sweep: Ms,
+    /// Our Srefresh messages awaiting their acknowledgment → the neighbor they went to (the
+    /// acknowledgment may come from another of its addresses).
+    inflight: HashMap<u32, IpAddr>,
+    /// NACKed ids of ours not found in `unacked`, for the next scan of the table.
+    nacked: HashSet<u32>,
+    next_nack_scan: Ms,
+    /// Acknowledgments waiting, all neighbors together (skips lookups when none).
+    pending_acks: usize,
+    /// An index needs sweeping (done in the next timeout, when no session is taken out).
+    sweep: bool,
+    /// The earliest deadline of the work above ([`NEVER`]: none).
+    due: Ms,
+}
+
+impl Reduction {
+    pub(super) fn new() -> Self {
+        Reduction {
+            epoch: new_epoch(),
+            next_id: 1,
+            unacked: IdIndex::default(),
+            peers: HashMap::new(),
+            inflight: HashMap::new(),
+            next_peer_sweep: 0,
+            nacked: HashSet::new(),
+            next_nack_scan: 0,
+            pending_acks: 0,
+            sweep: false,
+            due: NEVER,
+        }
+    }
+
+    /// Heap bytes of the indexes and queues (for [`Engine::state_bytes`]).
+    pub(super) fn heap_bytes(&self) -> usize {
+        let peers = self
+            .peers
+            .values()
+            .map(|p| {
+                std::mem::size_of::<(IpAddr, Peer)>()
+                    + p.rx.heap_bytes()
+                    + p.acks.capacity() * 12
+                    + p.summary
+                        .iter()
+                        .map(|(_, v)| 24 + v.capacity() * 4)
+                        .sum::<usize>()
+                    + p.inflight
+                        .iter()
+                        .map(|i| i.ids.capacity() * 4)
+                        .sum::<usize>()
+            })
+            .sum::<usize>();
+        peers
+            + self.unacked.heap_bytes()
+            + self.inflight.capacity() * 24
+            + self.nacked.capacity() * 5
+    }
+
+    fn schedule(&mut self, at: Ms) {
+        self.due = self.due.min(at);
+    }
+}
+
+/// A fresh random 24-bit epoch (from the OS: two starts of an engine must differ, even with
+/// the same configuration and RNG seed).
+fn new_epoch() -> u32 {
+    StdRng::from_os_rng().next_u32() & MAX_EPOCH
+}
+
+/// What the first look at a received datagram found.
+pub(super) enum Received {
+    /// An Ack, Srefresh or invalid RFC 2961 message: handled (or dropped) already.
+    Consumed,
+    /// A Bundle: its sub-messages, to be handled one by one.
+    Bundle(Vec<Range<usize>>),
+    /// An RFC 2205 message; what it carries of RFC 2961.
+    Message(Scan),
+}
+
+/// The RFC 2961 objects of an RFC 2205 message, read from its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Scan {
+    id: Option<MessageId>,
+    acks: bool,
+}
+
+impl Scan {
+    pub(super) fn is_empty(&self) -> bool {
+        self.id.is_none() && !self.acks
+    }
+}
+
+/// What a message with a MESSAGE_ID is about, kept while its handler consumes it.
+#[derive(Debug)]
+pub(super) struct Tag {
+    id: MessageId,
+    kind: MsgType,
+    session: SessionKey,
+    sender: Option<std::net::SocketAddr>,
+    hop: Option<IpAddr>,
+    refresh_ms: Option<u32>,
+}
+
+/// Walks the objects of a message (after its header): `(class, c_type, body)`, stopping at
+/// the first malformed one (the codec refuses those anyway).
+fn objects(payload: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
+    let mut offset = COMMON_HEADER_LEN;
+    std::iter::from_fn(move || {
+        let header = payload.get(offset..offset + 4)?;
+        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+        if len < 4 || len % 4 != 0 {
+            return None;
+        }
+        let body = payload.get(offset + 4..offset + len)?;
+        let (class_num, c_type) = (header[2], header[3]);
+        offset += len;
+        Some((class_num, c_type, body))
+    })
+    .take(crate::wire::MAX_OBJECTS)
+}
+
+fn message_id(body: &[u8]) -> Option<MessageId> {
+    let b: &[u8; 8] = body.try_into().ok()?;
+    Some(MessageId {
+        flags: b[0],
+        epoch: u32::from_be_bytes([0, b[1], b[2], b[3]]),
+        id: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+    })
+}
+
+/// The one's-complement checksum field value for `bytes` (its own field taken as zero).
+fn fill_checksum(bytes: &mut [u8]) {
+    bytes[2] = 0;
+    bytes[3] = 0;
+    let mut sum: u32 = 0;
+    for chunk in bytes.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], chunk.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let value = !(sum as u16);
+    let value = if value == 0 { 0xffff } else { value };
+    bytes[2..4].copy_from_slice(&value.to_be_bytes());
+}
+
+/// An object with a MESSAGE_ID layout: `class`, `c_type`, then flags, epoch and id.
+fn id_object(class_num: u8, c_type: u8, flags: u8, epoch: u32, id: u32) -> [u8; 12] {
+    let mut object = [0u8; 12];
+    object[1] = 12;
+    object[2] = class_num;
+    object[3] = c_type;
+    object[4..8].copy_from_slice(&((u32::from(flags) << 24) | (epoch & MAX_EPOCH)).to_be_bytes());
+    object[8..12].copy_from_slice(&id.to_be_bytes());
+    object
+}
+
+/// The sub-messages of a Bundle the codec accepted (after its optional INTEGRITY).
+fn bundled(payload: &[u8]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut offset = COMMON_HEADER_LEN;
+    if let Some(h) = payload.get(offset..offset + 4) {
+        if h[0] >> 4 != RSVP_VERSION && h[2] == class::INTEGRITY {
+            offset += usize::from(u16::from_be_bytes([h[0], h[1]]));
+        }
+    }
+    while let Some(h) = payload.get(offset..offset + 8) {
+        let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
+        if len < COMMON_HEADER_LEN || offset + len > payload.len() {
+            break;
+        }
+        ranges.push(offset..offset + len);
+        offset += len;
+    }
+    ranges
+}
+
+impl Engine {
+    fn ack_delay_ms(&self) -> Ms {
+        duration_ms_ceil(self.config.ack_delay.min(MAX_ACK_DELAY))
+    }
+
+    /// The delay before Srefresh retransmission `made + 1`: `Rf · factor^made`.
+    fn retransmit_delay(&self, made: u8) -> Ms {
+        let factor = u64::from(self.config.retransmit_factor.max(1));
+        let mut delay = duration_ms_ceil(self.config.fast_retransmit_initial);
+        for _ in 0..made {
+            delay = delay.saturating_mul(factor);
+        }
+        delay.min(u64::from(u32::MAX))
+    }
+
+    fn retry_limit(&self) -> u8 {
+        u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX)
+    }
+
+    /// A new Message_Identifier (increasing within the epoch; a wrap starts a new epoch).
+    fn new_message_id(&mut self) -> u32 {
+        let r = &mut self.reduction;
+        let id = r.next_id;
+        r.next_id = id.wrapping_add(1);
+        if r.next_id == 0 {
+            r.epoch = (r.epoch + 1) & MAX_EPOCH;
+            r.next_id = 1;
+        }
+        id
+    }
+
+    /// The peer entry of `addr`, created if the table has room (bounded by
+    /// [`NeighborLimits::max_neighbors`](super::NeighborLimits::max_neighbors); idle entries
+    /// are forgotten to make room).
+    fn peer_mut(&mut self, addr: IpAddr, now: Ms) -> Option<&mut Peer> {
+        let limit = self.config.neighbor_limits.max_neighbors;
+        let r = &mut self.reduction;
+        if !r.peers.contains_key(&addr) && r.peers.len() >= limit {
+            if now < r.next_peer_sweep {
+                return None;
+            }
+            r.peers.retain(|_, p| !p.idle() || p.capable);
+            if r.peers.len() >= limit {
+                r.peers.retain(|_, p| !p.idle());
+            }
+            if r.peers.len() >= limit {
+                r.next_peer_sweep = now.saturating_add(1000);
+                return None;
+            }
+        }
+        Some(r.peers.entry(addr).or_default())
+    }
+
+    /// Whether `addr` is known to be Refresh-Reduction-Capable (refresh reduction on).
+    fn capable(&self, addr: IpAddr) -> bool {
+        self.config.refresh_reduction && self.reduction.peers.get(&addr).is_some_and(|p| p.capable)
+    }
+
+    /// Whether a sending state's message waits for its acknowledgment (it was sent with id
+    /// `tx_id` to a capable `peer`): then only the acknowledgment stops its retransmissions.
+    pub(super) fn awaiting_ack(&self, tx_id: u32, tx_acked: bool, peer: IpAddr) -> bool {
+        tx_id != 0
+            && !tx_acked
+            && self.reduction.unacked.map.contains_key(&tx_id)
+            && self.capable(peer)
+    }
+
+    /// Whether the receiver's Resv waits for its acknowledgment (see [`Self::awaiting_ack`]).
+    pub(super) fn resv_awaiting_ack(&self, session: &Session) -> bool {
+        let Some(recv) = session.recv.as_deref() else {
+            return false;
+        };
+        let mut phops = session.psbs.iter().map(|p| p.phop.addr);
+        let Some(phop) = phops.next() else {
+            return false;
+        };
+        phops.all(|p| p == phop) && self.awaiting_ack(recv.tx_id, recv.tx_acked, phop)
+    }
+
+    /// Queues an acknowledgment (or NACK) for `peer`, due after the ack delay.
+    fn queue_ack(&mut self, peer: IpAddr, local: IpAddr, epoch: u32, id: u32, nack: bool, now: Ms) {
+        let due = now.saturating_add(self.ack_delay_ms());
+        let Some(p) = self.peer_mut(peer, now) else {
+            return;
+        };
+        if p.acks.len() >= MAX_PENDING_ACKS {
+            return;
+        }
+        if !local.is_unspecified() {
+            p.local = Some(local);
+        }
+        p.acks.push((epoch, id, nack));
+        // A full Ack message waits for nothing more.
+        let due = if p.acks.len() >= ACKS_PER_MESSAGE {
+            now
+        } else {
+            due
+        };
+        p.due = p.due.min(due);
+        self.reduction.pending_acks += 1;
+        self.reduction.schedule(due);
+    }
+
+    // --- receiving ---------------------------------------------------------------------
+
+    /// The first look at a datagram that passed the INTEGRITY gate (refresh reduction on):
+    /// notes its sender's capability, handles Ack and Srefresh messages, splits Bundles and
+    /// reads the RFC 2961 objects of any other message.
+    pub(super) fn reduction_receive(&mut self, now: Instant, datagram: &Incoming<'_>) -> Received {
+        let payload = datagram.payload;
+        let (Some(&first), Some(&kind)) = (payload.first(), payload.get(1)) else {
+            return Received::Message(Scan::default());
+        };
+        let source = datagram.source;
+        let capable = first & RR_FLAG != 0;
+        let ms = self.clock.ms(now);
+        let known = self.reduction.peers.get(&source).map(|p| p.capable);
+        if known != Some(capable) && (capable || known.is_some()) {
+            if let Some(p) = self.peer_mut(source, ms) {
+                p.capable = capable;
+            }
+        }
+        match MsgType::from_number(kind) {
+            Some(MsgType::Bundle) => match Message::decode(payload) {
+                Ok(_) => {
+                    self.stats.bundles_received += 1;
+                    Received::Bundle(bundled(payload))
+                }
+                Err(error) => {
+                    self.stats.malformed += 1;
+                    tracing::debug!(%source, %error, "malformed bundle");
+                    Received::Consumed
+                }
+            },
+            Some(MsgType::Ack | MsgType::Srefresh) => {
+                match Message::decode(payload) {
+                    Ok(message) => self.on_reduction_message(ms, datagram, &message),
+                    Err(error) => {
+                        self.stats.malformed += 1;
+                        tracing::debug!(%source, %error, "malformed ack or srefresh");
+                    }
+                }
+                Received::Consumed
+            }
+            _ => {
+                let mut scan = Scan::default();
+                for (class_num, c_type, body) in objects(payload) {
+                    match (class_num, c_type) {
+                        (class::MESSAGE_ID, 1) => scan.id = message_id(body),
+                        (class::MESSAGE_ID_ACK, 1 | 2) => scan.acks = true,
+                        _ => {}
+                    }
+                }
+                Received::Message(scan)
+            }
+        }
+    }
+
+    /// Before a decoded RFC 2205 message is handled: its acknowledgments are processed, its
+    /// MESSAGE_ID's epoch noted, and `false` when it is older than the last message for the
+    /// same state (out of order: dropped). Returns what to record after the handler ran.
+    pub(super) fn reduction_admit(
+        &mut self,
+        now: Instant,
+        datagram: &Incoming<'_>,
+        scan: Scan,
+        msg: &Msg,
+    ) -> Result<Option<Tag>, ()> {
+        let ms = self.clock.ms(now);
+        let source = datagram.source;
+        if scan.acks {
+            for (class_num, c_type, body) in objects(datagram.payload) {
+                if class_num == class::MESSAGE_ID_ACK {
+                    if let Some(ack) = message_id(body) {
+                        self.on_ack(ms, source, ack, c_type == 2);
+                    }
+                }
+            }
+        }
+        let Some(id) = scan.id else {
+            return Ok(None);
+        };
+        self.note_epoch(source, id.epoch, ms);
+        let last = self.last_rx_id(msg, source);
+        if last != 0 && id.id < last {
+            self.stats.out_of_order += 1;
+            tracing::debug!(kind = ?msg.kind, session = ?msg.session, %source, id = id.id, last, "out-of-order message dropped");
+            return Err(());
+        }
+        Ok(Some(Tag {
+            id,
+            kind: msg.kind,
+            session: msg.session,
+            sender: msg.sender,
+            hop: msg.hop.map(|h| h.addr),
+            refresh_ms: msg.refresh_ms,
+        }))
+    }
+
+    /// After the handler ran: the state the message set up or refreshed records its id (and
+    /// the neighbor's index points at it), and the message is acknowledged if asked.
+    pub(super) fn reduction_after(&mut self, now: Instant, datagram: &Incoming<'_>, tag: Tag) {
+        let ms = self.clock.ms(now);
+        let source = datagram.source;
+        let Tag {
+            id,
+            kind,
+            session,
+            sender,
+            hop,
+            refresh_ms,
+        } = tag;
+        let deci = refresh_ms.map_or(0, |r| {
+            let r = r.clamp(
+                super::MIN_REFRESH_PERIOD.as_millis() as u32,
+                super::MAX_REFRESH_PERIOD.as_millis() as u32,
+            );
+            u16::try_from(r.div_ceil(100)).unwrap_or(u16::MAX)
+        });
+        let recorded = match (kind, self.lookup(&session)) {
+            (MsgType::Path | MsgType::Resv, Some(slot)) => {
+                let mut found = false;
+                if let Some(s) = self
+                    .sessions
+                    .get_mut(slot as usize)
+                    .and_then(Option::as_mut)
+                {
+                    if kind == MsgType::Path {
+                        for p in s.psbs.iter_mut().filter(|p| Some(p.sender) == sender) {
+                            p.rx_id = id.id;
+                            p.rx_deci = deci;
+                            found = true;
+                        }
+                    } else {
+                        for r in s.rsbs.iter_mut().filter(|r| Some(r.nhop.addr) == hop) {
+                            r.rx_id = id.id;
+                            r.rx_deci = deci;
+                            found = true;
+                        }
+                    }
+                }
+                found.then_some(slot)
+            }
+            _ => None,
+        };
+        if let Some(slot) = recorded {
+            if let Some(p) = self.peer_mut(source, ms) {
+                if p.rx.insert(id.id, slot) {
+                    self.reduction.sweep = true;
+                }
+            }
+        }
+        if id.flags & MESSAGE_ID_FLAG_ACK_DESIRED != 0 {
+            self.queue_ack(source, datagram.destination, id.epoch, id.id, false, ms);
+        }
+    }
+
+    /// The last id recorded for the state `msg` is about (0: none).
+    fn last_rx_id(&self, msg: &Msg, source: IpAddr) -> u32 {
+        let Some(session) = self
+            .lookup(&msg.session)
+            .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
+        else {
+            return 0;
+        };
+        match msg.kind {
+            MsgType::Path => session
+                .psbs
+                .iter()
+                .filter(|p| Some(p.sender) == msg.sender)
+                .map(|p| p.rx_id)
+                .max()
+                .unwrap_or(0),
+            MsgType::Resv => session
+                .rsbs
+                .iter()
+                .filter(|r| msg.hop.is_some_and(|h| h.addr == r.nhop.addr))
+                .filter(|r| from_neighbor(source, r.nhop.addr))
+                .map(|r| r.rx_id)
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Notes a neighbor's epoch: a new one means it restarted, and every id it sent before
+    /// means nothing any more.
+    fn note_epoch(&mut self, source: IpAddr, epoch: u32, now: Ms) {
+        let Some(p) = self.peer_mut(source, now) else {
+            return;
+        };
+        match p.epoch {
+            Some(e) if e == epoch => {}
+            None => p.epoch = Some(epoch),
+            Some(_) => {
+                p.epoch = Some(epoch);
+                let old = std::mem::take(&mut p.rx);
+                self.stats.neighbor_restarts += 1;
+                tracing::debug!(%source, epoch, "neighbor restarted (new epoch): its message ids are void");
+                for (id, slot) in old.map {
+                    if let Some(s) = self
+                        .sessions
+                        .get_mut(slot as usize)
+                        .and_then(Option::as_mut)
+                    {
+                        for p in s.psbs.iter_mut().filter(|p| p.rx_id == id) {
+                            p.rx_id = 0;
+                        }
+                        for r in s.rsbs.iter_mut().filter(|r| r.rx_id == id) {
+                            r.rx_id = 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// An Ack or Srefresh message.
+    fn on_reduction_message(&mut self, now: Ms, datagram: &Incoming<'_>, message: &Message) {
+        let source = datagram.source;
+        for (ack, m) in message.message_id_acks() {
+            self.on_ack(now, source, *m, !ack);
+        }
+        if message.msg_type() != MsgType::Srefresh {
+            return;
+        }
+        self.stats.srefresh_received += 1;
+        if let Some(id) = message.message_id() {
+            self.note_epoch(source, id.epoch, now);
+            if id.flags & MESSAGE_ID_FLAG_ACK_DESIRED != 0 {
+                self.queue_ack(source, datagram.destination, id.epoch, id.id, false, now);
+            }
+        }
+        // NACKs answer ids we do not know; never more bytes of them than the Srefresh had.
+        let mut nack_budget = datagram.payload.len() / ID_OBJECT_BYTES;
+        for object in &message.objects {
+            let Object::MessageIdList(list) = object else {
+                continue;
+            };
+            self.note_epoch(source, list.epoch, now);
+            // Unicast sessions: the source-list forms name the same ids (the sources matter
+            // only for multicast Path state, which a host does not keep).
+            let ids: Vec<u32> = match &list.entries {
+                MessageIdEntries::Ids(ids) => ids.clone(),
+                MessageIdEntries::Ipv4Sources(v) => v.iter().map(|(id, _)| *id).collect(),
+                MessageIdEntries::Ipv6Sources(v) => v.iter().map(|(id, _)| *id).collect(),
+                MessageIdEntries::Ipv4Multicast(v) => v.iter().map(|e| e.0).collect(),
+                MessageIdEntries::Ipv6Multicast(v) => v.iter().map(|e| e.0).collect(),
+            };
+            for id in ids {
+                if self.summary_refresh(now, source, id) {
+                    self.stats.srefresh_ids_refreshed += 1;
+                } else if nack_budget > 0 {
+                    nack_budget -= 1;
+                    self.queue_ack(source, datagram.destination, list.epoch, id, true, now);
+                }
+            }
+        }
+    }
+
+    /// Refreshes the state `source`'s id `id` names; `false` when there is none.
+    fn summary_refresh(&mut self, now: Ms, source: IpAddr, id: u32) -> bool {
+        let Some(slot) = self
+            .reduction
+            .peers
+            .get(&source)
+            .and_then(|p| p.rx.map.get(&id).copied())
+        else {
+            return false;
+        };
+        let lifetime = |deci: u16| self.lifetime(u32::from(deci.max(1)) * 100);
+        let mut found = false;
+        let mut lifetimes: [Ms; 2] = [0, 0];
+        if let Some(s) = self.sessions.get(slot as usize).and_then(Option::as_ref) {
+            for p in s.psbs.iter().filter(|p| {
+                p.rx_id == id
+                    && (from_neighbor(source, p.phop.addr) || from_neighbor(source, p.sender.ip()))
+            }) {
+                lifetimes[0] = lifetime(p.rx_deci);
+                found = true;
+            }
+            for r in s
+                .rsbs
+                .iter()
+                .filter(|r| r.rx_id == id && from_neighbor(source, r.nhop.addr))
+            {
+                lifetimes[1] = lifetime(r.rx_deci);
+                found = true;
+            }
+        }
+        if !found {
+            if let Some(p) = self.reduction.peers.get_mut(&source) {
+                p.rx.map.remove(&id);
+            }
+            return false;
+        }
+        let Some(mut session) = self.take(slot) else {
+            return false;
+        };
+        for p in session.psbs.iter_mut().filter(|p| p.rx_id == id) {
+            p.expires_at = now.saturating_add(lifetimes[0]);
+        }
+        for r in session
+            .rsbs
+            .iter_mut()
+            .filter(|r| r.rx_id == id && from_neighbor(source, r.nhop.addr))
+        {
+            r.expires_at = now.saturating_add(lifetimes[1]);
+        }
+        self.put(slot, session);
+        true
+    }
+
+    /// A MESSAGE_ID_ACK (`nack == false`) or MESSAGE_ID_NACK for one of our ids.
+    fn on_ack(&mut self, now: Ms, source: IpAddr, ack: MessageId, nack: bool) {
+        tracing::trace!(%source, id = ack.id, nack, "message id acknowledgment");
+        if ack.epoch != self.reduction.epoch & MAX_EPOCH {
+            self.stats.ignored += 1;
+            return;
+        }
+        if nack {
+            self.stats.nacks_received += 1;
+        }
+        // An Srefresh of ours? (Its acknowledgment may come from another address of the
+        // neighbor it went to.)
+        if let Some(peer) = self.reduction.inflight.remove(&ack.id) {
+            if let Some(p) = self.reduction.peers.get_mut(&peer) {
+                if let Some(i) = p.inflight.iter().position(|f| f.id == ack.id) {
+                    p.inflight.swap_remove(i);
+                }
+            }
+            self.stats.acks_received += u64::from(!nack);
+            return;
+        }
+        let key = self.reduction.unacked.map.remove(&ack.id);
+        let slot = key.and_then(|key| self.lookup(&key));
+        match slot {
+            Some(slot) => {
+                if nack || self.acked(now, slot, ack.id) {
+                    self.stats.acks_received += u64::from(!nack);
+                }
+                if nack {
+                    self.renew(now, slot, &[ack.id]);
+                }
+            }
+            None if nack => {
+                // Acknowledged before and summary-refreshed since: found by the next scan.
+                if self.reduction.nacked.len() < MAX_NACKED {
+                    self.reduction.nacked.insert(ack.id);
+                    let at = now.max(self.reduction.next_nack_scan);
+                    self.reduction.schedule(at);
+                }
+            }
+            None => self.stats.ignored += 1,
+        }
+    }
+
+    /// Our id `id` in the session at `slot` was acknowledged: its retransmissions stop and
+    /// its refreshes may be summarized. `false` if no state holds it any more.
+    fn acked(&mut self, now: Ms, slot: u32, id: u32) -> bool {
+        let Some(mut session) = self.take(slot) else {
+            return false;
+        };
+        let refresh_at = now.saturating_add(self.jitter());
+        let mut found = false;
+        for local in session.senders.iter_mut().filter(|l| l.tx_id == id) {
+            local.tx_acked = true;
+            answer(
+                &mut local.answered,
+                &mut local.fast,
+                &mut local.next_at,
+                refresh_at,
+            );
+            found = true;
+        }
+        let request = session.merged_request();
+        if let Some(recv) = session.recv.as_deref_mut().filter(|r| r.tx_id == id) {
+            recv.tx_acked = true;
+            // A Resv that asks for a confirmation is answered by the ResvConf: until it
+            // comes, the Resv is retransmitted (the ResvConf is not acknowledged itself).
+            if !request.is_some_and(|r| r.confirm && !recv.confirmed) {
+                answer(
+                    &mut recv.answered,
+                    &mut recv.fast,
+                    &mut recv.next_at,
+                    refresh_at,
+                );
+            }
+            found = true;
+        }
+        self.put(slot, session);
+        found
+    }
+
+    /// NACKed ids of the session at `slot`: their states get new ids and their full
+    /// messages go now.
+    fn renew(&mut self, now: Ms, slot: u32, ids: &[u32]) {
+        let Some(mut session) = self.take(slot) else {
+            return;
+        };
+        for index in 0..session.senders.len() {
+            if ids.contains(&session.senders[index].tx_id) {
+                self.reduction_trigger_sender(&mut session.senders[index]);
+                self.send_path(&mut session, index, now);
+            }
+        }
+        if session
+            .recv
+            .as_deref()
+            .is_some_and(|r| ids.contains(&r.tx_id))
+        {
+            self.reduction_trigger_recv(&mut session);
+            self.send_resvs(&mut session, now);
+        }
+        self.put(slot, session);
+    }
+
+    // --- sending -----------------------------------------------------------------------
+
+    /// A local sender's Path changed (or is new, or was NACKed): a new id, unacknowledged,
+    /// retransmitted until answered.
+    pub(super) fn reduction_trigger_sender(&mut self, local: &mut super::state::LocalSender) {
+        if !self.config.refresh_reduction {
+            return;
+        }
+        self.reduction.unacked.map.remove(&local.tx_id);
+        local.tx_id = self.new_message_id();
+        local.tx_acked = false;
+        local.answered = false;
+        local.fast = self.fast_start();
+    }
+
+    /// The receiver's Resv changed (or was NACKed): a new id, unacknowledged, retransmitted
+    /// until answered.
+    pub(super) fn reduction_trigger_recv(&mut self, session: &mut Session) {
+        if !self.config.refresh_reduction || session.recv.is_none() {
+            return;
+        }
+        let id = self.new_message_id();
+        let fast = self.fast_start();
+        if let Some(recv) = session.recv.as_deref_mut() {
+            self.reduction.unacked.map.remove(&recv.tx_id);
+            recv.tx_id = id;
+            recv.tx_acked = false;
+            recv.answered = false;
+            recv.fast = fast;
+        }
+    }
+
+    /// Sending local sender `index`'s Path: `None` when its refresh was summarized (queued
+    /// for an Srefresh), else the Message_Identifier the full Path carries (0: none).
+    pub(super) fn reduction_path(
+        &mut self,
+        session: &mut Session,
+        index: usize,
+        now: Ms,
+    ) -> Option<u32> {
+        let destination = session.key.destination.ip();
+        if !self.capable(destination) {
+            return Some(0);
+        }
+        let key = session.key;
+        let local = session.senders.get_mut(index)?;
+        if local.tx_id == 0 {
+            return Some(0);
+        }
+        let refresh = local.answered || local.fast.left == 0;
+        if local.tx_acked && refresh {
+            let (id, from) = (local.tx_id, local.sender.ip());
+            self.summarize(destination, from, id, now);
+            return None;
+        }
+        if !local.tx_acked && local.answered && local.fast.left == 0 {
+            // A refresh of an id never acknowledged (sent before the neighbor was known to
+            // be capable, or every attempt lost): retransmitted until it is.
+            local.answered = false;
+            local.fast = self.fast_start();
+        }
+        let id = local.tx_id;
+        if self.reduction.unacked.insert(id, key) {
+            self.reduction.sweep = true;
+        }
+        Some(id)
+    }
+
+    /// Sending the receiver's Resv to `phops` previous hops: as [`Self::reduction_path`]. Only
+    /// a Resv to a single previous hop is acknowledged and summarized (one id per state).
+    pub(super) fn reduction_resv(
+        &mut self,
+        session: &mut Session,
+        phop: Option<IpAddr>,
+        now: Ms,
+    ) -> Option<u32> {
+        let Some(phop) = phop.filter(|p| self.capable(*p)) else {
+            return Some(0);
+        };
+        let key = session.key;
+        let own = key.destination.ip();
+        let recv = session.recv.as_deref_mut()?;
+        if recv.tx_id == 0 {
+            return Some(0);
+        }
+        let refresh = recv.answered || recv.fast.left == 0;
+        if recv.tx_acked && refresh {
+            let id = recv.tx_id;
+            self.summarize(phop, own, id, now);
+            return None;
+        }
+        if !recv.tx_acked && recv.answered && recv.fast.left == 0 {
+            recv.answered = false;
+            recv.fast = self.fast_start();
+        }
+        let id = recv.tx_id;
+        if self.reduction.unacked.insert(id, key) {
+            self.reduction.sweep = true;
+        }
+        Some(id)
+    }
+
+    /// How long a summary refresh may wait for others to the same neighbor: `R / 16` (under
+    /// 2 s with the default `R`; a refresh interval is anywhere in `[R/2, 3R/2]` anyway), at
+    /// least the ack delay.
+    fn summary_window(&self) -> Ms {
+        (u64::from(self.refresh_ms_u32()) / 16).max(self.ack_delay_ms())
+    }
+
+    /// Queues our id for the next Srefresh to `peer`.
+    fn summarize(&mut self, peer: IpAddr, local: IpAddr, id: u32, now: Ms) {
+        let due = now.saturating_add(self.summary_window());
+        let Some(p) = self.peer_mut(peer, now) else {
+            return;
+        };
+        let full = match p.summary.iter_mut().find(|(from, _)| *from == local) {
+            Some((_, ids)) => {
+                ids.push(id);
+                ids.len() >= IDS_PER_SREFRESH
+            }
+            None => {
+                p.summary.push((local, vec![id]));
+                false
+            }
+        };
+        // A full Srefresh waits for nothing more.
+        let due = if full { now } else { due };
+        p.summary_due = p.summary_due.min(due);
+        let at = p.summary_due;
+        self.reduction.schedule(at);
+    }
+
+    /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID of `msg` and acknowledgments
+    /// waiting for `destination` to an encoded message (before it is signed).
+    pub(super) fn reduction_decorate(
+        &mut self,
+        msg: &Msg,
+        destination: IpAddr,
+        payload: &mut Vec<u8>,
+    ) {
+        if !self.config.refresh_reduction || payload.len() < COMMON_HEADER_LEN {
+            return;
+        }
+        payload[0] |= RR_FLAG;
+        let mut objects: Vec<u8> = Vec::new();
+        if self.reduction.pending_acks > 0 {
+            if let Some(p) = self.reduction.peers.get_mut(&destination) {
+                let take = p.acks.len().min(MAX_PIGGYBACK);
+                for (epoch, id, nack) in p.acks.drain(..take) {
+                    let c_type = if nack { 2 } else { 1 };
+                    objects.extend(id_object(class::MESSAGE_ID_ACK, c_type, 0, epoch, id));
+                    if nack {
+                        self.stats.nacks_sent += 1;
+                    } else {
+                        self.stats.acks_sent += 1;
+                    }
+                }
+                self.reduction.pending_acks -= take;
+            }
+        }
+        if msg.message_id != 0 {
+            let epoch = self.reduction.epoch;
+            objects.extend(id_object(
+                class::MESSAGE_ID,
+                1,
+                MESSAGE_ID_FLAG_ACK_DESIRED,
+                epoch,
+                msg.message_id,
+            ));
+        }
+        if objects.is_empty() {
+            fill_checksum(payload);
+            return;
+        }
+        let len = payload.len() + objects.len();
+        let Ok(len16) = u16::try_from(len) else {
+            fill_checksum(payload);
+            return;
+        };
+        payload.splice(COMMON_HEADER_LEN..COMMON_HEADER_LEN, objects);
+        payload[6..8].copy_from_slice(&len16.to_be_bytes());
+        fill_checksum(payload);
+    }
+
+    /// The next instant refresh reduction has work due.
+    pub(super) fn reduction_due(&self) -> Option<Instant> {
+        if !self.config.refresh_reduction || self.reduction.due == NEVER {
+            return None;
+        }
+        self.clock.instant(self.reduction.due)
+    }
+
+    /// Sends what is due: acknowledgments and NACKs (in Ack messages, or in the Srefresh
+    /// going to the same neighbor), summary refreshes, Srefresh retransmissions; finds the
+    /// states of NACKed ids; sweeps the indexes.
+    pub(super) fn reduction_timeout(&mut self, now: Instant) {
+        if !self.config.refresh_reduction {
+            return;
+        }
+        let now = self.clock.ms(now);
+        if self.reduction.sweep {
+            self.reduction.sweep = false;
+            self.sweep_indexes();
+        }
+        if self.reduction.due > now {
+            return;
+        }
+        self.reduction.due = NEVER;
+        if !self.reduction.nacked.is_empty() {
+            if now >= self.reduction.next_nack_scan {
+                self.reduction.next_nack_scan = now.saturating_add(NACK_SCAN_INTERVAL);
+                self.scan_nacked(now);
+            } else {
+                let at = self.reduction.next_nack_scan;
+                self.reduction.schedule(at);
+            }
+        }
+        let due: Vec<IpAddr> = self
+            .reduction
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.due <= now || p.summary_due <= now || p.inflight.iter().any(|f| f.next_at <= now)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            self.flush_peer(addr, now);
+        }
+        let mut next = self.reduction.due;
+        for p in self.reduction.peers.values() {
+            next = next.min(p.due).min(p.summary_due);
+            for f in &p.inflight {
+                next = next.min(f.next_at);
+            }
+        }
+        self.reduction.due = next;
+    }
+
+    fn flush_peer(&mut self, addr: IpAddr, now: Ms) {
+        let limit = self.retry_limit();
+        let epoch = self.reduction.epoch;
+        let Some(p) = self.reduction.peers.get_mut(&addr) else {
+            return;
+        };
+        let mut retransmit: Vec<(u32, Vec<u32>, IpAddr)> = Vec::new();
+        let mut i = 0;
+        while i < p.inflight.len() {
+            let f = &mut p.inflight[i];
+            if f.next_at > now {
+                i += 1;
+            } else if f.made >= limit {
+                let gone = p.inflight.swap_remove(i);
+                self.reduction.inflight.remove(&gone.id);
+            } else {
+                f.made += 1;
+                retransmit.push((f.id, f.ids.clone(), f.local));
+                i += 1;
+            }
+        }
+        // Acknowledgments due go now, and ride on the Srefresh when one goes too.
+        let summary = if p.summary_due <= now {
+            p.summary_due = NEVER;
+            std::mem::take(&mut p.summary)
+        } else {
+            Vec::new()
+        };
+        let acks = if p.due <= now || (!summary.is_empty() && !p.acks.is_empty()) {
+            p.due = NEVER;
+            std::mem::take(&mut p.acks)
+        } else {
+            Vec::new()
+        };
+        let ack_local = p.local.unwrap_or(IpAddr::from([0u8; 4]));
+        self.reduction.pending_acks -= acks.len();
+        for (id, ids, from) in retransmit {
+            self.stats.retransmissions += 1;
+            self.send_srefresh(addr, from, id, &ids, &mut Vec::new(), epoch);
+            let made = self
+                .reduction
+                .peers
+                .get(&addr)
+                .and_then(|p| p.inflight.iter().find(|f| f.id == id))
+                .map_or(0, |f| f.made);
+            let delay = self.retransmit_delay(made);
+            if let Some(f) = self
+                .reduction
+                .peers
+                .get_mut(&addr)
+                .and_then(|p| p.inflight.iter_mut().find(|f| f.id == id))
+            {
+                f.next_at = now.saturating_add(delay);
+            }
+        }
+        let mut acks = acks;
+        let per_message = IDS_PER_SREFRESH;
+        for (local, ids) in summary {
+            for chunk in ids.chunks(per_message) {
+                let id = self.new_message_id();
+                self.send_srefresh(addr, local, id, chunk, &mut acks, epoch);
+                let next_at = now.saturating_add(self.retransmit_delay(0));
+                if let Some(p) = self.reduction.peers.get_mut(&addr) {
+                    if p.inflight.len() < MAX_INFLIGHT {
+                        self.reduction.inflight.insert(id, addr);
+                        p.inflight.push(Inflight {
+                            id,
+                            ids: chunk.to_vec(),
+                            local,
+                            next_at,
+                            made: 0,
+                        });
+                    }
+                }
+            }
+        }
+        let per_ack = ACKS_PER_MESSAGE;
+        while !acks.is_empty() {
+            let take = acks.len().min(per_ack);
+            let mut message = Message::new(MsgType::Ack);
+            for (epoch, id, nack) in acks.drain(..take) {
+                message.push(ack_object(epoch, id, nack));
+                self.count_ack(nack);
+            }
+            self.stats.ack_messages_sent += 1;
+            self.send_reduction(addr, ack_local, &mut message);
+        }
+    }
+
+    fn count_ack(&mut self, nack: bool) {
+        if nack {
+            self.stats.nacks_sent += 1;
+        } else {
+            self.stats.acks_sent += 1;
+        }
+    }
+
+    /// An Srefresh to `peer` with its own MESSAGE_ID `id` (ACK_Desired) summarizing `ids`,
+    /// carrying as many of `acks` as fit.
+    fn send_srefresh(
+        &mut self,
+        peer: IpAddr,
+        local: IpAddr,
+        id: u32,
+        ids: &[u32],
+        acks: &mut Vec<(u32, u32, bool)>,
+        epoch: u32,
+    ) {
+        let mut message = Message::new(MsgType::Srefresh);
+        let room = MAX_MESSAGE_BYTES
+            .saturating_sub(COMMON_HEADER_LEN + 2 * ID_OBJECT_BYTES + 4 * ids.len())
+            / ID_OBJECT_BYTES;
+        let take = acks.len().min(room);
+        for (epoch, id, nack) in acks.drain(..take) {
+            message.push(ack_object(epoch, id, nack));
+            self.count_ack(nack);
+        }
+        message.push(Object::MessageId(MessageId {
+            flags: MESSAGE_ID_FLAG_ACK_DESIRED,
+            epoch,
+            id,
+        }));
+        message.push(Object::MessageIdList(MessageIdList {
+            flags: 0,
+            epoch,
+            entries: MessageIdEntries::Ids(ids.to_vec()),
+        }));
+        self.stats.srefresh_sent += 1;
+        self.stats.srefresh_ids_sent += ids.len() as u64;
+        self.send_reduction(peer, local, &mut message);
+    }
+
+    /// Encodes, signs and queues an Ack or Srefresh.
+    fn send_reduction(&mut self, peer: IpAddr, local: IpAddr, message: &mut Message) {
+        message.flags = RR_FLAG;
+        message.send_ttl = DEFAULT_SEND_TTL;
+        let Ok(mut payload) = message.encode() else {
+            self.stats.encode_failed += 1;
+            return;
+        };
+        if !self.sign_transmit(peer, &mut payload) {
+            self.stats.encode_failed += 1;
+            return;
+        }
+        self.stats.transmitted += 1;
+        self.transmits.push_back(Transmit {
+            destination: peer,
+            source: (!local.is_unspecified()).then_some(local),
+            router_alert: false,
+            ttl: DEFAULT_SEND_TTL,
+            payload,
+        });
+    }
+
+    /// Finds the states of NACKed ids (acknowledged long ago, so no index holds them) in one
+    /// pass over the table, and renews them.
+    fn scan_nacked(&mut self, now: Ms) {
+        let nacked = std::mem::take(&mut self.reduction.nacked);
+        let mut hits: Vec<(u32, Vec<u32>)> = Vec::new();
+        for (slot, session) in self.sessions.iter().enumerate() {
+            let Some(session) = session else { continue };
+            let ids: Vec<u32> = session
+                .senders
+                .iter()
+                .map(|s| s.tx_id)
+                .chain(session.recv.as_deref().map(|r| r.tx_id))
+                .filter(|id| *id != 0 && nacked.contains(id))
+                .collect();
+            if !ids.is_empty() {
+                hits.push((slot as u32, ids));
+            }
+        }
+        for (slot, ids) in hits {
+            self.renew(now, slot, &ids);
+        }
+        self.flush();
+    }
+
+    /// Drops index entries whose state is gone or holds another id now.
+    fn sweep_indexes(&mut self) {
+        let sessions = &self.sessions;
+        let index = &self.index;
+        let holds_tx = |key: &SessionKey, id: u32| {
+            index
+                .get(key, sessions)
+                .and_then(|slot| sessions.get(slot as usize)?.as_ref())
+                .is_some_and(|s| {
+                    s.senders.iter().any(|l| l.tx_id == id)
+                        || s.recv.as_deref().is_some_and(|r| r.tx_id == id)
+                })
+        };
+        let r = &mut self.reduction;
+        r.unacked.map.retain(|id, key| holds_tx(key, *id));
+        r.unacked.swept();
+        for p in r.peers.values_mut() {
+            if p.rx.map.len() > p.rx.sweep_at {
+                p.rx.map.retain(|id, slot| {
+                    sessions
+                        .get(*slot as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|s| {
+                            s.psbs.iter().any(|x| x.rx_id == *id)
+                                || s.rsbs.iter().any(|x| x.rx_id == *id)
+                        })
+                });
+                p.rx.swept();
+            }
+        }
+    }
+}
+
+fn ack_object(epoch: u32, id: u32, nack: bool) -> Object {
+    let m = MessageId {
+        flags: 0,
+        epoch,
+        id,
+    };
+    if nack {
+        Object::MessageIdNack(m)
+    } else {
+        Object::MessageIdAck(m)
+    }
+}

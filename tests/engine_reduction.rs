@@ -1,0 +1,454 @@
+//! RFC 2961 refresh reduction between simulated hosts: reliable triggers under loss, summary
+//! refreshes, neighbors without refresh reduction, restarts (epochs) and NACKs.
+
+mod engine_support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use engine_support::*;
+use qtoq::engine::{EngineConfig, Event, SessionId, Style};
+use qtoq::wire::intserv::TokenBucket;
+use qtoq::wire::{Message, MessageId, MsgType, Object, MESSAGE_ID_FLAG_ACK_DESIRED};
+
+const R: Duration = Duration::from_secs(30);
+
+/// A trigger message: the node that sent it, its epoch and its id.
+type Trigger = (usize, u32, u32);
+/// The staged retransmissions (RFC 2961 §6, defaults): Rf = 500 ms, doubling, Rl = 3: the
+/// last attempt leaves 3.5 s after the first and arrives a link delay (5 ms) later; 10 ms to
+/// spare.
+const REPAIR_BOUND: Duration = Duration::from_millis(3500 + 5 + 10);
+
+/// The messages of a datagram (a Bundle's sub-messages), decoded.
+fn messages(payload: &[u8]) -> Vec<Message> {
+    match Message::decode(payload) {
+        Ok(m) if m.msg_type() == MsgType::Bundle => m.bundled,
+        Ok(m) => vec![m],
+        Err(e) => panic!("undecodable datagram on the wire: {e}"),
+    }
+}
+
+fn rr_flag(payload: &[u8]) -> bool {
+    payload[0] & 0x0f & qtoq::wire::FLAG_REFRESH_REDUCTION_CAPABLE != 0
+}
+
+/// A session from `sender_node` (data sender) to `receiver_node` on `port`: the receiver
+/// reserves (FF, with confirmation), the sender registers.
+fn session(
+    net: &mut Net,
+    sender_node: usize,
+    receiver_node: usize,
+    port: u16,
+) -> (SessionId, SessionId) {
+    let receiver = sock(net.nodes[receiver_node].addr, port);
+    let sender = sock(net.nodes[sender_node].addr, 8080);
+    let k = key(receiver);
+    let c = net.with(receiver_node, |e, now| {
+        let id = e.open_session(now, k).unwrap();
+        e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+            .unwrap();
+        id
+    });
+    let s = net.with(sender_node, |e, now| {
+        let id = e.open_session(now, k).unwrap();
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    (s, c)
+}
+
+fn no_spurious_end(node: &Node) {
+    for (at, id, event) in &node.events {
+        assert!(
+            !matches!(event, Event::Expired { .. } | Event::TornDown { .. }),
+            "{}: {id:?} at {at:?}: {event:?}",
+            node.name
+        );
+    }
+    assert_eq!(node.engine.stats().expired, 0, "{}", node.name);
+}
+
+fn established(node: &Node, id: SessionId) -> bool {
+    node.events_of(id)
+        .iter()
+        .any(|e| matches!(e, Event::Established { .. }))
+}
+
+fn rr_config(seed: u64) -> EngineConfig {
+    config(seed)
+}
+
+fn classic_config(seed: u64) -> EngineConfig {
+    let mut config = config(seed);
+    config.refresh_reduction = false;
+    config
+}
+
+#[test]
+fn ten_hours_at_ten_percent_loss_repair_every_trigger_and_expire_nothing() {
+    let mut f = two_hosts(71);
+    f.net.set_links(Link {
+        loss: 0.1,
+        ..Link::default()
+    });
+    f.net.trace = Some(Vec::new());
+    let sessions: Vec<_> = (0..20).map(|i| f.setup(45_000 + i)).collect();
+    // Triggers all along: every 10 minutes a reservation and a sender's Tspec change.
+    let sender = f.sender;
+    for step in 0..60usize {
+        f.net.run_for(Duration::from_secs(600));
+        let (s, c) = sessions[step % sessions.len()];
+        let rate = 100_000.0 + step as f32 * 1000.0;
+        f.net.with(f.client, |e, now| {
+            e.reserve(now, c, Style::FixedFilter, flowspec_rate(rate), true)
+                .unwrap()
+        });
+        f.net.with(f.server, |e, now| {
+            e.add_sender(now, s, sender, TokenBucket::new(rate, 10_000.0))
+                .unwrap()
+        });
+    }
+    f.net.run_for(Duration::from_secs(120));
+    assert!(f.net.elapsed() >= Duration::from_secs(10 * 3600));
+    for node in &f.net.nodes {
+        no_spurious_end(node);
+    }
+    for (s, c) in &sessions {
+        assert!(established(&f.net.nodes[f.server], *s));
+        assert!(established(&f.net.nodes[f.client], *c));
+    }
+    // Summary refreshes did the refreshing.
+    for node in &f.net.nodes {
+        let st = node.engine.stats();
+        assert!(st.srefresh_ids_sent > 20 * 600, "{}: {st:?}", node.name);
+        assert_eq!(st.out_of_order, 0);
+    }
+
+    // Every trigger (a Path or Resv with a MESSAGE_ID asking for an ack): from its first
+    // send to its first arrival at the peer (the state is in sync: repaired), and to the
+    // acknowledgment reaching its sender (after which refreshes are summaries).
+    let trace = f.net.trace.take().unwrap();
+    let mut sends: HashMap<Trigger, Vec<Instant>> = HashMap::new();
+    let mut arrivals: HashMap<Trigger, Instant> = HashMap::new();
+    let mut acks: HashMap<Trigger, Instant> = HashMap::new();
+    // Per sending state, its ids in the order they were first sent.
+    let mut states: HashMap<String, Vec<(Instant, Trigger)>> = HashMap::new();
+    for t in &trace {
+        for m in messages(&t.payload) {
+            let trigger = matches!(m.msg_type(), MsgType::Path | MsgType::Resv);
+            let id = m.message_id().filter(|_| trigger);
+            if !t.delivered {
+                if let Some(id) = id {
+                    assert_ne!(id.flags & MESSAGE_ID_FLAG_ACK_DESIRED, 0);
+                    let key = (t.node, id.epoch, id.id);
+                    if !sends.contains_key(&key) {
+                        let state = format!("{} {:?} {:?}", t.node, m.msg_type(), m.session());
+                        states.entry(state).or_default().push((t.at, key));
+                    }
+                    sends.entry(key).or_default().push(t.at);
+                }
+                continue;
+            }
+            // Two nodes: what node `t.node` receives, the other one sent.
+            if let Some(id) = id {
+                arrivals
+                    .entry((1 - t.node, id.epoch, id.id))
+                    .or_insert(t.at);
+            }
+            for (ack, a) in m.message_id_acks() {
+                if ack {
+                    acks.entry((t.node, a.epoch, a.id)).or_insert(t.at);
+                }
+            }
+        }
+    }
+    // An id replaced by the next one before it was acknowledged (two changes in a row) is
+    // not owed an acknowledgment: its state's next id is.
+    let mut superseded = std::collections::HashSet::new();
+    for ids in states.values() {
+        for pair in ids.windows(2) {
+            let (id, next_sent) = (pair[0].1, pair[1].0);
+            if acks.get(&id).is_none_or(|acked| *acked > next_sent) {
+                superseded.insert(id);
+            }
+        }
+    }
+    let (mut repaired, mut fallbacks, mut max_repair) = (0, 0, Duration::ZERO);
+    for (id, at) in sends.iter().filter(|(id, _)| !superseded.contains(*id)) {
+        assert!(acks.contains_key(id), "trigger {id:?} never acknowledged");
+        let arrived = *arrivals
+            .get(id)
+            .unwrap_or_else(|| panic!("trigger {id:?} never arrived"));
+        let attempts = at.iter().filter(|t| **t <= arrived).count();
+        let took = arrived - at[0];
+        if attempts > 1 {
+            repaired += 1;
+        }
+        if attempts <= 4 {
+            // Repaired by the staged retransmissions (or not lost at all).
+            assert!(
+                took <= REPAIR_BOUND,
+                "{id:?}: {attempts} attempts, {took:?}"
+            );
+            max_repair = max_repair.max(took);
+        } else {
+            // All four attempts lost: the next refresh carries it again.
+            fallbacks += 1;
+            assert!(took <= R * 3 / 2 + REPAIR_BOUND, "{id:?}: {took:?}");
+        }
+    }
+    println!(
+        "{} triggers ({} superseded), {repaired} lost and repaired by retransmission, \
+         {fallbacks} fell back to a refresh, longest repair {max_repair:?}",
+        sends.len(),
+        superseded.len()
+    );
+    assert!(sends.len() >= 200, "{}", sends.len());
+    assert!(repaired >= 10, "losses were repaired: {repaired}");
+    assert!(fallbacks * 100 <= sends.len(), "{fallbacks}");
+    // A lost trigger costs about a second, not a refresh period.
+    assert!(max_repair > Duration::from_millis(400) && max_repair <= REPAIR_BOUND);
+
+    for (s, c) in sessions {
+        f.net.with(f.client, |e, now| e.release(now, c));
+        f.net.with(f.server, |e, now| e.release(now, s));
+    }
+    f.net.set_links(Link::default());
+    f.net.run_for(Duration::from_secs(300));
+    f.net.nodes[f.server].assert_rules_balanced();
+}
+
+#[test]
+fn a_neighbor_without_refresh_reduction_gets_classic_refreshes_both_ways() {
+    let mut net = Net::new(81);
+    let rr = net.add("rr", v4(1), rr_config(1));
+    let classic = net.add("classic", v4(2), classic_config(2));
+    net.trace = Some(Vec::new());
+    let one = session(&mut net, rr, classic, 40_000);
+    let other = session(&mut net, classic, rr, 41_000);
+    net.run_for(Duration::from_secs(1800));
+    for node in &net.nodes {
+        no_spurious_end(node);
+    }
+    assert!(established(&net.nodes[rr], one.0) && established(&net.nodes[classic], one.1));
+    assert!(established(&net.nodes[classic], other.0) && established(&net.nodes[rr], other.1));
+    let trace = net.trace.take().unwrap();
+    let (mut paths, mut resvs) = (0, 0);
+    for t in trace.iter().filter(|t| !t.delivered) {
+        let kind = t.payload[1];
+        if t.node == rr {
+            // The flag says what we can do; nothing else of RFC 2961 goes to the classic host.
+            assert!(rr_flag(&t.payload));
+            assert!(
+                ![12, 13, 15].contains(&kind),
+                "type {kind} sent to a classic host"
+            );
+            for m in messages(&t.payload) {
+                assert!(m.message_id().is_none(), "{m:?}");
+                assert_eq!(m.message_id_acks().count(), 0);
+            }
+            paths += u32::from(kind == 1);
+            resvs += u32::from(kind == 2);
+        } else {
+            assert!(!rr_flag(&t.payload));
+        }
+    }
+    // Full refreshes every 0.5R..1.5R: about 60 of each in 30 minutes.
+    assert!((40..=90).contains(&paths), "paths {paths}");
+    assert!((40..=90).contains(&resvs), "resvs {resvs}");
+    let st = net.nodes[rr].engine.stats();
+    assert_eq!(
+        (st.srefresh_sent, st.acks_sent, st.ack_messages_sent),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn a_restarted_neighbor_is_a_new_epoch_and_state_comes_back_without_teardown() {
+    let mut f = two_hosts(91);
+    let sessions: Vec<_> = (0..10).map(|i| f.setup(46_000 + i)).collect();
+    f.net.run_for(Duration::from_secs(300));
+    let before = f.net.nodes[f.client].engine.stats().clone();
+    assert!(before.srefresh_ids_refreshed > 0, "{before:?}");
+
+    // The server (data sender) restarts: new epoch, its ids start low again.
+    f.net.restart(f.server, config(91 ^ 1));
+    let sender = f.sender;
+    let mut servers = Vec::new();
+    for (i, _) in sessions.iter().enumerate() {
+        let k = key(sock(f.receiver.ip(), 46_000 + i as u16));
+        servers.push(f.net.with(f.server, |e, now| {
+            let id = e.open_session(now, k).unwrap();
+            e.add_sender(now, id, sender, tspec()).unwrap();
+            id
+        }));
+    }
+    f.net.run_for(Duration::from_secs(300));
+    let client = &f.net.nodes[f.client];
+    let st = client.engine.stats();
+    assert!(st.neighbor_restarts >= 1, "{st:?}");
+    // Without voiding the old ids, the new Paths (lower ids) would be dropped as old.
+    assert_eq!(st.out_of_order, 0);
+    // The restarted server's Srefreshes... and the client's, which it did not know: NACKed,
+    // then full Resvs set the reservations up again.
+    let server = &f.net.nodes[f.server];
+    assert!(
+        server.engine.stats().nacks_sent > 0,
+        "{:?}",
+        server.engine.stats()
+    );
+    assert!(client.engine.stats().nacks_received > 0);
+    for id in &servers {
+        assert!(established(server, *id), "{:?}", server.events_of(*id));
+    }
+    no_spurious_end(client);
+    no_spurious_end(server);
+
+    // Now the client restarts: the server's summary refreshes are NACKed and its full Paths
+    // come back; the new client's reservations are set up again.
+    f.net.restart(f.client, config(91 ^ 2));
+    let mut clients = Vec::new();
+    for i in 0..sessions.len() {
+        let k = key(sock(f.receiver.ip(), 46_000 + i as u16));
+        clients.push(f.net.with(f.client, |e, now| {
+            let id = e.open_session(now, k).unwrap();
+            e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+                .unwrap();
+            id
+        }));
+    }
+    f.net.run_for(Duration::from_secs(300));
+    let (server, client) = (&f.net.nodes[f.server], &f.net.nodes[f.client]);
+    assert!(client.engine.stats().nacks_sent > 0);
+    for id in &clients {
+        assert!(established(client, *id), "{:?}", client.events_of(*id));
+    }
+    // The server's reservations never went away: the new client's Resvs refreshed them.
+    no_spurious_end(server);
+    no_spurious_end(client);
+    assert_eq!(server.installed.len(), sessions.len());
+}
+
+/// The MESSAGE_ID of the last Path (`kind` 1) or Resv (2) `node` sent.
+fn last_id(net: &Net, node: usize, kind: u8) -> Option<MessageId> {
+    net.trace
+        .as_ref()?
+        .iter()
+        .rev()
+        .filter(|t| !t.delivered && t.node == node && t.payload[1] == kind)
+        .find_map(|t| messages(&t.payload)[0].message_id().copied())
+}
+
+#[test]
+fn a_nack_brings_back_the_full_message_and_changed_state_gets_a_new_id() {
+    let mut f = two_hosts(101);
+    f.net.trace = Some(Vec::new());
+    let (s, c) = f.setup(47_000);
+    f.net.run_for(Duration::from_secs(200));
+    let path_id = last_id(&f.net, f.server, 1).expect("a path with a message id");
+    let resv_id = last_id(&f.net, f.client, 2).expect("a resv with a message id");
+    let server_stats = f.net.nodes[f.server].engine.stats().clone();
+    assert!(server_stats.srefresh_ids_sent > 0, "{server_stats:?}");
+
+    // The client says it does not know the Path's id.
+    f.net.trace = Some(Vec::new());
+    let mut nack = Message::new(MsgType::Ack).with(Object::MessageIdNack(MessageId {
+        flags: 0,
+        epoch: path_id.epoch,
+        id: path_id.id,
+    }));
+    nack.flags = qtoq::wire::FLAG_REFRESH_REDUCTION_CAPABLE;
+    let bytes = nack.encode().unwrap();
+    let at = f.net.now;
+    f.net.inject(f.server, f.receiver.ip(), &bytes);
+    f.net.run_for(Duration::from_millis(100));
+    let trace = f.net.trace.clone().unwrap();
+    let full = trace
+        .iter()
+        .find(|t| !t.delivered && t.node == f.server && t.payload[1] == 1)
+        .expect("the full path comes back at once");
+    assert!(
+        full.at - at <= Duration::from_millis(20),
+        "{:?}",
+        full.at - at
+    );
+    let renewed = *messages(&full.payload)[0].message_id().unwrap();
+    assert!(renewed.id > path_id.id, "{renewed:?} after {path_id:?}");
+    assert_eq!(renewed.epoch, path_id.epoch);
+    assert_eq!(f.net.nodes[f.server].engine.stats().nacks_received, 1);
+
+    // A changed reservation is a trigger with a new id; so is a changed Tspec.
+    f.net.with(f.client, |e, now| {
+        e.reserve(now, c, Style::FixedFilter, flowspec_rate(50_000.0), true)
+            .unwrap()
+    });
+    let sender = f.sender;
+    f.net.with(f.server, |e, now| {
+        e.add_sender(now, s, sender, TokenBucket::new(60_000.0, 10_000.0))
+            .unwrap()
+    });
+    f.net.run_for(Duration::from_secs(5));
+    let new_resv = last_id(&f.net, f.client, 2).unwrap();
+    let new_path = last_id(&f.net, f.server, 1).unwrap();
+    assert!(new_resv.id > resv_id.id && new_path.id > renewed.id);
+    // And they were acknowledged: refreshes go back to summaries, nothing expires.
+    f.net.run_for(Duration::from_secs(300));
+    let trace = f.net.trace.take().unwrap();
+    let late = |kind: u8| {
+        trace
+            .iter()
+            .filter(|t| !t.delivered && t.payload[1] == kind && t.at > at + Duration::from_secs(60))
+            .count()
+    };
+    assert_eq!(
+        (late(1), late(2)),
+        (0, 0),
+        "full refreshes after the changes were acked"
+    );
+    assert!(late(15) > 0);
+    for node in &f.net.nodes {
+        no_spurious_end(node);
+    }
+}
+
+/// Bytes on the wire over 10 refresh periods of steady state, `n` sessions between two hosts.
+fn steady_bytes(n: u16, refresh_reduction: bool) -> (u64, u64) {
+    let mut f = two_hosts(111);
+    for node in [f.server, f.client] {
+        let mut config = config(111 ^ node as u64);
+        config.refresh_reduction = refresh_reduction;
+        f.net.restart(node, config);
+    }
+    for i in 0..n {
+        f.setup(10_000 + i);
+    }
+    f.net.run_for(R * 3);
+    let (bytes, datagrams) = (f.net.bytes_sent, f.net.sent.values().sum::<u64>());
+    f.net.run_for(R * 10);
+    for node in &f.net.nodes {
+        no_spurious_end(node);
+    }
+    (
+        f.net.bytes_sent - bytes,
+        f.net.sent.values().sum::<u64>() - datagrams,
+    )
+}
+
+#[test]
+fn summary_refreshes_take_ten_times_fewer_bytes_than_full_refreshes() {
+    let n = 1000;
+    let (classic, classic_datagrams) = steady_bytes(n, false);
+    let (reduced, reduced_datagrams) = steady_bytes(n, true);
+    let per = |b: u64| b as f64 / 10.0 / f64::from(n);
+    println!(
+        "{n} sessions, per refresh interval and session: classic {:.1} B ({} datagrams), \
+         refresh reduction {:.2} B ({} datagrams), {:.1}x fewer bytes",
+        per(classic),
+        classic_datagrams,
+        per(reduced),
+        reduced_datagrams,
+        classic as f64 / reduced as f64
+    );
+    assert!(reduced * 10 <= classic, "{reduced} vs {classic}");
+}
