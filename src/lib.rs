@@ -8,8 +8,8 @@
 //! The crate is layered, each layer using only those listed before it (the README's
 //! "Layers" section maps them to folders; `tests/layers.rs` checks the order):
 //!
-//! * [`wire`] — sans-IO RSVP codec (RFC 2205 and 2210; RFC 2747 INTEGRITY and RFC 2961
-//!   refresh-reduction objects are parsed and encoded);
+//! * [`wire`] — sans-IO RSVP codec (RFC 2205 and 2210, RFC 2747 INTEGRITY, RFC 2961
+//!   refresh-reduction objects and messages);
 //! * [`integrity`] — RSVP message authentication (RFC 2747): keys, signing, verification,
 //!   replay protection;
 //! * [`flow`] — the vocabulary the layers above share: flows, rules, admission;
