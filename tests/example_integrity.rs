@@ -20,7 +20,7 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use capture_support::{max_severity, tshark_installed, Capture, PI_WARN};
+use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN};
 use example_support::{build_examples, poll, reservation_classes, Process, Scratch, POLICY};
 use netns_support::{in_netns, Namespaces, StateDir, CLIENT_IP, SERVER_IF, SERVER_IP};
 use qtoq::wire::{FilterSpec, Integrity, Message, Object, RsvpHop, Session, Style};
@@ -99,13 +99,7 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
     let Some(ns) = Namespaces::create() else {
         return;
     };
-    if !tshark_installed() {
-        let reason = "tshark is not installed";
-        assert!(
-            std::env::var("QTOQ_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-            "{reason}"
-        );
-        eprintln!("skipped: {reason}");
+    if !tshark_or_skip() {
         return;
     }
     let (server_bin, client_bin) = build_examples();

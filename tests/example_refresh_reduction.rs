@@ -15,7 +15,7 @@ mod example_support;
 mod netns_support;
 mod process_support;
 
-use capture_support::{max_severity, tshark_installed, Capture, PI_WARN};
+use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN};
 use example_support::{build_examples, poll, Process, Scratch};
 use netns_support::{Namespaces, CLIENT_IP, SERVER_IF, SERVER_IP};
 
@@ -69,13 +69,7 @@ fn examples_with_a_short_refresh_period_use_summary_refreshes() {
     let Some(ns) = Namespaces::create() else {
         return;
     };
-    if !tshark_installed() {
-        let reason = "tshark is not installed";
-        assert!(
-            std::env::var("QTOQ_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-            "{reason}"
-        );
-        eprintln!("skipped: {reason}");
+    if !tshark_or_skip() {
         return;
     }
     let (server_bin, client_bin) = build_examples();

@@ -159,3 +159,18 @@ pub fn tshark_installed() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Whether the tshark checks can run: `false` (after saying why) when tshark is missing, a
+/// failure instead when QTOQ_REQUIRE_PRIVILEGED=1 (as in CI).
+pub fn tshark_or_skip() -> bool {
+    if tshark_installed() {
+        return true;
+    }
+    let reason = "tshark is not installed";
+    assert!(
+        std::env::var("QTOQ_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{reason}"
+    );
+    eprintln!("skipped: {reason}");
+    false
+}
