@@ -55,6 +55,23 @@ fn resv(f: &Flow2, hop: IpAddr, flowspec: FlowSpec) -> Vec<u8> {
 }
 
 /// A Path of the server's sender with previous hop `hop` and refresh period `refresh`.
+/// One host, 10.0.0.2, and the data sender 10.0.0.1:8080 it hears Paths from.
+fn lone_client(seed: u64) -> (Net, usize, SocketAddr) {
+    let mut net = Net::new(seed);
+    let client = net.add("client", v4(2), config(seed));
+    (net, client, sock(v4(1), 8080))
+}
+
+/// A Path from `sender` (its own previous hop) refreshed every 30 s.
+fn path_from(destination: SocketAddr, sender: SocketAddr) -> Vec<u8> {
+    path(
+        Session::new(destination, 6),
+        sender,
+        sender.ip(),
+        TimeValues::new(Duration::from_secs(30)),
+    )
+}
+
 fn path(session: Session, sender: SocketAddr, hop: IpAddr, refresh: TimeValues) -> Vec<u8> {
     Message::path(
         session,
@@ -415,19 +432,12 @@ fn a_resv_conf_is_believed_only_when_asked_for_and_from_upstream() {
 
 #[test]
 fn a_path_for_another_destination_keeps_no_state_and_gets_no_answer() {
-    let mut net = Net::new(62);
-    let client = net.add("client", v4(2), config(62));
-    let sender = sock(v4(1), 8080);
+    let (mut net, client, sender) = lone_client(62);
     let foreign = key(sock(v4(9), 40_000));
     // Even an owner of that session (nothing stops an API user from opening one) does not
     // make a Path to 10.0.0.9 this host's business.
     let c = net.with(client, |e, now| e.open_session(now, foreign).unwrap());
-    let p = path(
-        Session::new(foreign.destination, 6),
-        sender,
-        sender.ip(),
-        TimeValues::new(Duration::from_secs(30)),
-    );
+    let p = path_from(foreign.destination, sender);
     net.inject(client, sender.ip(), &p);
     let node = &net.nodes[client];
     assert_eq!(node.engine.stats().not_for_us, 1);
@@ -437,12 +447,7 @@ fn a_path_for_another_destination_keeps_no_state_and_gets_no_answer() {
     assert_eq!(node.engine.session_count(), 1);
     // Without an owner: no session at all.
     let other = key(sock(v4(9), 40_001));
-    let p = path(
-        Session::new(other.destination, 6),
-        sender,
-        sender.ip(),
-        TimeValues::new(Duration::from_secs(30)),
-    );
+    let p = path_from(other.destination, sender);
     net.inject(client, sender.ip(), &p);
     let node = &net.nodes[client];
     assert_eq!(node.engine.stats().not_for_us, 2);
@@ -451,12 +456,7 @@ fn a_path_for_another_destination_keeps_no_state_and_gets_no_answer() {
 
     // A Path to this host is kept.
     let ours = key(sock(v4(2), 40_000));
-    let p = path(
-        Session::new(ours.destination, 6),
-        sender,
-        sender.ip(),
-        TimeValues::new(Duration::from_secs(30)),
-    );
+    let p = path_from(ours.destination, sender);
     net.inject(client, sender.ip(), &p);
     let node = &net.nodes[client];
     assert_eq!(node.engine.stats().not_for_us, 2);
@@ -465,9 +465,7 @@ fn a_path_for_another_destination_keeps_no_state_and_gets_no_answer() {
 
 #[test]
 fn an_undecodable_path_for_another_destination_is_not_answered() {
-    let mut net = Net::new(63);
-    let client = net.add("client", v4(2), config(63));
-    let sender = sock(v4(1), 8080);
+    let (mut net, client, sender) = lone_client(63);
     let build = |destination: IpAddr| {
         let mut bytes = path(
             Session::new(sock(destination, 40_000), 6),
@@ -496,9 +494,7 @@ fn an_undecodable_path_for_another_destination_is_not_answered() {
 
 #[test]
 fn a_huge_refresh_period_is_clamped_and_the_state_expires_in_time() {
-    let mut net = Net::new(64);
-    let client = net.add("client", v4(2), config(64));
-    let sender = sock(v4(1), 8080);
+    let (mut net, client, sender) = lone_client(64);
     let k = key(sock(v4(2), 40_000));
     let c = net.with(client, |e, now| e.open_session(now, k).unwrap());
     // R = 2^32 - 1 ms: 49.7 days between refreshes, state kept for 261 days.
@@ -545,9 +541,7 @@ fn a_huge_refresh_period_is_clamped_and_the_state_expires_in_time() {
 
 #[test]
 fn a_tiny_refresh_period_is_clamped_too() {
-    let mut net = Net::new(65);
-    let client = net.add("client", v4(2), config(65));
-    let sender = sock(v4(1), 8080);
+    let (mut net, client, sender) = lone_client(65);
     let k = key(sock(v4(2), 40_000));
     let c = net.with(client, |e, now| e.open_session(now, k).unwrap());
     let p = path(
