@@ -118,7 +118,7 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
         400,
     );
     let listen = format!("{SERVER_IP}:{PORT}");
-    let server = Process::spawn(
+    let mut server = Process::spawn(
         "server",
         scratch.path(),
         &ns.server,
@@ -134,11 +134,7 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
             &state.path().display().to_string(),
         ],
     );
-    poll(
-        "`listening on` from the server",
-        || server.log().contains("listening on").then_some(()),
-        || server.log(),
-    );
+    server.wait_for_output("listening on");
     let mut client = Process::spawn(
         "client",
         scratch.path(),

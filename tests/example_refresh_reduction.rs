@@ -16,7 +16,7 @@ mod netns_support;
 mod process_support;
 
 use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN};
-use example_support::{build_examples, poll, Process, Scratch};
+use example_support::{build_examples, Process, Scratch};
 use netns_support::{Namespaces, CLIENT_IP, SERVER_IF, SERVER_IP};
 
 const PORT: u16 = 5004;
@@ -81,18 +81,14 @@ fn examples_with_a_short_refresh_period_use_summary_refreshes() {
         2000,
     );
     let listen = format!("{SERVER_IP}:{PORT}");
-    let server = Process::spawn(
+    let mut server = Process::spawn(
         "server",
         scratch.path(),
         &ns.server,
         &server_bin,
         &["--listen", &listen, "--refresh-period", "300"],
     );
-    poll(
-        "`listening on` from the server",
-        || server.log().contains("listening on").then_some(()),
-        || server.log(),
-    );
+    server.wait_for_output("listening on");
     let mut client = Process::spawn(
         "client",
         scratch.path(),

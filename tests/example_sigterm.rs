@@ -58,11 +58,7 @@ fn sigterm_stops_the_server_example_with_nothing_left_on_the_interface() {
             &state.path().display().to_string(),
         ],
     );
-    poll(
-        "`listening on` from the server",
-        || server.log().contains("listening on").then_some(()),
-        || server.log(),
-    );
+    server.wait_for_output("listening on");
     let mut client = Process::spawn(
         "client",
         scratch.path(),

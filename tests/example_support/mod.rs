@@ -28,10 +28,10 @@ pub fn build_examples() -> (PathBuf, PathBuf) {
     (server, client)
 }
 
-pub use crate::process_support::{poll, Scratch};
-// Not every test that includes this module signals a process.
+pub use crate::process_support::Scratch;
+// Not every test that includes this module polls or signals.
 #[allow(unused_imports)]
-pub use crate::process_support::signal;
+pub use crate::process_support::{poll, signal};
 
 /// Who a process runs as: root (`ip netns exec`), or an unprivileged user and group.
 #[derive(Debug, Clone, Copy)]
