@@ -226,6 +226,13 @@ impl Engine {
         self.set_state_bytes(bytes);
     }
 
+    /// The bytes of a session kept accounted while out (`take_unchanged`) went from `before`
+    /// to `after`.
+    pub(super) fn account_state_bytes(&mut self, before: usize, after: usize) {
+        let bytes = (self.accounted_bytes() + after).saturating_sub(before);
+        self.set_state_bytes(bytes);
+    }
+
     /// A session is taken out of (`add == false`) or put back into (`add == true`) its slot:
     /// its lists' bytes and its neighbors' counts leave or join the totals.
     pub(super) fn account_session(&mut self, session: &Session, add: bool) {

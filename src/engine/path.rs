@@ -159,6 +159,22 @@ impl Engine {
         // New state from the network passes the bounds first (see `neighbors.rs`): the memory
         // cap, the neighbor's quotas and its new-state rate.
         let existing = self.lookup(&msg.session);
+        let expires_at = now.saturating_add(self.lifetime(refresh));
+        // The common case, an unchanged refresh of known path state, only moves its deadline:
+        // done in place (see `refreshed_in_place`), as the full path below would.
+        if let Some(slot) = existing {
+            let psb = self
+                .sessions
+                .get_mut(slot as usize)
+                .and_then(Option::as_mut)
+                .and_then(|s| s.psbs.iter_mut().find(|p| p.sender == sender))
+                .filter(|p| p.tspec == tspec && p.phop == hop);
+            if let Some(psb) = psb {
+                psb.non_rsvp_hops = non_rsvp_hops;
+                psb.expires_at = expires_at;
+                return self.refreshed_in_place(slot, expires_at);
+            }
+        }
         let held = existing.and_then(|slot| self.sessions.get(slot as usize)?.as_ref());
         let known = held.is_some_and(|s| s.psbs.iter().any(|p| p.sender == sender));
         let owned = held.is_some_and(|s| !s.owners.is_empty());
@@ -191,7 +207,6 @@ impl Engine {
         if existing.is_none() {
             session.creator = from;
         }
-        let expires_at = now.saturating_add(self.lifetime(refresh));
         let fresh = match session.psbs.iter().position(|p| p.sender == sender) {
             // Another previous hop for this sender (a route change, RFC 2205 §3.1.3) is
             // believed from the sender itself or from the previous hop on record; otherwise

@@ -752,11 +752,18 @@ impl Engine {
             }
             return false;
         }
-        let Some(mut session) = self.take(slot) else {
+        // Only deadlines move: in place, without `take` + `put` (see `refreshed_in_place`).
+        let Some(session) = self
+            .sessions
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+        else {
             return false;
         };
+        let mut earliest = NEVER;
         for p in session.psbs.iter_mut().filter(|p| p.rx_id == id) {
             p.expires_at = now.saturating_add(lifetimes[0]);
+            earliest = earliest.min(p.expires_at);
         }
         for r in session
             .rsbs
@@ -764,8 +771,9 @@ impl Engine {
             .filter(|r| r.rx_id == id && from_neighbor(source, r.nhop.addr))
         {
             r.expires_at = now.saturating_add(lifetimes[1]);
+            earliest = earliest.min(r.expires_at);
         }
-        self.put(slot, session);
+        self.refreshed_in_place(slot, earliest);
         true
     }
 

@@ -120,17 +120,40 @@ impl Engine {
     pub(super) fn on_timeout(&mut self, now: Instant) {
         let now = self.clock.ms(now);
         while let Some((at, slot)) = self.timers.pop_due(now) {
-            let Some(mut session) = self.take(slot) else {
+            let Some(session) = self.sessions.get(slot as usize).and_then(Option::as_ref) else {
                 continue;
             };
             if session.scheduled != at {
-                // Stale entry: the session rescheduled since.
-                self.put(slot, session);
+                // Stale entry: the session rescheduled since (nothing to do, not even a
+                // `take`).
                 continue;
             }
+            // Only expiry removes state here: without it (refreshes sent, waits ended) no list
+            // changes and the session skips the accounting walks of `take` + `put`.
+            let expiring = session.psbs.iter().any(|p| p.expires_at <= now)
+                || session.rsbs.iter().any(|r| r.expires_at <= now);
+            let taken = if expiring {
+                self.take(slot)
+            } else {
+                self.take_unchanged(slot)
+            };
+            let Some(mut session) = taken else {
+                continue;
+            };
             session.scheduled = NEVER;
+            #[cfg(debug_assertions)]
+            let before = (session.heap_bytes(), session.psbs.len(), session.rsbs.len());
             self.run_timers(slot, &mut session, now);
-            self.put(slot, session);
+            #[cfg(debug_assertions)]
+            if !expiring {
+                let after = (session.heap_bytes(), session.psbs.len(), session.rsbs.len());
+                debug_assert_eq!(before, after, "a timer without expiry changed the lists");
+            }
+            if expiring {
+                self.put(slot, session);
+            } else {
+                self.put_unchanged(slot, session);
+            }
             self.flush();
         }
     }

@@ -201,11 +201,40 @@ impl Engine {
             return self.wrong_neighbor(&msg, source, &hop.addr.to_string());
         }
         let refresh = self.peer_refresh(refresh);
-        let found = self
-            .lookup(&msg.session)
-            .and_then(|slot| Some((slot, self.take(slot)?)));
+        // A Resv that only refreshes reservations on record (each of its filters known from
+        // this next hop) adds no state and asks no quota: its session stays accounted while
+        // out (`take_unchanged`) and only a change of its bytes is booked, without the walks
+        // of `take` + `put` (and the read of its owners, which a Resv cannot change).
+        let known = |s: &Session| {
+            resv_entries(&msg, style).is_some_and(|entries| {
+                entries.iter().all(|e| {
+                    s.rsbs
+                        .iter()
+                        .any(|r| r.nhop.addr == hop.addr && r.filter == e.filter)
+                })
+            })
+        };
+        let found = self.lookup(&msg.session).and_then(|slot| {
+            let only_known = known(self.sessions.get(slot as usize)?.as_ref()?);
+            let session = if only_known {
+                self.take_unchanged(slot)?
+            } else {
+                self.take(slot)?
+            };
+            Some((slot, session, only_known))
+        });
+        let put = |engine: &mut Self, slot: u32, session: Session, known: bool| {
+            if known {
+                engine.put_unchanged(slot, session);
+            } else {
+                engine.put(slot, session);
+            }
+        };
         match found {
-            Some((slot, mut session)) if !session.senders.is_empty() => {
+            Some((slot, mut session, known)) if !session.senders.is_empty() => {
+                let before = known.then(|| session.state_heap_bytes());
+                #[cfg(debug_assertions)]
+                let lists = (session.owners.len(), session.psbs.len(), session.rsbs.len());
                 let resv = ResvIn {
                     msg: &msg,
                     hop,
@@ -215,12 +244,22 @@ impl Engine {
                     expires_at: now.saturating_add(self.lifetime(refresh)),
                 };
                 self.resv_into(slot, &mut session, &resv);
-                self.put(slot, session);
+                if let Some(before) = before {
+                    #[cfg(debug_assertions)]
+                    debug_assert_eq!(
+                        lists,
+                        (session.owners.len(), session.psbs.len(), session.rsbs.len()),
+                        "a refreshing resv changed the lists"
+                    );
+                    // A modification (its `previous` box) may come or go.
+                    self.account_state_bytes(before, session.state_heap_bytes());
+                }
+                put(self, slot, session, known);
             }
             other => {
                 // RFC 2209 (Resv without path state): ResvErr "no path information".
-                if let Some((slot, session)) = other {
-                    self.put(slot, session);
+                if let Some((slot, session, known)) = other {
+                    put(self, slot, session, known);
                 }
                 self.stats.rejected += 1;
                 self.queue_resv_err(

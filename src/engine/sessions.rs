@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::msg::{Hop, Msg};
 use super::state::{Owner, Role, Session};
+use super::timer::Ms;
 use super::{CommandError, Engine, Event, SessionId, SessionKey};
 use crate::flow::RuleId;
 use crate::wire::MsgType;
@@ -108,6 +109,51 @@ impl Engine {
             return;
         }
         self.account_session(&session, true);
+        let next = session.next_deadline();
+        if next < session.scheduled {
+            session.scheduled = next;
+            self.timers.push(next, slot);
+        }
+        if let Some(place) = self.sessions.get_mut(slot as usize) {
+            *place = Some(session);
+        }
+    }
+
+    /// A deadline of the session at `slot` was changed in place to `deadline` (a refresh: no
+    /// list grew or shrank, nothing the accounting counts changed): the timer follows when
+    /// it is now the earliest. Cheaper than `take` + `put`, which re-walk the session's
+    /// lists for the accounting and read its owners (cache misses at scale).
+    ///
+    /// `scheduled` is never later than any deadline (see `put`), so only the changed one can
+    /// move it.
+    pub(super) fn refreshed_in_place(&mut self, slot: u32, deadline: Ms) {
+        let Some(session) = self
+            .sessions
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if deadline < session.scheduled {
+            session.scheduled = deadline;
+            // The entry found live before is stale now (as after a `take`).
+            self.timers.forget(slot);
+            self.timers.push(deadline, slot);
+        }
+    }
+
+    /// Takes a session out of its slot for work that changes no list and nothing else the
+    /// accounting counts (only deadlines and per-state fields): its contribution stays in the
+    /// totals, so nothing may consult them (`admit_state`) until `put_unchanged`.
+    pub(super) fn take_unchanged(&mut self, slot: u32) -> Option<Session> {
+        let session = self.sessions.get_mut(slot as usize)?.take()?;
+        self.timers.forget(slot);
+        Some(session)
+    }
+
+    /// Puts back a session taken with `take_unchanged` (not empty: nothing was removed).
+    pub(super) fn put_unchanged(&mut self, slot: u32, mut session: Session) {
+        debug_assert!(!session.is_empty());
         let next = session.next_deadline();
         if next < session.scheduled {
             session.scheduled = next;

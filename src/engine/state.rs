@@ -125,6 +125,13 @@ impl Session {
                 _ => 0,
             })
             .sum::<usize>();
+        self.owners.len() * size_of::<Owner>() + boxed + self.state_heap_bytes()
+    }
+
+    /// Heap bytes of everything but the owners: what handling a message from the network
+    /// can change (owners change by commands only), computed without reading the owners.
+    pub(crate) fn state_heap_bytes(&self) -> usize {
+        use std::mem::size_of;
         let filters = self
             .rsbs
             .iter()
@@ -135,12 +142,10 @@ impl Session {
             .sum::<usize>();
         let modifying =
             self.senders.iter().filter(|s| s.previous.is_some()).count() * size_of::<FlowSpec>();
-        self.owners.len() * size_of::<Owner>()
-            + self.senders.len() * size_of::<LocalSender>()
+        self.senders.len() * size_of::<LocalSender>()
             + self.psbs.len() * size_of::<Psb>()
             + self.rsbs.len() * size_of::<Rsb>()
             + self.recv.as_ref().map_or(0, |_| size_of::<RecvState>())
-            + boxed
             + filters
             + modifying
     }
