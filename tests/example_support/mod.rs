@@ -7,9 +7,9 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::netns_support::Namespaces;
 
@@ -46,13 +46,8 @@ pub const NOBODY: User = User::Unprivileged {
     gid: 65534,
 };
 
-/// A process started by the test; killed (SIGKILL) on drop if it is still running, so a
-/// failed assertion leaves nothing behind.
-pub struct Process {
-    pub name: &'static str,
-    pub child: Child,
-    log: PathBuf,
-}
+// The example binaries are `process_support`'s processes, started in a test namespace.
+pub use crate::process_support::Process;
 
 impl Process {
     /// `ip netns exec <ns> <program> <args>` as root, stdout and stderr to
@@ -112,71 +107,10 @@ impl Process {
             }
         }
         .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
-        Process { name, child, log }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Its exit status; panics (with its log) if it is still running after `WAIT`.
-    pub fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still runs {WAIT:?} later; its output:\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Polls until its log contains `text` (panics with the log if it exits first or after
-    /// `WAIT`).
-    pub fn wait_for_output(&mut self, text: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if self.log().contains(text) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "{} ended ({status}) before saying `{text}`; its output:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not say `{text}` within {WAIT:?}; its output:\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL, and reap it.
-    pub fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        Process {
+            name: name.to_owned(),
+            child,
+            log,
         }
     }
 }

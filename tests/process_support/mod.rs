@@ -164,6 +164,37 @@ impl Process {
         }
     }
 
+    /// Polls until its log contains `text` (panics with the log if it exits first or after
+    /// `WAIT`).
+    pub fn wait_for_output(&mut self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.log().contains(text) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "{} ended ({status}) before saying `{text}`; its output:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not say `{text}` within {WAIT:?}; its output:\n{}",
+                self.name,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
     /// Whether it still runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
