@@ -63,6 +63,10 @@ struct Args {
     refresh_period: Option<u64>,
 }
 
+/// How long the client waits, after the server closed the connection, for the server's
+/// teardown to be reported.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -143,6 +147,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let reserved = Arc::new(Mutex::new(0u64));
     let mut events = stream.events();
     let reserved_by_events = reserved.clone();
+    // Set once the reservation is gone (torn down or expired).
+    let (gone_tx, mut gone) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match &event {
@@ -161,6 +167,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 QosEvent::TornDown { .. } | QosEvent::Expired { .. } => {
                     *reserved_by_events.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+                    let _ = gone_tx.send(true);
                 }
                 _ => {}
             }
@@ -174,6 +181,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             read = tokio::time::timeout_at(until.into(), stream.read(&mut buf)) => match read {
                 Ok(Ok(n)) if n > 0 => received += n as u64,
+                Ok(Ok(_)) => {
+                    // The server closed the connection: its teardown (a PathTear) is sent
+                    // at the same moment and may arrive just after the end of the data, so
+                    // give it a moment to be reported before closing our side.
+                    let _ = tokio::time::timeout(TEARDOWN_GRACE, gone.wait_for(|gone| *gone)).await;
+                    break;
+                }
                 _ => break,
             },
             signal = signals.recv() => {
