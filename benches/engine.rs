@@ -11,7 +11,8 @@
 //! - as a baseline in the same run: the wire codec alone (decode + encode of the same Path).
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
-//! (`QTOQ_BENCH_SESSIONS=100000` skips the 1M run).
+//! (`QTOQ_BENCH_SESSIONS=100000` skips the 1M run; `QTOQ_BENCH_ONLY=rr` or `=classic` runs
+//! only that one-shot run, for a profiler).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -307,11 +308,28 @@ fn one_shot(n: u32, periods: u32, refresh_reduction: bool) {
     );
 }
 
+/// Refresh periods measured: classic refreshes repeat every period; with refresh reduction
+/// the states' own timers look in only every 16 periods (and the rest is per-neighbor work),
+/// so the measure spans two whole such cycles to include them.
+fn periods(refresh_reduction: bool) -> u32 {
+    if refresh_reduction {
+        32
+    } else {
+        10
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let n_large: u32 = std::env::var("QTOQ_BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // QTOQ_BENCH_ONLY=classic or =rr: only that one-shot run at QTOQ_BENCH_SESSIONS (to
+    // profile it alone).
+    if let Ok(only) = std::env::var("QTOQ_BENCH_ONLY") {
+        one_shot(n_large, periods(only == "rr"), only == "rr");
+        return;
+    }
 
     // Baseline: the codec alone on the same kind of message.
     let mut pair = Pair::new(true);
@@ -374,11 +392,11 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     for refresh_reduction in [false, true] {
-        one_shot(100_000, 3, refresh_reduction);
+        one_shot(100_000, periods(refresh_reduction), refresh_reduction);
     }
     if n_large > 100_000 {
         for refresh_reduction in [false, true] {
-            one_shot(n_large, 3, refresh_reduction);
+            one_shot(n_large, periods(refresh_reduction), refresh_reduction);
         }
     }
 }

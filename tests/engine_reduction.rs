@@ -452,3 +452,110 @@ fn summary_refreshes_take_ten_times_fewer_bytes_than_full_refreshes() {
     );
     assert!(reduced * 10 <= classic, "{reduced} vs {classic}");
 }
+
+/// Summaries are per neighbor and exact: a changed state's old id and a torn-down state's id
+/// leave them at once, so no Srefresh ever names an id the neighbor no longer holds (which it
+/// would NACK), and once every session is gone no Srefresh goes at all.
+#[test]
+fn summaries_follow_changes_and_teardowns_exactly() {
+    let mut f = two_hosts(131);
+    let sessions: Vec<_> = (0..20).map(|i| f.setup(47_000 + i)).collect();
+    f.net.run_for(R * 4);
+    let refreshed = |f: &Flow2| {
+        (
+            f.net.nodes[f.server].engine.stats().srefresh_ids_refreshed,
+            f.net.nodes[f.client].engine.stats().srefresh_ids_refreshed,
+        )
+    };
+    let (server0, client0) = refreshed(&f);
+    assert!(server0 > 0 && client0 > 0, "summary refreshes both ways");
+
+    // Five senders change their Tspec: new ids, sent reliably; the old ids stop.
+    let sender = f.sender;
+    let wider = TokenBucket::new(250_000.0, 20_000.0);
+    for (s, _) in &sessions[..5] {
+        f.net.with(f.server, |e, now| {
+            e.add_sender(now, *s, sender, wider).unwrap()
+        });
+    }
+    // Five receivers go: their Resvs stop (ResvTear), and five senders go (PathTear).
+    for (_, c) in &sessions[5..10] {
+        f.net.with(f.client, |e, now| e.release(now, *c));
+    }
+    for (s, _) in &sessions[10..15] {
+        f.net.with(f.server, |e, now| e.release(now, *s));
+    }
+    f.net.run_for(R * 6);
+    for node in [f.server, f.client] {
+        let st = f.net.nodes[node].engine.stats();
+        assert_eq!(st.nacks_sent, 0, "{}: {st:?}", f.net.nodes[node].name);
+        assert_eq!(st.nacks_received, 0, "{}: {st:?}", f.net.nodes[node].name);
+        assert_eq!(st.expired, 0, "{}: {st:?}", f.net.nodes[node].name);
+    }
+    // The sessions left alone and the changed ones are still summary-refreshed.
+    let (server1, client1) = refreshed(&f);
+    assert!(server1 > server0 && client1 > client0);
+
+    // Everything goes: after that, not one more Srefresh either way.
+    for (s, c) in &sessions {
+        f.net.with(f.server, |e, now| e.release(now, *s));
+        f.net.with(f.client, |e, now| e.release(now, *c));
+    }
+    f.net.run_for(R);
+    let sent =
+        |f: &Flow2| [f.server, f.client].map(|n| f.net.nodes[n].engine.stats().srefresh_sent);
+    let before = sent(&f);
+    f.net.run_for(R * 4);
+    assert_eq!(
+        sent(&f),
+        before,
+        "Srefresh naming ids of state that is gone"
+    );
+    for node in [f.server, f.client] {
+        assert_eq!(f.net.nodes[node].engine.session_count(), 0);
+        assert_eq!(f.net.nodes[node].engine.stats().nacks_sent, 0);
+    }
+}
+
+/// A neighbor that restarts without refresh reduction cannot say so while it has nothing to
+/// send (a receiver waits for a Path): it ignores our Srefresh messages, which are then
+/// never acknowledged. Given up, they count as NACKs: the states they named get their full
+/// messages again, the neighbor's answer (without the capable flag) makes them classic, and
+/// its reservations come back.
+#[test]
+fn a_neighbor_restarted_without_refresh_reduction_gets_full_messages_again() {
+    let mut f = two_hosts(137);
+    let sessions: Vec<_> = (0..10).map(|i| f.setup(48_000 + i)).collect();
+    f.net.run_for(R * 4);
+    assert!(f.net.nodes[f.server].engine.stats().srefresh_sent > 0);
+
+    f.net.restart(f.client, classic_config(137 ^ 2));
+    let mut clients = Vec::new();
+    for i in 0..sessions.len() {
+        let k = key(sock(f.receiver.ip(), 48_000 + i as u16));
+        clients.push(f.net.with(f.client, |e, now| {
+            let id = e.open_session(now, k).unwrap();
+            e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+                .unwrap();
+            id
+        }));
+    }
+    // Within two refresh periods: the next tick's Srefresh, its retransmissions (3.5 s),
+    // then the full Paths.
+    f.net.run_for(R * 2);
+    let client = &f.net.nodes[f.client];
+    for id in &clients {
+        assert!(established(client, *id), "{:?}", client.events_of(*id));
+    }
+    // And from then on classic refreshes keep them, with nothing expiring on either side.
+    f.net.run_for(R * 10);
+    let server = &f.net.nodes[f.server];
+    assert!(
+        server.engine.stats().srefresh_given_up > 0,
+        "{:?}",
+        server.engine.stats()
+    );
+    no_spurious_end(server);
+    no_spurious_end(&f.net.nodes[f.client]);
+    assert_eq!(server.installed.len(), sessions.len());
+}

@@ -211,8 +211,10 @@ fn twenty_percent_loss_for_an_hour_sets_up_and_never_expires_within_k_minus_1_lo
         fast >= 30,
         "only {fast} of 40 confirmed within the fast retransmissions"
     );
+    // (Refresh reduction batches the 40 sessions' refreshes into one Srefresh per period
+    // each way, so an hour is only a few hundred datagrams.)
     assert!(
-        f.net.dropped.values().sum::<u64>() > 300,
+        f.net.dropped.values().sum::<u64>() > 100,
         "loss happened: {:?}",
         f.net.dropped
     );

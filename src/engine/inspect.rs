@@ -137,7 +137,13 @@ impl Engine {
                     sender: p.sender,
                     tspec: p.tspec,
                     previous_hop: p.phop.addr,
-                    expires: self.clock.instant(p.expires_at),
+                    expires: self.clock.instant(self.rx_expiry(
+                        self.clock.latest(),
+                        slot as u32,
+                        p.rx_id,
+                        [p.phop.addr, p.sender.ip()],
+                        p.expires_at,
+                    )),
                     non_rsvp_hops: p.non_rsvp_hops,
                 })
                 .collect(),
@@ -149,7 +155,13 @@ impl Engine {
                     style: r.style,
                     senders: r.filter.senders(),
                     flowspec: r.flowspec,
-                    expires: self.clock.instant(r.expires_at),
+                    expires: self.clock.instant(self.rx_expiry(
+                        self.clock.latest(),
+                        slot as u32,
+                        r.rx_id,
+                        [r.nhop.addr; 2],
+                        r.expires_at,
+                    )),
                     refused: r.refused,
                 })
                 .collect(),

@@ -154,15 +154,25 @@
 //!   (sent before the neighbor was known to be capable, or every attempt lost) is retransmitted
 //!   the same way. Tears and error messages are not (their loss is healed by expiry and
 //!   refreshes, as in RFC 2205).
-//! * **Summary refreshes.** A refresh of an acknowledged Path or Resv falls due as usual but
-//!   only its id is queued for the neighbor; after at most `R / 16` (batching the ids due
-//!   meanwhile) they go in Srefresh messages (MESSAGE_ID_LIST, up to 1 400 bytes each, about
-//!   340 ids), themselves sent with ACK_Desired and retransmitted like triggers. An Srefresh
-//!   received refreshes (restarts the lifetime of) each state whose last id it names; an id
-//!   we do not know is answered with a MESSAGE_ID_NACK, and a NACK for one of our ids sends
-//!   that state's full message at once with a new id. The source-list forms of the list
-//!   (C-Types 2–5) are read as plain ids: a host keeps only unicast state. A Resv to more
-//!   than one previous hop is refreshed in full.
+//! * **Summary refreshes.** Once a Path or Resv is acknowledged, its id joins its neighbor's
+//!   summary, and the neighbor's own timer refreshes them all: every `R / 16` (jittered
+//!   uniformly in `[R/32, 3R/32]`) a tick sends the next sixteenth of the summary, in order,
+//!   in Srefresh messages (MESSAGE_ID_LIST, up to 1 400 bytes each, about 340 ids; a small
+//!   summary waits for a message's worth or the whole of it), themselves sent with
+//!   ACK_Desired and retransmitted like triggers; each id is so refreshed about every `R`.
+//!   The state's own timer only looks in every 16 refresh periods (a safety net). An
+//!   Srefresh received stamps each id it names in the neighbor's index, matched in one
+//!   forward walk (ids come in increasing order), and touches no session: at a million
+//!   sessions each touch is a cache miss. That index is also the timer of the states it
+//!   covers: a sweep every quarter of their shortest lifetime hands a state whose deadline
+//!   comes before the next sweep back to its session's timer, which expires it on time
+//!   unless a stamp came first. An id we do not hold is answered with a MESSAGE_ID_NACK,
+//!   and a NACK for one of our ids sends that state's full message at once with a new id;
+//!   so does an Srefresh never acknowledged after its retransmissions (the neighbor does not
+//!   read them: it restarted without refresh reduction), and a neighbor that stops being
+//!   capable gets the full messages of all its summarized states. The source-list forms of
+//!   the list (C-Types 2–5) are read as plain ids: a host keeps only unicast state. A Resv to
+//!   more than one previous hop is refreshed in full.
 //! * **Acknowledgments** wait at most [`EngineConfig::ack_delay`] (20 ms, at most
 //!   [`MAX_ACK_DELAY`]) for a message going to the same neighbor anyway and ride on it (up to
 //!   16 per message), else go in an Ack message (or the Srefresh then sent). They are answers
@@ -180,11 +190,14 @@
 //!
 //! Where the state lives: a sending state keeps its id and whether it was acknowledged (5
 //! bytes inside the structs), a received state its neighbor's last id and refresh period (6
-//! bytes, in padding); per neighbor, an index of its ids to session slots (to find what an
-//! Srefresh names), pending acknowledgments and summary refreshes; engine-wide, the ids in
-//! flight (sent, not acknowledged yet). Indexes are swept when they have doubled, so they hold
-//! at most about twice the live ids. With refresh reduction off, received RFC 2961 messages
-//! are ignored (as unsupported) and their objects skipped.
+//! bytes, in padding); per neighbor, an index of its ids our states hold (16 bytes an entry:
+//! id, session slot, stamp, lifetime), the summary of our acknowledged ids (4 bytes an
+//! entry), both arrays sorted by id (ids increase, so entries append), pending
+//! acknowledgments and Srefresh messages in flight; engine-wide, the ids in flight (sent,
+//! not acknowledged yet). The index and summaries are exact: when a session is put back
+//! into the table after a change, the ids it held and holds no more leave them. With refresh
+//! reduction off, received RFC 2961 messages are ignored (as unsupported) and their objects
+//! skipped.
 //!
 //! # Memory and time
 //!
@@ -312,6 +325,7 @@ use crate::integrity::KeyChain;
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 use crate::wire::RsvpError;
 
+mod idset;
 mod index;
 mod inspect;
 mod integrity;
@@ -842,6 +856,10 @@ pub struct Stats {
     pub nacks_received: u64,
     /// Srefresh messages sent (retransmissions included).
     pub srefresh_sent: u64,
+    /// Srefresh messages never acknowledged after every retransmission: the neighbor does
+    /// not process them (it restarted without refresh reduction, say), so the states they
+    /// named get their full messages again, as if NACKed.
+    pub srefresh_given_up: u64,
     /// Message ids summary-refreshed in the Srefresh messages sent.
     pub srefresh_ids_sent: u64,
     /// Srefresh messages received.

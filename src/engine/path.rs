@@ -82,13 +82,20 @@ impl Engine {
         let Some(local) = session.senders.get(index) else {
             return;
         };
-        let mut msg = self.path_msg(session.key, local);
         let (destination, source) = (session.key.destination.ip(), local.sender.ip());
-        // RFC 2961: a refresh of acknowledged state goes in an Srefresh instead (`None`).
-        if let Some(id) = self.reduction_path(session, index, now) {
-            msg.message_id = id;
-            self.queue_for(session, msg, destination, source);
-        }
+        // RFC 2961: a refresh of acknowledged state goes in the neighbor's Srefresh instead
+        // (`None`), and this timer only looks in again after a few refresh periods.
+        let Some(id) = self.reduction_path(session, index, now) else {
+            let check = now.saturating_add(self.summary_check());
+            let local = &mut session.senders[index];
+            local.fast.left = 0;
+            local.next_at = check;
+            return;
+        };
+        let local = &session.senders[index];
+        let mut msg = self.path_msg(session.key, local);
+        msg.message_id = id;
+        self.queue_for(session, msg, destination, source);
         let local = &mut session.senders[index];
         let mut fast = local.fast;
         local.next_at = self.after_send(&mut fast, local.answered, now);

@@ -11,16 +11,19 @@
 //!   neighbor sent for it and the neighbor's refresh period (`rx_id`, `rx_deci`), which is
 //!   all a summary refresh needs to refresh it;
 //! * per neighbor ([`Peer`]): whether it is Refresh-Reduction-Capable, its epoch, the index
-//!   of its message ids to the session slots holding them (to find the state an Srefresh
-//!   names), and what waits to be sent to it (acknowledgments, NACKs, summary refreshes, and
-//!   Srefresh messages sent but not acknowledged yet);
+//!   of its message ids that our states hold (stamped by its Srefresh messages), the summary
+//!   of our acknowledged ids its states hold (sent from here in Srefresh ticks), and what
+//!   waits to be sent to it (acknowledgments, NACKs, Srefresh messages sent but not
+//!   acknowledged yet);
 //! * engine-wide: our epoch, the next id, and the ids sent and not acknowledged yet (`unacked`,
-//!   id → session key: only messages in flight, so it stays small).
+//!   id → session key: only messages in flight, so it stays small; swept lazily when it has
+//!   doubled).
 //!
-//! Indexes are cleaned lazily: an entry whose state went away (or changed its id) is dropped
-//! when a lookup finds no state for it, and each index is swept whole when it has grown to
-//! twice what the last sweep left (amortized O(1) per entry, so it never holds more than about
-//! twice the live ids).
+//! Steady state costs no session visit: an Srefresh tick walks a bucket of a neighbor's
+//! summary, and a received Srefresh stamps its ids in the neighbor's index. The sessions'
+//! timers fire every few refresh periods and catch up with the stamps then ([`Engine::catch_up`]).
+//! The per-neighbor sets are kept exact by [`Held`]: what a session held when it was taken
+//! out of the table and no longer holds when it is put back leaves them.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,8 +31,9 @@ use std::ops::Range;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 
+use super::idset::{stamp_of, RxEntry, RxIndex, Summary};
 use super::msg::Msg;
 use super::receive::from_neighbor;
 use super::refresh::answer;
@@ -66,6 +70,10 @@ const MAX_NACKED: usize = 1 << 20;
 /// restart NACKs every id over a refresh period, and one scan serves them all.
 const NACK_SCAN_INTERVAL: Ms = 1000;
 
+/// Refresh periods a summarized state's own timer waits before it looks in again (see
+/// [`Engine::summary_check`]).
+const SUMMARY_CHECK_PERIODS: u64 = 16;
+
 /// The Refresh-Reduction-Capable flag, as a byte of the common header's first byte.
 const RR_FLAG: u8 = FLAG_REFRESH_REDUCTION_CAPABLE;
 
@@ -97,14 +105,33 @@ impl<V> IdIndex<V> {
     }
 
     fn heap_bytes(&self) -> usize {
-        // hashbrown: buckets (a power of two at 7/8 load) of the entry plus a control byte.
-        let buckets = (self.map.capacity() * 8 / 7).next_power_of_two();
-        if self.map.capacity() == 0 {
-            0
-        } else {
-            buckets * (std::mem::size_of::<(u32, V)>() + 1)
-        }
+        table_bytes(self.map.capacity(), std::mem::size_of::<(u32, V)>())
     }
+}
+
+/// Srefresh ticks per refresh period to a neighbor: each sends the next sixteenth of its
+/// summary, so that its summary refreshes are spread over the period instead of all going at
+/// once.
+const SUMMARY_TICKS: usize = 16;
+
+/// Bytes of a hashbrown table with room for `capacity` entries of `entry` bytes: buckets (a
+/// power of two at 7/8 load) of the entry plus a control byte.
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else {
+        (capacity * 8 / 7).next_power_of_two() * (entry + 1)
+    }
+}
+
+/// A message id a taken session held, with the neighbor it is known by: `put` drops what the
+/// session no longer holds from that neighbor's index (received ids) or summaries (our ids).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    slot: u32,
+    ours: bool,
+    peer: IpAddr,
+    id: u32,
 }
 
 /// An Srefresh message sent and not acknowledged yet.
@@ -128,18 +155,26 @@ struct Peer {
     capable: bool,
     /// Its epoch, from the last MESSAGE_ID or MESSAGE_ID_LIST it sent.
     epoch: Option<u32>,
-    /// Its message ids → the slot of the session whose state holds them.
-    rx: IdIndex<u32>,
+    /// Its message ids that states here hold, with when it last named them (see
+    /// [`RxIndex`]). An Srefresh only stamps this index and never touches the sessions: a
+    /// session lives far from its neighbors' ids in memory, and at a million sessions each
+    /// touch is a cache miss. The index is also the timer of the states it covers (see
+    /// [`Engine::sweep_rx`]), and it is exact: an id leaves it when its state goes or takes a
+    /// new id (see [`Held`]), so an id it does not hold is NACKed.
+    rx: RxIndex,
+    /// When `rx` is swept next ([`NEVER`]: it is empty).
+    rx_sweep_due: Ms,
+    /// Our acknowledged ids its states hold, summary-refreshed from here (not from the
+    /// states), per address of ours they are sent from (the neighbor checks the source
+    /// against the state: a host may use several addresses).
+    summarized: Vec<(IpAddr, Summary)>,
     /// Acknowledgments (`false`) and NACKs (`true`) to send: (epoch, id, nack).
     acks: Vec<(u32, u32, bool)>,
-    /// Our ids to summary-refresh, per address of ours they are sent from (the neighbor checks
-    /// the source against the state: a host may use several addresses).
-    summary: Vec<(IpAddr, Vec<u32>)>,
     /// The address of ours it knows (the one its messages were sent to, or our states use).
     local: Option<IpAddr>,
     /// When what waits in `acks` must go ([`NEVER`]: nothing waits)...
     due: Ms,
-    /// ...and what waits in `summary`.
+    /// ...and when the next Srefresh tick goes ([`NEVER`]: `summarized` is empty).
     summary_due: Ms,
     inflight: Vec<Inflight>,
 }
@@ -149,9 +184,10 @@ impl Default for Peer {
         Peer {
             capable: false,
             epoch: None,
-            rx: IdIndex::default(),
+            rx: RxIndex::default(),
+            rx_sweep_due: NEVER,
             acks: Vec::new(),
-            summary: Vec::new(),
+            summarized: Vec::new(),
             local: None,
             due: NEVER,
             summary_due: NEVER,
@@ -162,9 +198,9 @@ impl Default for Peer {
 
 impl Peer {
     fn idle(&self) -> bool {
-        self.rx.map.is_empty()
+        self.rx.is_empty()
             && self.acks.is_empty()
-            && self.summary.is_empty()
+            && self.summarized.iter().all(|(_, s)| s.len() == 0)
             && self.inflight.is_empty()
     }
 }
@@ -190,6 +226,8 @@ pub(super) struct Reduction {
     pending_acks: usize,
     /// An index needs sweeping (done in the next timeout, when no session is taken out).
     sweep: bool,
+    /// Ids the sessions taken out of the table hold (see [`Held`]).
+    pub(super) held: Vec<Held>,
     /// The earliest deadline of the work above ([`NEVER`]: none).
     due: Ms,
 }
@@ -207,6 +245,7 @@ impl Reduction {
             next_nack_scan: 0,
             pending_acks: 0,
             sweep: false,
+            held: Vec::new(),
             due: NEVER,
         }
     }
@@ -217,13 +256,14 @@ impl Reduction {
             .peers
             .values()
             .map(|p| {
-                std::mem::size_of::<(IpAddr, Peer)>()
-                    + p.rx.heap_bytes()
+                p.rx.heap_bytes()
                     + p.acks.capacity() * 12
-                    + p.summary
+                    + p.summarized
                         .iter()
-                        .map(|(_, v)| 24 + v.capacity() * 4)
+                        .map(|(_, s)| s.heap_bytes())
                         .sum::<usize>()
+                    + p.summarized.capacity() * std::mem::size_of::<(IpAddr, Summary)>()
+                    + p.inflight.capacity() * std::mem::size_of::<Inflight>()
                     + p.inflight
                         .iter()
                         .map(|i| i.ids.capacity() * 4)
@@ -231,9 +271,14 @@ impl Reduction {
             })
             .sum::<usize>();
         peers
+            + table_bytes(self.peers.capacity(), std::mem::size_of::<(IpAddr, Peer)>())
+            + self.held.capacity() * std::mem::size_of::<Held>()
             + self.unacked.heap_bytes()
-            + self.inflight.capacity() * 24
-            + self.nacked.capacity() * 5
+            + table_bytes(
+                self.inflight.capacity(),
+                std::mem::size_of::<(u32, IpAddr)>(),
+            )
+            + table_bytes(self.nacked.capacity(), 4)
     }
 
     fn schedule(&mut self, at: Ms) {
@@ -375,6 +420,14 @@ impl Engine {
         u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX)
     }
 
+    /// How long the timer of a summarized state waits before it looks in again: its
+    /// refreshes go in its neighbor's Srefresh ticks, and the look only puts its id back in
+    /// the neighbor's summary should it be missing there (every change that takes it out
+    /// also gives the state a new trigger message, so that is a safety net, not a path).
+    pub(super) fn summary_check(&self) -> Ms {
+        u64::from(self.refresh_ms_u32()).saturating_mul(SUMMARY_CHECK_PERIODS)
+    }
+
     /// A new Message_Identifier (increasing within the epoch; a wrap starts a new epoch).
     fn new_message_id(&mut self) -> u32 {
         let r = &mut self.reduction;
@@ -477,6 +530,9 @@ impl Engine {
             if let Some(p) = self.peer_mut(source, ms) {
                 p.capable = capable;
             }
+            if known == Some(true) {
+                self.downgraded(source, ms);
+            }
         }
         match MsgType::from_number(kind) {
             Some(MsgType::Bundle) => match Message::decode(payload) {
@@ -575,36 +631,60 @@ impl Engine {
             );
             u16::try_from(r.div_ceil(100)).unwrap_or(u16::MAX)
         });
-        let recorded = match (kind, self.lookup(&session)) {
-            (MsgType::Path | MsgType::Resv, Some(slot)) => {
-                let mut found = false;
-                if let Some(s) = self
-                    .sessions
-                    .get_mut(slot as usize)
-                    .and_then(Option::as_mut)
-                {
-                    if kind == MsgType::Path {
-                        for p in s.psbs.iter_mut().filter(|p| Some(p.sender) == sender) {
-                            p.rx_id = id.id;
-                            p.rx_deci = deci;
-                            found = true;
-                        }
-                    } else {
-                        for r in s.rsbs.iter_mut().filter(|r| Some(r.nhop.addr) == hop) {
-                            r.rx_id = id.id;
-                            r.rx_deci = deci;
-                            found = true;
-                        }
-                    }
-                }
-                found.then_some(slot)
-            }
+        // The state the message is about records its id, and the neighbor's index covers
+        // it from now on: its deadline lives there (`expires_at` is NEVER while covered, see
+        // `sweep_rx`), so that summary refreshes need not visit it. An id it held before
+        // leaves the index (a summary refresh of it refreshes nothing now).
+        let slot = match kind {
+            MsgType::Path | MsgType::Resv => self.lookup(&session),
             _ => None,
         };
-        if let Some(slot) = recorded {
-            if let Some(p) = self.peer_mut(source, ms) {
-                if p.rx.insert(id.id, slot) {
-                    self.reduction.sweep = true;
+        let life = u32::try_from(self.lifetime(u32::from(deci.max(1)) * 100)).unwrap_or(u32::MAX);
+        let covered = slot.is_some() && self.peer_mut(source, ms).is_some();
+        let mut replaced: Option<u32> = None;
+        let mut found = false;
+        if let Some(s) = slot
+            .and_then(|slot| self.sessions.get_mut(slot as usize))
+            .and_then(Option::as_mut)
+        {
+            let mut record = |rx_id: &mut u32, rx_deci: &mut u16, expires_at: &mut Ms| {
+                if *rx_id != 0 && *rx_id != id.id {
+                    replaced = Some(*rx_id);
+                }
+                *rx_id = id.id;
+                *rx_deci = deci;
+                if covered {
+                    *expires_at = NEVER;
+                }
+                found = true;
+            };
+            if kind == MsgType::Path {
+                for p in s.psbs.iter_mut().filter(|p| Some(p.sender) == sender) {
+                    record(&mut p.rx_id, &mut p.rx_deci, &mut p.expires_at);
+                }
+            } else {
+                for r in s.rsbs.iter_mut().filter(|r| Some(r.nhop.addr) == hop) {
+                    record(&mut r.rx_id, &mut r.rx_deci, &mut r.expires_at);
+                }
+            }
+        }
+        if let (Some(slot), true, true) = (slot, found, covered) {
+            if let Some(p) = self.reduction.peers.get_mut(&source) {
+                if let Some(old) = replaced {
+                    p.rx.remove(old, Some(slot));
+                }
+                p.rx.insert(RxEntry {
+                    id: id.id,
+                    slot,
+                    stamp: stamp_of(ms),
+                    life,
+                });
+                // The sweep must come before this state's deadline (a quarter of the
+                // shortest lifetime apart).
+                let sweep = ms.saturating_add(u64::from(p.rx.min_life() / 4).max(1));
+                if sweep < p.rx_sweep_due {
+                    p.rx_sweep_due = sweep;
+                    self.reduction.schedule(sweep);
                 }
             }
         }
@@ -613,20 +693,27 @@ impl Engine {
         }
     }
 
-    /// The last id recorded for the state `msg` is about (0: none).
+    /// The last id recorded for the state `msg` is about (0: none). Only an id still in the
+    /// neighbor's index counts: after the neighbor's restart (a new epoch) the index is
+    /// empty, and its new ids, which start again, must not be taken for old ones.
     fn last_rx_id(&self, msg: &Msg, source: IpAddr) -> u32 {
+        let Some(index) = self.reduction.peers.get(&source).map(|p| &p.rx) else {
+            return 0;
+        };
         let Some(session) = self
             .lookup(&msg.session)
             .and_then(|slot| self.sessions.get(slot as usize)?.as_ref())
         else {
             return 0;
         };
+        let current = |id: &u32| index.get(*id).is_some();
         match msg.kind {
             MsgType::Path => session
                 .psbs
                 .iter()
                 .filter(|p| Some(p.sender) == msg.sender)
                 .map(|p| p.rx_id)
+                .filter(current)
                 .max()
                 .unwrap_or(0),
             MsgType::Resv => session
@@ -635,6 +722,7 @@ impl Engine {
                 .filter(|r| msg.hop.is_some_and(|h| h.addr == r.nhop.addr))
                 .filter(|r| from_neighbor(source, r.nhop.addr))
                 .map(|r| r.rx_id)
+                .filter(current)
                 .max()
                 .unwrap_or(0),
             _ => 0,
@@ -642,7 +730,9 @@ impl Engine {
     }
 
     /// Notes a neighbor's epoch: a new one means it restarted, and every id it sent before
-    /// means nothing any more.
+    /// means nothing any more. Its index is emptied (no session is visited: their states
+    /// keep their old ids, which no index holds now, so nothing refreshes them but the new
+    /// messages, which record new ids).
     fn note_epoch(&mut self, source: IpAddr, epoch: u32, now: Ms) {
         let Some(p) = self.peer_mut(source, now) else {
             return;
@@ -653,23 +743,73 @@ impl Engine {
             Some(_) => {
                 p.epoch = Some(epoch);
                 let old = std::mem::take(&mut p.rx);
+                p.rx_sweep_due = NEVER;
                 self.stats.neighbor_restarts += 1;
                 tracing::debug!(%source, epoch, "neighbor restarted (new epoch): its message ids are void");
-                for (id, slot) in old.map {
-                    if let Some(s) = self
-                        .sessions
-                        .get_mut(slot as usize)
-                        .and_then(Option::as_mut)
-                    {
-                        for p in s.psbs.iter_mut().filter(|p| p.rx_id == id) {
-                            p.rx_id = 0;
-                        }
-                        for r in s.rsbs.iter_mut().filter(|r| r.rx_id == id) {
-                            r.rx_id = 0;
-                        }
-                    }
+                // Their states keep the deadlines the index gave them, on their own timers
+                // now: the neighbor's new messages refresh them (with new ids), or they
+                // expire.
+                for entry in old.entries() {
+                    self.uncover(entry, now);
                 }
             }
+        }
+    }
+
+    /// The state holding `entry`'s id is no longer covered by its neighbor's index: its own
+    /// deadline (the entry's) goes back on its session's timer.
+    fn uncover(&mut self, entry: &RxEntry, now: Ms) {
+        let deadline = entry.deadline(now);
+        let Some(session) = self
+            .sessions
+            .get_mut(entry.slot as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let mut moved = false;
+        for p in session.psbs.iter_mut().filter(|p| p.rx_id == entry.id) {
+            if p.expires_at == NEVER {
+                p.expires_at = deadline;
+                moved = true;
+            }
+        }
+        for r in session.rsbs.iter_mut().filter(|r| r.rx_id == entry.id) {
+            if r.expires_at == NEVER {
+                r.expires_at = deadline;
+                moved = true;
+            }
+        }
+        if moved {
+            self.refreshed_in_place(entry.slot, deadline);
+        }
+    }
+
+    /// Sweeps `addr`'s index: the states whose deadline comes before the next sweep go back
+    /// on their own timers (to expire on time, or to be covered again by `catch_up` if a
+    /// summary refresh comes first). The sweep runs every quarter of the shortest lifetime
+    /// it covers, so no deadline passes between two sweeps unseen; in a steady state it finds
+    /// nothing, having read the index in order.
+    fn sweep_rx(&mut self, addr: IpAddr, now: Ms) {
+        let Some(p) = self.reduction.peers.get_mut(&addr) else {
+            return;
+        };
+        let interval = u64::from(p.rx.min_life() / 4).max(1);
+        let next = now.saturating_add(interval);
+        let mut due = Vec::new();
+        // Deadlines before the sweep after next would be missed: take those now.
+        p.rx.sweep(now, next.saturating_add(interval), &mut due);
+        p.rx_sweep_due = if p.rx.is_empty() {
+            NEVER
+        } else {
+            // The interval may have grown (the shortest lifetime went).
+            now.saturating_add(u64::from(p.rx.min_life() / 4).max(1))
+                .min(next)
+        };
+        let at = p.rx_sweep_due;
+        self.reduction.schedule(at);
+        for entry in &due {
+            self.uncover(entry, now);
         }
     }
 
@@ -691,6 +831,7 @@ impl Engine {
         }
         // NACKs answer ids we do not know; never more bytes of them than the Srefresh had.
         let mut nack_budget = datagram.payload.len() / ID_OBJECT_BYTES;
+        let mut unknown: Vec<(u32, u32)> = Vec::new();
         for object in &message.objects {
             let Object::MessageIdList(list) = object else {
                 continue;
@@ -698,83 +839,34 @@ impl Engine {
             self.note_epoch(source, list.epoch, now);
             // Unicast sessions: the source-list forms name the same ids (the sources matter
             // only for multicast Path state, which a host does not keep).
-            let ids: Vec<u32> = match &list.entries {
-                MessageIdEntries::Ids(ids) => ids.clone(),
-                MessageIdEntries::Ipv4Sources(v) => v.iter().map(|(id, _)| *id).collect(),
-                MessageIdEntries::Ipv6Sources(v) => v.iter().map(|(id, _)| *id).collect(),
-                MessageIdEntries::Ipv4Multicast(v) => v.iter().map(|e| e.0).collect(),
-                MessageIdEntries::Ipv6Multicast(v) => v.iter().map(|e| e.0).collect(),
+            let ids: Box<dyn Iterator<Item = u32> + '_> = match &list.entries {
+                MessageIdEntries::Ids(ids) => Box::new(ids.iter().copied()),
+                MessageIdEntries::Ipv4Sources(v) => Box::new(v.iter().map(|(id, _)| *id)),
+                MessageIdEntries::Ipv6Sources(v) => Box::new(v.iter().map(|(id, _)| *id)),
+                MessageIdEntries::Ipv4Multicast(v) => Box::new(v.iter().map(|e| e.0)),
+                MessageIdEntries::Ipv6Multicast(v) => Box::new(v.iter().map(|e| e.0)),
             };
-            for id in ids {
-                if self.summary_refresh(now, source, id) {
-                    self.stats.srefresh_ids_refreshed += 1;
-                } else if nack_budget > 0 {
-                    nack_budget -= 1;
-                    self.queue_ack(source, datagram.destination, list.epoch, id, true, now);
+            // One stamp per id in the neighbor's index, nothing else: the index is the
+            // timer of the states it covers (see [`Peer::rx`]). The ids come in increasing
+            // order, so they are matched in one forward walk.
+            let mut missing: Vec<u32> = Vec::new();
+            let refreshed_ids = match self.reduction.peers.get_mut(&source) {
+                Some(p) => p.rx.stamp_all(ids, now, &mut missing),
+                None => {
+                    missing.extend(ids);
+                    0
                 }
+            };
+            unknown.extend(missing.into_iter().map(|id| (list.epoch, id)));
+            self.stats.srefresh_ids_refreshed += refreshed_ids;
+        }
+        for (epoch, id) in unknown {
+            if nack_budget == 0 {
+                break;
             }
+            nack_budget -= 1;
+            self.queue_ack(source, datagram.destination, epoch, id, true, now);
         }
-    }
-
-    /// Refreshes the state `source`'s id `id` names; `false` when there is none.
-    fn summary_refresh(&mut self, now: Ms, source: IpAddr, id: u32) -> bool {
-        let Some(slot) = self
-            .reduction
-            .peers
-            .get(&source)
-            .and_then(|p| p.rx.map.get(&id).copied())
-        else {
-            return false;
-        };
-        let lifetime = |deci: u16| self.lifetime(u32::from(deci.max(1)) * 100);
-        let mut found = false;
-        let mut lifetimes: [Ms; 2] = [0, 0];
-        if let Some(s) = self.sessions.get(slot as usize).and_then(Option::as_ref) {
-            for p in s.psbs.iter().filter(|p| {
-                p.rx_id == id
-                    && (from_neighbor(source, p.phop.addr) || from_neighbor(source, p.sender.ip()))
-            }) {
-                lifetimes[0] = lifetime(p.rx_deci);
-                found = true;
-            }
-            for r in s
-                .rsbs
-                .iter()
-                .filter(|r| r.rx_id == id && from_neighbor(source, r.nhop.addr))
-            {
-                lifetimes[1] = lifetime(r.rx_deci);
-                found = true;
-            }
-        }
-        if !found {
-            if let Some(p) = self.reduction.peers.get_mut(&source) {
-                p.rx.map.remove(&id);
-            }
-            return false;
-        }
-        // Only deadlines move: in place, without `take` + `put` (see `refreshed_in_place`).
-        let Some(session) = self
-            .sessions
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-        else {
-            return false;
-        };
-        let mut earliest = NEVER;
-        for p in session.psbs.iter_mut().filter(|p| p.rx_id == id) {
-            p.expires_at = now.saturating_add(lifetimes[0]);
-            earliest = earliest.min(p.expires_at);
-        }
-        for r in session
-            .rsbs
-            .iter_mut()
-            .filter(|r| r.rx_id == id && from_neighbor(source, r.nhop.addr))
-        {
-            r.expires_at = now.saturating_add(lifetimes[1]);
-            earliest = earliest.min(r.expires_at);
-        }
-        self.refreshed_in_place(slot, earliest);
-        true
     }
 
     /// A MESSAGE_ID_ACK (`nack == false`) or MESSAGE_ID_NACK for one of our ids.
@@ -881,6 +973,173 @@ impl Engine {
         self.put(slot, session);
     }
 
+    /// `source` stopped being Refresh-Reduction-Capable (it restarted without it): the states
+    /// its Srefresh ticks refreshed get their full messages again, now (through the NACK
+    /// scan, which finds them and renews them).
+    fn downgraded(&mut self, source: IpAddr, now: Ms) {
+        let Some(p) = self.reduction.peers.get_mut(&source) else {
+            return;
+        };
+        let summarized = std::mem::take(&mut p.summarized);
+        p.summary_due = NEVER;
+        let nacked = &mut self.reduction.nacked;
+        for (_, summary) in summarized {
+            let room = MAX_NACKED.saturating_sub(nacked.len());
+            nacked.extend(summary.iter().take(room));
+        }
+        tracing::debug!(%source, "neighbor no longer refresh-reduction capable: full refreshes");
+        let at = now.max(self.reduction.next_nack_scan);
+        self.reduction.schedule(at);
+    }
+
+    /// A session is taken out of the table: notes the message ids its states hold (see
+    /// [`Held`]).
+    pub(super) fn reduction_taken(&mut self, slot: u32, session: &Session) {
+        let held = &mut self.reduction.held;
+        for p in session.psbs.iter().filter(|p| p.rx_id != 0) {
+            for peer in [p.phop.addr, p.sender.ip()] {
+                held.push(Held {
+                    slot,
+                    ours: false,
+                    peer,
+                    id: p.rx_id,
+                });
+            }
+        }
+        for r in session.rsbs.iter().filter(|r| r.rx_id != 0) {
+            held.push(Held {
+                slot,
+                ours: false,
+                peer: r.nhop.addr,
+                id: r.rx_id,
+            });
+        }
+        let destination = session.key.destination.ip();
+        for l in session.senders.iter().filter(|l| l.tx_acked) {
+            held.push(Held {
+                slot,
+                ours: true,
+                peer: destination,
+                id: l.tx_id,
+            });
+        }
+        if let Some(recv) = session.recv.as_deref().filter(|r| r.tx_acked) {
+            for p in session.psbs.iter() {
+                held.push(Held {
+                    slot,
+                    ours: true,
+                    peer: p.phop.addr,
+                    id: recv.tx_id,
+                });
+            }
+        }
+    }
+
+    /// The session at `slot` goes back into the table (or is deleted, when empty): the ids
+    /// it held and holds no more leave the neighbors' indexes and summaries.
+    pub(super) fn reduction_put(&mut self, slot: u32, session: &Session) {
+        let mut i = 0;
+        while i < self.reduction.held.len() {
+            let h = self.reduction.held[i];
+            if h.slot != slot {
+                i += 1;
+                continue;
+            }
+            self.reduction.held.swap_remove(i);
+            if h.ours {
+                // The Resv goes on only while the neighbor's path state and a request do.
+                let holds = session
+                    .senders
+                    .iter()
+                    .any(|l| l.tx_acked && l.tx_id == h.id)
+                    || (session
+                        .recv
+                        .as_deref()
+                        .is_some_and(|r| r.tx_acked && r.tx_id == h.id)
+                        && session.psbs.iter().any(|p| p.phop.addr == h.peer)
+                        && session.has_receivers());
+                if !holds {
+                    self.unsummarize(h.peer, h.id);
+                }
+            } else {
+                let holds = session.psbs.iter().any(|p| p.rx_id == h.id)
+                    || session.rsbs.iter().any(|r| r.rx_id == h.id);
+                if !holds {
+                    if let Some(p) = self.reduction.peers.get_mut(&h.peer) {
+                        p.rx.remove(h.id, Some(slot));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Before the session's timers run: a received state its neighbor's index handed back
+    /// (see [`Self::sweep_rx`]) and that a summary refresh has stamped since is covered by
+    /// the index again, if the next sweep comes before its deadline; else its deadline
+    /// catches up with the stamp (if later).
+    pub(super) fn catch_up(&mut self, slot: u32, now: Ms) {
+        let peers = &self.reduction.peers;
+        let Some(session) = self
+            .sessions
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let cover = |id: u32, addrs: [IpAddr; 2], expires_at: &mut Ms| {
+            if id == 0 || *expires_at == NEVER {
+                return;
+            }
+            let Some((entry, sweep)) = addrs.iter().find_map(|a| {
+                let p = peers.get(a)?;
+                Some((p.rx.get(id).filter(|e| e.slot == slot)?, p.rx_sweep_due))
+            }) else {
+                return;
+            };
+            // Covered again only by a stamp newer than the state's own refresh (a full
+            // message without an id, from a neighbor that stopped using them, refreshes the
+            // state but not the stamp).
+            let deadline = entry.deadline(now);
+            if deadline >= *expires_at && deadline > sweep {
+                *expires_at = NEVER;
+            } else {
+                *expires_at = (*expires_at).max(deadline);
+            }
+        };
+        for p in session.psbs.iter_mut() {
+            cover(p.rx_id, [p.phop.addr, p.sender.ip()], &mut p.expires_at);
+        }
+        for r in session.rsbs.iter_mut() {
+            cover(r.rx_id, [r.nhop.addr; 2], &mut r.expires_at);
+        }
+    }
+
+    /// The deadline of a received state (for inspection): its own, or its neighbor's
+    /// index's while the index covers it.
+    pub(super) fn rx_expiry(
+        &self,
+        now: Ms,
+        slot: u32,
+        rx_id: u32,
+        peers: [IpAddr; 2],
+        expires_at: Ms,
+    ) -> Ms {
+        if expires_at != NEVER || rx_id == 0 {
+            return expires_at;
+        }
+        peers
+            .iter()
+            .find_map(|a| {
+                self.reduction
+                    .peers
+                    .get(a)?
+                    .rx
+                    .get(rx_id)
+                    .filter(|e| e.slot == slot)
+            })
+            .map_or(expires_at, |e| e.deadline(now))
+    }
+
     // --- sending -----------------------------------------------------------------------
 
     /// A local sender's Path changed (or is new, or was NACKed): a new id, unacknowledged,
@@ -983,34 +1242,45 @@ impl Engine {
         Some(id)
     }
 
-    /// How long a summary refresh may wait for others to the same neighbor: `R / 16` (under
-    /// 2 s with the default `R`; a refresh interval is anywhere in `[R/2, 3R/2]` anyway), at
-    /// least the ack delay.
-    fn summary_window(&self) -> Ms {
-        (u64::from(self.refresh_ms_u32()) / 16).max(self.ack_delay_ms())
+    /// The time between two Srefresh ticks to a neighbor (each sends the next
+    /// `1/`[`SUMMARY_TICKS`] of its summary): uniform in `[R/32, 3R/32]`, so that each id is
+    /// refreshed every `R` on average, the neighbors' ticks do not synchronize, and no
+    /// interval exceeds `3R/2` (the lifetime the neighbor gives the state assumes that bound).
+    fn summary_tick(&mut self) -> Ms {
+        let r = u64::from(self.refresh_ms_u32());
+        let tick = (r / SUMMARY_TICKS as u64).max(1);
+        self.rng.random_range(tick / 2..=tick + tick / 2).max(1)
     }
 
-    /// Queues our id for the next Srefresh to `peer`.
+    /// Our acknowledged `id`, sent from `local`, is refreshed by `peer`'s Srefresh ticks from
+    /// now on (idempotent).
     fn summarize(&mut self, peer: IpAddr, local: IpAddr, id: u32, now: Ms) {
-        let due = now.saturating_add(self.summary_window());
+        let tick = self.summary_tick();
         let Some(p) = self.peer_mut(peer, now) else {
             return;
         };
-        let full = match p.summary.iter_mut().find(|(from, _)| *from == local) {
-            Some((_, ids)) => {
-                ids.push(id);
-                ids.len() >= IDS_PER_SREFRESH
-            }
+        let index = match p.summarized.iter().position(|(from, _)| *from == local) {
+            Some(i) => i,
             None => {
-                p.summary.push((local, vec![id]));
-                false
+                p.summarized.push((local, Summary::default()));
+                p.summarized.len() - 1
             }
         };
-        // A full Srefresh waits for nothing more.
-        let due = if full { now } else { due };
-        p.summary_due = p.summary_due.min(due);
-        let at = p.summary_due;
-        self.reduction.schedule(at);
+        p.summarized[index].1.insert(id);
+        if p.summary_due == NEVER {
+            p.summary_due = now.saturating_add(tick);
+            let at = p.summary_due;
+            self.reduction.schedule(at);
+        }
+    }
+
+    /// `id` no longer names state `peer` holds from us: its summary refreshes stop.
+    fn unsummarize(&mut self, peer: IpAddr, id: u32) {
+        if let Some(p) = self.reduction.peers.get_mut(&peer) {
+            for (_, summary) in &mut p.summarized {
+                summary.remove(id);
+            }
+        }
     }
 
     /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID of `msg` and acknowledgments
@@ -1110,9 +1380,19 @@ impl Engine {
         for addr in due {
             self.flush_peer(addr, now);
         }
+        let sweeps: Vec<IpAddr> = self
+            .reduction
+            .peers
+            .iter()
+            .filter(|(_, p)| p.rx_sweep_due <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in sweeps {
+            self.sweep_rx(addr, now);
+        }
         let mut next = self.reduction.due;
         for p in self.reduction.peers.values() {
-            next = next.min(p.due).min(p.summary_due);
+            next = next.min(p.due).min(p.summary_due).min(p.rx_sweep_due);
             for f in &p.inflight {
                 next = next.min(f.next_at);
             }
@@ -1127,6 +1407,7 @@ impl Engine {
             return;
         };
         let mut retransmit: Vec<(u32, Vec<u32>, IpAddr)> = Vec::new();
+        let mut given_up: Vec<Vec<u32>> = Vec::new();
         let mut i = 0;
         while i < p.inflight.len() {
             let f = &mut p.inflight[i];
@@ -1135,19 +1416,31 @@ impl Engine {
             } else if f.made >= limit {
                 let gone = p.inflight.swap_remove(i);
                 self.reduction.inflight.remove(&gone.id);
+                given_up.push(gone.ids);
             } else {
                 f.made += 1;
                 retransmit.push((f.id, f.ids.clone(), f.local));
                 i += 1;
             }
         }
-        // Acknowledgments due go now, and ride on the Srefresh when one goes too.
-        let summary = if p.summary_due <= now {
-            p.summary_due = NEVER;
-            std::mem::take(&mut p.summary)
+        // This tick's share of the summary (sent below).
+        let ticking = p.summary_due <= now;
+        let summary: Vec<(IpAddr, Vec<u32>)> = if ticking {
+            p.summarized
+                .iter_mut()
+                .filter(|(_, s)| s.len() > 0)
+                .map(|(local, s)| {
+                    let mut ids = Vec::new();
+                    s.next_tick(SUMMARY_TICKS, IDS_PER_SREFRESH, &mut ids);
+                    (*local, ids)
+                })
+                .filter(|(_, ids)| !ids.is_empty())
+                .collect()
         } else {
             Vec::new()
         };
+        let more = p.summarized.iter().any(|(_, s)| s.len() > 0);
+        // Acknowledgments due go now, and ride on the Srefresh when one goes too.
         let acks = if p.due <= now || (!summary.is_empty() && !p.acks.is_empty()) {
             p.due = NEVER;
             std::mem::take(&mut p.acks)
@@ -1156,6 +1449,31 @@ impl Engine {
         };
         let ack_local = p.local.unwrap_or(IpAddr::from([0u8; 4]));
         self.reduction.pending_acks -= acks.len();
+        if !given_up.is_empty() {
+            // Never acknowledged: the neighbor does not read our Srefresh messages. Their
+            // states get full messages, as after a NACK (found by the next scan).
+            self.stats.srefresh_given_up += given_up.len() as u64;
+            tracing::debug!(peer = %addr, "summary refresh never acknowledged: full refreshes");
+            let nacked = &mut self.reduction.nacked;
+            for id in given_up.into_iter().flatten() {
+                if nacked.len() < MAX_NACKED {
+                    nacked.insert(id);
+                }
+            }
+            let at = now.max(self.reduction.next_nack_scan);
+            self.reduction.schedule(at);
+        }
+        if ticking {
+            let next = if more {
+                now.saturating_add(self.summary_tick())
+            } else {
+                NEVER
+            };
+            if let Some(p) = self.reduction.peers.get_mut(&addr) {
+                p.summary_due = next;
+            }
+            self.reduction.schedule(next);
+        }
         for (id, ids, from) in retransmit {
             self.stats.retransmissions += 1;
             self.send_srefresh(addr, from, id, &ids, &mut Vec::new(), epoch);
@@ -1292,6 +1610,23 @@ impl Engine {
                 hits.push((slot as u32, ids));
             }
         }
+        // Ids no state holds any more (a change or removal we did not see): their summary
+        // refreshes stop.
+        let mut unknown = nacked;
+        for (_, ids) in &hits {
+            for id in ids {
+                unknown.remove(id);
+            }
+        }
+        if !unknown.is_empty() {
+            for p in self.reduction.peers.values_mut() {
+                for (_, summary) in &mut p.summarized {
+                    for id in &unknown {
+                        summary.remove(*id);
+                    }
+                }
+            }
+        }
         for (slot, ids) in hits {
             self.renew(now, slot, &ids);
         }
@@ -1314,20 +1649,6 @@ impl Engine {
         let r = &mut self.reduction;
         r.unacked.map.retain(|id, key| holds_tx(key, *id));
         r.unacked.swept();
-        for p in r.peers.values_mut() {
-            if p.rx.map.len() > p.rx.sweep_at {
-                p.rx.map.retain(|id, slot| {
-                    sessions
-                        .get(*slot as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|s| {
-                            s.psbs.iter().any(|x| x.rx_id == *id)
-                                || s.rsbs.iter().any(|x| x.rx_id == *id)
-                        })
-                });
-                p.rx.swept();
-            }
-        }
     }
 }
 

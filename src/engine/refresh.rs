@@ -57,13 +57,7 @@ impl Engine {
     /// State lifetime for a peer refreshing every `peer_r` ms: `(K + 0.5) · 1.5 · R`, rounded
     /// up, plus one tick so that it is never early.
     pub(super) fn lifetime(&self, peer_r: u32) -> Ms {
-        let k = u64::from(self.config.keep_multiplier.max(1));
-        let r = u64::from(peer_r);
-        (2 * k + 1)
-            .saturating_mul(3)
-            .saturating_mul(r)
-            .div_ceil(4)
-            .saturating_add(1)
+        lifetime_ms(self.config.keep_multiplier, peer_r)
     }
 
     pub(super) fn fast_start(&self) -> Fast {
@@ -128,6 +122,14 @@ impl Engine {
                 // `take`).
                 continue;
             }
+            // Summary refreshes stamped only the neighbors' indexes: the deadlines catch up
+            // first.
+            if self.config.refresh_reduction {
+                self.catch_up(slot, now);
+            }
+            let Some(session) = self.sessions.get(slot as usize).and_then(Option::as_ref) else {
+                continue;
+            };
             // Only expiry removes state here: without it (refreshes sent, waits ended) no list
             // changes and the session skips the accounting walks of `take` + `put`.
             let expiring = session.psbs.iter().any(|p| p.expires_at <= now)
@@ -221,6 +223,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// State lifetime for a peer refreshing every `peer_r` ms with keep multiplier `keep`:
+/// `(K + 0.5) · 1.5 · R`, rounded up, plus one tick so that it is never early.
+pub(super) fn lifetime_ms(keep: u32, peer_r: u32) -> Ms {
+    let k = u64::from(keep.max(1));
+    let r = u64::from(peer_r);
+    (2 * k + 1)
+        .saturating_mul(3)
+        .saturating_mul(r)
+        .div_ceil(4)
+        .saturating_add(1)
 }
 
 /// The first answer to a message stops its fast retransmission: the next send becomes a

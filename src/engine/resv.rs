@@ -79,11 +79,11 @@ impl Engine {
                 "reserve needs a session that neither sends nor has an unsignaled rule",
             ));
         }
-        session.owners[index].role = Role::Receiver(Request {
+        session.owners[index].role = Role::Receiver(Box::new(Request {
             style,
             flowspec,
             confirm,
-        });
+        }));
         self.request_changed(&mut session, now);
         self.put(slot, session);
         Ok(())
@@ -137,19 +137,30 @@ impl Engine {
         }
         // RFC 2961 (one previous hop): a refresh of acknowledged state goes in an Srefresh.
         let single = (phops.len() == 1).then(|| phops[0].addr);
-        if let Some(id) = self.reduction_resv(session, single, now) {
-            for phop in phops {
-                let mut msg = self.resv_msg(session, &request, phop, false);
-                msg.message_id = id;
-                self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+        let summarized = match self.reduction_resv(session, single, now) {
+            Some(id) => {
+                for phop in phops {
+                    let mut msg = self.resv_msg(session, &request, phop, false);
+                    msg.message_id = id;
+                    self.queue_for(session, msg, phop.addr, session.key.destination.ip());
+                }
+                false
             }
-        }
+            None => true,
+        };
+        let check = now.saturating_add(self.summary_check());
         let Some(recv) = session.recv.as_deref_mut() else {
             return;
         };
         let mut fast = recv.fast;
         let answered = recv.answered;
-        let next_at = self.after_send(&mut fast, answered, now);
+        // Summarized: the neighbor's Srefresh ticks refresh it (see `send_path`).
+        let next_at = if summarized {
+            fast.left = 0;
+            check
+        } else {
+            self.after_send(&mut fast, answered, now)
+        };
         recv.fast = fast;
         recv.next_at = next_at;
         if !request.confirm && !recv.announced {

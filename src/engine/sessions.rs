@@ -86,6 +86,9 @@ impl Engine {
         let session = self.sessions.get_mut(slot as usize)?.take()?;
         self.timers.forget(slot);
         self.account_session(&session, false);
+        if self.config.refresh_reduction {
+            self.reduction_taken(slot, &session);
+        }
         Some(session)
     }
 
@@ -102,6 +105,9 @@ impl Engine {
     /// Puts a session back: deletes it when nothing is left, else makes sure its earliest
     /// deadline is in the timer wheel.
     pub(super) fn put(&mut self, slot: u32, mut session: Session) {
+        if !self.reduction.held.is_empty() {
+            self.reduction_put(slot, &session);
+        }
         if session.is_empty() {
             self.index.remove(&session.key, slot, &self.sessions);
             self.free.push(slot);

@@ -19,13 +19,22 @@ pub(crate) const NEVER: Ms = Ms::MAX;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Clock {
     epoch: Option<Instant>,
+    /// The latest time converted (what the engine last heard `now` was).
+    latest: Ms,
 }
 
 impl Clock {
     /// Milliseconds since the epoch, rounded down; the first call fixes the epoch.
     pub(crate) fn ms(&mut self, now: Instant) -> Ms {
         let epoch = *self.epoch.get_or_insert(now);
-        duration_ms_floor(now.saturating_duration_since(epoch))
+        let ms = duration_ms_floor(now.saturating_duration_since(epoch));
+        self.latest = self.latest.max(ms);
+        ms
+    }
+
+    /// The latest time [`Clock::ms`] converted (0 before the first).
+    pub(crate) fn latest(&self) -> Ms {
+        self.latest
     }
 
     /// The instant of a deadline (`None` before the epoch is known).
