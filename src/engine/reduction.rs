@@ -362,7 +362,7 @@ impl Engine {
     }
 
     /// The delay before Srefresh retransmission `made + 1`: `Rf · factor^made`.
-    fn retransmit_delay(&self, made: u8) -> Ms {
+    pub(super) fn retransmit_delay(&self, made: u8) -> Ms {
         let factor = u64::from(self.config.retransmit_factor.max(1));
         let mut delay = duration_ms_ceil(self.config.fast_retransmit_initial);
         for _ in 0..made {
@@ -371,12 +371,12 @@ impl Engine {
         delay.min(u64::from(u32::MAX))
     }
 
-    fn retry_limit(&self) -> u8 {
+    pub(super) fn retry_limit(&self) -> u8 {
         u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX)
     }
 
     /// A new Message_Identifier (increasing within the epoch; a wrap starts a new epoch).
-    fn new_message_id(&mut self) -> u32 {
+    pub(super) fn new_message_id(&mut self) -> u32 {
         let r = &mut self.reduction;
         let id = r.next_id;
         r.next_id = id.wrapping_add(1);
@@ -410,7 +410,7 @@ impl Engine {
     }
 
     /// Whether `addr` is known to be Refresh-Reduction-Capable (refresh reduction on).
-    fn capable(&self, addr: IpAddr) -> bool {
+    pub(super) fn capable(&self, addr: IpAddr) -> bool {
         self.config.refresh_reduction && self.reduction.peers.get(&addr).is_some_and(|p| p.capable)
     }
 
@@ -543,6 +543,10 @@ impl Engine {
         if last != 0 && id.id < last {
             self.stats.out_of_order += 1;
             tracing::debug!(kind = ?msg.kind, session = ?msg.session, %source, id = id.id, last, "out-of-order message dropped");
+            // Still acknowledged: received, so its sender may stop retransmitting it.
+            if id.flags & MESSAGE_ID_FLAG_ACK_DESIRED != 0 {
+                self.queue_ack(source, datagram.destination, id.epoch, id.id, false, ms);
+            }
             return Err(());
         }
         Ok(Some(Tag {
@@ -613,7 +617,8 @@ impl Engine {
         }
     }
 
-    /// The last id recorded for the state `msg` is about (0: none).
+    /// The last id recorded for the state `msg` is about (0: none). A tear older than it (a
+    /// retransmission overtaken by a new Path or Resv) must not remove the new state.
     fn last_rx_id(&self, msg: &Msg, source: IpAddr) -> u32 {
         let Some(session) = self
             .lookup(&msg.session)
@@ -622,14 +627,14 @@ impl Engine {
             return 0;
         };
         match msg.kind {
-            MsgType::Path => session
+            MsgType::Path | MsgType::PathTear => session
                 .psbs
                 .iter()
                 .filter(|p| Some(p.sender) == msg.sender)
                 .map(|p| p.rx_id)
                 .max()
                 .unwrap_or(0),
-            MsgType::Resv => session
+            MsgType::Resv | MsgType::ResvTear => session
                 .rsbs
                 .iter()
                 .filter(|r| msg.hop.is_some_and(|h| h.addr == r.nhop.addr))
@@ -786,6 +791,11 @@ impl Engine {
         }
         if nack {
             self.stats.nacks_received += 1;
+        }
+        // A tear, error or ResvConf of ours (`reliable.rs`)? A NACK ends it too: the neighbor
+        // holds nothing it is about.
+        if self.reliable_acked(ack.id, nack) {
+            return;
         }
         // An Srefresh of ours? (Its acknowledgment may come from another address of the
         // neighbor it went to.)
@@ -1013,11 +1023,12 @@ impl Engine {
         self.reduction.schedule(at);
     }
 
-    /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID of `msg` and acknowledgments
-    /// waiting for `destination` to an encoded message (before it is signed).
+    /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID `message_id` (0: none; with
+    /// ACK_Desired) and acknowledgments waiting for `destination` to an encoded message
+    /// (before it is signed).
     pub(super) fn reduction_decorate(
         &mut self,
-        msg: &Msg,
+        message_id: u32,
         destination: IpAddr,
         payload: &mut Vec<u8>,
     ) {
@@ -1041,14 +1052,14 @@ impl Engine {
                 self.reduction.pending_acks -= take;
             }
         }
-        if msg.message_id != 0 {
+        if message_id != 0 {
             let epoch = self.reduction.epoch;
             objects.extend(id_object(
                 class::MESSAGE_ID,
                 1,
                 MESSAGE_ID_FLAG_ACK_DESIRED,
                 epoch,
-                msg.message_id,
+                message_id,
             ));
         }
         if objects.is_empty() {
