@@ -1,7 +1,9 @@
 //! RFC 2961 refresh reduction: MESSAGE_ID and acknowledgments (reliable trigger messages),
 //! Srefresh (summary refreshes), MESSAGE_ID_NACK, epochs, and the receiving of Bundles. See
 //! the module documentation's *Refresh reduction (RFC 2961)* section for the behaviour; this
-//! file holds the per-neighbor state and the byte work around the codec.
+//! file holds the per-neighbor state and the byte work around the codec. Tears, errors and
+//! ResvConfs are made reliable by `reliable.rs`, which holds their bytes: they take their ids
+//! from here, and `on_ack` hands it their acknowledgments.
 //!
 //! Where the state lives:
 //!
