@@ -855,7 +855,8 @@ impl Engine {
         if let Some(recv) = session.recv.as_deref_mut().filter(|r| r.tx_id == id) {
             recv.tx_acked = true;
             // A Resv that asks for a confirmation is answered by the ResvConf: until it
-            // comes, the Resv is retransmitted (the ResvConf is not acknowledged itself).
+            // comes, the Resv is retransmitted (a ResvConf is retransmitted too, but only to
+            // a capable neighbor, and not after its retry limit).
             if !request.is_some_and(|r| r.confirm && !recv.confirmed) {
                 answer(
                     &mut recv.answered,
