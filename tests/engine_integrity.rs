@@ -443,3 +443,61 @@ fn a_restarted_sender_is_accepted_by_a_peer_that_kept_its_state() {
         f.net.nodes[client].events_of(c)
     );
 }
+
+#[test]
+fn each_retransmission_of_a_tear_is_signed_anew_and_not_taken_for_a_replay() {
+    let (mut f, s, c) = keyed_pair(23);
+    f.net.trace = Some(Vec::new());
+    let retransmitted = f.net.nodes[f.server]
+        .engine
+        .stats()
+        .reliable_retransmissions;
+    // The tear and its first retransmission arrive; their acknowledgments are lost.
+    f.net.set_link(
+        f.client,
+        f.server,
+        Link {
+            down: true,
+            ..Link::default()
+        },
+    );
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_millis(700));
+    f.net.set_links(Link::default());
+    f.net.run_for(Duration::from_secs(10));
+    let tears: Vec<_> = f
+        .net
+        .trace
+        .take()
+        .unwrap()
+        .into_iter()
+        .filter(|t| !t.delivered && t.payload[1] == MsgType::PathTear.number())
+        .collect();
+    // Sent at 0, 0.5 s and 1.5 s (the third one's acknowledgment gets through).
+    assert_eq!(tears.len(), 3);
+    let chain = chain(&[key(7, Algorithm::HmacMd5)]);
+    let sequences: Vec<u64> = tears
+        .iter()
+        .map(|t| {
+            integrity::verify(&chain, v4(1), &t.payload)
+                .unwrap()
+                .sequence
+        })
+        .collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+    let client = f.net.nodes[f.client].engine.stats();
+    assert_eq!(client.integrity_replayed, 0, "{client:?}");
+    let server = f.net.nodes[f.server].engine.stats();
+    assert_eq!(
+        server.reliable_retransmissions - retransmitted,
+        2,
+        "{server:?}"
+    );
+    assert_eq!(server.reliable_given_up, 0);
+    assert!(f.net.nodes[f.client]
+        .engine
+        .session_info(c)
+        .unwrap()
+        .paths
+        .is_empty());
+}

@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use engine_support::*;
-use qtoq::engine::{EngineConfig, Event, SessionId, Style};
+use qtoq::engine::{EngineConfig, Event, RuleFailure, SessionId, Style};
 use qtoq::wire::intserv::TokenBucket;
-use qtoq::wire::{Message, MessageId, MsgType, Object, MESSAGE_ID_FLAG_ACK_DESIRED};
+use qtoq::wire::{
+    ErrorCode, Message, MessageId, MsgType, Object, RsvpError, MESSAGE_ID_FLAG_ACK_DESIRED,
+};
 
 const R: Duration = Duration::from_secs(30);
 
@@ -558,4 +560,336 @@ fn a_neighbor_restarted_without_refresh_reduction_gets_full_messages_again() {
     no_spurious_end(server);
     no_spurious_end(&f.net.nodes[f.client]);
     assert_eq!(server.installed.len(), sessions.len());
+}
+
+// --- reliable tears, errors and confirmations (RFC 2961 §4) ---------------------------
+
+const PATH_ERR: u8 = 3;
+const RESV_ERR: u8 = 4;
+const PATH_TEAR: u8 = 5;
+const RESV_TEAR: u8 = 6;
+
+/// Datagrams of `msg_type` `node` sent so far.
+fn sent_count(net: &Net, node: usize, msg_type: u8) -> usize {
+    net.sent_log
+        .iter()
+        .filter(|(_, n, t)| *n == node && *t == msg_type)
+        .count()
+}
+
+/// A node's reliable-delivery counters: (sent, retransmissions, given up).
+fn reliable(net: &Net, node: usize) -> (u64, u64, u64) {
+    let st = net.nodes[node].engine.stats();
+    (
+        st.reliable_sent,
+        st.reliable_retransmissions,
+        st.reliable_given_up,
+    )
+}
+
+/// How `reliable` changed since `before`.
+fn reliable_since(net: &Net, node: usize, before: (u64, u64, u64)) -> (u64, u64, u64) {
+    let now = reliable(net, node);
+    (now.0 - before.0, now.1 - before.1, now.2 - before.2)
+}
+
+/// Two capable hosts with one established session (each knows the other is capable).
+fn reliable_pair(seed: u64) -> (Flow2, SessionId, SessionId) {
+    let mut f = two_hosts(seed);
+    let (s, c) = f.setup(48_000);
+    f.net.run_for(Duration::from_secs(5));
+    assert!(established(&f.net.nodes[f.server], s));
+    assert!(established(&f.net.nodes[f.client], c));
+    (f, s, c)
+}
+
+fn down() -> Link {
+    Link {
+        down: true,
+        ..Link::default()
+    }
+}
+
+/// Runs `f` on `node` with everything it sends at once lost.
+fn lost<R>(
+    net: &mut Net,
+    node: usize,
+    f: impl FnOnce(&mut qtoq::engine::Engine, Instant) -> R,
+) -> R {
+    let other = 1 - node;
+    net.set_link(node, other, down());
+    let r = net.with(node, f);
+    net.set_links(Link::default());
+    r
+}
+
+#[test]
+fn a_lost_path_tear_is_retransmitted_and_removes_the_path_state_within_a_second() {
+    let (mut f, s, c) = reliable_pair(121);
+    let paths = |f: &Flow2| {
+        f.net.nodes[f.client]
+            .engine
+            .session_info(c)
+            .unwrap()
+            .paths
+            .len()
+    };
+    assert_eq!(paths(&f), 1);
+    let r0 = reliable(&f.net, f.server);
+    lost(&mut f.net, f.server, |e, now| e.release(now, s));
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 1);
+    // The retransmission after Rf = 500 ms; without it the state would wait for its
+    // lifetime (minutes).
+    f.net.run_for(Duration::from_millis(600));
+    assert_eq!(paths(&f), 0);
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 2);
+    f.net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        reliable_since(&f.net, f.server, r0),
+        (1, 1, 0),
+        "{:?}",
+        f.net.nodes[f.server].engine.stats()
+    );
+    // Acknowledged: no more copies.
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 2);
+}
+
+#[test]
+fn a_lost_resv_tear_is_retransmitted_and_removes_the_reservation_within_a_second() {
+    let (mut f, s, c) = reliable_pair(122);
+    let reservations = |f: &Flow2| {
+        f.net.nodes[f.server]
+            .engine
+            .session_info(s)
+            .unwrap()
+            .reservations
+            .len()
+    };
+    assert_eq!(reservations(&f), 1);
+    assert_eq!(f.net.nodes[f.server].installed.len(), 1);
+    let r0 = reliable(&f.net, f.client);
+    lost(&mut f.net, f.client, |e, now| e.release(now, c));
+    f.net.run_for(Duration::from_millis(600));
+    assert_eq!(reservations(&f), 0);
+    assert!(f.net.nodes[f.server].installed.is_empty());
+    f.net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        reliable_since(&f.net, f.client, r0),
+        (1, 1, 0),
+        "{:?}",
+        f.net.nodes[f.client].engine.stats()
+    );
+    assert_eq!(sent_count(&f.net, f.client, RESV_TEAR), 2);
+}
+
+#[test]
+fn an_acknowledged_tear_is_not_retransmitted() {
+    let (mut f, s, _c) = reliable_pair(123);
+    f.net.trace = Some(Vec::new());
+    let acks_before = f.net.nodes[f.server].engine.stats().acks_received;
+    let r0 = reliable(&f.net, f.server);
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_secs(10));
+    let st = f.net.nodes[f.server].engine.stats();
+    assert_eq!(reliable_since(&f.net, f.server, r0), (1, 0, 0), "{st:?}");
+    assert!(st.acks_received > acks_before);
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 1);
+    // It asked for the acknowledgment.
+    let trace = f.net.trace.take().unwrap();
+    let tear = trace
+        .iter()
+        .find(|t| !t.delivered && t.payload[1] == PATH_TEAR)
+        .unwrap();
+    let id = messages(&tear.payload)[0].message_id().copied().unwrap();
+    assert_ne!(id.flags & MESSAGE_ID_FLAG_ACK_DESIRED, 0);
+}
+
+#[test]
+fn a_neighbor_without_refresh_reduction_gets_tears_without_message_id_sent_once() {
+    let mut net = Net::new(124);
+    let rr = net.add("rr", v4(1), rr_config(1));
+    let classic = net.add("classic", v4(2), classic_config(2));
+    let (s, c) = session(&mut net, rr, classic, 40_000);
+    net.run_for(Duration::from_secs(5));
+    assert!(established(&net.nodes[rr], s));
+    net.trace = Some(Vec::new());
+    lost(&mut net, rr, |e, now| e.release(now, s));
+    net.run_for(Duration::from_secs(10));
+    let trace = net.trace.take().unwrap();
+    let tears: Vec<_> = trace
+        .iter()
+        .filter(|t| !t.delivered && t.payload[1] == PATH_TEAR)
+        .collect();
+    assert_eq!(tears.len(), 1);
+    assert!(messages(&tears[0].payload)[0].message_id().is_none());
+    let st = net.nodes[rr].engine.stats();
+    assert_eq!(
+        (st.reliable_sent, st.reliable_retransmissions),
+        (0, 0),
+        "{st:?}"
+    );
+    // As in RFC 2205: the lost tear leaves the state to its lifetime.
+    let info = net.nodes[classic].engine.session_info(c).unwrap();
+    assert_eq!(info.paths.len(), 1);
+}
+
+#[test]
+fn a_lost_resv_err_is_retransmitted_until_acknowledged() {
+    let (mut f, _s, c) = reliable_pair(125);
+    let rule = *f.net.nodes[f.server].installed.keys().next().unwrap();
+    let failure = RuleFailure {
+        error: RsvpError::new(ErrorCode::POLICY_CONTROL_FAILURE, 0),
+        reason: "revoked".into(),
+    };
+    let r0 = reliable(&f.net, f.server);
+    lost(&mut f.net, f.server, |e, now| {
+        e.rule_outcome(now, rule, Err(failure))
+    });
+    assert_eq!(sent_count(&f.net, f.server, RESV_ERR), 1);
+    f.net.run_for(Duration::from_millis(600));
+    let resv_error = |f: &Flow2| {
+        f.net.nodes[f.client]
+            .events_of(c)
+            .iter()
+            .any(|e| matches!(e, Event::ResvError { .. }))
+    };
+    assert!(resv_error(&f));
+    f.net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        reliable_since(&f.net, f.server, r0),
+        (1, 1, 0),
+        "{:?}",
+        f.net.nodes[f.server].engine.stats()
+    );
+    assert_eq!(sent_count(&f.net, f.server, RESV_ERR), 2);
+}
+
+#[test]
+fn a_lost_path_err_is_retransmitted_with_its_id_until_acknowledged() {
+    let mut f = two_hosts(126);
+    let mut config = config(126 ^ 2);
+    // One path state from the server: its second sender is refused with a PathErr.
+    config.neighbor_limits.paths = 1;
+    f.net.restart(f.client, config);
+    let (s, _c) = f.setup(48_000);
+    f.net.run_for(Duration::from_secs(5));
+    assert!(established(&f.net.nodes[f.server], s));
+    f.net.trace = Some(Vec::new());
+    let k = key(sock(f.receiver.ip(), 48_001));
+    let sender = f.sender;
+    let second = f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k).unwrap();
+        e.add_sender(now, id, sender, tspec()).unwrap();
+        id
+    });
+    // The PathErr answering the Path is lost.
+    f.net.set_link(f.client, f.server, down());
+    f.net.run_for(Duration::from_millis(6));
+    f.net.set_links(Link::default());
+    let trace = f.net.trace.clone().unwrap();
+    let first = trace
+        .iter()
+        .find(|t| !t.delivered && t.payload[1] == PATH_ERR)
+        .expect("a PathErr");
+    let id = messages(&first.payload)[0].message_id().copied().unwrap();
+    f.net.run_for(Duration::from_secs(10));
+    let trace = f.net.trace.take().unwrap();
+    assert!(
+        trace.iter().any(|t| t.delivered
+            && t.payload[1] == PATH_ERR
+            && messages(&t.payload)[0].message_id() == Some(&id)),
+        "the PathErr {id:?} came again"
+    );
+    assert!(f.net.nodes[f.server]
+        .events_of(second)
+        .iter()
+        .any(|e| matches!(e, Event::PathError { .. })));
+    let st = f.net.nodes[f.client].engine.stats();
+    assert!(st.reliable_retransmissions >= 1, "{st:?}");
+    assert_eq!(st.reliable_given_up, 0, "{st:?}");
+}
+
+#[test]
+fn a_duplicate_tear_is_acknowledged_again_so_its_sender_stops() {
+    let (mut f, s, c) = reliable_pair(127);
+    // The tear arrives, but its acknowledgments are lost for a while.
+    f.net.set_link(f.client, f.server, down());
+    f.net.with(f.server, |e, now| e.release(now, s));
+    f.net.run_for(Duration::from_millis(700));
+    assert!(f.net.nodes[f.client]
+        .engine
+        .session_info(c)
+        .unwrap()
+        .paths
+        .is_empty());
+    f.net.set_links(Link::default());
+    f.net.run_for(Duration::from_secs(10));
+    let st = f.net.nodes[f.server].engine.stats();
+    // Sent at 0, 0.5 s (acknowledged, lost) and 1.5 s (acknowledged): then no more.
+    assert_eq!(
+        (st.reliable_retransmissions, st.reliable_given_up),
+        (2, 0),
+        "{st:?}"
+    );
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 3);
+}
+
+#[test]
+fn a_retransmitted_tear_overtaken_by_a_new_path_leaves_the_new_state() {
+    let (mut f, s, c) = reliable_pair(128);
+    lost(&mut f.net, f.server, |e, now| e.release(now, s));
+    // The sender comes back at once: a new Path (a newer id) goes before the tear's
+    // retransmission.
+    let k = key(sock(f.receiver.ip(), 48_000));
+    let sender = f.sender;
+    f.net.with(f.server, |e, now| {
+        let id = e.open_session(now, k).unwrap();
+        e.add_sender(now, id, sender, tspec()).unwrap();
+    });
+    f.net.run_for(Duration::from_secs(10));
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 2);
+    let client = &f.net.nodes[f.client];
+    assert_eq!(client.engine.session_info(c).unwrap().paths.len(), 1);
+    assert_eq!(client.engine.stats().out_of_order, 1);
+    // Acknowledged all the same.
+    let st = f.net.nodes[f.server].engine.stats();
+    assert_eq!(
+        (st.reliable_retransmissions, st.reliable_given_up),
+        (1, 0),
+        "{st:?}"
+    );
+}
+
+#[test]
+fn unacknowledged_tears_stop_after_the_retry_limit_and_are_forgotten() {
+    let (mut f, s, _c) = reliable_pair(129);
+    f.net.set_link(f.server, f.client, down());
+    f.net.set_link(f.client, f.server, down());
+    let r0 = reliable(&f.net, f.server);
+    let before = f.net.nodes[f.server].engine.state_bytes();
+    f.net.with(f.server, |e, now| e.release(now, s));
+    let holding = f.net.nodes[f.server].engine.state_bytes();
+    let tear_len = f
+        .net
+        .captured
+        .iter()
+        .rev()
+        .find(|p| p[1] == PATH_TEAR)
+        .map_or(0, Vec::len);
+    f.net.run_for(Duration::from_secs(60));
+    // Rl = 3 retransmissions (0.5 s, 1.5 s, 3.5 s), given up a last interval later.
+    assert_eq!(
+        reliable_since(&f.net, f.server, r0),
+        (1, 3, 1),
+        "{:?}",
+        f.net.nodes[f.server].engine.stats()
+    );
+    assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 4);
+    // The copy held was freed (nothing else changed meanwhile: the links are down).
+    let after = f.net.nodes[f.server].engine.state_bytes();
+    println!("state bytes: {before} with the session, {holding} holding the tear, {after} after");
+    assert!(
+        tear_len > 0 && after + tear_len <= holding,
+        "{after} + {tear_len} vs {holding}"
+    );
 }

@@ -178,7 +178,8 @@ impl Engine {
             + self.free.capacity() * 4
             + self.index.heap_bytes()
             + self.timers.heap_bytes()
-            + self.reduction.heap_bytes();
+            + self.reduction.heap_bytes()
+            + self.reliable.heap_bytes();
         for session in self.sessions.iter().flatten() {
             bytes += session.heap_bytes();
         }

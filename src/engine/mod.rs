@@ -25,6 +25,7 @@
 //! | `translate.rs` | the engine's messages to and from [`crate::wire`]'s |
 //! | `integrity.rs` | the INTEGRITY gate, signing of transmits, the integrity handshake |
 //! | `reduction.rs` | RFC 2961 refresh reduction: message ids, acks, Srefresh, epochs, Bundles |
+//! | `reliable.rs` | RFC 2961 reliable delivery of tears, errors and ResvConfs (held copies) |
 //! | `state.rs`, `index.rs`, `timer.rs`, `inspect.rs` | session state, key index, timer wheel, inspection |
 //!
 //! # Names
@@ -152,8 +153,17 @@
 //!   an earlier message) does not stop the retransmissions; a Resv asking for confirmation is
 //!   retransmitted until its ResvConf too. A full refresh of a message never acknowledged
 //!   (sent before the neighbor was known to be capable, or every attempt lost) is retransmitted
-//!   the same way. Tears and error messages are not (their loss is healed by expiry and
-//!   refreshes, as in RFC 2205).
+//!   the same way.
+//! * **Reliable tears, errors and confirmations.** A PathTear, ResvTear, PathErr, ResvErr or
+//!   ResvConf gets a Message_Identifier of its own with ACK_Desired and is retransmitted on
+//!   the same schedule until acknowledged (or NACKed: the neighbor holds nothing it is about),
+//!   so a lost PathTear no longer leaves the neighbor's state until it expires. Having no
+//!   state to be rebuilt from, its encoded bytes are held (at most 4 096 messages and 4 MiB,
+//!   the oldest dropped beyond: [`Stats::reliable_dropped`]) and decorated and signed anew for
+//!   each retransmission. The retransmissions of an answer to a datagram take answer tokens
+//!   of their destination (see [Bounds](self#bounds)). A received tear older than the last id
+//!   of the state it names (a retransmission overtaken by a new Path or Resv) is out of order
+//!   and dropped; out-of-order messages are still acknowledged.
 //! * **Summary refreshes.** Once a Path or Resv is acknowledged, its id joins its neighbor's
 //!   summary, and the neighbor's own timer refreshes them all: every `R / 16` (jittered
 //!   uniformly in `[R/32, 3R/32]`) a tick sends the next sixteenth of the summary, in order,
@@ -336,6 +346,7 @@ mod path;
 mod receive;
 mod reduction;
 mod refresh;
+mod reliable;
 mod resv;
 mod rules;
 mod sessions;
@@ -879,6 +890,18 @@ pub struct Stats {
     pub out_of_order: u64,
     /// Neighbors seen to restart (a new MESSAGE_ID epoch): their former ids were voided.
     pub neighbor_restarts: u64,
+    /// PathTear, ResvTear, PathErr, ResvErr and ResvConf messages sent to a capable neighbor
+    /// with a MESSAGE_ID asking for an acknowledgment, held for retransmission until it
+    /// comes (first transmissions; see [Refresh reduction](self#refresh-reduction-rfc-2961)).
+    pub reliable_sent: u64,
+    /// Retransmissions of those messages.
+    pub reliable_retransmissions: u64,
+    /// Those messages given up unacknowledged after the last retransmission (or because the
+    /// neighbor stopped doing refresh reduction).
+    pub reliable_given_up: u64,
+    /// Those messages dropped from the retransmission queue because it held 4 096 messages
+    /// or 4 MiB (the oldest goes; it was sent once).
+    pub reliable_dropped: u64,
 }
 
 /// The RSVP engine. See the [module documentation](self).
@@ -924,6 +947,9 @@ pub struct Engine {
     /// RFC 2961 refresh reduction: epoch, message ids, neighbors' capabilities and ids,
     /// pending acknowledgments and summary refreshes (`reduction.rs`).
     reduction: reduction::Reduction,
+    /// RFC 2961 reliable delivery of tears, errors and ResvConfs: copies held until
+    /// acknowledged (`reliable.rs`).
+    reliable: reliable::Reliable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -979,6 +1005,7 @@ impl Engine {
             deferred: VecDeque::new(),
             deferred_at: None,
             reduction: reduction::Reduction::new(),
+            reliable: reliable::Reliable::new(),
         }
     }
 
@@ -1108,6 +1135,7 @@ impl Engine {
         self.send_deferred();
         self.on_timeout(now);
         self.reduction_timeout(now);
+        self.reliable_timeout(now);
         self.drain_local(now);
     }
 
@@ -1118,7 +1146,8 @@ impl Engine {
             .peek()
             .and_then(|(at, _)| self.clock.instant(at));
         let reduction = self.reduction_due();
-        [timer, self.deferred_at, reduction]
+        let reliable = self.reliable_due();
+        [timer, self.deferred_at, reduction, reliable]
             .into_iter()
             .flatten()
             .min()

@@ -5,7 +5,8 @@
 //! Messages handlers produce wait in `outbox` until their session is back in its slot, so the
 //! local-delivery decision always sees the current state. Refresh reduction (RFC 2961,
 //! `reduction.rs`) adds its flag, MESSAGE_ID and acknowledgments to each encoded message here,
-//! before it is signed.
+//! before it is signed; a tear, error or ResvConf to a capable neighbor is also held for
+//! retransmission until acknowledged (`reliable.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -59,7 +60,7 @@ impl Engine {
     /// neighbor has a token left, else suppressed. Both are counted.
     pub(super) fn flush(&mut self) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        for (msg, destination, source, local) in outbox.drain(..) {
+        for (mut msg, destination, source, local) in outbox.drain(..) {
             let error = matches!(msg.kind, MsgType::PathErr | MsgType::ResvErr);
             let local = local
                 .unwrap_or_else(|| self.config.local_delivery && self.is_for_us(&msg, destination));
@@ -73,8 +74,14 @@ impl Engine {
                 self.stats.encode_failed += 1;
                 continue;
             };
+            // RFC 2961 §4: a tear, error or ResvConf to a capable neighbor gets an id of its
+            // own and is retransmitted until acknowledged (`reliable.rs` holds its bytes).
+            let held = self.reliable_wanted(msg.kind, destination).then(|| {
+                msg.message_id = self.new_message_id();
+                payload.clone()
+            });
             // RFC 2961: the capability flag, the MESSAGE_ID, acknowledgments waiting.
-            self.reduction_decorate(&msg, destination, &mut payload);
+            self.reduction_decorate(msg.message_id, destination, &mut payload);
             // RFC 2747 §4.1: every datagram to a keyed neighbor carries INTEGRITY.
             if !self.sign_transmit(destination, &mut payload) {
                 self.stats.encode_failed += 1;
@@ -88,6 +95,9 @@ impl Engine {
                 payload,
             };
             let Some(answering) = self.answering else {
+                if let Some(held) = held {
+                    self.reliable_hold(msg.message_id, &transmit, held, false);
+                }
                 self.stats.errors_sent += u64::from(error);
                 self.stats.transmitted += 1;
                 self.transmits.push_back(transmit);
@@ -101,6 +111,9 @@ impl Engine {
                 self.stats.answers_suppressed += 1;
                 tracing::debug!(kind = ?msg.kind, session = ?msg.session, %destination, "answer suppressed: over the datagram's budget or its neighbor's answer rate");
                 continue;
+            }
+            if let Some(held) = held {
+                self.reliable_hold(msg.message_id, &transmit, held, true);
             }
             self.stats.errors_sent += u64::from(error);
             if fits {

@@ -39,6 +39,7 @@ impl Engine {
                 break;
             }
         }
+        self.reliable_schedule(now);
         let sessions = &self.sessions;
         self.timers.prune(|at, slot| is_live(sessions, at, slot));
     }

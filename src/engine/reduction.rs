@@ -1,7 +1,9 @@
 //! RFC 2961 refresh reduction: MESSAGE_ID and acknowledgments (reliable trigger messages),
 //! Srefresh (summary refreshes), MESSAGE_ID_NACK, epochs, and the receiving of Bundles. See
 //! the module documentation's *Refresh reduction (RFC 2961)* section for the behaviour; this
-//! file holds the per-neighbor state and the byte work around the codec.
+//! file holds the per-neighbor state and the byte work around the codec. Tears, errors and
+//! ResvConfs are made reliable by `reliable.rs`, which holds their bytes: they take their ids
+//! from here, and `on_ack` hands it their acknowledgments.
 //!
 //! Where the state lives:
 //!
@@ -407,7 +409,7 @@ impl Engine {
     }
 
     /// The delay before Srefresh retransmission `made + 1`: `Rf · factor^made`.
-    fn retransmit_delay(&self, made: u8) -> Ms {
+    pub(super) fn retransmit_delay(&self, made: u8) -> Ms {
         let factor = u64::from(self.config.retransmit_factor.max(1));
         let mut delay = duration_ms_ceil(self.config.fast_retransmit_initial);
         for _ in 0..made {
@@ -416,7 +418,7 @@ impl Engine {
         delay.min(u64::from(u32::MAX))
     }
 
-    fn retry_limit(&self) -> u8 {
+    pub(super) fn retry_limit(&self) -> u8 {
         u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX)
     }
 
@@ -429,7 +431,7 @@ impl Engine {
     }
 
     /// A new Message_Identifier (increasing within the epoch; a wrap starts a new epoch).
-    fn new_message_id(&mut self) -> u32 {
+    pub(super) fn new_message_id(&mut self) -> u32 {
         let r = &mut self.reduction;
         let id = r.next_id;
         r.next_id = id.wrapping_add(1);
@@ -463,7 +465,7 @@ impl Engine {
     }
 
     /// Whether `addr` is known to be Refresh-Reduction-Capable (refresh reduction on).
-    fn capable(&self, addr: IpAddr) -> bool {
+    pub(super) fn capable(&self, addr: IpAddr) -> bool {
         self.config.refresh_reduction && self.reduction.peers.get(&addr).is_some_and(|p| p.capable)
     }
 
@@ -599,6 +601,10 @@ impl Engine {
         if last != 0 && id.id < last {
             self.stats.out_of_order += 1;
             tracing::debug!(kind = ?msg.kind, session = ?msg.session, %source, id = id.id, last, "out-of-order message dropped");
+            // Still acknowledged: received, so its sender may stop retransmitting it.
+            if id.flags & MESSAGE_ID_FLAG_ACK_DESIRED != 0 {
+                self.queue_ack(source, datagram.destination, id.epoch, id.id, false, ms);
+            }
             return Err(());
         }
         Ok(Some(Tag {
@@ -693,9 +699,11 @@ impl Engine {
         }
     }
 
-    /// The last id recorded for the state `msg` is about (0: none). Only an id still in the
-    /// neighbor's index counts: after the neighbor's restart (a new epoch) the index is
-    /// empty, and its new ids, which start again, must not be taken for old ones.
+    /// The last id recorded for the state `msg` is about (0: none). A tear older than it (a
+    /// retransmission overtaken by a new Path or Resv) must not remove the new state. Only an
+    /// id still in the neighbor's index counts: after the neighbor's restart (a new epoch)
+    /// the index is empty, and its new ids, which start again, must not be taken for old
+    /// ones.
     fn last_rx_id(&self, msg: &Msg, source: IpAddr) -> u32 {
         let Some(index) = self.reduction.peers.get(&source).map(|p| &p.rx) else {
             return 0;
@@ -708,7 +716,7 @@ impl Engine {
         };
         let current = |id: &u32| index.get(*id).is_some();
         match msg.kind {
-            MsgType::Path => session
+            MsgType::Path | MsgType::PathTear => session
                 .psbs
                 .iter()
                 .filter(|p| Some(p.sender) == msg.sender)
@@ -716,7 +724,7 @@ impl Engine {
                 .filter(current)
                 .max()
                 .unwrap_or(0),
-            MsgType::Resv => session
+            MsgType::Resv | MsgType::ResvTear => session
                 .rsbs
                 .iter()
                 .filter(|r| msg.hop.is_some_and(|h| h.addr == r.nhop.addr))
@@ -879,6 +887,11 @@ impl Engine {
         if nack {
             self.stats.nacks_received += 1;
         }
+        // A tear, error or ResvConf of ours (`reliable.rs`)? A NACK ends it too: the neighbor
+        // holds nothing it is about.
+        if self.reliable_acked(ack.id, nack) {
+            return;
+        }
         // An Srefresh of ours? (Its acknowledgment may come from another address of the
         // neighbor it went to.)
         if let Some(peer) = self.reduction.inflight.remove(&ack.id) {
@@ -935,7 +948,8 @@ impl Engine {
         if let Some(recv) = session.recv.as_deref_mut().filter(|r| r.tx_id == id) {
             recv.tx_acked = true;
             // A Resv that asks for a confirmation is answered by the ResvConf: until it
-            // comes, the Resv is retransmitted (the ResvConf is not acknowledged itself).
+            // comes, the Resv is retransmitted (a ResvConf is retransmitted too, but only to
+            // a capable neighbor, and not after its retry limit).
             if !request.is_some_and(|r| r.confirm && !recv.confirmed) {
                 answer(
                     &mut recv.answered,
@@ -1283,11 +1297,12 @@ impl Engine {
         }
     }
 
-    /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID of `msg` and acknowledgments
-    /// waiting for `destination` to an encoded message (before it is signed).
+    /// Adds the Refresh-Reduction-Capable flag, the MESSAGE_ID `message_id` (0: none; with
+    /// ACK_Desired) and acknowledgments waiting for `destination` to an encoded message
+    /// (before it is signed).
     pub(super) fn reduction_decorate(
         &mut self,
-        msg: &Msg,
+        message_id: u32,
         destination: IpAddr,
         payload: &mut Vec<u8>,
     ) {
@@ -1311,14 +1326,14 @@ impl Engine {
                 self.reduction.pending_acks -= take;
             }
         }
-        if msg.message_id != 0 {
+        if message_id != 0 {
             let epoch = self.reduction.epoch;
             objects.extend(id_object(
                 class::MESSAGE_ID,
                 1,
                 MESSAGE_ID_FLAG_ACK_DESIRED,
                 epoch,
-                msg.message_id,
+                message_id,
             ));
         }
         if objects.is_empty() {
