@@ -309,7 +309,7 @@ fn message_id(body: &[u8]) -> Option<MessageId> {
 }
 
 /// The one's-complement checksum field value for `bytes` (its own field taken as zero).
-fn fill_checksum(bytes: &mut [u8]) {
+pub(super) fn fill_checksum(bytes: &mut [u8]) {
     bytes[2] = 0;
     bytes[3] = 0;
     let mut sum: u32 = 0;
@@ -410,7 +410,7 @@ impl Engine {
     }
 
     /// Whether `addr` is known to be Refresh-Reduction-Capable (refresh reduction on).
-    fn capable(&self, addr: IpAddr) -> bool {
+    pub(super) fn capable(&self, addr: IpAddr) -> bool {
         self.config.refresh_reduction && self.reduction.peers.get(&addr).is_some_and(|p| p.capable)
     }
 
@@ -473,7 +473,10 @@ impl Engine {
         let capable = first & RR_FLAG != 0;
         let ms = self.clock.ms(now);
         let known = self.reduction.peers.get(&source).map(|p| p.capable);
-        if known != Some(capable) && (capable || known.is_some()) {
+        // A Bundle's own header is not noted: it may be unsigned (its sub-messages carry the
+        // INTEGRITY, see `bundle.rs`), and each sub-message carries the flag anyway.
+        let bundle = kind == MsgType::Bundle.number();
+        if !bundle && known != Some(capable) && (capable || known.is_some()) {
             if let Some(p) = self.peer_mut(source, ms) {
                 p.capable = capable;
             }
