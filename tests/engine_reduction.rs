@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use engine_support::*;
-use qtoq::engine::{EngineConfig, Event, RuleFailure, SessionId, Style};
+use qtoq::engine::{EngineConfig, Event, RuleFailure, SessionId, Style, MAX_BUNDLE_BYTES};
 use qtoq::wire::intserv::TokenBucket;
 use qtoq::wire::{
     ErrorCode, Message, MessageId, MsgType, Object, RsvpError, MESSAGE_ID_FLAG_ACK_DESIRED,
@@ -787,17 +787,25 @@ fn a_lost_path_err_is_retransmitted_with_its_id_until_acknowledged() {
     f.net.run_for(Duration::from_millis(6));
     f.net.set_links(Link::default());
     let trace = f.net.trace.clone().unwrap();
-    let first = trace
+    // (Sub-messages of Bundles included.)
+    let path_err_ids = |t: &Trace| -> Vec<MessageId> {
+        messages(&t.payload)
+            .iter()
+            .filter(|m| m.msg_type() == MsgType::PathErr)
+            .filter_map(|m| m.message_id().copied())
+            .collect()
+    };
+    let id = trace
         .iter()
-        .find(|t| !t.delivered && t.payload[1] == PATH_ERR)
+        .filter(|t| !t.delivered)
+        .find_map(|t| path_err_ids(t).first().copied())
         .expect("a PathErr");
-    let id = messages(&first.payload)[0].message_id().copied().unwrap();
     f.net.run_for(Duration::from_secs(10));
     let trace = f.net.trace.take().unwrap();
     assert!(
-        trace.iter().any(|t| t.delivered
-            && t.payload[1] == PATH_ERR
-            && messages(&t.payload)[0].message_id() == Some(&id)),
+        trace
+            .iter()
+            .any(|t| t.delivered && path_err_ids(t).contains(&id)),
         "the PathErr {id:?} came again"
     );
     assert!(f.net.nodes[f.server]
@@ -892,4 +900,320 @@ fn unacknowledged_tears_stop_after_the_retry_limit_and_are_forgotten() {
         tear_len > 0 && after + tear_len <= holding,
         "{after} + {tear_len} vs {holding}"
     );
+}
+
+// --- Bundles sent (RFC 2961 §3) -------------------------------------------------------------
+
+/// The sub-messages of a Bundle's bytes, each as its own slice (after the 8-byte header).
+fn sub_messages(payload: &[u8]) -> Vec<&[u8]> {
+    let mut subs = Vec::new();
+    let mut offset = 8;
+    while offset < payload.len() {
+        let len = usize::from(u16::from_be_bytes([
+            payload[offset + 6],
+            payload[offset + 7],
+        ]));
+        assert!(
+            len >= 8 && offset + len <= payload.len(),
+            "sub-message length {len}"
+        );
+        subs.push(&payload[offset..offset + len]);
+        offset += len;
+    }
+    subs
+}
+
+/// Checks every Bundle a node sent (in the trace): within the size limit, the RR flag set,
+/// the Send_TTL of its sub-messages, at least two sub-messages each of which decodes alone as
+/// an RFC 2205 message. Returns (datagrams, messages) sent by `node`: RSVP datagrams and
+/// the messages in them (a Bundle counts its sub-messages).
+fn check_sent(trace: &[Trace], node: usize) -> (usize, usize) {
+    let (mut datagrams, mut messages) = (0, 0);
+    for t in trace.iter().filter(|t| !t.delivered && t.node == node) {
+        datagrams += 1;
+        if t.payload[1] != MsgType::Bundle.number() {
+            messages += 1;
+            continue;
+        }
+        assert!(t.payload.len() <= MAX_BUNDLE_BYTES, "{}", t.payload.len());
+        assert!(rr_flag(&t.payload));
+        let bundle = Message::decode(&t.payload).expect("a valid bundle");
+        assert!(
+            bundle.integrity().is_none(),
+            "sub-messages carry the INTEGRITY"
+        );
+        let subs = sub_messages(&t.payload);
+        assert!(subs.len() >= 2, "a bundle of {}", subs.len());
+        assert_eq!(subs.len(), bundle.bundled.len());
+        for sub in subs {
+            let m = Message::decode(sub).expect("each sub-message decodes alone");
+            assert!((1..=7).contains(&m.msg_type().number()), "{m:?}");
+            assert_eq!(
+                sub[4], t.payload[4],
+                "Send_TTL of the bundle and its messages"
+            );
+            assert!(rr_flag(sub));
+            messages += 1;
+        }
+    }
+    (datagrams, messages)
+}
+
+/// `n` sessions from `server` to `client`, each side opened in one batch of API calls (one
+/// drain: what they queue goes out together).
+fn batch_sessions(
+    net: &mut Net,
+    server: usize,
+    client: usize,
+    first_port: u16,
+    n: u16,
+) -> Vec<(SessionId, SessionId)> {
+    let (server_addr, client_addr) = (net.nodes[server].addr, net.nodes[client].addr);
+    let keys: Vec<_> = (0..n)
+        .map(|i| key(sock(client_addr, first_port + i)))
+        .collect();
+    let clients: Vec<SessionId> = net.with(client, |e, now| {
+        keys.iter()
+            .map(|k| {
+                let id = e.open_session(now, *k).unwrap();
+                e.reserve(now, id, Style::FixedFilter, flowspec(), true)
+                    .unwrap();
+                id
+            })
+            .collect()
+    });
+    let servers: Vec<SessionId> = net.with(server, |e, now| {
+        keys.iter()
+            .map(|k| {
+                let id = e.open_session(now, *k).unwrap();
+                e.add_sender(now, id, sock(server_addr, 8080), tspec())
+                    .unwrap();
+                id
+            })
+            .collect()
+    });
+    servers.into_iter().zip(clients).collect()
+}
+
+/// Many sessions set up at once between two capable hosts: returns the (datagrams,
+/// messages) each host sent and the hosts' stats.
+fn setup_many(bundling: bool, n: u16) -> ((usize, usize), (usize, usize), Flow2) {
+    let mut f = two_hosts(121);
+    for node in [f.server, f.client] {
+        let mut config = config(121 ^ node as u64);
+        config.bundling = bundling;
+        f.net.restart(node, config);
+    }
+    // One session first: each host learns the other is capable.
+    let first = f.setup(48_000);
+    f.net.run_for(Duration::from_secs(5));
+    f.net.trace = Some(Vec::new());
+    let transmitted =
+        |f: &Flow2, node: usize| f.net.nodes[node].engine.stats().transmitted as usize;
+    let before = (transmitted(&f, f.server), transmitted(&f, f.client));
+    let sessions = batch_sessions(&mut f.net, f.server, f.client, 48_001, n);
+    f.net.run_for(Duration::from_secs(10));
+    for (s, c) in sessions.iter().chain([&first]) {
+        assert!(
+            established(&f.net.nodes[f.server], *s),
+            "bundling {bundling}"
+        );
+        assert!(
+            established(&f.net.nodes[f.client], *c),
+            "bundling {bundling}"
+        );
+    }
+    assert_eq!(f.net.nodes[f.server].installed.len(), usize::from(n) + 1);
+    for node in &f.net.nodes {
+        no_spurious_end(node);
+        let st = node.engine.stats();
+        assert_eq!(st.malformed + st.out_of_order, 0, "{st:?}");
+    }
+    let trace = f.net.trace.take().unwrap();
+    let server = check_sent(&trace, f.server);
+    let client = check_sent(&trace, f.client);
+    // `transmitted` counts datagrams: a Bundle is one.
+    assert_eq!(transmitted(&f, f.server) - before.0, server.0);
+    assert_eq!(transmitted(&f, f.client) - before.1, client.0);
+    (server, client, f)
+}
+
+#[test]
+fn many_sessions_set_up_at_once_go_in_bundles_and_all_are_established() {
+    let n = 200;
+    let (server, client, f) = setup_many(true, n);
+    let (s, c) = (
+        f.net.nodes[f.server].engine.stats(),
+        f.net.nodes[f.client].engine.stats(),
+    );
+    println!(
+        "{n} sessions: server sent {} messages in {} datagrams ({} bundles), client {} in {} \
+         ({} bundles)",
+        server.1, server.0, s.bundles_sent, client.1, client.0, c.bundles_sent
+    );
+    // The server's Paths went out together: in Bundles of several each.
+    assert!(
+        s.bundles_sent > 0 && s.bundled_messages >= u64::from(n),
+        "{s:?}"
+    );
+    // (Its ResvConfs answer Resvs, mostly one by one.)
+    assert!(server.0 * 2 <= server.1, "{server:?}");
+    // The client's Resvs answer Bundles: those over a datagram's budget are held back for a
+    // moment, and then go in Bundles too.
+    assert!(c.bundles_sent > 0, "{c:?}");
+    assert!(client.0 < client.1, "{client:?}");
+    assert_eq!(
+        s.bundles_received + c.bundles_received,
+        s.bundles_sent + c.bundles_sent
+    );
+    // Every bundled message counted once.
+    let bundled = |(datagrams, messages): (usize, usize), st: &qtoq::engine::Stats| {
+        messages - datagrams == (st.bundled_messages - st.bundles_sent) as usize
+    };
+    assert!(bundled(server, s) && bundled(client, c));
+
+    // Without bundling: the same setup, one datagram per message.
+    let (server_off, client_off, f) = setup_many(false, n);
+    for node in &f.net.nodes {
+        assert_eq!(node.engine.stats().bundles_sent, 0);
+    }
+    assert_eq!(server_off.0, server_off.1);
+    assert_eq!(client_off.0, client_off.1);
+    assert!(server.0 * 2 <= server_off.0, "{server:?} vs {server_off:?}");
+    assert!(client.0 < client_off.0, "{client:?} vs {client_off:?}");
+}
+
+#[test]
+fn a_neighbor_without_refresh_reduction_never_gets_a_bundle() {
+    let mut net = Net::new(131);
+    let rr = net.add("rr", v4(1), rr_config(1));
+    let classic = net.add("classic", v4(2), classic_config(2));
+    net.trace = Some(Vec::new());
+    // Both ways, many sessions at once, after each host has heard the other.
+    let one = session(&mut net, rr, classic, 40_000);
+    net.run_for(Duration::from_secs(5));
+    let to_classic = batch_sessions(&mut net, rr, classic, 41_000, 50);
+    let from_classic = batch_sessions(&mut net, classic, rr, 42_000, 50);
+    net.run_for(Duration::from_secs(200));
+    for (s, c) in to_classic.iter().chain([&one]) {
+        assert!(established(&net.nodes[rr], *s) && established(&net.nodes[classic], *c));
+    }
+    for (s, c) in &from_classic {
+        assert!(established(&net.nodes[classic], *s) && established(&net.nodes[rr], *c));
+    }
+    let trace = net.trace.take().unwrap();
+    for t in trace.iter().filter(|t| !t.delivered) {
+        assert_ne!(
+            t.payload[1],
+            MsgType::Bundle.number(),
+            "a bundle from node {}",
+            t.node
+        );
+    }
+    assert_eq!(check_sent(&trace, rr).0, check_sent(&trace, rr).1);
+    assert_eq!(net.nodes[rr].engine.stats().bundles_sent, 0);
+    for node in &net.nodes {
+        no_spurious_end(node);
+    }
+}
+
+#[test]
+fn bundles_between_keyed_hosts_carry_signed_sub_messages_and_nothing_is_dropped() {
+    use qtoq::integrity::{self, Algorithm, Key, KeyChain, KeyId, Secret};
+    use std::time::UNIX_EPOCH;
+    for algorithm in [Algorithm::HmacMd5, Algorithm::HmacSha256] {
+        let k = Key {
+            peer: "10.0.0.0/24".parse().unwrap(),
+            key_id: KeyId::new(7).unwrap(),
+            algorithm,
+            secret: Secret::new(b"bundled secret".to_vec()).unwrap(),
+        };
+        let chain = KeyChain::new(vec![k]).unwrap();
+        let mut f = two_hosts(141);
+        for node in [f.server, f.client] {
+            let now = f.net.now;
+            let engine = &mut f.net.nodes[node].engine;
+            engine.set_keys(chain.clone());
+            engine.set_wall_clock(now, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        }
+        // First contact (and the integrity handshake both ways) with one session.
+        let first = f.setup(49_000);
+        f.net.run_for(Duration::from_secs(10));
+        f.net.trace = Some(Vec::new());
+        let drops = |st: &qtoq::engine::Stats| {
+            [
+                st.integrity_missing,
+                st.integrity_bad_digest,
+                st.integrity_replayed,
+                st.integrity_unknown_key,
+                st.integrity_unverified,
+            ]
+        };
+        let before: Vec<_> = f
+            .net
+            .nodes
+            .iter()
+            .map(|n| drops(n.engine.stats()))
+            .collect();
+        let sessions = batch_sessions(&mut f.net, f.server, f.client, 49_001, 100);
+        f.net.run_for(Duration::from_secs(10));
+        for (s, c) in sessions.iter().chain([&first]) {
+            assert!(established(&f.net.nodes[f.server], *s));
+            assert!(established(&f.net.nodes[f.client], *c));
+        }
+        let trace = f.net.trace.take().unwrap();
+        let mut bundles = 0;
+        for t in trace.iter().filter(|t| !t.delivered) {
+            let subs = if t.payload[1] == MsgType::Bundle.number() {
+                bundles += 1;
+                sub_messages(&t.payload)
+            } else {
+                vec![&t.payload[..]]
+            };
+            for sub in subs {
+                integrity::verify(&chain, v4(1), sub).expect("every message signed");
+            }
+        }
+        check_sent(&trace, f.server);
+        check_sent(&trace, f.client);
+        assert!(bundles > 0);
+        // Nothing dropped by the INTEGRITY gate since the handshake of first contact.
+        for (node, before) in f.net.nodes.iter().zip(before) {
+            let st = node.engine.stats();
+            assert!(st.bundles_sent > 0, "{}: {st:?}", node.name);
+            assert_eq!(drops(st), before, "{}: {st:?}", node.name);
+            no_spurious_end(node);
+        }
+    }
+}
+
+#[test]
+fn a_forged_sub_message_in_an_unsigned_bundle_from_a_keyed_neighbor_is_dropped() {
+    use qtoq::integrity::{Algorithm, Key, KeyChain, KeyId, Secret};
+    let k = Key {
+        peer: "10.0.0.0/24".parse().unwrap(),
+        key_id: KeyId::new(7).unwrap(),
+        algorithm: Algorithm::HmacMd5,
+        secret: Secret::new(b"bundled secret".to_vec()).unwrap(),
+    };
+    let mut f = two_hosts(151);
+    f.net.nodes[f.client]
+        .engine
+        .set_keys(KeyChain::new(vec![k]).unwrap());
+    let (_, c) = f.setup(50_000);
+    // An unsigned Path from the keyed server's address, alone and bundled: neither counts.
+    let path = f.net.captured[0].clone();
+    assert_eq!(path[1], 1);
+    let mut bundle = Message::bundle(vec![
+        Message::decode(&path).unwrap(),
+        Message::decode(&path).unwrap(),
+    ]);
+    bundle.flags = qtoq::wire::FLAG_REFRESH_REDUCTION_CAPABLE;
+    let bytes = bundle.encode().unwrap();
+    let before = f.net.nodes[f.client].engine.stats().integrity_missing;
+    f.net.inject(f.client, f.sender.ip(), &bytes);
+    let st = f.net.nodes[f.client].engine.stats();
+    assert_eq!(st.integrity_missing, before + 2, "{st:?}");
+    assert!(!established(&f.net.nodes[f.client], c));
+    assert!(f.net.nodes[f.client].events_of(c).is_empty());
 }

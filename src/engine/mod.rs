@@ -24,8 +24,10 @@
 //! | `outbox.rs` | message builders, the outbox, local delivery, the flush into [`Transmit`]s |
 //! | `translate.rs` | the engine's messages to and from [`crate::wire`]'s |
 //! | `integrity.rs` | the INTEGRITY gate, signing of transmits, the integrity handshake |
-//! | `reduction.rs` | RFC 2961 refresh reduction: message ids, acks, Srefresh, epochs, Bundles |
+//! | `reduction.rs` | RFC 2961 refresh reduction: message ids, acks, Srefresh, epochs, Bundles received |
+//! | `idset.rs` | refresh reduction's per-neighbor tables: our summarized ids, the neighbor's ids we hold |
 //! | `reliable.rs` | RFC 2961 reliable delivery of tears, errors and ResvConfs (held copies) |
+//! | `bundle.rs` | RFC 2961 Bundles sent: packing queued transmits to a capable neighbor |
 //! | `state.rs`, `index.rs`, `timer.rs`, `inspect.rs` | session state, key index, timer wheel, inspection |
 //!
 //! # Names
@@ -194,9 +196,20 @@
 //!   ([`Stats::out_of_order`]). Ids increase per engine within its epoch, a random 24-bit
 //!   number per engine start: a neighbor's new epoch means it restarted, and all its former
 //!   ids are void ([`Stats::neighbor_restarts`]).
-//! * **Bundles** received are taken apart and each message handled as if received alone
-//!   (after the INTEGRITY gate, which covers the whole Bundle). The engine sends no Bundles:
-//!   acknowledgments ride on the messages themselves.
+//! * **Bundles** received are taken apart and each message handled as if received alone. A
+//!   Bundle without INTEGRITY (RFC 2961 §3.2 gives it none) has each sub-message pass the
+//!   INTEGRITY gate on its own; one with an INTEGRITY object first is gated whole.
+//! * **Bundles sent** ([`EngineConfig::bundling`], on by default): the RSVP messages
+//!   (Path, Resv, their tears and errors, ResvConf) queued for one capable neighbor between
+//!   two [`Engine::poll_transmit`] calls — a batch of API calls, one timeout's refreshes and
+//!   retransmissions, the answers held back for a timeout — go in Bundles of up to
+//!   [`MAX_BUNDLE_BYTES`], in order; a lone message goes alone. No message waits to be
+//!   bundled. Answers produced inside [`Engine::handle_datagram`] are never bundled (their
+//!   byte budget stays as described under [Bounds](self#bounds)). A Bundle goes to the
+//!   neighbor's address without Router Alert, with the Send_TTL of its sub-messages (only
+//!   messages of one Send_TTL share one), the Refresh-Reduction-Capable flag set, and no
+//!   INTEGRITY of its own: each sub-message carries its own (see `bundle.rs`). Acks and
+//!   Srefresh messages go alone.
 //!
 //! Where the state lives: a sending state keeps its id and whether it was acknowledged (5
 //! bytes inside the structs), a received state its neighbor's last id and refresh period (6
@@ -335,6 +348,7 @@ use crate::integrity::KeyChain;
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 use crate::wire::RsvpError;
 
+mod bundle;
 mod idset;
 mod index;
 mod inspect;
@@ -438,6 +452,13 @@ pub struct EngineConfig {
     /// [`Engine::set_keys`]. Give the engine the wall clock too ([`Engine::set_wall_clock`]):
     /// see [Integrity](self#integrity).
     pub integrity: KeyChain,
+    /// RFC 2961 Bundle messages (default `true`; only with [`Self::refresh_reduction`], and
+    /// only to neighbors known to be Refresh-Reduction-Capable; see
+    /// [Refresh reduction](self#refresh-reduction-rfc-2961)): RSVP messages queued for one
+    /// such neighbor between two [`Engine::poll_transmit`] calls are packed into Bundles of
+    /// up to [`MAX_BUNDLE_BYTES`]. `false`: every message goes in its own datagram (received
+    /// Bundles are still taken apart).
+    pub bundling: bool,
     /// Most bytes of state (sessions, path and reservation states, tracked neighbors, as
     /// [`Stats::state_bytes`] accounts them) the engine holds before it refuses new state
     /// from the network (dropped, counted in [`Stats::memory_refused`], [`Stats::memory_full`]
@@ -455,6 +476,11 @@ pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// The longest [`EngineConfig::ack_delay`]: 100 ms (longer ones are taken as it).
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(100);
+
+/// Most bytes of a Bundle message the engine sends (header and sub-messages with their
+/// INTEGRITY objects): 1 400, as its Ack and Srefresh messages, which leaves room in a
+/// 1 500-byte MTU for the IP header and options.
+pub const MAX_BUNDLE_BYTES: usize = 1400;
 
 /// The default [`EngineConfig::max_state_bytes`]: 256 MiB, about 700 000 sessions of
 /// network-created path state.
@@ -568,6 +594,7 @@ impl Default for EngineConfig {
             max_sessions: 1 << 20,
             peer_wait: Some(DEFAULT_PEER_WAIT),
             integrity: KeyChain::default(),
+            bundling: true,
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             neighbor_limits: NeighborLimits::default(),
         }
@@ -781,7 +808,7 @@ pub struct Stats {
     pub malformed: u64,
     /// Valid messages answered with an error (unknown session, no path state, …).
     pub rejected: u64,
-    /// Datagrams produced.
+    /// Datagrams produced (a Bundle is one).
     pub transmitted: u64,
     /// Messages delivered to this engine itself (see [Local delivery](self#local-delivery)).
     pub local_delivered: u64,
@@ -885,6 +912,11 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Bundle messages received (their sub-messages are processed one by one).
     pub bundles_received: u64,
+    /// Bundle messages sent ([`EngineConfig::bundling`]); each counts as one datagram in
+    /// [`Stats::transmitted`].
+    pub bundles_sent: u64,
+    /// Messages sent inside the Bundles of [`Stats::bundles_sent`].
+    pub bundled_messages: u64,
     /// Messages dropped as out of order: a MESSAGE_ID older than the last one seen for the
     /// same state.
     pub out_of_order: u64,
@@ -925,6 +957,9 @@ pub struct Engine {
     next_session: u64,
     next_rule: u64,
     transmits: VecDeque<Transmit>,
+    /// How many transmits at the front of `transmits` are final: the rest may still be
+    /// packed into Bundles (`bundle.rs`).
+    settled: usize,
     events: VecDeque<(SessionId, Event)>,
     actions: VecDeque<RuleAction>,
     /// Messages handlers produced, sent once their session is back in place.
@@ -993,6 +1028,7 @@ impl Engine {
             next_session: 1,
             next_rule: 1,
             transmits: VecDeque::new(),
+            settled: 0,
             events: VecDeque::new(),
             actions: VecDeque::new(),
             outbox: Vec::new(),
@@ -1118,6 +1154,8 @@ impl Engine {
     /// What is transmitted in answer is never more bytes than `datagram.payload`; more is
     /// held back for a moment or suppressed (see [Bounds](self#bounds)).
     pub fn handle_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
+        // What was queued before may be bundled; this datagram's answers may not.
+        self.pack_transmits();
         self.answering = Some(Answering {
             source: datagram.source,
             left: datagram.payload.len(),
@@ -1126,6 +1164,7 @@ impl Engine {
         self.on_datagram(now, datagram);
         self.drain_local(now);
         self.answering = None;
+        self.settled = self.transmits.len();
     }
 
     /// Runs every timer due at or before `now` (refreshes, retransmissions, expiry), and
@@ -1160,7 +1199,10 @@ impl Engine {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.pack_transmits();
+        let transmit = self.transmits.pop_front()?;
+        self.settled = self.settled.saturating_sub(1);
+        Some(transmit)
     }
 
     /// Next event for a session's owner.

@@ -137,8 +137,38 @@ impl Engine {
     /// Sends the answers held back by `flush`.
     pub(super) fn send_deferred(&mut self) {
         self.deferred_at = None;
-        self.stats.transmitted += self.deferred.len() as u64;
-        self.transmits.extend(self.deferred.drain(..));
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for mut transmit in deferred.drain(..) {
+            // Signed again now: with the sequence number it had, it would reach its
+            // neighbor after answers signed later (sent meanwhile, possibly more than the
+            // replay window holds, when many answers were split by the budget).
+            if !self.resign(&mut transmit) {
+                self.stats.encode_failed += 1;
+                continue;
+            }
+            self.stats.transmitted += 1;
+            self.transmits.push_back(transmit);
+        }
+        // Keep the buffer for the next time.
+        if self.deferred.is_empty() {
+            self.deferred = deferred;
+        }
+    }
+
+    /// Replaces the INTEGRITY of a transmit this engine signed with a fresh one (a new
+    /// sequence number); `false` when it cannot be signed.
+    fn resign(&mut self, transmit: &mut Transmit) -> bool {
+        let payload = &mut transmit.payload;
+        if !crate::integrity::carried(payload) {
+            return true;
+        }
+        let object = usize::from(u16::from_be_bytes([payload[8], payload[9]]));
+        payload.drain(8..8 + object);
+        let Ok(len) = u16::try_from(payload.len()) else {
+            return false;
+        };
+        payload[6..8].copy_from_slice(&len.to_be_bytes());
+        self.sign_transmit(transmit.destination, &mut transmit.payload)
     }
 
     /// Whether `msg` sent to `destination` is for state of this very engine (see the module

@@ -46,18 +46,24 @@ impl Engine {
 
     pub(super) fn on_datagram(&mut self, now: Instant, datagram: Incoming<'_>) {
         self.stats.received += 1;
+        // A Bundle without INTEGRITY of its own (RFC 2961 §3.2 gives it none): each of its
+        // sub-messages passes the gate instead, as if it came alone (see `bundle.rs`).
+        let gate_parts = self.config.refresh_reduction
+            && datagram.payload.get(1) == Some(&MsgType::Bundle.number())
+            && !crate::integrity::carried(datagram.payload);
         // RFC 2747 §4.2: authenticated (or refused, or a handshake message) before anything
         // is read; only local deliveries skip this.
-        if !self.integrity_gate(now, &datagram) {
+        if !gate_parts && !self.integrity_gate(now, &datagram) {
             self.flush();
             return;
         }
-        self.on_message(now, datagram);
+        self.on_message(now, datagram, gate_parts);
         self.flush();
     }
 
-    /// One message of a datagram (the datagram itself, or a sub-message of a Bundle).
-    fn on_message(&mut self, now: Instant, datagram: Incoming<'_>) {
+    /// One message of a datagram (the datagram itself, or a sub-message of a Bundle); with
+    /// `gate_parts`, a Bundle's sub-messages pass the INTEGRITY gate one by one.
+    fn on_message(&mut self, now: Instant, datagram: Incoming<'_>, gate_parts: bool) {
         // RFC 2961 (`reduction.rs`): Ack, Srefresh and Bundle messages, and the MESSAGE_ID
         // and acknowledgments other messages carry.
         let mut scan = reduction::Scan::default();
@@ -66,14 +72,14 @@ impl Engine {
                 reduction::Received::Consumed => return,
                 reduction::Received::Bundle(parts) => {
                     for part in parts {
-                        let payload = &datagram.payload[part];
-                        self.on_message(
-                            now,
-                            Incoming {
-                                payload,
-                                ..datagram
-                            },
-                        );
+                        let part = Incoming {
+                            payload: &datagram.payload[part],
+                            ..datagram
+                        };
+                        if gate_parts && !self.integrity_gate(now, &part) {
+                            continue;
+                        }
+                        self.on_message(now, part, false);
                     }
                     return;
                 }

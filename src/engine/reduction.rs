@@ -155,6 +155,9 @@ struct Inflight {
 struct Peer {
     /// Its last message set the Refresh-Reduction-Capable flag.
     capable: bool,
+    /// An Srefresh to it went unacknowledged through every retransmission, and it sent
+    /// nothing since: no Bundles to it (see [`Engine::bundle_to`]).
+    silent: bool,
     /// Its epoch, from the last MESSAGE_ID or MESSAGE_ID_LIST it sent.
     epoch: Option<u32>,
     /// Its message ids that states here hold, with when it last named them (see
@@ -185,6 +188,7 @@ impl Default for Peer {
     fn default() -> Self {
         Peer {
             capable: false,
+            silent: false,
             epoch: None,
             rx: RxIndex::default(),
             rx_sweep_due: NEVER,
@@ -356,7 +360,7 @@ fn message_id(body: &[u8]) -> Option<MessageId> {
 }
 
 /// The one's-complement checksum field value for `bytes` (its own field taken as zero).
-fn fill_checksum(bytes: &mut [u8]) {
+pub(super) fn fill_checksum(bytes: &mut [u8]) {
     bytes[2] = 0;
     bytes[3] = 0;
     let mut sum: u32 = 0;
@@ -469,6 +473,16 @@ impl Engine {
         self.config.refresh_reduction && self.reduction.peers.get(&addr).is_some_and(|p| p.capable)
     }
 
+    /// Whether Bundles may go to `addr`: it is capable and not [`Peer::silent`].
+    pub(super) fn bundle_to(&self, addr: IpAddr) -> bool {
+        self.config.refresh_reduction
+            && self
+                .reduction
+                .peers
+                .get(&addr)
+                .is_some_and(|p| p.capable && !p.silent)
+    }
+
     /// Whether a sending state's message waits for its acknowledgment (it was sent with id
     /// `tx_id` to a capable `peer`): then only the acknowledgment stops its retransmissions.
     pub(super) fn awaiting_ack(&self, tx_id: u32, tx_acked: bool, peer: IpAddr) -> bool {
@@ -527,8 +541,14 @@ impl Engine {
         let source = datagram.source;
         let capable = first & RR_FLAG != 0;
         let ms = self.clock.ms(now);
+        if let Some(p) = self.reduction.peers.get_mut(&source) {
+            p.silent = false;
+        }
         let known = self.reduction.peers.get(&source).map(|p| p.capable);
-        if known != Some(capable) && (capable || known.is_some()) {
+        // A Bundle's own header is not noted: it may be unsigned (its sub-messages carry the
+        // INTEGRITY, see `bundle.rs`), and each sub-message carries the flag anyway.
+        let bundle = kind == MsgType::Bundle.number();
+        if !bundle && known != Some(capable) && (capable || known.is_some()) {
             if let Some(p) = self.peer_mut(source, ms) {
                 p.capable = capable;
             }
@@ -1465,8 +1485,10 @@ impl Engine {
         let ack_local = p.local.unwrap_or(IpAddr::from([0u8; 4]));
         self.reduction.pending_acks -= acks.len();
         if !given_up.is_empty() {
-            // Never acknowledged: the neighbor does not read our Srefresh messages. Their
-            // states get full messages, as after a NACK (found by the next scan).
+            // Never acknowledged: the neighbor may not read our RFC 2961 messages (it
+            // restarted without refresh reduction, say; or every copy was lost). Their states
+            // get full messages (found by the next scan), and until the neighbor speaks
+            // again no Bundle goes to it: one it dropped would take them all along.
             self.stats.srefresh_given_up += given_up.len() as u64;
             tracing::debug!(peer = %addr, "summary refresh never acknowledged: full refreshes");
             let nacked = &mut self.reduction.nacked;
@@ -1477,6 +1499,9 @@ impl Engine {
             }
             let at = now.max(self.reduction.next_nack_scan);
             self.reduction.schedule(at);
+            if let Some(p) = self.reduction.peers.get_mut(&addr) {
+                p.silent = true;
+            }
         }
         if ticking {
             let next = if more {

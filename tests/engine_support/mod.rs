@@ -215,6 +215,22 @@ pub fn session_bytes(payload: &[u8]) -> &[u8] {
     payload.get(8..20).unwrap_or(&[])
 }
 
+/// The sub-messages of a Bundle (after its 8-byte header; an INTEGRITY object first, which
+/// the engine does not send, is not expected).
+pub fn bundle_parts(payload: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut offset = 8;
+    while let Some(h) = payload.get(offset..offset + 8) {
+        let len = usize::from(u16::from_be_bytes([h[6], h[7]]));
+        if len < 8 || offset + len > payload.len() {
+            break;
+        }
+        parts.push(&payload[offset..offset + len]);
+        offset += len;
+    }
+    parts
+}
+
 /// The simulated network.
 pub struct Net {
     pub start: Instant,
@@ -435,24 +451,36 @@ impl Net {
             return;
         };
         let link = self.link(from, to);
-        let stream = (
-            to,
-            [
-                t.payload.get(1..2).unwrap_or(&[]),
-                session_bytes(&t.payload),
-            ]
-            .concat(),
-        );
+        // A Bundle's messages are each their own stream for the loss cap (it is lost only if
+        // none of them is at its cap) and counted by their own types when dropped.
+        let messages = if msg_type == 12 {
+            bundle_parts(&t.payload)
+        } else {
+            vec![&t.payload[..]]
+        };
+        let streams: Vec<(usize, Vec<u8>)> = messages
+            .iter()
+            .map(|m| (to, [m.get(1..2).unwrap_or(&[]), session_bytes(m)].concat()))
+            .collect();
         let lost = link.down || self.rng.random_bool(link.loss.clamp(0.0, 1.0));
-        let capped = link
-            .max_consecutive_loss
-            .is_some_and(|cap| self.consecutive_losses.get(&stream).copied().unwrap_or(0) >= cap);
+        let capped = link.max_consecutive_loss.is_some_and(|cap| {
+            streams
+                .iter()
+                .any(|s| self.consecutive_losses.get(s).copied().unwrap_or(0) >= cap)
+        });
         if lost && (!capped || link.down) {
-            *self.consecutive_losses.entry(stream).or_default() += 1;
-            *self.dropped.entry(msg_type).or_default() += 1;
+            for (stream, m) in streams.into_iter().zip(&messages) {
+                *self.consecutive_losses.entry(stream).or_default() += 1;
+                *self
+                    .dropped
+                    .entry(m.get(1).copied().unwrap_or(0))
+                    .or_default() += 1;
+            }
             return;
         }
-        self.consecutive_losses.insert(stream, 0);
+        for stream in streams {
+            self.consecutive_losses.insert(stream, 0);
+        }
         let copies = if self.rng.random_bool(link.duplicate.clamp(0.0, 1.0)) {
             2
         } else {
