@@ -564,7 +564,6 @@ fn a_neighbor_restarted_without_refresh_reduction_gets_full_messages_again() {
 
 // --- reliable tears, errors and confirmations (RFC 2961 §4) ---------------------------
 
-const PATH_ERR: u8 = 3;
 const RESV_ERR: u8 = 4;
 const PATH_TEAR: u8 = 5;
 const RESV_TEAR: u8 = 6;
