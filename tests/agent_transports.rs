@@ -123,3 +123,69 @@ async fn memory_network_with_loss_still_establishes() {
     let stats = network.stats();
     assert!(stats.lost > 0, "the network lost nothing: {stats:?}");
 }
+
+/// A stopping agent lingers (at most 2 s) until its PathTears are acknowledged: with the
+/// first copy lost, the retransmission still tears the client's state down, where without
+/// the linger the client would only see its path state expire minutes later.
+#[tokio::test]
+async fn a_stopping_agent_retransmits_a_lost_path_tear() {
+    use qtoq::{QosEvent, QosListener, QosStream};
+    use std::net::SocketAddr;
+
+    let network = MemoryNetwork::new(2961);
+    let (a, b) = (unique_loopback(), unique_loopback());
+    let build = |ip| {
+        Agent::builder()
+            .transport(Transport::Memory(network.clone()))
+            .local_addr(ip)
+            .build()
+            .expect("memory agent")
+    };
+    let (server_agent, client_agent) = (build(a), build(b));
+    let listener = QosListener::builder()
+        .agent(&server_agent)
+        .bind(SocketAddr::new(a, 0))
+        .await
+        .unwrap();
+    let (client, accepted) = tokio::join!(
+        QosStream::builder()
+            .agent(&client_agent)
+            .bind(SocketAddr::new(b, 0))
+            .connect(listener.local_addr().unwrap()),
+        listener.accept()
+    );
+    let client = client.unwrap();
+    let (server, _) = accepted.unwrap();
+    let (mut server_events, mut client_events) = (server.events(), client.events());
+    until(&mut server_events, "server Established", |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await;
+    until(&mut client_events, "client Established", |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await;
+
+    // Everything is lost while the server stops, then the network heals.
+    let lossy = network.clone().with_loss(1.0);
+    let stopping = tokio::spawn(async move { server_agent.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lost = lossy.stats().lost;
+    assert!(
+        lost > 0,
+        "the first PathTear was not lost: {:?}",
+        lossy.stats()
+    );
+    let _ = lossy.with_loss(0.0);
+    // The retransmission 0.5 s after the first copy tears the client's session down.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        until(&mut client_events, "client TornDown", |e| {
+            matches!(e, QosEvent::TornDown { .. })
+        }),
+    )
+    .await
+    .expect("the PathTear came again while the server was stopping");
+    stopping.await.unwrap().unwrap();
+    drop(server);
+}

@@ -13,6 +13,11 @@ use tracing::{debug, info, info_span, trace, warn, Instrument, Span};
 use super::core::{AgentCore, Core, CoreParts, Enforced, Enforcement};
 use super::owners::{OwnerAdmission, Owners};
 use super::transport::{Link, MAX_DATAGRAM};
+
+/// The longest a stopping agent waits for its tears to be acknowledged (see
+/// `Driver::linger`): the first two of RFC 2961's retransmissions (0.5 s and 1.5 s after the
+/// first copy, with the defaults) fit.
+const LINGER: Duration = Duration::from_secs(2);
 use super::{Command, SharedPolicy};
 use crate::enforce::Enforcer;
 use crate::engine::{Engine, EngineConfig, Incoming};
@@ -272,8 +277,53 @@ impl Driver {
         if let Err(e) = enforcer.lock().await.shutdown().await {
             warn!(error = %e, "enforcer shutdown failed");
         }
+        self.linger().await;
         let sessions = core.lock().await.engine().session_count();
         info!(sessions, "qtoq agent stopped");
+    }
+
+    /// After the teardown: while tears sent to refresh-reduction-capable neighbors wait for
+    /// their acknowledgments, keeps receiving and retransmitting, at most [`LINGER`]. Without
+    /// it a stopping agent's PathTears go once, and one lost datagram leaves the neighbor's
+    /// state (and its reservation) until it expires.
+    async fn linger(&mut self) {
+        let core = self.core.clone();
+        let until = Instant::now() + LINGER;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = {
+                let mut state = core.lock().await;
+                state.flush(&mut self.link).await;
+                let waiting = state.engine().unacknowledged();
+                if waiting == 0 || Instant::now() >= until {
+                    if waiting > 0 {
+                        debug!(waiting, "stopping with messages not acknowledged");
+                    }
+                    return;
+                }
+                state.arm().min(until)
+            };
+            tokio::select! {
+                received = self.link.recv(&mut buf, &mut self.transport_malformed) => {
+                    match received {
+                        Ok(r) => {
+                            let end = r.offset + r.len;
+                            core.lock().await.engine().handle_datagram(Instant::now(), Incoming {
+                                source: r.source,
+                                destination: r.destination,
+                                ttl: r.ttl,
+                                payload: &buf[r.offset..end],
+                            });
+                        }
+                        // As in `serve`: a persistent receive error must not spin the loop.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    core.lock().await.engine().handle_timeout(Instant::now());
+                }
+            }
+        }
     }
 
     async fn command(&mut self, command: Command) {

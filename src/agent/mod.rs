@@ -528,7 +528,9 @@ impl Agent {
 
     /// Stops the agent now, even while connections are open: every session is torn down
     /// (PathTear/ResvTear), every rule unloaded and the enforcer shut down (the tc backend
-    /// restores the interfaces' previous root qdisc). Returns once that is done. Open streams
+    /// restores the interfaces' previous root qdisc). Returns once that is done, and once the
+    /// teardowns sent to refresh-reduction-capable neighbors are acknowledged (they are
+    /// retransmitted meanwhile; at most 2 s more when a neighbor does not answer). Open streams
     /// keep their TCP connection; their events end, and later QoS operations report
     /// `BrokenPipe`. Without this call an agent stops when its last handle is gone.
     ///

@@ -1215,6 +1215,14 @@ impl Engine {
         self.actions.pop_front()
     }
 
+    /// Tears, errors and ResvConfs sent to Refresh-Reduction-Capable neighbors and not
+    /// acknowledged yet: they are retransmitted until they are (see
+    /// [Refresh reduction](self#refresh-reduction-rfc-2961)). A driver that stops may linger
+    /// while this is not zero, so that its last PathTears survive a lost datagram.
+    pub fn unacknowledged(&self) -> usize {
+        self.reliable_held()
+    }
+
     /// Number of sessions with any state.
     pub fn session_count(&self) -> usize {
         self.index.len()

@@ -94,6 +94,11 @@ fn reliable_kind(kind: MsgType) -> bool {
 }
 
 impl Engine {
+    /// Messages held for retransmission.
+    pub(super) fn reliable_held(&self) -> usize {
+        self.reliable.held.len()
+    }
+
     /// Whether a message of `kind` to `destination` is to be delivered reliably: it gets a
     /// message id, and its bytes go to [`Self::reliable_hold`] once sent.
     pub(super) fn reliable_wanted(&self, kind: MsgType, destination: IpAddr) -> bool {
