@@ -67,9 +67,6 @@ async fn two_agents_over_raw_ip() {
 /// RSVP travels the simulated network, so the session addresses are the TCP ones.
 #[tokio::test]
 async fn memory_network_with_loss_still_establishes() {
-    use qtoq::{QosEvent, QosListener, QosStream};
-    use std::net::SocketAddr;
-
     let network = MemoryNetwork::new(2205)
         .with_loss(0.2)
         .with_duplication(0.05)
@@ -90,30 +87,7 @@ async fn memory_network_with_loss_still_establishes() {
     };
     let (server_agent, client_agent) = (build(a), build(b));
     for round in 0..5 {
-        let listener = QosListener::builder()
-            .agent(&server_agent)
-            .bind(SocketAddr::new(a, 0))
-            .await
-            .unwrap();
-        let (client, accepted) = tokio::join!(
-            QosStream::builder()
-                .agent(&client_agent)
-                .bind(SocketAddr::new(b, 0))
-                .connect(listener.local_addr().unwrap()),
-            listener.accept()
-        );
-        let client = client.unwrap();
-        let (server, _) = accepted.unwrap();
-        let mut server_events = server.events();
-        let mut client_events = client.events();
-        until(&mut server_events, "server Established", |e| {
-            matches!(e, QosEvent::Established { .. })
-        })
-        .await;
-        until(&mut client_events, "client Established", |e| {
-            matches!(e, QosEvent::Established { .. })
-        })
-        .await;
+        let (server, client, _) = established_pair(&server_agent, a, &client_agent, b).await;
         eprintln!("round {round}: established, {:?}", network.stats());
         client.close().await.unwrap();
         server.close().await.unwrap();
@@ -129,8 +103,7 @@ async fn memory_network_with_loss_still_establishes() {
 /// the linger the client would only see its path state expire minutes later.
 #[tokio::test]
 async fn a_stopping_agent_retransmits_a_lost_path_tear() {
-    use qtoq::{QosEvent, QosListener, QosStream};
-    use std::net::SocketAddr;
+    use qtoq::QosEvent;
 
     let network = MemoryNetwork::new(2961);
     let (a, b) = (unique_loopback(), unique_loopback());
@@ -142,29 +115,8 @@ async fn a_stopping_agent_retransmits_a_lost_path_tear() {
             .expect("memory agent")
     };
     let (server_agent, client_agent) = (build(a), build(b));
-    let listener = QosListener::builder()
-        .agent(&server_agent)
-        .bind(SocketAddr::new(a, 0))
-        .await
-        .unwrap();
-    let (client, accepted) = tokio::join!(
-        QosStream::builder()
-            .agent(&client_agent)
-            .bind(SocketAddr::new(b, 0))
-            .connect(listener.local_addr().unwrap()),
-        listener.accept()
-    );
-    let client = client.unwrap();
-    let (server, _) = accepted.unwrap();
-    let (mut server_events, mut client_events) = (server.events(), client.events());
-    until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
-    until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    let (server, _client, mut client_events) =
+        established_pair(&server_agent, a, &client_agent, b).await;
 
     // Everything is lost while the server stops, then the network heals.
     let lossy = network.clone().with_loss(1.0);
@@ -188,4 +140,41 @@ async fn a_stopping_agent_retransmits_a_lost_path_tear() {
     .expect("the PathTear came again while the server was stopping");
     stopping.await.unwrap().unwrap();
     drop(server);
+}
+
+/// A connection from `client_agent`'s address `b` to `server_agent`'s `a`, both ends
+/// `Established`: the server's stream, the client's, and the client's remaining events.
+async fn established_pair(
+    server_agent: &Agent,
+    a: std::net::IpAddr,
+    client_agent: &Agent,
+    b: std::net::IpAddr,
+) -> (qtoq::QosStream, qtoq::QosStream, qtoq::QosEvents) {
+    use qtoq::{QosEvent, QosListener, QosStream};
+    use std::net::SocketAddr;
+
+    let listener = QosListener::builder()
+        .agent(server_agent)
+        .bind(SocketAddr::new(a, 0))
+        .await
+        .unwrap();
+    let (client, accepted) = tokio::join!(
+        QosStream::builder()
+            .agent(client_agent)
+            .bind(SocketAddr::new(b, 0))
+            .connect(listener.local_addr().unwrap()),
+        listener.accept()
+    );
+    let client = client.unwrap();
+    let (server, _) = accepted.unwrap();
+    let (mut server_events, mut client_events) = (server.events(), client.events());
+    until(&mut server_events, "server Established", |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await;
+    until(&mut client_events, "client Established", |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await;
+    (server, client, client_events)
 }
