@@ -24,7 +24,7 @@
 //! Steady state costs no session visit: an Srefresh tick walks a bucket of a neighbor's
 //! summary, and a received Srefresh stamps its ids in the neighbor's index. The sessions'
 //! timers fire every few refresh periods and catch up with the stamps then ([`Engine::catch_up`]).
-//! The per-neighbor sets are kept exact by [`Held`]: what a session held when it was taken
+//! The per-neighbor sets are kept exact by [`HeldId`]: what a session held when it was taken
 //! out of the table and no longer holds when it is put back leaves them.
 
 use std::collections::{HashMap, HashSet};
@@ -129,11 +129,20 @@ fn table_bytes(capacity: usize, entry: usize) -> usize {
 /// A message id a taken session held, with the neighbor it is known by: `put` drops what the
 /// session no longer holds from that neighbor's index (received ids) or summaries (our ids).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Held {
+pub(super) struct HeldId {
     slot: u32,
     ours: bool,
     peer: IpAddr,
     id: u32,
+}
+
+/// A sending state's refresh-reduction part (a local sender's Path or the receiver's Resv),
+/// for [`Engine::reduction_send`].
+struct Sending<'a> {
+    id: u32,
+    acked: bool,
+    answered: &'a mut bool,
+    fast: &'a mut super::state::Fast,
 }
 
 /// An Srefresh message sent and not acknowledged yet.
@@ -165,7 +174,7 @@ struct Peer {
     /// session lives far from its neighbors' ids in memory, and at a million sessions each
     /// touch is a cache miss. The index is also the timer of the states it covers (see
     /// [`Engine::sweep_rx`]), and it is exact: an id leaves it when its state goes or takes a
-    /// new id (see [`Held`]), so an id it does not hold is NACKed.
+    /// new id (see [`HeldId`]), so an id it does not hold is NACKed.
     rx: RxIndex,
     /// When `rx` is swept next ([`NEVER`]: it is empty).
     rx_sweep_due: Ms,
@@ -232,8 +241,8 @@ pub(super) struct Reduction {
     pending_acks: usize,
     /// An index needs sweeping (done in the next timeout, when no session is taken out).
     sweep: bool,
-    /// Ids the sessions taken out of the table hold (see [`Held`]).
-    pub(super) held: Vec<Held>,
+    /// Ids the sessions taken out of the table hold (see [`HeldId`]).
+    pub(super) held: Vec<HeldId>,
     /// The earliest deadline of the work above ([`NEVER`]: none).
     due: Ms,
 }
@@ -278,7 +287,7 @@ impl Reduction {
             .sum::<usize>();
         peers
             + table_bytes(self.peers.capacity(), std::mem::size_of::<(IpAddr, Peer)>())
-            + self.held.capacity() * std::mem::size_of::<Held>()
+            + self.held.capacity() * std::mem::size_of::<HeldId>()
             + self.unacked.heap_bytes()
             + table_bytes(
                 self.inflight.capacity(),
@@ -1027,12 +1036,12 @@ impl Engine {
     }
 
     /// A session is taken out of the table: notes the message ids its states hold (see
-    /// [`Held`]).
+    /// [`HeldId`]).
     pub(super) fn reduction_taken(&mut self, slot: u32, session: &Session) {
         let held = &mut self.reduction.held;
         for p in session.psbs.iter().filter(|p| p.rx_id != 0) {
             for peer in [p.phop.addr, p.sender.ip()] {
-                held.push(Held {
+                held.push(HeldId {
                     slot,
                     ours: false,
                     peer,
@@ -1041,7 +1050,7 @@ impl Engine {
             }
         }
         for r in session.rsbs.iter().filter(|r| r.rx_id != 0) {
-            held.push(Held {
+            held.push(HeldId {
                 slot,
                 ours: false,
                 peer: r.nhop.addr,
@@ -1050,7 +1059,7 @@ impl Engine {
         }
         let destination = session.key.destination.ip();
         for l in session.senders.iter().filter(|l| l.tx_acked) {
-            held.push(Held {
+            held.push(HeldId {
                 slot,
                 ours: true,
                 peer: destination,
@@ -1059,7 +1068,7 @@ impl Engine {
         }
         if let Some(recv) = session.recv.as_deref().filter(|r| r.tx_acked) {
             for p in session.psbs.iter() {
-                held.push(Held {
+                held.push(HeldId {
                     slot,
                     ours: true,
                     peer: p.phop.addr,
@@ -1220,26 +1229,13 @@ impl Engine {
         }
         let key = session.key;
         let local = session.senders.get_mut(index)?;
-        if local.tx_id == 0 {
-            return Some(0);
-        }
-        let refresh = local.answered || local.fast.left == 0;
-        if local.tx_acked && refresh {
-            let (id, from) = (local.tx_id, local.sender.ip());
-            self.summarize(destination, from, id, now);
-            return None;
-        }
-        if !local.tx_acked && local.answered && local.fast.left == 0 {
-            // A refresh of an id never acknowledged (sent before the neighbor was known to
-            // be capable, or every attempt lost): retransmitted until it is.
-            local.answered = false;
-            local.fast = self.fast_start();
-        }
-        let id = local.tx_id;
-        if self.reduction.unacked.insert(id, key) {
-            self.reduction.sweep = true;
-        }
-        Some(id)
+        let sending = Sending {
+            id: local.tx_id,
+            acked: local.tx_acked,
+            answered: &mut local.answered,
+            fast: &mut local.fast,
+        };
+        self.reduction_send(sending, destination, local.sender.ip(), key, now)
     }
 
     /// Sending the receiver's Resv to `phops` previous hops: as [`Self::reduction_path`]. Only
@@ -1254,22 +1250,47 @@ impl Engine {
             return Some(0);
         };
         let key = session.key;
-        let own = key.destination.ip();
         let recv = session.recv.as_deref_mut()?;
-        if recv.tx_id == 0 {
+        let sending = Sending {
+            id: recv.tx_id,
+            acked: recv.tx_acked,
+            answered: &mut recv.answered,
+            fast: &mut recv.fast,
+        };
+        self.reduction_send(sending, phop, key.destination.ip(), key, now)
+    }
+
+    /// A Path's or Resv's send to capable `peer` from `from`: summarized once acknowledged
+    /// and refreshed (`None`); else the full message with its id, recorded as awaiting its
+    /// acknowledgment.
+    fn reduction_send(
+        &mut self,
+        state: Sending<'_>,
+        peer: IpAddr,
+        from: IpAddr,
+        key: SessionKey,
+        now: Ms,
+    ) -> Option<u32> {
+        let Sending {
+            id,
+            acked,
+            answered,
+            fast,
+        } = state;
+        if id == 0 {
             return Some(0);
         }
-        let refresh = recv.answered || recv.fast.left == 0;
-        if recv.tx_acked && refresh {
-            let id = recv.tx_id;
-            self.summarize(phop, own, id, now);
+        let refresh = *answered || fast.left == 0;
+        if acked && refresh {
+            self.summarize(peer, from, id, now);
             return None;
         }
-        if !recv.tx_acked && recv.answered && recv.fast.left == 0 {
-            recv.answered = false;
-            recv.fast = self.fast_start();
+        if !acked && *answered && fast.left == 0 {
+            // A refresh of an id never acknowledged (sent before the neighbor was known to
+            // be capable, or every attempt lost): retransmitted until it is.
+            *answered = false;
+            *fast = self.fast_start();
         }
-        let id = recv.tx_id;
         if self.reduction.unacked.insert(id, key) {
             self.reduction.sweep = true;
         }
