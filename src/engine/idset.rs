@@ -18,17 +18,20 @@ use std::collections::HashMap;
 
 use super::timer::Ms;
 
-/// Marks a removed [`Summary`] entry (0 is never a Message_Identifier we give).
-const GONE_ID: u32 = 0;
 /// Marks a removed [`RxIndex`] entry.
 const GONE_SLOT: u32 = u32::MAX;
 
 /// Our acknowledged ids that one neighbor's states hold, sent from one address of ours, in
-/// increasing order. Srefresh ticks send it a slice at a time ([`Summary::next_slice`]).
+/// increasing order. Srefresh ticks send it a slice at a time ([`Summary::next_tick`]).
+///
+/// A removed id keeps its place (so the array stays sorted and a lookup is a binary search)
+/// and is marked in a bitmap; removed ones are compacted away when they are a quarter.
 #[derive(Debug, Default)]
 pub(super) struct Summary {
     ids: Vec<u32>,
-    /// Entries marked [`GONE_ID`].
+    /// One bit per entry of `ids`: removed.
+    removed: Vec<u64>,
+    /// Entries marked removed.
     gone: usize,
     /// Where the next slice starts.
     cursor: usize,
@@ -43,27 +46,46 @@ impl Summary {
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
-        self.ids.capacity() * 4
+        self.ids.capacity() * 4 + self.removed.capacity() * 8
+    }
+
+    fn is_removed(&self, at: usize) -> bool {
+        self.removed
+            .get(at / 64)
+            .is_some_and(|word| word >> (at % 64) & 1 == 1)
+    }
+
+    fn mark(&mut self, at: usize, removed: bool) {
+        if self.removed.len() <= at / 64 {
+            self.removed.resize(at / 64 + 1, 0);
+        }
+        let bit = 1u64 << (at % 64);
+        if removed {
+            self.removed[at / 64] |= bit;
+        } else {
+            self.removed[at / 64] &= !bit;
+        }
     }
 
     /// Adds `id`; `false` if it was there already.
     pub(super) fn insert(&mut self, id: u32) -> bool {
-        if id == GONE_ID {
-            return false;
-        }
-        // Increasing ids append (a gone last entry, 0, says nothing of the order).
-        if self
-            .ids
-            .last()
-            .is_none_or(|&last| last != GONE_ID && last < id)
-        {
-            self.ids.push(id);
-            return true;
-        }
-        match self.find(id) {
+        match self.ids.binary_search(&id) {
+            Ok(at) if self.is_removed(at) => {
+                self.mark(at, false);
+                self.gone -= 1;
+                true
+            }
             Ok(_) => false,
-            Err(at) => {
+            Err(at) if at == self.ids.len() => {
+                // Increasing ids append.
+                self.ids.push(id);
+                true
+            }
+            Err(_) => {
                 // Lower than the last: only after our own id counter wrapped (a new epoch).
+                // The bitmap would shift: compact first, so that it is all clear.
+                self.compact();
+                let at = self.ids.binary_search(&id).unwrap_or_else(|at| at);
                 self.ids.insert(at, id);
                 if at < self.cursor {
                     self.cursor += 1;
@@ -75,40 +97,17 @@ impl Summary {
 
     /// Removes `id`; `false` if it was not there.
     pub(super) fn remove(&mut self, id: u32) -> bool {
-        match self.find(id) {
-            Ok(at) => {
-                self.ids[at] = GONE_ID;
+        match self.ids.binary_search(&id) {
+            Ok(at) if !self.is_removed(at) => {
+                self.mark(at, true);
                 self.gone += 1;
+                if self.gone * 4 >= self.ids.len() {
+                    self.compact();
+                }
                 true
             }
-            Err(_) => false,
+            _ => false,
         }
-    }
-
-    /// The position of `id` among the live entries (gone entries keep their place in the
-    /// order: a binary search that lands on one looks at its neighbors).
-    fn find(&self, id: u32) -> Result<usize, usize> {
-        // Gone entries hold 0, which breaks the order: search the order of the live ones
-        // by skipping them while bisecting.
-        let (mut lo, mut hi) = (0, self.ids.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            // The nearest live entry at or after `mid` (within `hi`).
-            let mut probe = mid;
-            while probe < hi && self.ids[probe] == GONE_ID {
-                probe += 1;
-            }
-            if probe == hi {
-                hi = mid;
-                continue;
-            }
-            match self.ids[probe].cmp(&id) {
-                std::cmp::Ordering::Equal => return Ok(probe),
-                std::cmp::Ordering::Less => lo = probe + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-            }
-        }
-        Err(lo)
     }
 
     /// The ids of the next of `ticks` ticks that share the summary: `len / ticks` of them,
@@ -128,25 +127,20 @@ impl Summary {
     }
 
     /// The next `n` live ids in order, wrapping at the end (each call continues where the
-    /// last stopped, so `k` calls of `len / k` ids cover every id once). Compacts gone
-    /// entries first when they are a quarter.
+    /// last stopped, so `k` calls of `len / k` ids cover every id once).
     pub(super) fn next_slice(&mut self, n: usize, out: &mut Vec<u32>) {
-        self.compact_if_sparse();
         let len = self.ids.len();
-        if len == 0 {
-            return;
-        }
         let mut taken = 0;
         let mut looked = 0;
         while taken < n && looked < len {
             if self.cursor >= len {
                 self.cursor = 0;
             }
-            let id = self.ids[self.cursor];
+            let at = self.cursor;
             self.cursor += 1;
             looked += 1;
-            if id != GONE_ID {
-                out.push(id);
+            if !self.is_removed(at) {
+                out.push(self.ids[at]);
                 taken += 1;
             }
         }
@@ -154,20 +148,36 @@ impl Summary {
 
     /// Every live id (in order).
     pub(super) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.ids.iter().copied().filter(|&id| id != GONE_ID)
+        self.ids
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| !self.is_removed(*at))
+            .map(|(_, id)| *id)
     }
 
-    fn compact_if_sparse(&mut self) {
-        if self.gone == 0 || self.gone * 4 < self.ids.len() {
+    /// Drops the removed entries (the cursor keeps its place among the live ones).
+    fn compact(&mut self) {
+        if self.gone == 0 {
             return;
         }
-        let before_cursor = self.ids[..self.cursor.min(self.ids.len())]
-            .iter()
-            .filter(|&&id| id != GONE_ID)
-            .count();
-        self.ids.retain(|&id| id != GONE_ID);
+        let mut kept = 0;
+        let mut cursor = 0;
+        for at in 0..self.ids.len() {
+            if at == self.cursor {
+                cursor = kept;
+            }
+            if !self.is_removed(at) {
+                self.ids[kept] = self.ids[at];
+                kept += 1;
+            }
+        }
+        if self.cursor >= self.ids.len() {
+            cursor = kept;
+        }
+        self.ids.truncate(kept);
+        self.removed.clear();
         self.gone = 0;
-        self.cursor = before_cursor;
+        self.cursor = cursor;
         if self.ids.capacity() > 2 * self.ids.len() + 16 {
             self.ids.shrink_to(self.ids.len() + self.ids.len() / 4);
         }
