@@ -20,7 +20,7 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN};
+use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN, RSVP_FILTER};
 use example_support::{build_examples, poll, reservation_classes, Process, Scratch, POLICY};
 use netns_support::{in_netns, Namespaces, StateDir, CLIENT_IP, SERVER_IF, SERVER_IP};
 use qtoq::wire::{FilterSpec, Integrity, Message, Object, RsvpHop, Session, Style};
@@ -111,12 +111,7 @@ fn keyed_examples_sign_every_message_and_refuse_unsigned_tears() {
     fs::write(&server_policy, readme_policy + &key_table(CLIENT_IP)).unwrap();
     fs::write(&client_policy, key_table(SERVER_IP)).unwrap();
 
-    let mut capture = Capture::start_on(
-        Some(&ns.server),
-        SERVER_IF,
-        "udp port 1698 or udp port 1699 or ip proto 46",
-        400,
-    );
+    let mut capture = Capture::start_on(Some(&ns.server), SERVER_IF, RSVP_FILTER, 400);
     let listen = format!("{SERVER_IP}:{PORT}");
     let mut server = Process::spawn(
         "server",

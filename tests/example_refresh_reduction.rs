@@ -15,7 +15,7 @@ mod example_support;
 mod netns_support;
 mod process_support;
 
-use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN};
+use capture_support::{max_severity, tshark_or_skip, Capture, PI_WARN, RSVP_FILTER};
 use example_support::{build_examples, Process, Scratch};
 use netns_support::{Namespaces, CLIENT_IP, SERVER_IF, SERVER_IP};
 
@@ -74,12 +74,7 @@ fn examples_with_a_short_refresh_period_use_summary_refreshes() {
     }
     let (server_bin, client_bin) = build_examples();
     let scratch = Scratch::new("refresh-reduction");
-    let mut capture = Capture::start_on(
-        Some(&ns.server),
-        SERVER_IF,
-        "udp port 1698 or udp port 1699 or ip proto 46",
-        2000,
-    );
+    let mut capture = Capture::start_on(Some(&ns.server), SERVER_IF, RSVP_FILTER, 2000);
     let listen = format!("{SERVER_IP}:{PORT}");
     let mut server = Process::spawn(
         "server",

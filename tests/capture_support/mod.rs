@@ -12,6 +12,10 @@ use std::time::Duration;
 /// Wireshark's expert severity for warnings (`PI_WARN`); anything at or above fails a test.
 pub const PI_WARN: u32 = 0x0060_0000;
 
+/// A capture filter for RSVP however it travels: UDP encapsulation (ports 1698/1699) or raw
+/// IP (protocol 46).
+pub const RSVP_FILTER: &str = "udp port 1698 or udp port 1699 or ip proto 46";
+
 static CAPTURES: AtomicU32 = AtomicU32::new(0);
 
 /// A running `tshark` capture, stopped and its file removed on drop (even on panic).

@@ -510,8 +510,8 @@ impl Net {
         }
     }
 
-    /// Delivers raw bytes to a node as if received from `from`.
-    pub fn inject(&mut self, to: usize, from: IpAddr, payload: &[u8]) {
+    /// Hands raw bytes to a node's engine as if received from `from` (nothing drained).
+    fn hand_over(&mut self, to: usize, from: IpAddr, payload: &[u8]) {
         let now = self.now;
         let dst = self.nodes[to].addr;
         self.nodes[to].engine.handle_datagram(
@@ -523,6 +523,11 @@ impl Net {
                 payload,
             },
         );
+    }
+
+    /// Delivers raw bytes to a node as if received from `from`.
+    pub fn inject(&mut self, to: usize, from: IpAddr, payload: &[u8]) {
+        self.hand_over(to, from, payload);
         self.drain();
     }
 
@@ -530,17 +535,7 @@ impl Net {
     /// the `handle_datagram` call (before rule actions are answered or timers run), with how
     /// many datagrams that was.
     pub fn inject_measured(&mut self, to: usize, from: IpAddr, payload: &[u8]) -> (usize, usize) {
-        let now = self.now;
-        let dst = self.nodes[to].addr;
-        self.nodes[to].engine.handle_datagram(
-            now,
-            Incoming {
-                source: from,
-                destination: dst,
-                ttl: Some(64),
-                payload,
-            },
-        );
+        self.hand_over(to, from, payload);
         let mut answers = Vec::new();
         while let Some(t) = self.nodes[to].engine.poll_transmit() {
             answers.push(t);
