@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
 //! (`QTOQ_BENCH_SESSIONS=100000` skips the 1M run; `QTOQ_BENCH_ONLY=rr` or `=classic` runs
-//! only that one-shot run, for a profiler).
+//! only that one-shot run, for a profiler; `QTOQ_BENCH_PERIODS=N` measures over N refresh
+//! periods).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -312,7 +313,12 @@ fn one_shot(n: u32, periods: u32, refresh_reduction: bool) {
 /// the states' own timers look in only every 16 periods (and the rest is per-neighbor work),
 /// so the measure spans two whole such cycles to include them.
 fn periods(refresh_reduction: bool) -> u32 {
-    if refresh_reduction {
+    if let Some(periods) = std::env::var("QTOQ_BENCH_PERIODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        periods
+    } else if refresh_reduction {
         32
     } else {
         10
