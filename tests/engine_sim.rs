@@ -160,6 +160,81 @@ fn ten_hours_of_refreshes_without_loss_never_expire() {
     }
 }
 
+/// Classic refreshes go by rounds over the session slab (`round.rs`): each lap refreshes the
+/// sessions in slot order (the order they were created in here), which keeps a large
+/// engine's refreshes in memory order, and still refreshes every Path and Resv once per
+/// `R` on average, never sooner than `R/2` nor later than `3R/2` after the last.
+#[test]
+fn classic_refreshes_go_in_slot_order_rounds_within_half_to_one_and_a_half_r() {
+    const SESSIONS: u16 = 300;
+    const LAPS: u32 = 10;
+    let mut f = two_hosts(17);
+    for node in [f.server, f.client] {
+        let mut config = config(17 ^ node as u64);
+        config.refresh_reduction = false;
+        f.net.restart(node, config);
+    }
+    for i in 0..SESSIONS {
+        f.setup(40_000 + i);
+    }
+    // Past the first sends and their answers: every state is on the round.
+    f.net.run_for(R * 2);
+    f.net.trace = Some(Vec::new());
+    let start = f.net.now;
+    f.net.run_for(R * LAPS);
+    let trace = f.net.trace.take().unwrap();
+    let port = |payload: &[u8]| {
+        let session = session_bytes(payload);
+        u16::from_be_bytes([session[10], session[11]])
+    };
+    let mut sent: std::collections::BTreeMap<(u8, u16), Vec<std::time::Instant>> =
+        Default::default();
+    let mut path_order = Vec::new();
+    for t in trace.iter().filter(|t| !t.delivered) {
+        let kind = t.payload[1];
+        assert!(kind == PATH || kind == RESV, "only refreshes: {kind}");
+        let from = if kind == PATH { f.server } else { f.client };
+        assert_eq!(
+            t.node, from,
+            "Paths from the sender, Resvs from the receiver"
+        );
+        sent.entry((kind, port(&t.payload))).or_default().push(t.at);
+        if kind == PATH {
+            path_order.push(port(&t.payload));
+        }
+    }
+    assert_eq!(
+        sent.len(),
+        2 * usize::from(SESSIONS),
+        "every Path and Resv refreshed"
+    );
+    for ((kind, port), times) in &sent {
+        let laps = u32::try_from(times.len()).unwrap();
+        assert!(
+            (LAPS - 1..=LAPS + 1).contains(&laps),
+            "{kind}/{port}: {laps} refreshes in {LAPS} R"
+        );
+        assert!(times[0] - start <= R * 3 / 2 + TICK, "{kind}/{port}: first");
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= R / 2 - TICK && gap <= R * 3 / 2 + TICK,
+                "{kind}/{port}: gap {gap:?}"
+            );
+        }
+    }
+    // Slot order: the ports only go down where a lap starts again (with each state's own
+    // jittered timer, about every other Path would).
+    let descents = path_order.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(
+        (LAPS as usize - 1..=LAPS as usize + 1).contains(&descents),
+        "{descents} descents in {} Paths",
+        path_order.len()
+    );
+    assert_eq!(f.net.nodes[f.server].engine.stats().expired, 0);
+    assert_eq!(f.net.nodes[f.client].engine.stats().expired, 0);
+}
+
 #[test]
 fn twenty_percent_loss_for_an_hour_sets_up_and_never_expires_within_k_minus_1_losses() {
     let mut f = two_hosts(13);

@@ -333,7 +333,7 @@ impl Engine {
             return self.wrong_neighbor(&msg, source, &expected);
         }
         let mut told: Vec<SessionId> = Vec::new();
-        let next = now.saturating_add(self.jitter());
+        let next = self.steady_refresh(now);
         for local in &mut session.senders {
             if msg.sender.is_none_or(|s| s == local.sender) {
                 answer(

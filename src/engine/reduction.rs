@@ -961,7 +961,7 @@ impl Engine {
         let Some(mut session) = self.take(slot) else {
             return false;
         };
-        let refresh_at = now.saturating_add(self.jitter());
+        let refresh_at = self.steady_refresh(now);
         let mut found = false;
         for local in session.senders.iter_mut().filter(|l| l.tx_id == id) {
             local.tx_acked = true;

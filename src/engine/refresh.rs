@@ -21,7 +21,7 @@ const MIN_REFRESH_MS: u32 = MIN_REFRESH_PERIOD.as_millis() as u32;
 const MAX_REFRESH_MS: u32 = MAX_REFRESH_PERIOD.as_millis() as u32;
 
 impl Engine {
-    fn refresh_ms(&self) -> Ms {
+    pub(super) fn refresh_ms(&self) -> Ms {
         duration_ms_ceil(self.config.refresh_period)
             .clamp(u64::from(MIN_REFRESH_MS), u64::from(MAX_REFRESH_MS))
     }
@@ -63,6 +63,24 @@ impl Engine {
     pub(super) fn fast_start(&self) -> Fast {
         Fast {
             left: u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX),
+            on_round: false,
+        }
+    }
+
+    /// When a state in steady refresh (answered, or its fast retransmissions made) is sent
+    /// next: by the classic refresh round (`round.rs`), or by its own timer after a
+    /// jittered interval.
+    pub(super) fn steady_refresh(&mut self, now: Ms) -> Steady {
+        if self.rounds() {
+            Steady {
+                at: self.round_join(now),
+                on_round: true,
+            }
+        } else {
+            Steady {
+                at: now.saturating_add(self.jitter()),
+                on_round: false,
+            }
         }
     }
 
@@ -104,10 +122,13 @@ impl Engine {
         if !answered && fast.left > 0 {
             let delay = self.fast_delay(fast.left);
             fast.left -= 1;
+            fast.on_round = false;
             now.saturating_add(delay)
         } else {
+            let steady = self.steady_refresh(now);
             fast.left = 0;
-            now.saturating_add(self.jitter())
+            fast.on_round = steady.on_round;
+            steady.at
         }
     }
 
@@ -162,7 +183,8 @@ impl Engine {
 
     fn run_timers(&mut self, slot: u32, session: &mut Session, now: Ms) {
         for index in 0..session.senders.len() {
-            if session.senders[index].next_at <= now {
+            let local = &session.senders[index];
+            if !local.fast.on_round && local.next_at <= now {
                 self.send_path(session, index, now);
             }
             let local = &mut session.senders[index];
@@ -207,7 +229,11 @@ impl Engine {
             tracing::debug!(session = ?session.key, "reservation state expired");
             self.reconcile(slot, session, Loss::Expired);
         }
-        if session.recv.as_ref().is_some_and(|r| r.next_at <= now) {
+        if session
+            .recv
+            .as_ref()
+            .is_some_and(|r| !r.fast.on_round && r.next_at <= now)
+        {
             self.send_resvs(session, now);
         }
         if let Some(recv) = session.recv.as_deref_mut().filter(|r| r.wait_at <= now) {
@@ -237,11 +263,19 @@ pub(super) fn lifetime_ms(keep: u32, peer_r: u32) -> Ms {
         .saturating_add(1)
 }
 
+/// The next steady refresh of a state ([`Engine::steady_refresh`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Steady {
+    pub(super) at: Ms,
+    pub(super) on_round: bool,
+}
+
 /// The first answer to a message stops its fast retransmission: the next send becomes a
-/// refresh at `refresh_at`.
-pub(super) fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, refresh_at: Ms) {
+/// steady refresh.
+pub(super) fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, steady: Steady) {
     if !*answered && fast.left > 0 && *next_at != NEVER {
-        *next_at = refresh_at;
+        *next_at = steady.at;
+        fast.on_round = steady.on_round;
     }
     *answered = true;
     fast.left = 0;

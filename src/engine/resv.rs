@@ -396,7 +396,7 @@ impl Engine {
             // may answer an earlier Path.
             let destination = session.key.destination.ip();
             if !local.answered && !self.awaiting_ack(local.tx_id, local.tx_acked, destination) {
-                let next = now.saturating_add(self.jitter());
+                let next = self.steady_refresh(now);
                 let local = &mut session.senders[index];
                 answer(
                     &mut local.answered,
@@ -477,7 +477,7 @@ impl Engine {
             return self.wrong_neighbor(&msg, source, "a previous hop or sender of the session");
         }
         let receivers: Vec<SessionId> = session.receivers().map(|(id, _)| id).collect();
-        let next = now.saturating_add(self.jitter());
+        let next = self.steady_refresh(now);
         // A Resv waiting for its RFC 2961 acknowledgment is answered by it alone.
         let awaiting = self.resv_awaiting_ack(&session);
         match &mut session.recv {
@@ -540,7 +540,7 @@ impl Engine {
                     // retransmitted before the first confirmation came.
                     self.stats.ignored += 1;
                 } else {
-                    let next = now.saturating_add(self.jitter());
+                    let next = self.steady_refresh(now);
                     if !awaiting {
                         answer(&mut recv.answered, &mut recv.fast, &mut recv.next_at, next);
                     }

@@ -62,11 +62,19 @@ impl Session {
 
     /// The earliest deadline of any state in the session.
     pub(crate) fn next_deadline(&self) -> Ms {
-        let senders = self.senders.iter().map(|s| s.next_at);
+        // States on the refresh round are sent by it (`round.rs`), not by this timer.
+        let senders = self
+            .senders
+            .iter()
+            .filter(|s| !s.fast.on_round)
+            .map(|s| s.next_at);
         let psbs = self.psbs.iter().map(|p| p.expires_at);
         let rsbs = self.rsbs.iter().map(|r| r.expires_at);
         let waits = self.senders.iter().map(|s| s.wait_at);
-        let recv = self.recv.as_deref().map(|r| r.next_at.min(r.wait_at));
+        let recv = self.recv.as_deref().map(|r| {
+            let next = if r.fast.on_round { NEVER } else { r.next_at };
+            next.min(r.wait_at)
+        });
         senders
             .chain(waits)
             .chain(psbs)
@@ -203,6 +211,9 @@ pub(crate) struct UnsignaledRule {
 pub(crate) struct Fast {
     /// Retransmissions left.
     pub(crate) left: u8,
+    /// Steady refreshes of this state go by the classic refresh round (`round.rs`), not by
+    /// its session's timer: its `next_at` is then the earliest time the round may send it.
+    pub(crate) on_round: bool,
 }
 
 /// A sender on this host: the Path we originate and refresh, and the rule it got.
