@@ -5,6 +5,7 @@
 //! a key is a few multiplications with a per-engine random seed (so that remote peers cannot
 //! aim for collisions).
 
+use std::cell::Cell;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
@@ -24,6 +25,11 @@ pub(crate) struct KeyIndex {
     table: Vec<u32>,
     len: usize,
     seed: u64,
+    /// The slot after the last one found: tried first. Refreshes come in slot order (a
+    /// classic neighbor's refresh rounds walk its sessions in the order it created them, the
+    /// order its first Paths created ours in), and the session after the last one is in
+    /// cache when the table's line is not.
+    guess: Cell<u32>,
 }
 
 impl KeyIndex {
@@ -32,6 +38,7 @@ impl KeyIndex {
             table: Vec::new(),
             len: 0,
             seed: std::hash::RandomState::new().hash_one(0x5eed_u64),
+            guess: Cell::new(0),
         }
     }
 
@@ -70,6 +77,16 @@ impl KeyIndex {
         if self.table.is_empty() {
             return None;
         }
+        // Keys are unique in the slab: a session there with this key is the one.
+        let guess = self.guess.get();
+        if sessions
+            .get(guess as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.key == *key)
+        {
+            self.guess.set(guess.wrapping_add(1));
+            return Some(guess);
+        }
         let mask = self.mask();
         let hash = self.hash(key);
         let tag = entry(hash, 0);
@@ -86,6 +103,7 @@ impl KeyIndex {
                     .and_then(Option::as_ref)
                     .is_some_and(|s| s.key == *key)
             {
+                self.guess.set(slot.wrapping_add(1));
                 return Some(slot);
             }
             i = (i + 1) & mask;
@@ -220,5 +238,25 @@ mod tests {
         }
         assert_eq!(index.len(), 1000);
         assert_eq!(index.get(&key(5000), &sessions), None);
+    }
+
+    #[test]
+    fn the_guessed_next_slot_never_answers_for_another_key() {
+        let mut index = KeyIndex::new();
+        let mut sessions: Vec<Option<Session>> = Vec::new();
+        for i in 0..64u32 {
+            sessions.push(Some(Session::new(key(i))));
+            index.insert(&key(i), i, &sessions);
+        }
+        // Out of order (each guess names another key's session), in order (each guess
+        // answers), after the last slot, and for a slot whose session was taken out.
+        for i in [40u32, 3, 17, 18, 19, 20, 63, 0, 1] {
+            assert_eq!(index.get(&key(i), &sessions), Some(i), "key {i}");
+        }
+        let taken = sessions[2].take().unwrap();
+        assert_eq!(index.get(&key(2), &sessions), None);
+        assert_eq!(index.get(&key(1000), &sessions), None);
+        sessions[2] = Some(taken);
+        assert_eq!(index.get(&key(2), &sessions), Some(2));
     }
 }
