@@ -233,6 +233,24 @@ fn classic_refreshes_go_in_slot_order_rounds_within_half_to_one_and_a_half_r() {
     );
     assert_eq!(f.net.nodes[f.server].engine.stats().expired, 0);
     assert_eq!(f.net.nodes[f.client].engine.stats().expired, 0);
+    // With every session released, the round stops within a lap: no timer is left.
+    for node in [f.server, f.client] {
+        let ids: std::collections::BTreeSet<_> = f.net.nodes[node]
+            .events
+            .iter()
+            .map(|(_, id, _)| *id)
+            .collect();
+        assert_eq!(ids.len(), usize::from(SESSIONS));
+        for id in ids {
+            f.net.with(node, |e, now| e.release(now, id));
+        }
+    }
+    f.net.run_for(R * 2);
+    for node in [f.server, f.client] {
+        let engine = &f.net.nodes[node].engine;
+        assert_eq!(engine.session_count(), 0);
+        assert_eq!(engine.poll_timeout(), None, "node {node}");
+    }
 }
 
 #[test]
