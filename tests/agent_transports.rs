@@ -178,3 +178,46 @@ async fn established_pair(
     .await;
     (server, client, client_events)
 }
+
+/// Classic refreshes (no refresh reduction) go by the engine's refresh rounds: driven by the
+/// agent's timer, they keep a reservation alive through many lifetimes at a short period.
+#[tokio::test]
+async fn classic_refresh_rounds_keep_a_reservation_through_many_lifetimes() {
+    use futures::StreamExt;
+
+    const R: Duration = Duration::from_millis(200);
+    let network = MemoryNetwork::new(2205);
+    let (a, b) = (unique_loopback(), unique_loopback());
+    let build = |ip| {
+        let mut engine = EngineConfig::default();
+        engine.refresh_reduction = false;
+        engine.refresh_period = R;
+        Agent::builder()
+            .transport(Transport::Memory(network.clone()))
+            .local_addr(ip)
+            .engine_config(engine)
+            .build()
+            .expect("memory agent")
+    };
+    let (server_agent, client_agent) = (build(a), build(b));
+    let (server, client, mut client_events) =
+        established_pair(&server_agent, a, &client_agent, b).await;
+    let before = server_agent.stats().await.unwrap().engine.transmitted;
+    // 20 R: the state's lifetime, (K + 0.5) · 1.5 · R, is about 4 R.
+    tokio::time::sleep(R * 20).await;
+    let (server_stats, client_stats) = (
+        server_agent.stats().await.unwrap(),
+        client_agent.stats().await.unwrap(),
+    );
+    assert_eq!(server_stats.engine.expired, 0, "{server_stats:?}");
+    assert_eq!(client_stats.engine.expired, 0, "{client_stats:?}");
+    // One Path per round (R/2 at the soonest, 3R/2 at the latest).
+    let paths = server_stats.engine.transmitted - before;
+    assert!((12..=42).contains(&paths), "{paths} Paths in 20 R");
+    let heard = tokio::time::timeout(Duration::from_millis(10), client_events.next()).await;
+    assert!(heard.is_err(), "the client heard of a change: {heard:?}");
+    client.close().await.unwrap();
+    server.close().await.unwrap();
+    until_no_sessions(&server_agent).await;
+    until_no_sessions(&client_agent).await;
+}
