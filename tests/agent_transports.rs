@@ -72,20 +72,11 @@ async fn memory_network_with_loss_still_establishes() {
         .with_duplication(0.05)
         .with_delay(Duration::from_micros(100), Duration::from_millis(3));
     // The agents answer for two loopback addresses the TCP ends bind.
-    let (a, b) = (unique_loopback(), unique_loopback());
-    let build = |ip| {
-        let mut engine = EngineConfig::default();
-        engine.fast_retransmit_initial = Duration::from_millis(20);
-        engine.fast_retransmit_count = 10;
-        engine.refresh_period = Duration::from_millis(300);
-        Agent::builder()
-            .transport(Transport::Memory(network.clone()))
-            .local_addr(ip)
-            .engine_config(engine)
-            .build()
-            .expect("memory agent")
-    };
-    let (server_agent, client_agent) = (build(a), build(b));
+    let mut engine = EngineConfig::default();
+    engine.fast_retransmit_initial = Duration::from_millis(20);
+    engine.fast_retransmit_count = 10;
+    engine.refresh_period = Duration::from_millis(300);
+    let (server_agent, a, client_agent, b) = memory_agents(&network, &engine);
     for round in 0..5 {
         let (server, client, _) = established_pair(&server_agent, a, &client_agent, b).await;
         eprintln!("round {round}: established, {:?}", network.stats());
@@ -106,15 +97,7 @@ async fn a_stopping_agent_retransmits_a_lost_path_tear() {
     use qtoq::QosEvent;
 
     let network = MemoryNetwork::new(2961);
-    let (a, b) = (unique_loopback(), unique_loopback());
-    let build = |ip| {
-        Agent::builder()
-            .transport(Transport::Memory(network.clone()))
-            .local_addr(ip)
-            .build()
-            .expect("memory agent")
-    };
-    let (server_agent, client_agent) = (build(a), build(b));
+    let (server_agent, a, client_agent, b) = memory_agents(&network, &EngineConfig::default());
     let (server, _client, mut client_events) =
         established_pair(&server_agent, a, &client_agent, b).await;
 
@@ -140,6 +123,24 @@ async fn a_stopping_agent_retransmits_a_lost_path_tear() {
     .expect("the PathTear came again while the server was stopping");
     stopping.await.unwrap().unwrap();
     drop(server);
+}
+
+/// Two agents on `network` with `engine`'s configuration, each answering for a loopback
+/// address of its own: (server agent, its address, client agent, its address).
+fn memory_agents(
+    network: &MemoryNetwork,
+    engine: &EngineConfig,
+) -> (Agent, std::net::IpAddr, Agent, std::net::IpAddr) {
+    let build = |ip| {
+        Agent::builder()
+            .transport(Transport::Memory(network.clone()))
+            .local_addr(ip)
+            .engine_config(engine.clone())
+            .build()
+            .expect("memory agent")
+    };
+    let (a, b) = (unique_loopback(), unique_loopback());
+    (build(a), a, build(b), b)
 }
 
 /// A connection from `client_agent`'s address `b` to `server_agent`'s `a`, both ends
@@ -187,19 +188,10 @@ async fn classic_refresh_rounds_keep_a_reservation_through_many_lifetimes() {
 
     const R: Duration = Duration::from_millis(200);
     let network = MemoryNetwork::new(2205);
-    let (a, b) = (unique_loopback(), unique_loopback());
-    let build = |ip| {
-        let mut engine = EngineConfig::default();
-        engine.refresh_reduction = false;
-        engine.refresh_period = R;
-        Agent::builder()
-            .transport(Transport::Memory(network.clone()))
-            .local_addr(ip)
-            .engine_config(engine)
-            .build()
-            .expect("memory agent")
-    };
-    let (server_agent, client_agent) = (build(a), build(b));
+    let mut engine = EngineConfig::default();
+    engine.refresh_reduction = false;
+    engine.refresh_period = R;
+    let (server_agent, a, client_agent, b) = memory_agents(&network, &engine);
     let (server, client, mut client_events) =
         established_pair(&server_agent, a, &client_agent, b).await;
     let before = server_agent.stats().await.unwrap().engine.transmitted;

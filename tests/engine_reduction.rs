@@ -416,12 +416,7 @@ fn a_nack_brings_back_the_full_message_and_changed_state_gets_a_new_id() {
 
 /// Bytes on the wire over 10 refresh periods of steady state, `n` sessions between two hosts.
 fn steady_bytes(n: u16, refresh_reduction: bool) -> (u64, u64) {
-    let mut f = two_hosts(111);
-    for node in [f.server, f.client] {
-        let mut config = config(111 ^ node as u64);
-        config.refresh_reduction = refresh_reduction;
-        f.net.restart(node, config);
-    }
+    let mut f = two_hosts_refreshing(111, refresh_reduction);
     for i in 0..n {
         f.setup(10_000 + i);
     }

@@ -120,12 +120,7 @@ fn unsignaled_flow_installs_without_any_message() {
 /// As [`established_pair`] with classic refreshes (no RFC 2961 refresh reduction): every
 /// refresh is a full Path or Resv.
 fn classic_pair() -> (Flow2, qtoq::engine::SessionId, qtoq::engine::SessionId) {
-    let mut f = two_hosts(11);
-    for node in [f.server, f.client] {
-        let mut config = config(11 ^ node as u64);
-        config.refresh_reduction = false;
-        f.net.restart(node, config);
-    }
+    let mut f = two_hosts_refreshing(11, false);
     let (s, c) = f.setup(40_000);
     f.net.run_for(Duration::from_secs(1));
     (f, s, c)
@@ -168,12 +163,7 @@ fn ten_hours_of_refreshes_without_loss_never_expire() {
 fn classic_refreshes_go_in_slot_order_rounds_within_half_to_one_and_a_half_r() {
     const SESSIONS: u16 = 300;
     const LAPS: u32 = 10;
-    let mut f = two_hosts(17);
-    for node in [f.server, f.client] {
-        let mut config = config(17 ^ node as u64);
-        config.refresh_reduction = false;
-        f.net.restart(node, config);
-    }
+    let mut f = two_hosts_refreshing(17, false);
     for i in 0..SESSIONS {
         f.setup(40_000 + i);
     }

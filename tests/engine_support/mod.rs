@@ -657,6 +657,17 @@ pub fn two_hosts(seed: u64) -> Flow2 {
     }
 }
 
+/// As [`two_hosts`], with refresh reduction on or off at both (off: classic refreshes).
+pub fn two_hosts_refreshing(seed: u64, refresh_reduction: bool) -> Flow2 {
+    let mut f = two_hosts(seed);
+    for node in [f.server, f.client] {
+        let mut config = config(seed ^ node as u64);
+        config.refresh_reduction = refresh_reduction;
+        f.net.restart(node, config);
+    }
+    f
+}
+
 impl Flow2 {
     /// Client: primed + FF reservation with confirmation; server: session + sender.
     pub fn setup(&mut self, port: u16) -> (SessionId, SessionId) {
