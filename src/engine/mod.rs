@@ -118,7 +118,8 @@
 //! refreshes its sessions in memory order (a refresh costs about half as much at 100k
 //! sessions as with one random timer per state); each state is refreshed once per round, at
 //! least `R / 2` after its previous send. With refresh reduction, refreshes of acknowledged
-//! state go in per-neighbor summaries instead, and the others by their own jittered timers.
+//! state go in per-neighbor summaries instead (the round, with laps of `16 R`, only looks in
+//! on them as a safety net), and the others by their own jittered timers.
 //! Received state expires after
 //! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES, clamped to
 //! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`]. The first Path of a
@@ -179,7 +180,9 @@
 //!   in Srefresh messages (MESSAGE_ID_LIST, up to 1 400 bytes each, about 340 ids; a small
 //!   summary waits for a message's worth or the whole of it), themselves sent with
 //!   ACK_Desired and retransmitted like triggers; each id is so refreshed about every `R`.
-//!   The state's own timer only looks in every 16 refresh periods (a safety net). An
+//!   The refresh round (see [Soft state](self#soft-state)) looks in on the state only every
+//!   16 refresh periods or so, a safety net, in table order rather than by a timer per
+//!   state. An
 //!   Srefresh received stamps each id it names in the neighbor's index, matched in one
 //!   forward walk (ids come in increasing order), and touches no session: at a million
 //!   sessions each touch is a cache miss. That index is also the timer of the states it

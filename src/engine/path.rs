@@ -84,11 +84,13 @@ impl Engine {
         };
         let (destination, source) = (session.key.destination.ip(), local.sender.ip());
         // RFC 2961: a refresh of acknowledged state goes in the neighbor's Srefresh instead
-        // (`None`), and this timer only looks in again after a few refresh periods.
+        // (`None`), and the round only looks in again after a few refresh periods.
         let Some(id) = self.reduction_path(session, index, now) else {
-            let check = now.saturating_add(self.summary_check());
             let local = &mut session.senders[index];
-            local.fast.left = 0;
+            let mut fast = local.fast;
+            let check = self.summarized(&mut fast, now);
+            let local = &mut session.senders[index];
+            local.fast = fast;
             local.next_at = check;
             return;
         };

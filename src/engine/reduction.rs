@@ -72,8 +72,8 @@ const MAX_NACKED: usize = 1 << 20;
 /// restart NACKs every id over a refresh period, and one scan serves them all.
 const NACK_SCAN_INTERVAL: Ms = 1000;
 
-/// Refresh periods a summarized state's own timer waits before it looks in again (see
-/// [`Engine::summary_check`]).
+/// Refresh periods between two looks of the refresh round at a summarized state, on average
+/// (see [`Engine::summary_check`]).
 const SUMMARY_CHECK_PERIODS: u64 = 16;
 
 /// The Refresh-Reduction-Capable flag, as a byte of the common header's first byte.
@@ -435,12 +435,31 @@ impl Engine {
         u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX)
     }
 
-    /// How long the timer of a summarized state waits before it looks in again: its
-    /// refreshes go in its neighbor's Srefresh ticks, and the look only puts its id back in
+    /// How long the refresh round (`round.rs`) takes to look in on a summarized state again:
+    /// its refreshes go in its neighbor's Srefresh ticks, and the look only puts its id back in
     /// the neighbor's summary should it be missing there (every change that takes it out
     /// also gives the state a new trigger message, so that is a safety net, not a path).
     pub(super) fn summary_check(&self) -> Ms {
         u64::from(self.refresh_ms_u32()).saturating_mul(SUMMARY_CHECK_PERIODS)
+    }
+
+    /// Whether `id` is in a summary of ours to `peer` (for tests).
+    #[cfg(test)]
+    pub(super) fn in_summary(&self, peer: IpAddr, id: u32) -> bool {
+        self.reduction
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.summarized.iter().any(|(_, s)| s.iter().any(|i| i == id)))
+    }
+
+    /// Takes `id` out of our summaries, as if it had been lost (for tests).
+    #[cfg(test)]
+    pub(super) fn lose_from_summaries(&mut self, id: u32) {
+        for p in self.reduction.peers.values_mut() {
+            for (_, summary) in &mut p.summarized {
+                summary.remove(id);
+            }
+        }
     }
 
     /// A new Message_Identifier (increasing within the epoch; a wrap starts a new epoch).

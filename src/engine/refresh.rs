@@ -71,7 +71,7 @@ impl Engine {
     /// next: by the classic refresh round (`round.rs`), or by its own timer after a
     /// jittered interval.
     pub(super) fn steady_refresh(&mut self, now: Ms) -> Steady {
-        if self.rounds() {
+        if self.classic_rounds() {
             Steady {
                 at: self.round_join(now),
                 on_round: true,

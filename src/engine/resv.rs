@@ -148,7 +148,6 @@ impl Engine {
             }
             None => true,
         };
-        let check = now.saturating_add(self.summary_check());
         let Some(recv) = session.recv.as_deref_mut() else {
             return;
         };
@@ -156,8 +155,7 @@ impl Engine {
         let answered = recv.answered;
         // Summarized: the neighbor's Srefresh ticks refresh it (see `send_path`).
         let next_at = if summarized {
-            fast.left = 0;
-            check
+            self.summarized(&mut fast, now)
         } else {
             self.after_send(&mut fast, answered, now)
         };

@@ -17,13 +17,19 @@
 //! then due at the first visit at least `R/2` after its last send, so its next refresh
 //! comes after `R/2` to `R/2` plus a lap (about `3R/2`), and then once per lap: within
 //! RFC 2205's `[R/2, 3R/2]`. Triggers, fast retransmissions, waits and expiries keep their
-//! per-session timers. With refresh reduction the per-neighbor summaries batch refreshes
-//! instead (`reduction.rs`), and rounds are off.
+//! per-session timers.
+//!
+//! With refresh reduction the per-neighbor summaries batch the refreshes of acknowledged
+//! state (`reduction.rs`); the round then has laps of `16 R` and carries only the safety-net
+//! look at each summarized state (which puts its id back in its neighbor's summary), and the
+//! other steady refreshes (to neighbors without refresh reduction) keep their own jittered
+//! timers.
 
 use std::time::Instant;
 
 use rand::Rng;
 
+use super::state::Fast;
 use super::timer::{Ms, NEVER};
 use super::Engine;
 
@@ -62,24 +68,45 @@ impl Round {
 }
 
 impl Engine {
-    /// Whether steady refreshes go by rounds (classic refreshes only).
-    pub(super) fn rounds(&self) -> bool {
+    /// Whether steady full refreshes go by rounds: without refresh reduction. (With it, only
+    /// the summarized states' checks do, see [`Self::summarized`].)
+    pub(super) fn classic_rounds(&self) -> bool {
         !self.config.refresh_reduction
     }
 
-    /// When a state that just sent (or was just answered) is next due in the round: `R/2`
-    /// from `now`. Starts the round if it was idle.
+    /// How long a lap lasts on average: `R` for classic refreshes; with refresh reduction the
+    /// summarized states' check period (`16 R`).
+    fn lap_ms(&self) -> Ms {
+        if self.classic_rounds() {
+            self.refresh_ms()
+        } else {
+            self.summary_check()
+        }
+    }
+
+    /// When a state that just sent (or was just answered) is next due in the round: half a
+    /// lap from `now`. Starts the round if it was idle.
     pub(super) fn round_join(&mut self, now: Ms) -> Ms {
         if self.round.due == NEVER {
             self.round.due = now.saturating_add(self.round_tick(self.sessions.len()));
         }
-        now.saturating_add(self.refresh_ms() / 2)
+        now.saturating_add(self.lap_ms() / 2)
     }
 
-    /// A tick's interval for a slab of `slots`: `R/T`, jittered uniformly by ±50 %.
+    /// A state's refresh was summarized (RFC 2961: its neighbor's Srefresh ticks refresh
+    /// it): the round looks in on it again after half a lap to a lap and a half (`8 R` to
+    /// `24 R`), a safety net that puts its id back in the summary, in slot order instead of
+    /// by a timer per state. Returns its next check.
+    pub(super) fn summarized(&mut self, fast: &mut Fast, now: Ms) -> Ms {
+        fast.left = 0;
+        fast.on_round = true;
+        self.round_join(now)
+    }
+
+    /// A tick's interval for a slab of `slots`: `lap/T`, jittered uniformly by ±50 %.
     fn round_tick(&mut self, slots: usize) -> Ms {
         let parts = 2 * lap_ticks(slots);
-        let r = self.refresh_ms();
+        let r = self.lap_ms();
         let drawn = self.rng.random_range(r..=3 * r) + self.round.carry;
         self.round.carry = drawn % parts;
         drawn / parts
@@ -163,4 +190,126 @@ impl Engine {
 /// Ticks in a lap over `slots` slots.
 fn lap_ticks(slots: usize) -> u64 {
     (slots as u64).div_ceil(SLOTS_PER_TICK).max(MIN_TICKS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use super::super::{Engine, EngineConfig, Incoming, RuleAction, SessionKey, Style};
+    use crate::flow::AdmitAll;
+    use crate::wire::intserv::{FlowSpec, TokenBucket};
+
+    const SENDER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const RECEIVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const R: Duration = Duration::from_secs(1);
+
+    fn engine(addr: IpAddr, seed: u64) -> Engine {
+        let config = EngineConfig {
+            refresh_period: R,
+            rng_seed: seed,
+            local_addrs: vec![addr],
+            ..EngineConfig::default()
+        };
+        Engine::new(config, Box::new(AdmitAll))
+    }
+
+    /// Runs both engines' timers and moves their datagrams until `end`.
+    fn run(engines: &mut [Engine; 2], now: &mut Instant, end: Instant) {
+        loop {
+            for (from, to) in [(0, 1), (1, 0)] {
+                while let Some(t) = engines[from].poll_transmit() {
+                    let source = t.source.unwrap_or([SENDER, RECEIVER][from]);
+                    engines[to].handle_datagram(
+                        *now,
+                        Incoming {
+                            source,
+                            destination: t.destination,
+                            ttl: Some(t.ttl),
+                            payload: &t.payload,
+                        },
+                    );
+                }
+            }
+            while let Some(action) = engines[0].poll_action() {
+                if let RuleAction::Install { rule, .. } = action {
+                    engines[0].rule_outcome(*now, rule.id, Ok(()));
+                }
+            }
+            if engines.iter().any(Engine::has_transmit) {
+                continue;
+            }
+            let next = engines.iter().filter_map(Engine::poll_timeout).min();
+            match next {
+                Some(at) if at <= end => {
+                    *now = (*now).max(at);
+                    for e in engines.iter_mut() {
+                        e.handle_timeout(*now);
+                    }
+                }
+                _ => break,
+            }
+        }
+        *now = end;
+    }
+
+    /// With refresh reduction, the round's look at a summarized state is the safety net that
+    /// puts its id back in its neighbor's summary: an id lost from the summary comes back
+    /// (or, once the neighbor's state expired, the NACK of it brings a full Path), and every
+    /// session keeps its path state at the receiver.
+    #[test]
+    fn the_round_puts_a_summarized_id_lost_from_its_summary_back() {
+        let mut now = Instant::now();
+        let mut engines = [engine(SENDER, 1), engine(RECEIVER, 2)];
+        let spec = FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 1000.0));
+        for port in 1..=3u16 {
+            let key = SessionKey {
+                destination: SocketAddr::new(RECEIVER, port),
+                protocol: 6,
+            };
+            let c = engines[1].open_session(now, key).unwrap();
+            engines[1]
+                .reserve(now, c, Style::FixedFilter, spec, false)
+                .unwrap();
+            let s = engines[0].open_session(now, key).unwrap();
+            engines[0]
+                .add_sender(
+                    now,
+                    s,
+                    SocketAddr::new(SENDER, 9000),
+                    TokenBucket::new(1000.0, 1000.0),
+                )
+                .unwrap();
+        }
+        let end = now + R * 5;
+        run(&mut engines, &mut now, end);
+        let ids = |e: &Engine| -> Vec<u32> {
+            e.sessions
+                .iter()
+                .flatten()
+                .flat_map(|s| s.senders.iter().map(|l| l.tx_id))
+                .collect()
+        };
+        let held = ids(&engines[0]);
+        assert_eq!(held.len(), 3);
+        assert!(held.iter().all(|&id| engines[0].in_summary(RECEIVER, id)));
+        engines[0].lose_from_summaries(held[0]);
+        assert!(!engines[0].in_summary(RECEIVER, held[0]));
+        // A lap and a half of the round (16 R each) later, at most.
+        let end = now + R * 30;
+        run(&mut engines, &mut now, end);
+        let held = ids(&engines[0]);
+        assert!(
+            held.iter().all(|&id| engines[0].in_summary(RECEIVER, id)),
+            "ids {held:?} not all summarized again"
+        );
+        let paths = engines[1]
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.psbs.len() == 1)
+            .count();
+        assert_eq!(paths, 3, "path state lost at the receiver");
+    }
 }
