@@ -7,7 +7,7 @@ mod engine_support;
 use std::time::Duration;
 
 use engine_support::*;
-use qtoq::engine::{Event, RuleAction, RuleFailure, Style, DEFAULT_PEER_WAIT};
+use qtoq::engine::{Event, RuleAction, RuleFailure, SessionId, Style, DEFAULT_PEER_WAIT};
 use qtoq::flow::Flow;
 use qtoq::wire::intserv::TokenBucket;
 use qtoq::wire::{
@@ -241,6 +241,76 @@ fn classic_refreshes_go_in_slot_order_rounds_within_half_to_one_and_a_half_r() {
         assert_eq!(engine.session_count(), 0);
         assert_eq!(engine.poll_timeout(), None, "node {node}");
     }
+}
+
+/// The refresh round under churn: sessions opened and released while laps run (the table
+/// grows mid-lap, freed slots are reused) still have every Path and Resv refreshed within
+/// `[R/2, 3R/2]`, and nothing expires.
+#[test]
+fn classic_refresh_rounds_hold_their_bounds_while_sessions_come_and_go() {
+    let mut f = two_hosts_refreshing(23, false);
+    let mut open: std::collections::VecDeque<(u16, SessionId, SessionId)> = Default::default();
+    let mut next_port = 40_000u16;
+    let mut add = |f: &mut Flow2, open: &mut std::collections::VecDeque<_>, n: u16| {
+        for _ in 0..n {
+            let (s, c) = f.setup(next_port);
+            open.push_back((next_port, s, c));
+            next_port += 1;
+        }
+    };
+    add(&mut f, &mut open, 100);
+    f.net.run_for(R * 2);
+    f.net.trace = Some(Vec::new());
+    let mut released = std::collections::BTreeSet::new();
+    // Every R/4 for 12 R: 12 more sessions, and the 4 oldest released (so the table both
+    // grows and reuses slots).
+    for _ in 0..48 {
+        add(&mut f, &mut open, 12);
+        for _ in 0..4 {
+            let (port, s, c) = open.pop_front().unwrap();
+            f.net.with(f.server, |e, now| e.release(now, s));
+            f.net.with(f.client, |e, now| e.release(now, c));
+            released.insert(port);
+        }
+        f.net.run_for(R / 4);
+    }
+    let trace = f.net.trace.take().unwrap();
+    let mut sent: std::collections::BTreeMap<(u8, u16), Vec<std::time::Instant>> =
+        Default::default();
+    for t in trace.iter().filter(|t| !t.delivered) {
+        let kind = t.payload[1];
+        if kind == PATH || kind == RESV {
+            let session = session_bytes(&t.payload);
+            let port = u16::from_be_bytes([session[10], session[11]]);
+            sent.entry((kind, port)).or_default().push(t.at);
+        }
+    }
+    let mut checked = 0;
+    for ((kind, port), times) in sent.iter().filter(|((_, p), _)| !released.contains(p)) {
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= R / 2 - TICK && gap <= R * 3 / 2 + TICK,
+                "{kind}/{port}: gap {gap:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked} gaps checked");
+    // Every session still open was refreshed up to the end: none went a round without.
+    let end = f.net.now;
+    for (port, _, _) in &open {
+        for kind in [PATH, RESV] {
+            let last = *sent[&(kind, *port)].last().unwrap();
+            assert!(
+                end - last <= R * 3 / 2 + TICK,
+                "{kind}/{port}: silent since {:?}",
+                end - last
+            );
+        }
+    }
+    assert_eq!(f.net.nodes[f.server].engine.stats().expired, 0);
+    assert_eq!(f.net.nodes[f.client].engine.stats().expired, 0);
 }
 
 #[test]
