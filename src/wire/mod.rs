@@ -71,6 +71,7 @@ pub use intserv::{
     Adspec, AdspecGeneral, AdspecParts, ControlledLoadAdspec, FlowSpec, GuaranteedAdspec,
     GuaranteedRspec, RawFragment, RawParam, TokenBucket,
 };
+pub(crate) use message::{begin_message, finish_message, ObjectSink};
 pub use message::{FlowDescriptor, FlowDescriptors, Message, MAX_FILTER_SPECS, MAX_OBJECTS};
 pub use object::{Object, Objects, PolicyData, INLINE_OBJECTS};
 pub use refresh::{

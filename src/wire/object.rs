@@ -7,6 +7,7 @@ use super::error_spec::ErrorSpec;
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
+use super::message::ObjectSink;
 use super::primitive::{patch_u16, sink_len, BodyError, Sink};
 use super::refresh::{MessageId, MessageIdList};
 use super::session::{FilterSpec, Session};
@@ -148,8 +149,8 @@ impl Object {
     // here, from the class number and the values just decoded, so no object is read back
     // from the vector (and matched on a second time) to validate it.
     #[inline(always)]
-    pub(crate) fn decode_into(
-        out: &mut Objects,
+    pub(crate) fn decode_into<O: ObjectSink>(
+        out: &mut O,
         check: &mut Checker,
         offset: usize,
         class_num: u8,
@@ -256,6 +257,9 @@ impl Object {
     }
 
     /// Encodes the object, header included, back-filling its length.
+    // Inlined where an object is built to be encoded at once (`engine::translate`), the
+    // matches on its class fold away.
+    #[inline(always)]
     pub(crate) fn encode<S: Sink>(&self, out: &mut S) -> Result<(), EncodeError> {
         let opaque_len = match self {
             Object::Null { body, .. }
