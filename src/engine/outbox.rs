@@ -10,7 +10,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::msg::{router_alert, Descriptor, Hop, Msg};
+use smallvec::smallvec;
+
+use super::msg::{router_alert, Descriptor, Descriptors, Filters, Hop, Msg};
 use super::neighbors::MAX_DEFERRED;
 use super::state::{LocalSender, Request, Rsb, Session};
 use super::translate;
@@ -258,16 +260,16 @@ impl Engine {
             Style::FixedFilter => senders
                 .map(|s| Descriptor {
                     flowspec,
-                    filters: vec![s],
+                    filters: smallvec![s],
                 })
                 .collect(),
-            Style::SharedExplicit => vec![Descriptor {
+            Style::SharedExplicit => smallvec![Descriptor {
                 flowspec,
                 filters: senders.collect(),
             }],
-            Style::WildcardFilter => vec![Descriptor {
+            Style::WildcardFilter => smallvec![Descriptor {
                 flowspec,
-                filters: Vec::new(),
+                filters: Filters::new(),
             }],
         };
         if !tear {
@@ -285,7 +287,7 @@ impl Engine {
         &mut self,
         route: ErrorRoute,
         style: Option<Style>,
-        descriptors: Vec<Descriptor>,
+        descriptors: Descriptors,
         error: RsvpError,
     ) {
         let ErrorRoute {
@@ -326,7 +328,7 @@ impl Engine {
     pub(super) fn rsb_descriptor(rsb: &Rsb) -> Descriptor {
         Descriptor {
             flowspec: Some(rsb.flowspec),
-            filters: rsb.filter.senders(),
+            filters: rsb.filter.senders().into(),
         }
     }
 }

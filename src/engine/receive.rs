@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::msg::Msg;
+use super::msg::{Descriptors, Msg};
 use super::outbox::ErrorRoute;
 use super::reduction;
 use super::refresh::is_live;
@@ -170,7 +170,7 @@ impl Engine {
                         to: nhop,
                     },
                     None,
-                    Vec::new(),
+                    Descriptors::new(),
                     answer.error,
                 );
             }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 
 use super::msg::{Descriptor, Hop, Msg};
 use super::neighbors::NewState;
@@ -54,7 +54,7 @@ struct ResvEntry {
 fn entry_descriptor(filter: &Filter, flowspec: FlowSpec) -> Descriptor {
     Descriptor {
         flowspec: Some(flowspec),
-        filters: filter.senders(),
+        filters: filter.senders().into(),
     }
 }
 
@@ -190,7 +190,7 @@ impl Engine {
         msg.error = Some(ErrorSpec::new(own, ErrorCode::CONFIRMATION, 0));
         msg.confirm = Some(receiver);
         msg.style = Some(rsb.style);
-        msg.descriptors = vec![Self::rsb_descriptor(rsb)];
+        msg.descriptors = smallvec![Self::rsb_descriptor(rsb)];
         self.queue_for(session, msg, receiver, own);
     }
 
@@ -353,7 +353,7 @@ impl Engine {
                 self.queue_resv_err(
                     resv.route(),
                     resv.msg.style,
-                    vec![entry_descriptor(&filter, flowspec)],
+                    smallvec![entry_descriptor(&filter, flowspec)],
                     error,
                 );
                 return None;
@@ -368,7 +368,7 @@ impl Engine {
         } else if let Some(error) = session.rsbs[index].refused {
             // A refresh of a refused request: the same answer again.
             let descriptor = Self::rsb_descriptor(&session.rsbs[index]);
-            self.queue_resv_err(resv.route(), Some(resv.style), vec![descriptor], error);
+            self.queue_resv_err(resv.route(), Some(resv.style), smallvec![descriptor], error);
         } else if resv.msg.confirm.is_some() {
             return Some(index);
         }

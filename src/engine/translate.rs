@@ -11,7 +11,9 @@
 use std::mem::ManuallyDrop;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::msg::{Descriptor, Hop, Msg};
+use smallvec::smallvec;
+
+use super::msg::{Descriptor, Descriptors, Filters, Hop, Msg};
 use super::SessionKey;
 use crate::wire::intserv::FlowSpec;
 use crate::wire::intserv::TokenBucket;
@@ -221,7 +223,7 @@ fn build(msg: &Msg, out: &mut impl Emit) {
             out.push(error_obj(msg.error, own));
             out.push(Object::Style(known_style));
             // The error flow descriptor names one reservation (FF: one filter).
-            let first: Vec<Descriptor> = msg
+            let first: Descriptors = msg
                 .descriptors
                 .first()
                 .map(|d| Descriptor {
@@ -292,7 +294,7 @@ struct Fields {
     last_flowspec: Option<FlowSpec>,
     /// One descriptor per FILTER_SPEC, with the FLOWSPEC in force for it: the FF shape, which
     /// [`finish`](Self::finish) reshapes for the style (known only then, in general).
-    descriptors: Vec<Descriptor>,
+    descriptors: Descriptors,
 }
 
 impl Fields {
@@ -340,7 +342,7 @@ impl Fields {
             }
             Object::FilterSpec(f) => self.descriptors.push(Descriptor {
                 flowspec: self.last_flowspec,
-                filters: vec![f.socket_addr()],
+                filters: smallvec![f.socket_addr()],
             }),
             _ => drop(ManuallyDrop::into_inner(object)),
         }
@@ -371,7 +373,7 @@ impl Fields {
         };
         let descriptors = match self.style {
             Some(Style::FixedFilter) | None => self.descriptors,
-            Some(Style::SharedExplicit) => vec![Descriptor {
+            Some(Style::SharedExplicit) => smallvec![Descriptor {
                 flowspec: self.flowspec,
                 filters: self
                     .descriptors
@@ -379,9 +381,9 @@ impl Fields {
                     .flat_map(|d| d.filters)
                     .collect(),
             }],
-            Some(Style::WildcardFilter) => vec![Descriptor {
+            Some(Style::WildcardFilter) => smallvec![Descriptor {
                 flowspec: self.flowspec,
-                filters: Vec::new(),
+                filters: Filters::new(),
             }],
         };
         Ok(Msg {
@@ -568,14 +570,14 @@ mod tests {
             });
         };
         let style = message.style();
-        let mut descriptors: Vec<Descriptor> = Vec::new();
+        let mut descriptors = Descriptors::new();
         match style {
             Some(Style::FixedFilter) | None => {
                 for d in message.flow_descriptors() {
                     if let Some(filter) = d.filter {
                         descriptors.push(Descriptor {
                             flowspec: d.flowspec.copied(),
-                            filters: vec![filter.socket_addr()],
+                            filters: smallvec![filter.socket_addr()],
                         });
                     }
                 }
@@ -589,7 +591,7 @@ mod tests {
             }),
             Some(Style::WildcardFilter) => descriptors.push(Descriptor {
                 flowspec: message.flowspec().copied(),
-                filters: Vec::new(),
+                filters: Filters::new(),
             }),
         }
         Ok(Msg {
@@ -715,7 +717,7 @@ mod tests {
                     msg.style = style;
                     msg.sender = sender.map(|(sv6, sport)| any_addr(sv6, 5, sport));
                     msg.tspec = tspec.map(|rate| TokenBucket::new(rate, 100.0));
-                    msg.descriptors = descriptors;
+                    msg.descriptors = descriptors.into();
                     msg
                 },
             )
@@ -798,11 +800,11 @@ mod tests {
                 vec![
                     Descriptor {
                         flowspec: Some(cl),
-                        filters: vec![sender],
+                        filters: smallvec![sender],
                     },
                     Descriptor {
                         flowspec: Some(gs),
-                        filters: vec![other],
+                        filters: smallvec![other],
                     },
                 ],
             ),
@@ -810,14 +812,14 @@ mod tests {
                 Style::SharedExplicit,
                 vec![Descriptor {
                     flowspec: Some(gs),
-                    filters: vec![sender, other],
+                    filters: smallvec![sender, other],
                 }],
             ),
             (
                 Style::WildcardFilter,
                 vec![Descriptor {
                     flowspec: Some(cl),
-                    filters: vec![],
+                    filters: Filters::new(),
                 }],
             ),
         ] {
@@ -826,27 +828,27 @@ mod tests {
             resv.refresh_ms = Some(1000);
             resv.confirm = Some(key().destination.ip());
             resv.style = Some(style);
-            resv.descriptors = descriptors.clone();
+            resv.descriptors = descriptors.clone().into();
             msgs.push(resv);
             let mut conf = Msg::new(MsgType::ResvConf, key());
             conf.error = Some(ErrorSpec::new(sender.ip(), ErrorCode::CONFIRMATION, 0));
             conf.confirm = Some(key().destination.ip());
             conf.style = Some(style);
-            conf.descriptors = descriptors.clone();
+            conf.descriptors = descriptors.clone().into();
             msgs.push(conf);
             let mut err = Msg::new(MsgType::ResvErr, key());
             err.hop = hop;
             err.error = error;
             err.style = Some(style);
-            err.descriptors = descriptors[..1].to_vec();
+            err.descriptors = descriptors[..1].iter().cloned().collect();
             msgs.push(err);
         }
         let mut tear = Msg::new(MsgType::ResvTear, key());
         tear.hop = hop;
         tear.style = Some(Style::FixedFilter);
-        tear.descriptors = vec![Descriptor {
+        tear.descriptors = smallvec![Descriptor {
             flowspec: None,
-            filters: vec![sender],
+            filters: smallvec![sender],
         }];
         msgs.push(tear);
         let mut path_tear = Msg::new(MsgType::PathTear, key());
