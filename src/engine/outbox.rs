@@ -61,6 +61,10 @@ impl Engine {
     /// in the bytes left of the budget is held back for the next `handle_timeout` if the
     /// neighbor has a token left, else suppressed. Both are counted.
     pub(super) fn flush(&mut self) {
+        // Most calls (one per handler run, timeout and local delivery) find it empty.
+        if self.outbox.is_empty() {
+            return;
+        }
         let mut outbox = std::mem::take(&mut self.outbox);
         for (mut msg, destination, source, local) in outbox.drain(..) {
             let error = matches!(msg.kind, MsgType::PathErr | MsgType::ResvErr);
@@ -139,6 +143,10 @@ impl Engine {
     /// Sends the answers held back by `flush`.
     pub(super) fn send_deferred(&mut self) {
         self.deferred_at = None;
+        // Called on every timeout; answers are seldom held back.
+        if self.deferred.is_empty() {
+            return;
+        }
         let mut deferred = std::mem::take(&mut self.deferred);
         for mut transmit in deferred.drain(..) {
             // Signed again now: with the sequence number it had, it would reach its
