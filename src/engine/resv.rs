@@ -216,8 +216,10 @@ impl Engine {
         // this next hop) adds no state and asks no quota: its session stays accounted while
         // out (`take_unchanged`) and only a change of its bytes is booked, without the walks
         // of `take` + `put` (and the read of its owners, which a Resv cannot change).
+        // Read once, for this check and to apply it (`resv_into`).
+        let entries = resv_entries(&msg, style);
         let known = |s: &Session| {
-            resv_entries(&msg, style).is_some_and(|entries| {
+            entries.as_ref().is_some_and(|entries| {
                 entries.iter().all(|e| {
                     s.rsbs
                         .iter()
@@ -254,7 +256,7 @@ impl Engine {
                     now,
                     expires_at: now.saturating_add(self.lifetime(refresh)),
                 };
-                self.resv_into(slot, &mut session, &resv);
+                self.resv_into(slot, &mut session, &resv, entries);
                 if let Some(before) = before {
                     #[cfg(debug_assertions)]
                     debug_assert_eq!(
@@ -287,8 +289,15 @@ impl Engine {
         }
     }
 
-    /// A Resv for a session with local senders.
-    fn resv_into(&mut self, slot: u32, session: &mut Session, resv: &ResvIn<'_>) {
+    /// A Resv for a session with local senders; `entries` are its reservations
+    /// ([`resv_entries`]).
+    fn resv_into(
+        &mut self,
+        slot: u32,
+        session: &mut Session,
+        resv: &ResvIn<'_>,
+        entries: Option<ResvEntries>,
+    ) {
         if session
             .rsbs
             .iter()
@@ -303,7 +312,7 @@ impl Engine {
             );
             return;
         }
-        let Some(entries) = resv_entries(resv.msg, resv.style) else {
+        let Some(entries) = entries else {
             return self.malformed(resv.msg, "resv flow descriptor without flowspec");
         };
         let mut confirm_for: Vec<usize> = Vec::new();
