@@ -620,12 +620,18 @@ impl Message {
 /// objects follow it.
 #[inline]
 pub(crate) fn begin_message<S: Sink>(out: &mut S, msg_type: MsgType, flags: u8, send_ttl: u8) {
-    out.put_u8((RSVP_VERSION << 4) | (flags & 0x0f));
-    out.put_u8(msg_type.number());
-    out.put_u16(0); // checksum, filled last
-    out.put_u8(send_ttl);
-    out.put_u8(0);
-    out.put_u16(0); // length, back-filled
+    // Version and flags, type, checksum (filled last), Send_TTL, reserved, length
+    // (back-filled): written at once, as each write to a sink checks its room.
+    out.put_slice(&[
+        (RSVP_VERSION << 4) | (flags & 0x0f),
+        msg_type.number(),
+        0,
+        0,
+        send_ttl,
+        0,
+        0,
+        0,
+    ]);
 }
 
 /// Fills in the length and checksum of the message written from `start` to the end of `out`;

@@ -280,9 +280,8 @@ impl Object {
             });
         }
         let start = sink_len(out);
-        out.put_u16(0); // length, back-filled
-        out.put_u8(self.class_num());
-        out.put_u8(self.c_type());
+        // Length (back-filled), Class-Num, C-Type.
+        out.put_slice(&[0, 0, self.class_num(), self.c_type()]);
         match self {
             Object::Null { body, .. } | Object::Unknown { body, .. } => out.put_slice(body),
             Object::PolicyData(p) => out.put_slice(&p.body),
