@@ -10,7 +10,7 @@ use super::header::{MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL, RSVP_VERSION};
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::object::{Object, Objects, PolicyData};
+use super::object::{Object, ObjectSink, Objects, PolicyData};
 use super::primitive::{checksum, patch_u16, sink_len, Reader, Sink};
 use super::refresh::MessageId;
 use super::session::{FilterSpec, Session};
@@ -652,27 +652,6 @@ pub(crate) struct Header {
     pub(crate) msg_type: MsgType,
     pub(crate) flags: u8,
     pub(crate) send_ttl: u8,
-}
-
-/// Where decoded objects go: the [`Message`]'s own list, or a caller that keeps only what it
-/// reads ([`Message::decode_flat`]).
-pub(crate) trait ObjectSink {
-    /// How many objects were pushed (the format rules need the index of each).
-    fn len(&self) -> usize;
-    /// Takes the next object in wire order.
-    fn push(&mut self, object: Object);
-}
-
-impl ObjectSink for Objects {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        Objects::len(self)
-    }
-
-    #[inline(always)]
-    fn push(&mut self, object: Object) {
-        Objects::push(self, object);
-    }
 }
 
 /// Checks the common header of a message at `base` in its datagram (version, known type,

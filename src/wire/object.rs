@@ -7,7 +7,6 @@ use super::error_spec::ErrorSpec;
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::message::ObjectSink;
 use super::primitive::{patch_u16, sink_len, BodyError, Sink};
 use super::refresh::{MessageId, MessageIdList};
 use super::session::{FilterSpec, Session};
@@ -30,6 +29,27 @@ pub const INLINE_OBJECTS: usize = 8;
 /// `insert`, `extend`, indexing, slices, …) that keeps up to [`INLINE_OBJECTS`] objects inline
 /// and moves to the heap only beyond that.
 pub type Objects = smallvec::SmallVec<[Object; INLINE_OBJECTS]>;
+
+/// Where decoded objects go: a [`Message`](super::Message)'s own list, or a caller that keeps
+/// only what it reads (`Message::decode_flat`).
+pub(crate) trait ObjectSink {
+    /// How many objects were pushed (the format rules need the index of each).
+    fn len(&self) -> usize;
+    /// Takes the next object in wire order.
+    fn push(&mut self, object: Object);
+}
+
+impl ObjectSink for Objects {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        Objects::len(self)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, object: Object) {
+        Objects::push(self, object);
+    }
+}
 
 /// One RSVP object, typed. Messages keep their objects in wire order.
 #[derive(Debug, Clone, PartialEq)]
