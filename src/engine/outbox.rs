@@ -111,11 +111,17 @@ impl Engine {
     /// message needs an answer token of the datagram's neighbor; a message that does not fit
     /// in the bytes left of the budget is held back for the next `handle_timeout` if the
     /// neighbor has a token left, else suppressed. Both are counted.
+    // Most calls (one per handler run, timeout and local delivery) find it empty: inlined,
+    // that costs a comparison, and the work is out of line.
+    #[inline]
     pub(super) fn flush(&mut self) {
-        // Most calls (one per handler run, timeout and local delivery) find it empty.
-        if self.outbox.is_empty() {
-            return;
+        if !self.outbox.is_empty() {
+            self.flush_queued();
         }
+    }
+
+    #[inline(never)]
+    fn flush_queued(&mut self) {
         let mut outbox = std::mem::take(&mut self.outbox);
         for queued in outbox.drain(..) {
             let Queued {
@@ -212,12 +218,17 @@ impl Engine {
     }
 
     /// Sends the answers held back by `flush`.
+    // Called on every timeout; answers are seldom held back (see `flush`).
+    #[inline]
     pub(super) fn send_deferred(&mut self) {
         self.deferred_at = None;
-        // Called on every timeout; answers are seldom held back.
-        if self.deferred.is_empty() {
-            return;
+        if !self.deferred.is_empty() {
+            self.send_deferred_held();
         }
+    }
+
+    #[inline(never)]
+    fn send_deferred_held(&mut self) {
         let mut deferred = std::mem::take(&mut self.deferred);
         for mut transmit in deferred.drain(..) {
             // Signed again now: with the sequence number it had, it would reach its
