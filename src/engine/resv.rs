@@ -194,22 +194,23 @@ impl Engine {
         self.queue_for(session, msg, receiver, own);
     }
 
-    pub(super) fn on_resv(&mut self, now: Ms, source: IpAddr, destination: IpAddr, msg: Msg) {
+    // By reference: only an error answer needs its descriptors (cloned then).
+    pub(super) fn on_resv(&mut self, now: Ms, source: IpAddr, destination: IpAddr, msg: &Msg) {
         let (Some(hop), Some(style)) = (msg.hop, msg.style) else {
-            return self.malformed(&msg, "resv without rsvp_hop or style");
+            return self.malformed(msg, "resv without rsvp_hop or style");
         };
         let refresh = match msg.refresh_ms {
             Some(r) if r > 0 => r,
-            _ => return self.malformed(&msg, "resv without a usable time_values"),
+            _ => return self.malformed(msg, "resv without a usable time_values"),
         };
         if msg.descriptors.is_empty() {
-            return self.malformed(&msg, "resv without flow descriptors");
+            return self.malformed(msg, "resv without flow descriptors");
         }
         // Resvs travel hop by hop (RFC 2205 §3.1.4): the datagram comes from the next hop its
         // RSVP_HOP names, and the reservation state is kept per next hop, so a Resv can only
         // refresh or change what its own source asked for.
         if !from_neighbor(source, hop.addr) {
-            return self.wrong_neighbor(&msg, source, &hop.addr.to_string());
+            return self.wrong_neighbor(msg, source, &hop.addr.to_string());
         }
         let refresh = self.peer_refresh(refresh);
         // A Resv that only refreshes reservations on record (each of its filters known from
@@ -217,7 +218,7 @@ impl Engine {
         // out (`take_unchanged`) and only a change of its bytes is booked, without the walks
         // of `take` + `put` (and the read of its owners, which a Resv cannot change).
         // Read once, for this check and to apply it (`resv_into`).
-        let entries = resv_entries(&msg, style);
+        let entries = resv_entries(msg, style);
         let known = |s: &Session| {
             entries.as_ref().is_some_and(|entries| {
                 entries.iter().all(|e| {
@@ -249,7 +250,7 @@ impl Engine {
                 #[cfg(debug_assertions)]
                 let lists = (session.owners.len(), session.psbs.len(), session.rsbs.len());
                 let resv = ResvIn {
-                    msg: &msg,
+                    msg,
                     hop,
                     style,
                     own: session.senders[0].sender.ip(),
@@ -282,7 +283,7 @@ impl Engine {
                         to: hop.addr,
                     },
                     msg.style,
-                    msg.descriptors,
+                    msg.descriptors.clone(),
                     RsvpError::new(ErrorCode::NO_PATH_INFORMATION, 0),
                 );
             }
