@@ -48,6 +48,9 @@ impl Engine {
     /// Packs the transmits queued since the last call (those past `settled`) into Bundles
     /// where [`EngineConfig::bundling`](super::EngineConfig::bundling) allows; afterwards every
     /// transmit is settled.
+    // Runs on every `poll_transmit`: kept a few instructions, inlined, with the packing itself
+    // (seldom needed) out of line.
+    #[inline]
     pub(super) fn pack_transmits(&mut self) {
         let from = self.settled.min(self.transmits.len());
         if self.transmits.len() - from >= 2 && self.config.bundling && self.config.refresh_reduction
@@ -57,6 +60,7 @@ impl Engine {
         self.settled = self.transmits.len();
     }
 
+    #[inline(never)]
     fn pack_from(&mut self, from: usize) {
         let tail: Vec<Transmit> = self.transmits.drain(from..).collect();
         // Groups in queue order (a Bundle takes its first member's place); per destination,

@@ -974,7 +974,7 @@ pub struct Engine {
     events: VecDeque<(SessionId, Event)>,
     actions: VecDeque<RuleAction>,
     /// Messages handlers produced, sent once their session is back in place.
-    outbox: Vec<(Msg, IpAddr, IpAddr, Option<bool>)>,
+    outbox: Vec<outbox::Queued>,
     /// Messages delivered to ourselves, processed before the call that produced them returns.
     local: VecDeque<(IpAddr, IpAddr, Msg)>,
     stats: Stats,

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use smallvec::SmallVec;
+
 use super::{SessionKey, Style};
 use crate::wire::intserv::{FlowSpec, TokenBucket};
 use crate::wire::{ErrorSpec, MsgType, DEFAULT_SEND_TTL};
@@ -21,6 +23,13 @@ pub(crate) struct Hop {
     pub(crate) lih: u32,
 }
 
+/// The senders a flow descriptor names: inline up to one (FF, and most SE), so that a Resv
+/// refreshed, decoded or built allocates nothing for them.
+pub(crate) type Filters = SmallVec<[SocketAddr; 1]>;
+
+/// The flow descriptors of a message: inline up to one (SE, WF, FF with one sender).
+pub(crate) type Descriptors = SmallVec<[Descriptor; 1]>;
+
 /// One flow descriptor of a Resv-family message.
 ///
 /// FF: one descriptor per sender (`filters.len() == 1`); SE: one descriptor, many filters;
@@ -28,7 +37,7 @@ pub(crate) struct Hop {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Descriptor {
     pub(crate) flowspec: Option<FlowSpec>,
-    pub(crate) filters: Vec<SocketAddr>,
+    pub(crate) filters: Filters,
 }
 
 /// A validated RSVP message.
@@ -54,7 +63,7 @@ pub(crate) struct Msg {
     /// SENDER_TSPEC (Path, PathErr).
     pub(crate) tspec: Option<TokenBucket>,
     /// Flow descriptors (Resv family).
-    pub(crate) descriptors: Vec<Descriptor>,
+    pub(crate) descriptors: Descriptors,
     /// Our RFC 2961 Message_Identifier to send with it (MESSAGE_ID with ACK_Desired, added
     /// when it is encoded, `reduction.rs`); 0: none. Not read from received messages.
     pub(crate) message_id: u32,
@@ -74,7 +83,7 @@ impl Msg {
             style: None,
             sender: None,
             tspec: None,
-            descriptors: Vec::new(),
+            descriptors: Descriptors::new(),
             message_id: 0,
         }
     }

@@ -10,7 +10,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::msg::{router_alert, Descriptor, Hop, Msg};
+use smallvec::smallvec;
+
+use super::msg::{router_alert, Descriptor, Descriptors, Filters, Hop, Msg};
 use super::neighbors::MAX_DEFERRED;
 use super::state::{LocalSender, Request, Rsb, Session};
 use super::translate;
@@ -28,6 +30,30 @@ pub(super) struct ErrorRoute {
     pub(super) to: IpAddr,
 }
 
+/// A message the handlers queued, waiting in the outbox for [`Engine::flush`].
+pub(super) struct Queued {
+    destination: IpAddr,
+    source: IpAddr,
+    what: Waiting,
+}
+
+/// What of a queued message waits: the outbox holds one per message sent, so it is kept small
+/// (a [`Msg`] is not).
+enum Waiting {
+    /// Delivered locally or encoded when flushed; `local` is the local-delivery decision when
+    /// it was made at once.
+    Msg { msg: Box<Msg>, local: Option<bool> },
+    /// Known not to be for this engine when queued, and encoded then (`None`: it could not
+    /// be).
+    Encoded {
+        kind: MsgType,
+        send_ttl: u8,
+        message_id: u32,
+        session: SessionKey,
+        payload: Option<Vec<u8>>,
+    },
+}
+
 impl Engine {
     pub(super) fn emit(&mut self, owner: SessionId, event: Event) {
         self.events.push_back((owner, event));
@@ -35,7 +61,14 @@ impl Engine {
 
     /// Queues a message; whether it is for this engine itself is decided when it is sent.
     fn queue(&mut self, msg: Msg, destination: IpAddr, source: IpAddr) {
-        self.outbox.push((msg, destination, source, None));
+        self.outbox.push(Queued {
+            destination,
+            source,
+            what: Waiting::Msg {
+                msg: Box::new(msg),
+                local: None,
+            },
+        });
     }
 
     /// Queues a message about `session` (the session it is for, held by the caller): the
@@ -48,7 +81,27 @@ impl Engine {
         source: IpAddr,
     ) {
         let local = self.config.local_delivery && self.is_for_session(session, &msg, destination);
-        self.outbox.push((msg, destination, source, Some(local)));
+        let what = if local {
+            Waiting::Msg {
+                msg: Box::new(msg),
+                local: Some(true),
+            }
+        } else {
+            // Its bytes do not depend on when it is encoded; the message itself is not
+            // needed again.
+            Waiting::Encoded {
+                kind: msg.kind,
+                send_ttl: msg.send_ttl,
+                message_id: msg.message_id,
+                session: msg.session,
+                payload: translate::encode(&msg),
+            }
+        };
+        self.outbox.push(Queued {
+            destination,
+            source,
+            what,
+        });
     }
 
     /// Sends (or delivers locally) what the handlers queued.
@@ -58,30 +111,60 @@ impl Engine {
     /// message needs an answer token of the datagram's neighbor; a message that does not fit
     /// in the bytes left of the budget is held back for the next `handle_timeout` if the
     /// neighbor has a token left, else suppressed. Both are counted.
+    // Most calls (one per handler run, timeout and local delivery) find it empty: inlined,
+    // that costs a comparison, and the work is out of line.
+    #[inline]
     pub(super) fn flush(&mut self) {
+        if !self.outbox.is_empty() {
+            self.flush_queued();
+        }
+    }
+
+    #[inline(never)]
+    fn flush_queued(&mut self) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        for (mut msg, destination, source, local) in outbox.drain(..) {
-            let error = matches!(msg.kind, MsgType::PathErr | MsgType::ResvErr);
-            let local = local
-                .unwrap_or_else(|| self.config.local_delivery && self.is_for_us(&msg, destination));
-            if local {
-                self.stats.errors_sent += u64::from(error);
-                self.stats.local_delivered += 1;
-                self.local.push_back((source, destination, msg));
-                continue;
-            }
-            let Some(mut payload) = translate::encode(&msg) else {
+        for queued in outbox.drain(..) {
+            let Queued {
+                destination,
+                source,
+                what,
+            } = queued;
+            let (kind, send_ttl, mut message_id, session, payload) = match what {
+                Waiting::Msg { msg, local } => {
+                    let local = local.unwrap_or_else(|| {
+                        self.config.local_delivery && self.is_for_us(&msg, destination)
+                    });
+                    if local {
+                        let error = matches!(msg.kind, MsgType::PathErr | MsgType::ResvErr);
+                        self.stats.errors_sent += u64::from(error);
+                        self.stats.local_delivered += 1;
+                        self.local.push_back((source, destination, *msg));
+                        continue;
+                    }
+                    let payload = translate::encode(&msg);
+                    (msg.kind, msg.send_ttl, msg.message_id, msg.session, payload)
+                }
+                Waiting::Encoded {
+                    kind,
+                    send_ttl,
+                    message_id,
+                    session,
+                    payload,
+                } => (kind, send_ttl, message_id, session, payload),
+            };
+            let error = matches!(kind, MsgType::PathErr | MsgType::ResvErr);
+            let Some(mut payload) = payload else {
                 self.stats.encode_failed += 1;
                 continue;
             };
             // RFC 2961 §4: a tear, error or ResvConf to a capable neighbor gets an id of its
             // own and is retransmitted until acknowledged (`reliable.rs` holds its bytes).
-            let held = self.reliable_wanted(msg.kind, destination).then(|| {
-                msg.message_id = self.new_message_id();
+            let held = self.reliable_wanted(kind, destination).then(|| {
+                message_id = self.new_message_id();
                 payload.clone()
             });
             // RFC 2961: the capability flag, the MESSAGE_ID, acknowledgments waiting.
-            self.reduction_decorate(msg.message_id, destination, &mut payload);
+            self.reduction_decorate(message_id, destination, &mut payload);
             // RFC 2747 §4.1: every datagram to a keyed neighbor carries INTEGRITY.
             if !self.sign_transmit(destination, &mut payload) {
                 self.stats.encode_failed += 1;
@@ -90,13 +173,13 @@ impl Engine {
             let transmit = Transmit {
                 destination,
                 source: Some(source),
-                router_alert: router_alert(msg.kind),
-                ttl: msg.send_ttl,
+                router_alert: router_alert(kind),
+                ttl: send_ttl,
                 payload,
             };
             let Some(answering) = self.answering else {
                 if let Some(held) = held {
-                    self.reliable_hold(msg.message_id, &transmit, held, false);
+                    self.reliable_hold(message_id, &transmit, held, false);
                 }
                 self.stats.errors_sent += u64::from(error);
                 self.stats.transmitted += 1;
@@ -109,11 +192,11 @@ impl Engine {
                 && self.take_answer_token(answering.source, answering.now);
             if (error || !fits) && !token {
                 self.stats.answers_suppressed += 1;
-                tracing::debug!(kind = ?msg.kind, session = ?msg.session, %destination, "answer suppressed: over the datagram's budget or its neighbor's answer rate");
+                tracing::debug!(?kind, ?session, %destination, "answer suppressed: over the datagram's budget or its neighbor's answer rate");
                 continue;
             }
             if let Some(held) = held {
-                self.reliable_hold(msg.message_id, &transmit, held, true);
+                self.reliable_hold(message_id, &transmit, held, true);
             }
             self.stats.errors_sent += u64::from(error);
             if fits {
@@ -135,8 +218,17 @@ impl Engine {
     }
 
     /// Sends the answers held back by `flush`.
+    // Called on every timeout; answers are seldom held back (see `flush`).
+    #[inline]
     pub(super) fn send_deferred(&mut self) {
         self.deferred_at = None;
+        if !self.deferred.is_empty() {
+            self.send_deferred_held();
+        }
+    }
+
+    #[inline(never)]
+    fn send_deferred_held(&mut self) {
         let mut deferred = std::mem::take(&mut self.deferred);
         for mut transmit in deferred.drain(..) {
             // Signed again now: with the sequence number it had, it would reach its
@@ -258,16 +350,16 @@ impl Engine {
             Style::FixedFilter => senders
                 .map(|s| Descriptor {
                     flowspec,
-                    filters: vec![s],
+                    filters: smallvec![s],
                 })
                 .collect(),
-            Style::SharedExplicit => vec![Descriptor {
+            Style::SharedExplicit => smallvec![Descriptor {
                 flowspec,
                 filters: senders.collect(),
             }],
-            Style::WildcardFilter => vec![Descriptor {
+            Style::WildcardFilter => smallvec![Descriptor {
                 flowspec,
-                filters: Vec::new(),
+                filters: Filters::new(),
             }],
         };
         if !tear {
@@ -285,7 +377,7 @@ impl Engine {
         &mut self,
         route: ErrorRoute,
         style: Option<Style>,
-        descriptors: Vec<Descriptor>,
+        descriptors: Descriptors,
         error: RsvpError,
     ) {
         let ErrorRoute {
@@ -326,7 +418,7 @@ impl Engine {
     pub(super) fn rsb_descriptor(rsb: &Rsb) -> Descriptor {
         Descriptor {
             flowspec: Some(rsb.flowspec),
-            filters: rsb.filter.senders(),
+            filters: rsb.filter.senders().into(),
         }
     }
 }

@@ -110,29 +110,29 @@ impl Engine {
         source: IpAddr,
         destination: IpAddr,
         ttl: Option<u8>,
-        msg: Msg,
+        msg: &Msg,
     ) {
         let (Some(hop), Some(sender), Some(tspec)) = (msg.hop, msg.sender, msg.tspec) else {
             return self.malformed(
-                &msg,
+                msg,
                 "path without rsvp_hop, sender_template or sender_tspec",
             );
         };
         let refresh = match msg.refresh_ms {
             Some(r) if r > 0 => r,
-            _ => return self.malformed(&msg, "path without a usable time_values"),
+            _ => return self.malformed(msg, "path without a usable time_values"),
         };
         let own = msg.session.destination.ip();
         // A host keeps path state only for sessions to itself (a Path travels to the
         // session's destination): anything else is no business of ours, not even an error.
         if !self.is_our_destination(own, destination) {
-            return self.not_for_us(&msg, source, destination);
+            return self.not_for_us(msg, source, destination);
         }
         // RFC 2205 §3.1.3: a Path's IP source is its sender; a hop that re-sends it with its
         // own address (UDP encapsulation) names itself in RSVP_HOP.
         if !from_neighbor(source, hop.addr) && !from_neighbor(source, sender.ip()) {
             let expected = format!("{} or {}", hop.addr, sender.ip());
-            return self.wrong_neighbor(&msg, source, &expected);
+            return self.wrong_neighbor(msg, source, &expected);
         }
         let refresh = self.peer_refresh(refresh);
         // RFC 2205 §2.9 / §3.8: RSVP hops intercept Path messages and so never decrement the
@@ -227,7 +227,7 @@ impl Engine {
             {
                 let expected = format!("{} or {}", session.psbs[i].phop.addr, sender.ip());
                 self.put(slot, session);
-                return self.wrong_neighbor(&msg, source, &expected);
+                return self.wrong_neighbor(msg, source, &expected);
             }
             Some(i) => {
                 let psb = &mut session.psbs[i];

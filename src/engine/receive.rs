@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::msg::Msg;
+use super::msg::{Descriptors, Msg};
 use super::outbox::ErrorRoute;
 use super::reduction;
 use super::refresh::is_live;
@@ -170,7 +170,7 @@ impl Engine {
                         to: nhop,
                     },
                     None,
-                    Vec::new(),
+                    Descriptors::new(),
                     answer.error,
                 );
             }
@@ -191,10 +191,10 @@ impl Engine {
         let now = self.clock.ms(now);
         tracing::trace!(kind = ?msg.kind, session = ?msg.session, %source, "rsvp message");
         match msg.kind {
-            MsgType::Path => self.on_path(now, source, destination, ttl, msg),
+            MsgType::Path => self.on_path(now, source, destination, ttl, &msg),
             MsgType::PathTear => self.on_path_tear(source, msg),
             MsgType::PathErr => self.on_path_err(now, source, msg),
-            MsgType::Resv => self.on_resv(now, source, destination, msg),
+            MsgType::Resv => self.on_resv(now, source, destination, &msg),
             MsgType::ResvTear => self.on_resv_tear(source, msg),
             MsgType::ResvErr => self.on_resv_err(now, source, msg),
             MsgType::ResvConf => self.on_resv_conf(now, source, msg),

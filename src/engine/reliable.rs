@@ -176,6 +176,11 @@ impl Engine {
 
     /// Retransmits what is due; forgets what reached the retry limit unacknowledged.
     pub(super) fn reliable_timeout(&mut self, now: Instant) {
+        // Nothing held (every timeout of a classic run): spare the conversion of `now`, which
+        // `handle_timeout` has made already.
+        if self.reliable.due == NEVER {
+            return;
+        }
         let ms = self.clock.ms(now);
         if self.reliable.due > ms {
             return;

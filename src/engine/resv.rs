@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 
 use super::msg::{Descriptor, Hop, Msg};
 use super::neighbors::NewState;
@@ -54,7 +54,7 @@ struct ResvEntry {
 fn entry_descriptor(filter: &Filter, flowspec: FlowSpec) -> Descriptor {
     Descriptor {
         flowspec: Some(flowspec),
-        filters: filter.senders(),
+        filters: filter.senders().into(),
     }
 }
 
@@ -188,34 +188,37 @@ impl Engine {
         msg.error = Some(ErrorSpec::new(own, ErrorCode::CONFIRMATION, 0));
         msg.confirm = Some(receiver);
         msg.style = Some(rsb.style);
-        msg.descriptors = vec![Self::rsb_descriptor(rsb)];
+        msg.descriptors = smallvec![Self::rsb_descriptor(rsb)];
         self.queue_for(session, msg, receiver, own);
     }
 
-    pub(super) fn on_resv(&mut self, now: Ms, source: IpAddr, destination: IpAddr, msg: Msg) {
+    // By reference: only an error answer needs its descriptors (cloned then).
+    pub(super) fn on_resv(&mut self, now: Ms, source: IpAddr, destination: IpAddr, msg: &Msg) {
         let (Some(hop), Some(style)) = (msg.hop, msg.style) else {
-            return self.malformed(&msg, "resv without rsvp_hop or style");
+            return self.malformed(msg, "resv without rsvp_hop or style");
         };
         let refresh = match msg.refresh_ms {
             Some(r) if r > 0 => r,
-            _ => return self.malformed(&msg, "resv without a usable time_values"),
+            _ => return self.malformed(msg, "resv without a usable time_values"),
         };
         if msg.descriptors.is_empty() {
-            return self.malformed(&msg, "resv without flow descriptors");
+            return self.malformed(msg, "resv without flow descriptors");
         }
         // Resvs travel hop by hop (RFC 2205 §3.1.4): the datagram comes from the next hop its
         // RSVP_HOP names, and the reservation state is kept per next hop, so a Resv can only
         // refresh or change what its own source asked for.
         if !from_neighbor(source, hop.addr) {
-            return self.wrong_neighbor(&msg, source, &hop.addr.to_string());
+            return self.wrong_neighbor(msg, source, &hop.addr.to_string());
         }
         let refresh = self.peer_refresh(refresh);
         // A Resv that only refreshes reservations on record (each of its filters known from
         // this next hop) adds no state and asks no quota: its session stays accounted while
         // out (`take_unchanged`) and only a change of its bytes is booked, without the walks
         // of `take` + `put` (and the read of its owners, which a Resv cannot change).
+        // Read once, for this check and to apply it (`resv_into`).
+        let entries = resv_entries(msg, style);
         let known = |s: &Session| {
-            resv_entries(&msg, style).is_some_and(|entries| {
+            entries.as_ref().is_some_and(|entries| {
                 entries.iter().all(|e| {
                     s.rsbs
                         .iter()
@@ -245,14 +248,14 @@ impl Engine {
                 #[cfg(debug_assertions)]
                 let lists = (session.owners.len(), session.psbs.len(), session.rsbs.len());
                 let resv = ResvIn {
-                    msg: &msg,
+                    msg,
                     hop,
                     style,
                     own: session.senders[0].sender.ip(),
                     now,
                     expires_at: now.saturating_add(self.lifetime(refresh)),
                 };
-                self.resv_into(slot, &mut session, &resv);
+                self.resv_into(slot, &mut session, &resv, entries);
                 if let Some(before) = before {
                     #[cfg(debug_assertions)]
                     debug_assert_eq!(
@@ -278,15 +281,22 @@ impl Engine {
                         to: hop.addr,
                     },
                     msg.style,
-                    msg.descriptors,
+                    msg.descriptors.clone(),
                     RsvpError::new(ErrorCode::NO_PATH_INFORMATION, 0),
                 );
             }
         }
     }
 
-    /// A Resv for a session with local senders.
-    fn resv_into(&mut self, slot: u32, session: &mut Session, resv: &ResvIn<'_>) {
+    /// A Resv for a session with local senders; `entries` are its reservations
+    /// ([`resv_entries`]).
+    fn resv_into(
+        &mut self,
+        slot: u32,
+        session: &mut Session,
+        resv: &ResvIn<'_>,
+        entries: Option<ResvEntries>,
+    ) {
         if session
             .rsbs
             .iter()
@@ -301,7 +311,7 @@ impl Engine {
             );
             return;
         }
-        let Some(entries) = resv_entries(resv.msg, resv.style) else {
+        let Some(entries) = entries else {
             return self.malformed(resv.msg, "resv flow descriptor without flowspec");
         };
         let mut confirm_for: Vec<usize> = Vec::new();
@@ -351,7 +361,7 @@ impl Engine {
                 self.queue_resv_err(
                     resv.route(),
                     resv.msg.style,
-                    vec![entry_descriptor(&filter, flowspec)],
+                    smallvec![entry_descriptor(&filter, flowspec)],
                     error,
                 );
                 return None;
@@ -366,7 +376,7 @@ impl Engine {
         } else if let Some(error) = session.rsbs[index].refused {
             // A refresh of a refused request: the same answer again.
             let descriptor = Self::rsb_descriptor(&session.rsbs[index]);
-            self.queue_resv_err(resv.route(), Some(resv.style), vec![descriptor], error);
+            self.queue_resv_err(resv.route(), Some(resv.style), smallvec![descriptor], error);
         } else if resv.msg.confirm.is_some() {
             return Some(index);
         }

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use smallvec::smallvec;
+
 use super::outbox::ErrorRoute;
 use super::state::{Role, Rsb, RuleState, SenderRule, Session, UnsignaledRule};
 use super::{CommandError, Engine, Event, RuleAction, RuleFailure, SessionId, SessionKey};
@@ -199,7 +201,7 @@ impl Engine {
                             to: nhop,
                         },
                         Some(style),
-                        vec![descriptor],
+                        smallvec![descriptor],
                         failure.error,
                     );
                 }
@@ -320,7 +322,7 @@ impl Engine {
                                         to: nhop,
                                     },
                                     Some(style),
-                                    vec![descriptor],
+                                    smallvec![descriptor],
                                     error,
                                 );
                                 self.emit(

@@ -213,14 +213,20 @@ impl TokenBucket {
     }
 
     fn write<S: bytes::BufMut>(&self, out: &mut S) {
-        out.put_u8(PARAM_TOKEN_BUCKET);
-        out.put_u8(0);
-        out.put_u16(5);
-        out.put_u32(self.rate.to_bits());
-        out.put_u32(self.bucket.to_bits());
-        out.put_u32(self.peak.to_bits());
-        out.put_u32(self.min_policed);
-        out.put_u32(self.max_packet);
+        // Assembled first and written at once: each write to a sink checks its room.
+        let mut bytes = [0u8; 24];
+        bytes[..4].copy_from_slice(&[PARAM_TOKEN_BUCKET, 0, 0, 5]);
+        let words = [
+            self.rate.to_bits(),
+            self.bucket.to_bits(),
+            self.peak.to_bits(),
+            self.min_policed,
+            self.max_packet,
+        ];
+        for (chunk, word) in bytes[4..].chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out.put_slice(&bytes);
     }
 
     /// Decodes a SENDER_TSPEC body (C-Type 2): header, service 1, parameter 127.
@@ -252,10 +258,8 @@ impl TokenBucket {
 
     /// Encodes a SENDER_TSPEC body (C-Type 2): 32 bytes.
     pub(crate) fn encode_tspec<S: bytes::BufMut>(&self, out: &mut S) {
-        out.put_u32(7);
-        out.put_u8(SERVICE_GENERAL);
-        out.put_u8(0);
-        out.put_u16(6);
+        // Message header (version 0, 7 words) and service header (6 words), at once.
+        out.put_slice(&[0, 0, 0, 7, SERVICE_GENERAL, 0, 0, 6]);
         self.write(out);
     }
 }
@@ -317,10 +321,8 @@ impl FlowSpec {
     pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
         match self {
             FlowSpec::ControlledLoad(tspec) => {
-                out.put_u32(7);
-                out.put_u8(SERVICE_CONTROLLED_LOAD);
-                out.put_u8(0);
-                out.put_u16(6);
+                // Message header (version 0, 7 words) and service header (6 words).
+                out.put_slice(&[0, 0, 0, 7, SERVICE_CONTROLLED_LOAD, 0, 0, 6]);
                 tspec.write(out);
             }
             FlowSpec::Guaranteed { tspec, rspec } => {

@@ -10,7 +10,7 @@ use super::header::{MsgType, COMMON_HEADER_LEN, DEFAULT_SEND_TTL, RSVP_VERSION};
 use super::hop::{ResvConfirm, RsvpHop, Scope, TimeValues};
 use super::integrity::{Challenge, Integrity};
 use super::intserv::{Adspec, FlowSpec, TokenBucket};
-use super::object::{Object, Objects, PolicyData};
+use super::object::{Object, ObjectSink, Objects, PolicyData};
 use super::primitive::{checksum, patch_u16, sink_len, Reader, Sink};
 use super::refresh::MessageId;
 use super::session::{FilterSpec, Session};
@@ -464,103 +464,57 @@ impl Message {
     }
 
     fn decode_at(bytes: &[u8], base: usize, allow_bundle: bool) -> Result<Message, WireError> {
-        let mut r = Reader::new(bytes);
-        let Some([vers_flags, type_num, sum_hi, sum_lo, send_ttl, _, len_hi, len_lo]) = r.array()
-        else {
-            return Err(WireError::TooShort { len: bytes.len() });
-        };
-        let found = u16::from_be_bytes([sum_hi, sum_lo]);
-        let len = u16::from_be_bytes([len_hi, len_lo]);
-        let version = vers_flags >> 4;
-        if version != RSVP_VERSION {
-            return Err(WireError::BadVersion { version });
-        }
-        let msg_type = MsgType::from_number(type_num)
-            .ok_or(WireError::UnknownMsgType { msg_type: type_num })?;
-        let declared = usize::from(len);
-        if declared != bytes.len() || declared < COMMON_HEADER_LEN || declared % 4 != 0 {
-            return Err(WireError::BadMessageLength {
-                declared,
-                available: bytes.len(),
-            });
-        }
-        // A valid message sums (field included) to 0xffff, so its checksum() is 0.
-        if found != 0 && checksum(bytes) != 0 {
-            return Err(WireError::BadChecksum {
-                found,
-                computed: expected_checksum(bytes),
-            });
-        }
-        if msg_type == MsgType::Bundle && !allow_bundle {
-            return Err(WireError::BadBundle {
-                offset: base,
-                reason: "a bundle may not contain another bundle",
-            });
-        }
+        let (header, r) = decode_header(bytes, base, allow_bundle)?;
         // The message is built in the returned value itself (one exit, no early return
         // after this point): moving it out of a local would copy every inline object.
         let mut result = Ok(Message {
-            msg_type,
-            flags: vers_flags & 0x0f,
-            send_ttl,
+            msg_type: header.msg_type,
+            flags: header.flags,
+            send_ttl: header.send_ttl,
             // Inline up to INLINE_OBJECTS: a typical message needs no allocation at all.
             objects: Objects::new(),
             bundled: Vec::new(),
         });
         if let Ok(msg) = &mut result {
-            if let Err(error) = msg.decode_body(r, base, bytes.len()) {
+            let body = if msg.msg_type == MsgType::Bundle {
+                msg.decode_bundle_body(r, base, bytes.len())
+            } else {
+                decode_objects(msg.msg_type, &mut msg.objects, r, base, bytes.len())
+            };
+            if let Err(error) = body {
                 result = Err(error);
             }
         }
         result
     }
 
-    /// Decodes and checks the objects (or bundled messages) after the common header; `r`
-    /// starts after it, `len` is the whole message's length.
-    fn decode_body(&mut self, mut r: Reader<'_>, base: usize, len: usize) -> Result<(), WireError> {
-        let mut check = validate::Checker::new(self.msg_type);
-        if self.msg_type == MsgType::Bundle {
-            self.decode_bundle_body(&mut r, base, &mut check)?;
-        } else {
-            let (mut objects, mut filters) = (0usize, 0usize);
-            while !r.is_empty() {
-                let offset = base + len - r.remaining();
-                let (class_num, c_type, body) = read_object(&mut r, offset)?;
-                objects += 1;
-                if objects > MAX_OBJECTS {
-                    return Err(WireError::TooManyObjects {
-                        offset,
-                        limit: MAX_OBJECTS,
-                    });
-                }
-                if class_num == class::FILTER_SPEC {
-                    filters += 1;
-                    if filters > MAX_FILTER_SPECS {
-                        return Err(WireError::TooManyFilterSpecs {
-                            offset,
-                            limit: MAX_FILTER_SPECS,
-                        });
-                    }
-                }
-                Object::decode_into(
-                    &mut self.objects,
-                    &mut check,
-                    offset,
-                    class_num,
-                    c_type,
-                    body,
-                )?;
-            }
+    /// Decodes and validates one RSVP message other than a Bundle exactly as
+    /// [`decode`](Self::decode) does, handing its objects to `out` instead of building a
+    /// [`Message`] (the engine keeps only the fields it reads). `Ok(None)` for a Bundle whose
+    /// header is valid: decode that with [`decode`](Self::decode).
+    pub(crate) fn decode_flat<O: ObjectSink>(
+        bytes: &[u8],
+        out: &mut O,
+    ) -> Result<Option<Header>, WireError> {
+        let (header, r) = decode_header(bytes, 0, true)?;
+        if header.msg_type == MsgType::Bundle {
+            return Ok(None);
         }
-        check.finish(base + len)
+        decode_objects(header.msg_type, out, r, 0, bytes.len())?;
+        Ok(Some(header))
     }
 
+    /// Decodes a Bundle's optional INTEGRITY and its sub-messages; `r` starts after the
+    /// common header, `len` is the whole Bundle's length.
     fn decode_bundle_body(
         &mut self,
-        r: &mut Reader<'_>,
+        mut r: Reader<'_>,
         base: usize,
-        check: &mut validate::Checker,
+        len: usize,
     ) -> Result<(), WireError> {
+        let mut check = validate::Checker::new(MsgType::Bundle);
+        let check = &mut check;
+        let r = &mut r;
         let total = base + COMMON_HEADER_LEN + r.remaining();
         // An optional INTEGRITY object comes first; a sub-message starts with version 1 in the
         // top nibble, which as an object length would be ≥ 4096 bytes: no INTEGRITY is that big.
@@ -592,7 +546,7 @@ impl Message {
                 reason: "bundle carries no message",
             });
         }
-        Ok(())
+        check.finish(base + len)
     }
 
     /// Validates a message built in memory against the same format rules `decode` applies
@@ -650,12 +604,7 @@ impl Message {
     }
 
     fn encode_unchecked<S: Sink>(&self, out: &mut S, start: usize) -> Result<usize, EncodeError> {
-        out.put_u8((RSVP_VERSION << 4) | (self.flags & 0x0f));
-        out.put_u8(self.msg_type.number());
-        out.put_u16(0); // checksum, filled last
-        out.put_u8(self.send_ttl);
-        out.put_u8(0);
-        out.put_u16(0); // length, back-filled
+        begin_message(out, self.msg_type, self.flags, self.send_ttl);
         for obj in &self.objects {
             obj.encode(out)?;
         }
@@ -663,14 +612,130 @@ impl Message {
             let sub_start = sink_len(out);
             sub.encode_unchecked(out, sub_start)?;
         }
-        let len = sink_len(out) - start;
-        let len16 = u16::try_from(len).map_err(|_| EncodeError::MessageTooLong { length: len })?;
-        patch_u16(out, start + 6, len16);
-        let sum = out.as_mut().get(start..).map(checksum).unwrap_or(0);
-        // 0 means "no checksum sent"; the one's-complement twin of 0 is 0xffff.
-        patch_u16(out, start + 2, if sum == 0 { 0xffff } else { sum });
-        Ok(len)
+        finish_message(out, start)
     }
+}
+
+/// Writes a common header whose checksum and length [`finish_message`] fills in once the
+/// objects follow it.
+#[inline]
+pub(crate) fn begin_message<S: Sink>(out: &mut S, msg_type: MsgType, flags: u8, send_ttl: u8) {
+    // Version and flags, type, checksum (filled last), Send_TTL, reserved, length
+    // (back-filled): written at once, as each write to a sink checks its room.
+    out.put_slice(&[
+        (RSVP_VERSION << 4) | (flags & 0x0f),
+        msg_type.number(),
+        0,
+        0,
+        send_ttl,
+        0,
+        0,
+        0,
+    ]);
+}
+
+/// Fills in the length and checksum of the message written from `start` to the end of `out`;
+/// returns its length.
+pub(crate) fn finish_message<S: Sink>(out: &mut S, start: usize) -> Result<usize, EncodeError> {
+    let len = sink_len(out) - start;
+    let len16 = u16::try_from(len).map_err(|_| EncodeError::MessageTooLong { length: len })?;
+    patch_u16(out, start + 6, len16);
+    let sum = out.as_mut().get(start..).map(checksum).unwrap_or(0);
+    // 0 means "no checksum sent"; the one's-complement twin of 0 is 0xffff.
+    patch_u16(out, start + 2, if sum == 0 { 0xffff } else { sum });
+    Ok(len)
+}
+
+/// The common header fields of a decoded message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) msg_type: MsgType,
+    pub(crate) flags: u8,
+    pub(crate) send_ttl: u8,
+}
+
+/// Checks the common header of a message at `base` in its datagram (version, known type,
+/// length, checksum, no nested Bundle); returns it and a reader past it.
+fn decode_header(
+    bytes: &[u8],
+    base: usize,
+    allow_bundle: bool,
+) -> Result<(Header, Reader<'_>), WireError> {
+    let mut r = Reader::new(bytes);
+    let Some([vers_flags, type_num, sum_hi, sum_lo, send_ttl, _, len_hi, len_lo]) = r.array()
+    else {
+        return Err(WireError::TooShort { len: bytes.len() });
+    };
+    let found = u16::from_be_bytes([sum_hi, sum_lo]);
+    let len = u16::from_be_bytes([len_hi, len_lo]);
+    let version = vers_flags >> 4;
+    if version != RSVP_VERSION {
+        return Err(WireError::BadVersion { version });
+    }
+    let msg_type =
+        MsgType::from_number(type_num).ok_or(WireError::UnknownMsgType { msg_type: type_num })?;
+    let declared = usize::from(len);
+    if declared != bytes.len() || declared < COMMON_HEADER_LEN || declared % 4 != 0 {
+        return Err(WireError::BadMessageLength {
+            declared,
+            available: bytes.len(),
+        });
+    }
+    // A valid message sums (field included) to 0xffff, so its checksum() is 0.
+    if found != 0 && checksum(bytes) != 0 {
+        return Err(WireError::BadChecksum {
+            found,
+            computed: expected_checksum(bytes),
+        });
+    }
+    if msg_type == MsgType::Bundle && !allow_bundle {
+        return Err(WireError::BadBundle {
+            offset: base,
+            reason: "a bundle may not contain another bundle",
+        });
+    }
+    let header = Header {
+        msg_type,
+        flags: vers_flags & 0x0f,
+        send_ttl,
+    };
+    Ok((header, r))
+}
+
+/// Decodes and checks the objects of a message other than a Bundle; `r` starts after the
+/// common header, `len` is the whole message's length.
+#[inline(always)]
+fn decode_objects<O: ObjectSink>(
+    msg_type: MsgType,
+    out: &mut O,
+    mut r: Reader<'_>,
+    base: usize,
+    len: usize,
+) -> Result<(), WireError> {
+    let mut check = validate::Checker::new(msg_type);
+    let (mut objects, mut filters) = (0usize, 0usize);
+    while !r.is_empty() {
+        let offset = base + len - r.remaining();
+        let (class_num, c_type, body) = read_object(&mut r, offset)?;
+        objects += 1;
+        if objects > MAX_OBJECTS {
+            return Err(WireError::TooManyObjects {
+                offset,
+                limit: MAX_OBJECTS,
+            });
+        }
+        if class_num == class::FILTER_SPEC {
+            filters += 1;
+            if filters > MAX_FILTER_SPECS {
+                return Err(WireError::TooManyFilterSpecs {
+                    offset,
+                    limit: MAX_FILTER_SPECS,
+                });
+            }
+        }
+        Object::decode_into(out, &mut check, offset, class_num, c_type, body)?;
+    }
+    check.finish(base + len)
 }
 
 /// The checksum a message should carry (its checksum field taken as zero).

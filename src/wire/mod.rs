@@ -71,7 +71,9 @@ pub use intserv::{
     Adspec, AdspecGeneral, AdspecParts, ControlledLoadAdspec, FlowSpec, GuaranteedAdspec,
     GuaranteedRspec, RawFragment, RawParam, TokenBucket,
 };
+pub(crate) use message::{begin_message, finish_message};
 pub use message::{FlowDescriptor, FlowDescriptors, Message, MAX_FILTER_SPECS, MAX_OBJECTS};
+pub(crate) use object::ObjectSink;
 pub use object::{Object, Objects, PolicyData, INLINE_OBJECTS};
 pub use refresh::{
     MessageId, MessageIdEntries, MessageIdList, MAX_EPOCH, MESSAGE_ID_FLAG_ACK_DESIRED,

@@ -30,6 +30,27 @@ pub const INLINE_OBJECTS: usize = 8;
 /// and moves to the heap only beyond that.
 pub type Objects = smallvec::SmallVec<[Object; INLINE_OBJECTS]>;
 
+/// Where decoded objects go: a [`Message`](super::Message)'s own list, or a caller that keeps
+/// only what it reads (`Message::decode_flat`).
+pub(crate) trait ObjectSink {
+    /// How many objects were pushed (the format rules need the index of each).
+    fn len(&self) -> usize;
+    /// Takes the next object in wire order.
+    fn push(&mut self, object: Object);
+}
+
+impl ObjectSink for Objects {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        Objects::len(self)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, object: Object) {
+        Objects::push(self, object);
+    }
+}
+
 /// One RSVP object, typed. Messages keep their objects in wire order.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -148,8 +169,8 @@ impl Object {
     // here, from the class number and the values just decoded, so no object is read back
     // from the vector (and matched on a second time) to validate it.
     #[inline(always)]
-    pub(crate) fn decode_into(
-        out: &mut Objects,
+    pub(crate) fn decode_into<O: ObjectSink>(
+        out: &mut O,
         check: &mut Checker,
         offset: usize,
         class_num: u8,
@@ -256,6 +277,9 @@ impl Object {
     }
 
     /// Encodes the object, header included, back-filling its length.
+    // Inlined where an object is built to be encoded at once (`engine::translate`), the
+    // matches on its class fold away.
+    #[inline(always)]
     pub(crate) fn encode<S: Sink>(&self, out: &mut S) -> Result<(), EncodeError> {
         let opaque_len = match self {
             Object::Null { body, .. }
@@ -276,9 +300,8 @@ impl Object {
             });
         }
         let start = sink_len(out);
-        out.put_u16(0); // length, back-filled
-        out.put_u8(self.class_num());
-        out.put_u8(self.c_type());
+        // Length (back-filled), Class-Num, C-Type.
+        out.put_slice(&[0, 0, self.class_num(), self.c_type()]);
         match self {
             Object::Null { body, .. } | Object::Unknown { body, .. } => out.put_slice(body),
             Object::PolicyData(p) => out.put_slice(&p.body),

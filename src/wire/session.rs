@@ -85,9 +85,8 @@ impl Session {
 
     pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
         put_ip(out, self.destination);
-        out.put_u8(self.protocol);
-        out.put_u8(self.flags);
-        out.put_u16(self.port);
+        let [hi, lo] = self.port.to_be_bytes();
+        out.put_slice(&[self.protocol, self.flags, hi, lo]);
     }
 }
 
@@ -203,14 +202,14 @@ impl FilterSpec {
     pub(crate) fn encode_body<S: bytes::BufMut>(&self, out: &mut S) {
         match *self {
             FilterSpec::Ipv4 { address, port } => {
-                out.put_slice(&address.octets());
-                out.put_u16(0);
-                out.put_u16(port);
+                let [a, b, c, d] = address.octets();
+                let [hi, lo] = port.to_be_bytes();
+                out.put_slice(&[a, b, c, d, 0, 0, hi, lo]);
             }
             FilterSpec::Ipv6 { address, port } => {
                 out.put_slice(&address.octets());
-                out.put_u16(0);
-                out.put_u16(port);
+                let [hi, lo] = port.to_be_bytes();
+                out.put_slice(&[0, 0, hi, lo]);
             }
             FilterSpec::Ipv6FlowLabel {
                 address,
