@@ -4,9 +4,10 @@
 //! Both directions skip the intermediate [`Message`] on the way (its inline object list is
 //! large to build, move and drop for each refresh): objects are encoded as they are built
 //! ([`build`]) and kept as they are decoded ([`Message::decode_flat`], which validates exactly
-//! as [`Message::decode`] does). The only bytes read here are those of a message the codec refused with an error that RFC 2205 answers
-//! (unknown object class 13, unknown C-Type 14, unknown style 6): the SESSION, RSVP_HOP and
-//! SENDER_TEMPLATE needed to address the PathErr/ResvErr are picked out of it, bounds-checked.
+//! as [`Message::decode`] does). The only bytes read here are those of a message the codec
+//! refused with an error that RFC 2205 answers (unknown object class 13, unknown C-Type 14,
+//! unknown style 6): the SESSION, RSVP_HOP and SENDER_TEMPLATE needed to address the
+//! PathErr/ResvErr are picked out of it, bounds-checked.
 
 use std::mem::ManuallyDrop;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -84,6 +85,22 @@ impl Emit for Message {
         Message::push(self, object);
     }
 }
+
+/// The classes [`Encoder::push`] and [`Fields::take`] keep out of `Object`'s drop glue own no
+/// heap: their bodies are `Copy`, checked here, so that one that ever gains some fails to
+/// compile instead of leaking.
+const _: () = {
+    const fn copy<T: Copy>() {}
+    copy::<Session>();
+    copy::<RsvpHop>();
+    copy::<TimeValues>();
+    copy::<ErrorSpec>();
+    copy::<Style>();
+    copy::<FlowSpec>();
+    copy::<FilterSpec>();
+    copy::<TokenBucket>();
+    copy::<ResvConfirm>();
+};
 
 /// Objects encoded as they come, after a common header (see [`encode`]).
 struct Encoder {
