@@ -290,6 +290,23 @@ pub(crate) fn encode(msg: &Msg) -> Option<Vec<u8>> {
     }
 }
 
+/// `kind` if the engine processes it (the seven RFC 2205 types), else why not.
+fn processed(kind: MsgType) -> Result<MsgType, Failure> {
+    match kind {
+        MsgType::Path
+        | MsgType::Resv
+        | MsgType::PathErr
+        | MsgType::ResvErr
+        | MsgType::PathTear
+        | MsgType::ResvTear
+        | MsgType::ResvConf => Ok(kind),
+        other => Err(Failure {
+            error: DecodeError::Unsupported(other),
+            answer: None,
+        }),
+    }
+}
+
 /// The fields of a [`Msg`] gathered from a message's objects, in wire order, as they are
 /// decoded ([`ObjectSink`]) or read from a [`Message`]. The first object of a class counts
 /// (as for [`Message`]'s accessors); the format rules leave one of each that the engine reads,
@@ -367,21 +384,7 @@ impl Fields {
 
     /// The [`Msg`] of a message of `kind` sent with `send_ttl`, or why there is none.
     fn finish(self, kind: MsgType, send_ttl: u8) -> Result<Msg, Failure> {
-        let kind = match kind {
-            kind @ (MsgType::Path
-            | MsgType::Resv
-            | MsgType::PathErr
-            | MsgType::ResvErr
-            | MsgType::PathTear
-            | MsgType::ResvTear
-            | MsgType::ResvConf) => kind,
-            other => {
-                return Err(Failure {
-                    error: DecodeError::Unsupported(other),
-                    answer: None,
-                })
-            }
-        };
+        let kind = processed(kind)?;
         let Some(session) = self.session else {
             return Err(Failure {
                 error: DecodeError::NoSession,
@@ -565,21 +568,7 @@ mod tests {
     /// The engine's view of a decoded wire message as it was read before [`Fields`] (with
     /// [`Message`]'s accessors): the oracle [`decode`] is checked against.
     fn from_wire_by_accessors(message: &Message) -> Result<Msg, Failure> {
-        let kind = match message.msg_type() {
-            kind @ (MsgType::Path
-            | MsgType::Resv
-            | MsgType::PathErr
-            | MsgType::ResvErr
-            | MsgType::PathTear
-            | MsgType::ResvTear
-            | MsgType::ResvConf) => kind,
-            other => {
-                return Err(Failure {
-                    error: DecodeError::Unsupported(other),
-                    answer: None,
-                })
-            }
-        };
+        let kind = processed(message.msg_type())?;
         let Some(session) = message.session() else {
             return Err(Failure {
                 error: DecodeError::NoSession,
@@ -671,15 +660,12 @@ mod tests {
     /// A message the engine could build: every field filled in at random, whatever its kind
     /// reads (the families of its addresses may disagree, for the decoder to refuse).
     fn any_msg() -> impl Strategy<Value = Msg> {
-        let kinds = prop::sample::select(vec![
-            MsgType::Path,
-            MsgType::Resv,
-            MsgType::PathErr,
-            MsgType::ResvErr,
-            MsgType::PathTear,
-            MsgType::ResvTear,
-            MsgType::ResvConf,
-        ]);
+        let kinds = prop::sample::select(
+            MsgType::ALL
+                .into_iter()
+                .filter(|k| processed(*k).is_ok())
+                .collect::<Vec<_>>(),
+        );
         let styles = prop::option::of(prop::sample::select(vec![
             Style::FixedFilter,
             Style::SharedExplicit,
