@@ -168,7 +168,7 @@ pub struct AgentStats {
 
 struct AgentShared {
     commands: mpsc::UnboundedSender<Command>,
-    /// The state sockets act on directly (see [`core`](self::core)).
+    /// The state sockets act on directly (see [`core`]).
     core: Arc<core::AgentCore>,
     id: u64,
     local_addrs: Vec<IpAddr>,
@@ -589,7 +589,7 @@ impl Agent {
 
     /// Opens a session for the connection whose socket is `socket`; the returned guard
     /// releases it when dropped. An embedded agent sets the session up within this call as
-    /// far as it can without waiting (see [`core`](self::core)) and keeps a duplicate of a
+    /// far as it can without waiting (see [`core`]) and keeps a duplicate of a
     /// data sender's socket for its enforcer; qosd gets the socket itself.
     ///
     /// `owner` is the local process the session belongs to (`None`: unknown), which policy

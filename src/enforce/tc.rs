@@ -17,7 +17,7 @@
 //! # The ownership journal
 //!
 //! Before it replaces an interface's root qdisc, the enforcer writes a journal (write-ahead)
-//! to `<state_dir>/tc/<ifname>.json` — [`DEFAULT_STATE_DIR`](super::DEFAULT_STATE_DIR) is
+//! to `<state_dir>/tc/<ifname>.json` — [`DEFAULT_STATE_DIR`] is
 //! `/run/qtoq` — or, in any
 //! network namespace other than the host's (PID 1's), to
 //! `<state_dir>/tc/net-<inode>/<ifname>.json`: namespaces reuse interface names and share
@@ -239,7 +239,7 @@ fn is_gone(error: &EnforceError) -> bool {
 
 impl TcEnforcer {
     /// [`with_state_dir`](Self::with_state_dir) with
-    /// [`DEFAULT_STATE_DIR`](super::DEFAULT_STATE_DIR) (`/run/qtoq`).
+    /// [`DEFAULT_STATE_DIR`] (`/run/qtoq`).
     ///
     /// # Errors
     ///

@@ -268,7 +268,7 @@ fn build(msg: &Msg, out: &mut impl Emit) {
     }
 }
 
-/// Encodes `msg`, objects straight to bytes (the same bytes as [`to_wire`]'s message
+/// Encodes `msg`, objects straight to bytes (the same bytes as `to_wire`'s message
 /// encodes to); `None` (logged) if the codec cannot express it.
 pub(crate) fn encode(msg: &Msg) -> Option<Vec<u8>> {
     let mut out = Encoder {
