@@ -1,6 +1,7 @@
-//! Classic refresh rounds: without refresh reduction, steady refreshes are sent by one walk
-//! over the session slab per refresh period, in slot order, instead of by each state's own
-//! timer.
+//! Refresh rounds: the steady per-state work of soft state goes by walks over the session
+//! slab in slot order instead of by each state's own timer. Without refresh reduction that
+//! work is the classic refreshes themselves, one walk per refresh period; with it, only the
+//! summarized states' safety-net look (see the end).
 //!
 //! Why: at scale, per-state timers fire in random slab order, and every refresh then pays
 //! cache misses for its session and lists on both engines (the receiver's sessions were
@@ -49,8 +50,8 @@ pub(crate) struct Round {
     done: u32,
     /// When the next tick is due ([`NEVER`] while no lap runs).
     due: Ms,
-    /// What whole milliseconds left of the ticks drawn so far, in `1/2T` ms: the ticks' mean
-    /// stays exactly `R/T` whatever `T`.
+    /// The remainder of the ticks drawn so far (in `1/2T` ms), carried into the next one so
+    /// that the ticks' mean stays exactly `lap/T` whatever `T`.
     carry: u64,
 }
 
