@@ -996,8 +996,9 @@ pub struct Engine {
     /// RFC 2961 reliable delivery of tears, errors and ResvConfs: copies held until
     /// acknowledged (`reliable.rs`).
     reliable: reliable::Reliable,
-    /// Classic refresh rounds: steady refreshes in slot order (`round.rs`).
-    round: round::Round,
+    /// Refresh rounds: steady refreshes and summarized states' checks in slot order
+    /// (`round.rs`).
+    rounds: [round::Round; 2],
 }
 
 impl std::fmt::Debug for Engine {
@@ -1054,7 +1055,7 @@ impl Engine {
             deferred: VecDeque::new(),
             deferred_at: None,
             reduction: reduction::Reduction::new(),
-            round: round::Round::new(),
+            rounds: round::rounds(),
             reliable: reliable::Reliable::new(),
         }
     }

@@ -7,11 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 use super::path::path_state_lost;
 use super::rules::Loss;
-use super::state::{Fast, Session};
+use super::state::{Fast, OnRound, Session};
 use super::timer::{duration_ms_ceil, Ms, NEVER};
 use super::{Engine, Event, SessionId, MAX_REFRESH_PERIOD, MIN_REFRESH_PERIOD};
 
@@ -48,12 +46,6 @@ impl Engine {
         u32::try_from(self.refresh_ms()).unwrap_or(u32::MAX)
     }
 
-    /// A refresh interval: uniform in `[0.5 R, 1.5 R]`.
-    pub(super) fn jitter(&mut self) -> Ms {
-        let r = self.refresh_ms();
-        self.rng.random_range(r / 2..=r + r / 2)
-    }
-
     /// State lifetime for a peer refreshing every `peer_r` ms: `(K + 0.5) · 1.5 · R`, rounded
     /// up, plus one tick so that it is never early.
     pub(super) fn lifetime(&self, peer_r: u32) -> Ms {
@@ -63,25 +55,14 @@ impl Engine {
     pub(super) fn fast_start(&self) -> Fast {
         Fast {
             left: u8::try_from(self.config.fast_retransmit_count).unwrap_or(u8::MAX),
-            on_round: false,
+            round: OnRound::No,
         }
     }
 
-    /// When a state in steady refresh (answered, or its fast retransmissions made) is sent
-    /// next: by the classic refresh round (`round.rs`), or by its own timer after a
-    /// jittered interval.
-    pub(super) fn steady_refresh(&mut self, now: Ms) -> Steady {
-        if self.classic_rounds() {
-            Steady {
-                at: self.round_join(now),
-                on_round: true,
-            }
-        } else {
-            Steady {
-                at: now.saturating_add(self.jitter()),
-                on_round: false,
-            }
-        }
+    /// When a state in steady refresh (answered, or its fast retransmissions made) may be
+    /// sent next by the refresh round (`round.rs`), which sends it then.
+    pub(super) fn steady_refresh(&mut self, now: Ms) -> Ms {
+        self.round_join(OnRound::Refresh, now)
     }
 
     /// The delay until the next fast retransmission when `left` remain: the initial delay,
@@ -122,13 +103,12 @@ impl Engine {
         if !answered && fast.left > 0 {
             let delay = self.fast_delay(fast.left);
             fast.left -= 1;
-            fast.on_round = false;
+            fast.round = OnRound::No;
             now.saturating_add(delay)
         } else {
-            let steady = self.steady_refresh(now);
             fast.left = 0;
-            fast.on_round = steady.on_round;
-            steady.at
+            fast.round = OnRound::Refresh;
+            self.steady_refresh(now)
         }
     }
 
@@ -184,7 +164,7 @@ impl Engine {
     fn run_timers(&mut self, slot: u32, session: &mut Session, now: Ms) {
         for index in 0..session.senders.len() {
             let local = &session.senders[index];
-            if !local.fast.on_round && local.next_at <= now {
+            if local.fast.round == OnRound::No && local.next_at <= now {
                 self.send_path(session, index, now);
             }
             let local = &mut session.senders[index];
@@ -232,7 +212,7 @@ impl Engine {
         if session
             .recv
             .as_ref()
-            .is_some_and(|r| !r.fast.on_round && r.next_at <= now)
+            .is_some_and(|r| r.fast.round == OnRound::No && r.next_at <= now)
         {
             self.send_resvs(session, now);
         }
@@ -263,19 +243,13 @@ pub(super) fn lifetime_ms(keep: u32, peer_r: u32) -> Ms {
         .saturating_add(1)
 }
 
-/// The next steady refresh of a state ([`Engine::steady_refresh`]).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Steady {
-    pub(super) at: Ms,
-    pub(super) on_round: bool,
-}
-
 /// The first answer to a message stops its fast retransmission: the next send becomes a
-/// steady refresh.
-pub(super) fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, steady: Steady) {
+/// steady refresh on the refresh round, at `refresh_at` at the soonest
+/// ([`Engine::steady_refresh`]).
+pub(super) fn answer(answered: &mut bool, fast: &mut Fast, next_at: &mut Ms, refresh_at: Ms) {
     if !*answered && fast.left > 0 && *next_at != NEVER {
-        *next_at = steady.at;
-        fast.on_round = steady.on_round;
+        *next_at = refresh_at;
+        fast.round = OnRound::Refresh;
     }
     *answered = true;
     fast.left = 0;

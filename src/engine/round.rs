@@ -1,36 +1,36 @@
 //! Refresh rounds: the steady per-state work of soft state goes by walks over the session
-//! slab in slot order instead of by each state's own timer. Without refresh reduction that
-//! work is the classic refreshes themselves, one walk per refresh period; with it, only the
-//! summarized states' safety-net look (see the end).
+//! slab in slot order instead of by each state's own timer.
 //!
 //! Why: at scale, per-state timers fire in random slab order, and every refresh then pays
 //! cache misses for its session and lists on both engines (the receiver's sessions were
 //! created by our Paths, in our order, so it profits too). A walk in slot order reads the
 //! slab front to back.
 //!
+//! Two rounds walk the slab, each over the states on it ([`OnRound`]):
+//! - [`OnRound::Refresh`], laps of `R`: steady full refreshes (every refresh without refresh
+//!   reduction; with it, those to neighbors that do not use it).
+//! - [`OnRound::Check`], laps of `16 R`, with refresh reduction only: the safety-net look at
+//!   each summarized state, which puts its id back in its neighbor's summary (its refreshes
+//!   are the neighbor's Srefresh ticks, `reduction.rs`).
+//!
 //! How: a lap of `T` ticks (`T` = max(16, slots / 64)) visits every slot once; tick `k`
-//! visits slots `[k·n/T, (k+1)·n/T)`. Ticks are `R/T` apart, each jittered uniformly in
-//! `[R/2T, 3R/2T]`, so a lap lasts `R` on average, its ticks (and this node's phase against
-//! other nodes') are random, as RFC 2205 §3.7 asks to avoid synchronized refreshes, and no
-//! lap lasts much beyond `R`.
+//! visits slots `[k·n/T, (k+1)·n/T)`. Ticks are `lap/T` apart, each jittered uniformly in
+//! `[lap/2T, 3·lap/2T]`, so a lap lasts `lap` on average, its ticks (and this node's phase
+//! against other nodes') are random, as RFC 2205 §3.7 asks to avoid synchronized refreshes,
+//! and no lap lasts much beyond `lap`. A round idles after a lap that found no state on it
+//! and that none joined.
 //!
-//! A state joins the round when its fast retransmissions end (answered, or all made): it is
-//! then due at the first visit at least `R/2` after its last send, so its next refresh
-//! comes after `R/2` to `R/2` plus a lap (about `3R/2`), and then once per lap: within
-//! RFC 2205's `[R/2, 3R/2]`. Triggers, fast retransmissions, waits and expiries keep their
-//! per-session timers.
-//!
-//! With refresh reduction the per-neighbor summaries batch the refreshes of acknowledged
-//! state (`reduction.rs`); the round then has laps of `16 R` and carries only the safety-net
-//! look at each summarized state (which puts its id back in its neighbor's summary), and the
-//! other steady refreshes (to neighbors without refresh reduction) keep their own jittered
-//! timers.
+//! A state joins the refresh round when its fast retransmissions end (answered, or all
+//! made): it is then due at the first visit at least `R/2` after its last send, so its next
+//! refresh comes after `R/2` to `R/2` plus a lap (about `3R/2`), and then once per lap:
+//! within RFC 2205's `[R/2, 3R/2]`. Triggers, fast retransmissions, waits and expiries keep
+//! their per-session timers.
 
 use std::time::Instant;
 
 use rand::Rng;
 
-use super::state::Fast;
+use super::state::{Fast, OnRound};
 use super::timer::{Ms, NEVER};
 use super::Engine;
 
@@ -39,7 +39,7 @@ const SLOTS_PER_TICK: u64 = 64;
 /// Ticks per lap at least, so that the lap's jitter averages out.
 const MIN_TICKS: u64 = 16;
 
-/// Where the round stands.
+/// Where a round stands.
 #[derive(Debug)]
 pub(crate) struct Round {
     /// Next slot to visit.
@@ -48,11 +48,15 @@ pub(crate) struct Round {
     ticks: u32,
     /// Ticks done in the current lap.
     done: u32,
-    /// When the next tick is due ([`NEVER`] while no lap runs).
+    /// When the next tick is due ([`NEVER`] while idle).
     due: Ms,
     /// The remainder of the ticks drawn so far (in `1/2T` ms), carried into the next one so
     /// that the ticks' mean stays exactly `lap/T` whatever `T`.
     carry: u64,
+    /// This lap visited a state on the round...
+    seen: bool,
+    /// ...or one joined during it (perhaps behind the cursor): another lap follows.
+    joined: bool,
 }
 
 impl Round {
@@ -64,119 +68,144 @@ impl Round {
             done: 0,
             due: NEVER,
             carry: 0,
+            seen: false,
+            joined: false,
         }
     }
 }
 
+/// The engine's two rounds: refresh, then check (see [`index`]).
+pub(crate) fn rounds() -> [Round; 2] {
+    [Round::new(), Round::new()]
+}
+
+/// The place of the `kind` round in the engine's rounds.
+fn index(kind: OnRound) -> usize {
+    usize::from(kind == OnRound::Check)
+}
+
 impl Engine {
-    /// Whether steady full refreshes go by rounds: without refresh reduction. (With it, only
-    /// the summarized states' checks do, see [`Self::summarized`].)
-    pub(super) fn classic_rounds(&self) -> bool {
-        !self.config.refresh_reduction
-    }
-
-    /// How long a lap lasts on average: `R` for classic refreshes; with refresh reduction the
-    /// summarized states' check period (`16 R`).
-    fn lap_ms(&self) -> Ms {
-        if self.classic_rounds() {
-            self.refresh_ms()
-        } else {
+    /// How long a lap of the `kind` round lasts on average.
+    fn lap_ms(&self, kind: OnRound) -> Ms {
+        if kind == OnRound::Check {
             self.summary_check()
+        } else {
+            self.refresh_ms()
         }
     }
 
-    /// When a state that just sent (or was just answered) is next due in the round: half a
-    /// lap from `now`. Starts the round if it was idle.
-    pub(super) fn round_join(&mut self, now: Ms) -> Ms {
-        if self.round.due == NEVER {
-            self.round.due = now.saturating_add(self.round_tick(self.sessions.len()));
+    /// When a state that just sent (or was just answered) is next due on the `kind` round:
+    /// half a lap from `now`. Starts the round if it was idle.
+    pub(super) fn round_join(&mut self, kind: OnRound, now: Ms) -> Ms {
+        let i = index(kind);
+        self.rounds[i].joined = true;
+        if self.rounds[i].due == NEVER {
+            let tick = self.round_tick(kind, self.sessions.len());
+            self.rounds[i].due = now.saturating_add(tick);
         }
-        now.saturating_add(self.lap_ms() / 2)
+        now.saturating_add(self.lap_ms(kind) / 2)
     }
 
     /// A state's refresh was summarized (RFC 2961: its neighbor's Srefresh ticks refresh
-    /// it): the round looks in on it again after half a lap to a lap and a half (`8 R` to
-    /// `24 R`), a safety net that puts its id back in the summary, in slot order instead of
-    /// by a timer per state. Returns its next check.
+    /// it): the check round looks in on it again after half a lap to a lap and a half
+    /// (`8 R` to `24 R`), a safety net that puts its id back in the summary. Returns its next
+    /// check.
     pub(super) fn summarized(&mut self, fast: &mut Fast, now: Ms) -> Ms {
         fast.left = 0;
-        fast.on_round = true;
-        self.round_join(now)
+        fast.round = OnRound::Check;
+        self.round_join(OnRound::Check, now)
     }
 
     /// A tick's interval for a slab of `slots`: `lap/T`, jittered uniformly by ±50 %.
-    fn round_tick(&mut self, slots: usize) -> Ms {
+    fn round_tick(&mut self, kind: OnRound, slots: usize) -> Ms {
         let parts = 2 * lap_ticks(slots);
-        let r = self.lap_ms();
-        let drawn = self.rng.random_range(r..=3 * r) + self.round.carry;
-        self.round.carry = drawn % parts;
+        let lap = self.lap_ms(kind);
+        let round = &mut self.rounds[index(kind)];
+        let drawn = self.rng.random_range(lap..=3 * lap) + round.carry;
+        round.carry = drawn % parts;
         drawn / parts
     }
 
+    /// When the next tick of either round is due.
     pub(super) fn round_due(&self) -> Option<Instant> {
-        if self.round.due == NEVER {
+        let due = self.rounds.iter().map(|r| r.due).min().unwrap_or(NEVER);
+        if due == NEVER {
             return None;
         }
-        self.clock.instant(self.round.due)
+        self.clock.instant(due)
     }
 
-    /// Runs the round's ticks that are due: sends the refreshes due in the slots visited.
+    /// Runs the rounds' ticks that are due.
     pub(super) fn round_timeout(&mut self, now: Instant) {
-        if self.round.due == NEVER {
+        if self.rounds.iter().all(|r| r.due == NEVER) {
             return;
         }
         let now = self.clock.ms(now);
-        while self.round.due <= now {
-            let slots = self.sessions.len();
-            if self.round.done == self.round.ticks {
-                if self.index.len() == 0 {
-                    // Nothing to refresh: idle until a state joins again.
-                    self.round = Round::new();
-                    return;
-                }
-                self.round.cursor = 0;
-                self.round.done = 0;
-                self.round.ticks = u32::try_from(lap_ticks(slots)).unwrap_or(u32::MAX);
-            }
-            self.round.done += 1;
-            let end = if self.round.done == self.round.ticks {
-                slots
-            } else {
-                let share = slots as u64 * u64::from(self.round.done) / u64::from(self.round.ticks);
-                usize::try_from(share).unwrap_or(slots)
-            };
-            let start = (self.round.cursor as usize).min(end);
-            self.round.cursor = u32::try_from(end).unwrap_or(u32::MAX);
-            for slot in start..end {
-                self.round_visit(slot as u32, now);
-            }
-            let tick = self.round_tick(slots);
-            self.round.due = self.round.due.saturating_add(tick).max(now);
+        for kind in [OnRound::Refresh, OnRound::Check] {
+            self.run_round(kind, now);
         }
     }
 
-    /// Sends the refreshes due in the session at `slot`.
-    fn round_visit(&mut self, slot: u32, now: Ms) {
+    /// Runs the `kind` round's ticks due at `now`: visits their slots.
+    fn run_round(&mut self, kind: OnRound, now: Ms) {
+        let i = index(kind);
+        while self.rounds[i].due <= now {
+            let slots = self.sessions.len();
+            let empty = self.index.len() == 0;
+            let round = &mut self.rounds[i];
+            if empty || round.done == round.ticks {
+                if empty || (round.ticks != 0 && !round.seen && !round.joined) {
+                    // Nothing on this round: idle until a state joins.
+                    *round = Round::new();
+                    return;
+                }
+                round.cursor = 0;
+                round.done = 0;
+                round.seen = false;
+                round.joined = false;
+                round.ticks = u32::try_from(lap_ticks(slots)).unwrap_or(u32::MAX);
+            }
+            round.done += 1;
+            let end = if round.done == round.ticks {
+                slots
+            } else {
+                let share = slots as u64 * u64::from(round.done) / u64::from(round.ticks);
+                usize::try_from(share).unwrap_or(slots)
+            };
+            let start = (round.cursor as usize).min(end);
+            round.cursor = u32::try_from(end).unwrap_or(u32::MAX);
+            let mut seen = false;
+            for slot in start..end {
+                seen |= self.round_visit(kind, slot as u32, now);
+            }
+            let tick = self.round_tick(kind, slots);
+            let round = &mut self.rounds[i];
+            round.seen |= seen;
+            round.due = round.due.saturating_add(tick).max(now);
+        }
+    }
+
+    /// Sends what is due on the `kind` round in the session at `slot`; whether the session
+    /// has a state on that round.
+    fn round_visit(&mut self, kind: OnRound, slot: u32, now: Ms) -> bool {
         let Some(session) = self.sessions.get(slot as usize).and_then(Option::as_ref) else {
-            return;
+            return false;
         };
-        let senders_due = session
-            .senders
-            .iter()
-            .any(|s| s.fast.on_round && s.next_at <= now);
-        let recv_due = session
-            .recv
-            .as_deref()
-            .is_some_and(|r| r.fast.on_round && r.next_at <= now);
+        let on = |fast: &Fast| fast.round == kind;
+        let senders = session.senders.iter().filter(|s| on(&s.fast));
+        let recv = session.recv.as_deref().filter(|r| on(&r.fast));
+        let seen = senders.clone().next().is_some() || recv.is_some();
+        let senders_due = senders.clone().any(|s| s.next_at <= now);
+        let recv_due = recv.is_some_and(|r| r.next_at <= now);
         if !senders_due && !recv_due {
-            return;
+            return seen;
         }
         let Some(mut session) = self.take_unchanged(slot) else {
-            return;
+            return seen;
         };
         for index in 0..session.senders.len() {
             let local = &session.senders[index];
-            if local.fast.on_round && local.next_at <= now {
+            if on(&local.fast) && local.next_at <= now {
                 self.send_path(&mut session, index, now);
             }
         }
@@ -185,6 +214,7 @@ impl Engine {
         }
         self.put_unchanged(slot, session);
         self.flush();
+        seen
     }
 }
 
@@ -199,6 +229,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::super::{Engine, EngineConfig, Incoming, RuleAction, SessionKey, Style};
+    use super::{index, OnRound, NEVER};
     use crate::flow::AdmitAll;
     use crate::wire::intserv::{FlowSpec, TokenBucket};
 
@@ -206,14 +237,76 @@ mod tests {
     const RECEIVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
     const R: Duration = Duration::from_secs(1);
 
-    fn engine(addr: IpAddr, seed: u64) -> Engine {
+    fn engine(addr: IpAddr, seed: u64, refresh_reduction: bool) -> Engine {
         let config = EngineConfig {
             refresh_period: R,
             rng_seed: seed,
             local_addrs: vec![addr],
+            refresh_reduction,
             ..EngineConfig::default()
         };
         Engine::new(config, Box::new(AdmitAll))
+    }
+
+    /// `n` sessions from the sender (engine 0) to the receiver (engine 1), asked for at `now`.
+    fn sessions(engines: &mut [Engine; 2], now: Instant, n: u16) {
+        let spec = FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 1000.0));
+        for port in 1..=n {
+            let key = SessionKey {
+                destination: SocketAddr::new(RECEIVER, port),
+                protocol: 6,
+            };
+            let c = engines[1].open_session(now, key).unwrap();
+            engines[1]
+                .reserve(now, c, Style::FixedFilter, spec, false)
+                .unwrap();
+            let s = engines[0].open_session(now, key).unwrap();
+            engines[0]
+                .add_sender(
+                    now,
+                    s,
+                    SocketAddr::new(SENDER, 9000),
+                    TokenBucket::new(1000.0, 1000.0),
+                )
+                .unwrap();
+        }
+    }
+
+    /// Whether the `kind` round of `engine` runs.
+    fn running(engine: &Engine, kind: OnRound) -> bool {
+        engine.rounds[index(kind)].due != NEVER
+    }
+
+    /// With refresh reduction on both ends, each state passes the refresh round once (its
+    /// first refresh is summarized) and then stays on the check round: the refresh round
+    /// idles. With a receiver that does not use refresh reduction, the sender's full
+    /// refreshes go by the refresh round, and the receiver keeps its path state.
+    #[test]
+    fn the_refresh_round_runs_only_while_full_refreshes_are_sent() {
+        let mut now = Instant::now();
+        let mut engines = [engine(SENDER, 1, true), engine(RECEIVER, 2, true)];
+        sessions(&mut engines, now, 20);
+        let end = now + R * 5;
+        run(&mut engines, &mut now, end);
+        for e in &engines {
+            assert!(!running(e, OnRound::Refresh));
+            assert!(running(e, OnRound::Check));
+        }
+
+        let mut engines = [engine(SENDER, 3, true), engine(RECEIVER, 4, false)];
+        sessions(&mut engines, now, 20);
+        let end = now + R * 30;
+        run(&mut engines, &mut now, end);
+        assert!(running(&engines[0], OnRound::Refresh));
+        assert!(!running(&engines[0], OnRound::Check));
+        assert_eq!(engines[1].stats().expired, 0);
+        let paths = engines[1]
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.psbs.len() == 1)
+            .count();
+        assert_eq!(paths, 20);
     }
 
     /// Runs both engines' timers and moves their datagrams until `end`.
@@ -262,27 +355,8 @@ mod tests {
     #[test]
     fn the_round_puts_a_summarized_id_lost_from_its_summary_back() {
         let mut now = Instant::now();
-        let mut engines = [engine(SENDER, 1), engine(RECEIVER, 2)];
-        let spec = FlowSpec::ControlledLoad(TokenBucket::new(1000.0, 1000.0));
-        for port in 1..=3u16 {
-            let key = SessionKey {
-                destination: SocketAddr::new(RECEIVER, port),
-                protocol: 6,
-            };
-            let c = engines[1].open_session(now, key).unwrap();
-            engines[1]
-                .reserve(now, c, Style::FixedFilter, spec, false)
-                .unwrap();
-            let s = engines[0].open_session(now, key).unwrap();
-            engines[0]
-                .add_sender(
-                    now,
-                    s,
-                    SocketAddr::new(SENDER, 9000),
-                    TokenBucket::new(1000.0, 1000.0),
-                )
-                .unwrap();
-        }
+        let mut engines = [engine(SENDER, 1, true), engine(RECEIVER, 2, true)];
+        sessions(&mut engines, now, 3);
         let end = now + R * 5;
         run(&mut engines, &mut now, end);
         let ids = |e: &Engine| -> Vec<u32> {

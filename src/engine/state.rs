@@ -66,13 +66,17 @@ impl Session {
         let senders = self
             .senders
             .iter()
-            .filter(|s| !s.fast.on_round)
+            .filter(|s| s.fast.round == OnRound::No)
             .map(|s| s.next_at);
         let psbs = self.psbs.iter().map(|p| p.expires_at);
         let rsbs = self.rsbs.iter().map(|r| r.expires_at);
         let waits = self.senders.iter().map(|s| s.wait_at);
         let recv = self.recv.as_deref().map(|r| {
-            let next = if r.fast.on_round { NEVER } else { r.next_at };
+            let next = if r.fast.round == OnRound::No {
+                r.next_at
+            } else {
+                NEVER
+            };
             next.min(r.wait_at)
         });
         senders
@@ -211,9 +215,21 @@ pub(crate) struct UnsignaledRule {
 pub(crate) struct Fast {
     /// Retransmissions left.
     pub(crate) left: u8,
-    /// Steady refreshes of this state go by the classic refresh round (`round.rs`), not by
-    /// its session's timer: its `next_at` is then the earliest time the round may send it.
-    pub(crate) on_round: bool,
+    /// The refresh round (`round.rs`) that sends this state next, if one does: its `next_at`
+    /// is then the earliest time that round may, and its session's timer leaves it alone.
+    pub(crate) round: OnRound,
+}
+
+/// Which refresh round (`round.rs`) a state is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum OnRound {
+    /// None: its session's timer sends it (a trigger, a fast retransmission), if anything.
+    #[default]
+    No,
+    /// Steady full refreshes, about once per `R`.
+    Refresh,
+    /// RFC 2961: a summarized state's safety-net look, about once per `16 R`.
+    Check,
 }
 
 /// A sender on this host: the Path we originate and refresh, and the rule it got.
