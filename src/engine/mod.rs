@@ -112,14 +112,15 @@
 //!
 //! Paths and Resvs are refreshed every `[0.5 R, 1.5 R]`: R is
 //! [`EngineConfig::refresh_period`], the jitter comes from a [`SmallRng`] seeded with
-//! [`EngineConfig::rng_seed`]. Without [refresh reduction](self#refresh-reduction-rfc-2961),
-//! steady refreshes go by **rounds**: one walk over the session table per `R`, in table
-//! order, in at least 16 jittered ticks of about 64 sessions each, so that a large engine
-//! refreshes its sessions in memory order (a refresh costs about half as much at 100k
-//! sessions as with one random timer per state); each state is refreshed once per round, at
-//! least `R / 2` after its previous send. With refresh reduction, refreshes of acknowledged
-//! state go in per-neighbor summaries instead (the round, with laps of `16 R`, only looks in
-//! on them as a safety net), and the others by their own jittered timers.
+//! [`EngineConfig::rng_seed`]. Steady full refreshes go by the **refresh round**: one walk
+//! over the session table per `R`, in table order, in at least 16 jittered ticks of about 64
+//! sessions each, so that a large engine refreshes its sessions in memory order (a refresh
+//! costs about half as much at 100k sessions as with one random timer per state); each state
+//! is refreshed once per round, at least `R / 2` after its previous send. With
+//! [refresh reduction](self#refresh-reduction-rfc-2961), refreshes of acknowledged state go
+//! in per-neighbor summaries instead, and a second round with laps of `16 R` only looks in
+//! on them as a safety net; the refresh round then carries the full refreshes to neighbors
+//! that do not use refresh reduction, and idles when there are none.
 //! Received state expires after
 //! `L = (K + 0.5) · 1.5 · R` with the *sender's* `R` from its TIME_VALUES, clamped to
 //! [`MIN_REFRESH_PERIOD`]`..=`[`MAX_REFRESH_PERIOD`]. The first Path of a
@@ -180,7 +181,7 @@
 //!   in Srefresh messages (MESSAGE_ID_LIST, up to 1 400 bytes each, about 340 ids; a small
 //!   summary waits for a message's worth or the whole of it), themselves sent with
 //!   ACK_Desired and retransmitted like triggers; each id is so refreshed about every `R`.
-//!   The refresh round (see [Soft state](self#soft-state)) looks in on the state only every
+//!   The check round (see [Soft state](self#soft-state)) looks in on the state only every
 //!   16 refresh periods or so, a safety net, in table order rather than by a timer per
 //!   state. An
 //!   Srefresh received stamps each id it names in the neighbor's index, matched in one
