@@ -272,6 +272,23 @@ mod tests {
         }
     }
 
+    /// A sender with refresh reduction and a receiver with it or not, `n` sessions between
+    /// them, run for `periods` refresh periods; and the time then.
+    fn pair(receiver_rr: bool, n: u16, periods: u32) -> ([Engine; 2], Instant) {
+        let mut now = Instant::now();
+        let mut engines = [engine(SENDER, 1, true), engine(RECEIVER, 2, receiver_rr)];
+        sessions(&mut engines, now, n);
+        let end = now + R * periods;
+        run(&mut engines, &mut now, end);
+        (engines, now)
+    }
+
+    /// Sessions of `engine` with path state.
+    fn path_states(engine: &Engine) -> usize {
+        let sessions = engine.sessions.iter().flatten();
+        sessions.filter(|s| s.psbs.len() == 1).count()
+    }
+
     /// Whether the `kind` round of `engine` runs.
     fn running(engine: &Engine, kind: OnRound) -> bool {
         engine.rounds[index(kind)].due != NEVER
@@ -283,30 +300,17 @@ mod tests {
     /// refreshes go by the refresh round, and the receiver keeps its path state.
     #[test]
     fn the_refresh_round_runs_only_while_full_refreshes_are_sent() {
-        let mut now = Instant::now();
-        let mut engines = [engine(SENDER, 1, true), engine(RECEIVER, 2, true)];
-        sessions(&mut engines, now, 20);
-        let end = now + R * 5;
-        run(&mut engines, &mut now, end);
+        let (engines, _) = pair(true, 20, 5);
         for e in &engines {
             assert!(!running(e, OnRound::Refresh));
             assert!(running(e, OnRound::Check));
         }
 
-        let mut engines = [engine(SENDER, 3, true), engine(RECEIVER, 4, false)];
-        sessions(&mut engines, now, 20);
-        let end = now + R * 30;
-        run(&mut engines, &mut now, end);
+        let (engines, _) = pair(false, 20, 30);
         assert!(running(&engines[0], OnRound::Refresh));
         assert!(!running(&engines[0], OnRound::Check));
         assert_eq!(engines[1].stats().expired, 0);
-        let paths = engines[1]
-            .sessions
-            .iter()
-            .flatten()
-            .filter(|s| s.psbs.len() == 1)
-            .count();
-        assert_eq!(paths, 20);
+        assert_eq!(path_states(&engines[1]), 20);
     }
 
     /// Runs both engines' timers and moves their datagrams until `end`.
@@ -354,11 +358,7 @@ mod tests {
     /// session keeps its path state at the receiver.
     #[test]
     fn the_round_puts_a_summarized_id_lost_from_its_summary_back() {
-        let mut now = Instant::now();
-        let mut engines = [engine(SENDER, 1, true), engine(RECEIVER, 2, true)];
-        sessions(&mut engines, now, 3);
-        let end = now + R * 5;
-        run(&mut engines, &mut now, end);
+        let (mut engines, mut now) = pair(true, 3, 5);
         let ids = |e: &Engine| -> Vec<u32> {
             e.sessions
                 .iter()
@@ -379,12 +379,10 @@ mod tests {
             held.iter().all(|&id| engines[0].in_summary(RECEIVER, id)),
             "ids {held:?} not all summarized again"
         );
-        let paths = engines[1]
-            .sessions
-            .iter()
-            .flatten()
-            .filter(|s| s.psbs.len() == 1)
-            .count();
-        assert_eq!(paths, 3, "path state lost at the receiver");
+        assert_eq!(
+            path_states(&engines[1]),
+            3,
+            "path state lost at the receiver"
+        );
     }
 }
