@@ -21,9 +21,11 @@
 //!   id → session key: only messages in flight, so it stays small; swept lazily when it has
 //!   doubled).
 //!
-//! Steady state costs no session visit: an Srefresh tick walks a bucket of a neighbor's
-//! summary, and a received Srefresh stamps its ids in the neighbor's index. The sessions'
-//! timers fire every few refresh periods and catch up with the stamps then ([`Engine::catch_up`]).
+//! Steady state costs almost no session visit: an Srefresh tick walks a bucket of a
+//! neighbor's summary, and a received Srefresh stamps its ids in the neighbor's index. A
+//! session's timer fires only when the index hands one of its states back, about to expire,
+//! and catches up with the stamps then ([`Engine::catch_up`]); the check round (`round.rs`)
+//! looks in on our summarized states every 16 refresh periods or so, in table order.
 //! The per-neighbor sets are kept exact by [`HeldId`]: what a session held when it was taken
 //! out of the table and no longer holds when it is put back leaves them.
 
