@@ -40,6 +40,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::msg::is_rfc2205;
 use super::reduction::fill_checksum;
 use super::{Engine, Transmit, MAX_BUNDLE_BYTES};
 use crate::wire::{MsgType, COMMON_HEADER_LEN, FLAG_REFRESH_REDUCTION_CAPABLE, RSVP_VERSION};
@@ -106,23 +107,12 @@ impl Engine {
     /// Whether a queued transmit may go in a Bundle: an RFC 2205 message from a known address
     /// of ours, small enough to share one, to a neighbor known to be capable.
     fn bundleable(&self, transmit: &Transmit) -> bool {
-        let rsvp = transmit
+        let kind = transmit
             .payload
             .get(1)
             .and_then(|t| MsgType::from_number(*t));
-        let kind = matches!(
-            rsvp,
-            Some(
-                MsgType::Path
-                    | MsgType::Resv
-                    | MsgType::PathErr
-                    | MsgType::ResvErr
-                    | MsgType::PathTear
-                    | MsgType::ResvTear
-                    | MsgType::ResvConf
-            )
-        );
-        kind && transmit.source.is_some()
+        kind.is_some_and(is_rfc2205)
+            && transmit.source.is_some()
             && 2 * transmit.payload.len() + COMMON_HEADER_LEN <= MAX_BUNDLE_BYTES
             && self.bundle_to(transmit.destination)
     }

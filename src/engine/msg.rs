@@ -16,6 +16,21 @@ pub(crate) fn router_alert(kind: MsgType) -> bool {
     matches!(kind, MsgType::Path | MsgType::PathTear | MsgType::ResvConf)
 }
 
+/// Whether `kind` is one of the seven RFC 2205 types, the only ones the engine processes as
+/// messages (the others are RFC 2961's and RFC 3097's, handled on their own).
+pub(crate) fn is_rfc2205(kind: MsgType) -> bool {
+    matches!(
+        kind,
+        MsgType::Path
+            | MsgType::Resv
+            | MsgType::PathErr
+            | MsgType::ResvErr
+            | MsgType::PathTear
+            | MsgType::ResvTear
+            | MsgType::ResvConf
+    )
+}
+
 /// RSVP_HOP: the neighbour's address and its logical interface handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hop {

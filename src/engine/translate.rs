@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smallvec::smallvec;
 
-use super::msg::{Descriptor, Descriptors, Filters, Hop, Msg};
+use super::msg::{is_rfc2205, Descriptor, Descriptors, Filters, Hop, Msg};
 use super::SessionKey;
 use crate::wire::intserv::FlowSpec;
 use crate::wire::intserv::TokenBucket;
@@ -292,18 +292,13 @@ pub(crate) fn encode(msg: &Msg) -> Option<Vec<u8>> {
 
 /// `kind` if the engine processes it (the seven RFC 2205 types), else why not.
 fn processed(kind: MsgType) -> Result<MsgType, Failure> {
-    match kind {
-        MsgType::Path
-        | MsgType::Resv
-        | MsgType::PathErr
-        | MsgType::ResvErr
-        | MsgType::PathTear
-        | MsgType::ResvTear
-        | MsgType::ResvConf => Ok(kind),
-        other => Err(Failure {
-            error: DecodeError::Unsupported(other),
+    if is_rfc2205(kind) {
+        Ok(kind)
+    } else {
+        Err(Failure {
+            error: DecodeError::Unsupported(kind),
             answer: None,
-        }),
+        })
     }
 }
 
