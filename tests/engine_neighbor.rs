@@ -235,7 +235,7 @@ fn a_forged_path_tear_is_dropped_and_the_real_one_tears_down() {
         .events_of(c)
         .iter()
         .any(|e| matches!(e, Event::TornDown { .. })));
-    assert!(client.engine.session_info(c).unwrap().paths.is_empty());
+    assert_eq!(client.path_count(c), 0);
     assert_eq!(client.engine.stats().wrong_neighbor, 2);
 }
 
@@ -266,15 +266,7 @@ fn a_forged_path_cannot_move_the_path_state_to_the_forger() {
     .unwrap();
     f.net.inject(f.client, forger(), &tear);
     assert_eq!(f.net.nodes[f.client].engine.stats().wrong_neighbor, 2);
-    assert_eq!(
-        f.net.nodes[f.client]
-            .engine
-            .session_info(c)
-            .unwrap()
-            .paths
-            .len(),
-        1
-    );
+    assert_eq!(f.net.nodes[f.client].path_count(c), 1);
     // A Path naming another hop than its datagram's source, and not from its sender, is
     // not believed either.
     let elsewhere = path(
@@ -443,7 +435,7 @@ fn a_path_for_another_destination_keeps_no_state_and_gets_no_answer() {
     assert_eq!(node.engine.stats().not_for_us, 1);
     assert_eq!(node.engine.stats().transmitted, 0);
     assert!(node.events.is_empty(), "{:?}", node.events);
-    assert!(node.engine.session_info(c).unwrap().paths.is_empty());
+    assert_eq!(node.path_count(c), 0);
     assert_eq!(node.engine.session_count(), 1);
     // Without an owner: no session at all.
     let other = key(sock(v4(9), 40_001));
@@ -520,18 +512,13 @@ fn a_huge_refresh_period_is_clamped_and_the_state_expires_in_time() {
     );
     net.run_for(lifetime - Duration::from_secs(60));
     assert_eq!(
-        net.nodes[client]
-            .engine
-            .session_info(c)
-            .unwrap()
-            .paths
-            .len(),
+        net.nodes[client].path_count(c),
         1,
         "kept for the clamped lifetime"
     );
     net.run_for(Duration::from_secs(120));
     let node = &net.nodes[client];
-    assert!(node.engine.session_info(c).unwrap().paths.is_empty());
+    assert_eq!(node.path_count(c), 0);
     assert!(node
         .events_of(c)
         .iter()
@@ -556,22 +543,9 @@ fn a_tiny_refresh_period_is_clamped_too() {
     assert_eq!(net.nodes[client].engine.stats().refresh_clamped, 1);
     // 1 ms would give 6 ms; 100 ms gives 525 ms.
     net.run_for(Duration::from_millis(500));
-    assert_eq!(
-        net.nodes[client]
-            .engine
-            .session_info(c)
-            .unwrap()
-            .paths
-            .len(),
-        1
-    );
+    assert_eq!(net.nodes[client].path_count(c), 1);
     net.run_for(Duration::from_millis(100));
-    assert!(net.nodes[client]
-        .engine
-        .session_info(c)
-        .unwrap()
-        .paths
-        .is_empty());
+    assert_eq!(net.nodes[client].path_count(c), 0);
 }
 
 #[test]

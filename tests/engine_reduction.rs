@@ -581,10 +581,12 @@ fn reliable(net: &Net, node: usize) -> (u64, u64, u64) {
     )
 }
 
-/// How `reliable` changed since `before`.
-fn reliable_since(net: &Net, node: usize, before: (u64, u64, u64)) -> (u64, u64, u64) {
+/// Asserts how `reliable` changed on `node` since `before` (its stats in the message).
+#[track_caller]
+fn assert_reliable_since(net: &Net, node: usize, before: (u64, u64, u64), want: (u64, u64, u64)) {
     let now = reliable(net, node);
-    (now.0 - before.0, now.1 - before.1, now.2 - before.2)
+    let since = (now.0 - before.0, now.1 - before.1, now.2 - before.2);
+    assert_eq!(since, want, "{:?}", net.nodes[node].engine.stats());
 }
 
 /// Two capable hosts with one established session (each knows the other is capable).
@@ -597,13 +599,6 @@ fn reliable_pair(seed: u64) -> (Flow2, SessionId, SessionId) {
     (f, s, c)
 }
 
-fn down() -> Link {
-    Link {
-        down: true,
-        ..Link::default()
-    }
-}
-
 /// Runs `f` on `node` with everything it sends at once lost.
 fn lost<R>(
     net: &mut Net,
@@ -611,7 +606,7 @@ fn lost<R>(
     f: impl FnOnce(&mut qtoq::engine::Engine, Instant) -> R,
 ) -> R {
     let other = 1 - node;
-    net.set_link(node, other, down());
+    net.set_link(node, other, Link::down());
     let r = net.with(node, f);
     net.set_links(Link::default());
     r
@@ -620,14 +615,7 @@ fn lost<R>(
 #[test]
 fn a_lost_path_tear_is_retransmitted_and_removes_the_path_state_within_a_second() {
     let (mut f, s, c) = reliable_pair(121);
-    let paths = |f: &Flow2| {
-        f.net.nodes[f.client]
-            .engine
-            .session_info(c)
-            .unwrap()
-            .paths
-            .len()
-    };
+    let paths = |f: &Flow2| f.net.nodes[f.client].path_count(c);
     assert_eq!(paths(&f), 1);
     let r0 = reliable(&f.net, f.server);
     lost(&mut f.net, f.server, |e, now| e.release(now, s));
@@ -638,12 +626,7 @@ fn a_lost_path_tear_is_retransmitted_and_removes_the_path_state_within_a_second(
     assert_eq!(paths(&f), 0);
     assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 2);
     f.net.run_for(Duration::from_secs(10));
-    assert_eq!(
-        reliable_since(&f.net, f.server, r0),
-        (1, 1, 0),
-        "{:?}",
-        f.net.nodes[f.server].engine.stats()
-    );
+    assert_reliable_since(&f.net, f.server, r0, (1, 1, 0));
     // Acknowledged: no more copies.
     assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 2);
 }
@@ -651,14 +634,7 @@ fn a_lost_path_tear_is_retransmitted_and_removes_the_path_state_within_a_second(
 #[test]
 fn a_lost_resv_tear_is_retransmitted_and_removes_the_reservation_within_a_second() {
     let (mut f, s, c) = reliable_pair(122);
-    let reservations = |f: &Flow2| {
-        f.net.nodes[f.server]
-            .engine
-            .session_info(s)
-            .unwrap()
-            .reservations
-            .len()
-    };
+    let reservations = |f: &Flow2| f.net.nodes[f.server].reservation_count(s);
     assert_eq!(reservations(&f), 1);
     assert_eq!(f.net.nodes[f.server].installed.len(), 1);
     let r0 = reliable(&f.net, f.client);
@@ -667,12 +643,7 @@ fn a_lost_resv_tear_is_retransmitted_and_removes_the_reservation_within_a_second
     assert_eq!(reservations(&f), 0);
     assert!(f.net.nodes[f.server].installed.is_empty());
     f.net.run_for(Duration::from_secs(10));
-    assert_eq!(
-        reliable_since(&f.net, f.client, r0),
-        (1, 1, 0),
-        "{:?}",
-        f.net.nodes[f.client].engine.stats()
-    );
+    assert_reliable_since(&f.net, f.client, r0, (1, 1, 0));
     assert_eq!(sent_count(&f.net, f.client, RESV_TEAR), 2);
 }
 
@@ -685,7 +656,7 @@ fn an_acknowledged_tear_is_not_retransmitted() {
     f.net.with(f.server, |e, now| e.release(now, s));
     f.net.run_for(Duration::from_secs(10));
     let st = f.net.nodes[f.server].engine.stats();
-    assert_eq!(reliable_since(&f.net, f.server, r0), (1, 0, 0), "{st:?}");
+    assert_reliable_since(&f.net, f.server, r0, (1, 0, 0));
     assert!(st.acks_received > acks_before);
     assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 1);
     // It asked for the acknowledgment.
@@ -749,12 +720,7 @@ fn a_lost_resv_err_is_retransmitted_until_acknowledged() {
     };
     assert!(resv_error(&f));
     f.net.run_for(Duration::from_secs(10));
-    assert_eq!(
-        reliable_since(&f.net, f.server, r0),
-        (1, 1, 0),
-        "{:?}",
-        f.net.nodes[f.server].engine.stats()
-    );
+    assert_reliable_since(&f.net, f.server, r0, (1, 1, 0));
     assert_eq!(sent_count(&f.net, f.server, RESV_ERR), 2);
 }
 
@@ -777,7 +743,7 @@ fn a_lost_path_err_is_retransmitted_with_its_id_until_acknowledged() {
         id
     });
     // The PathErr answering the Path is lost.
-    f.net.set_link(f.client, f.server, down());
+    f.net.set_link(f.client, f.server, Link::down());
     f.net.run_for(Duration::from_millis(6));
     f.net.set_links(Link::default());
     let trace = f.net.trace.clone().unwrap();
@@ -815,15 +781,10 @@ fn a_lost_path_err_is_retransmitted_with_its_id_until_acknowledged() {
 fn a_duplicate_tear_is_acknowledged_again_so_its_sender_stops() {
     let (mut f, s, c) = reliable_pair(127);
     // The tear arrives, but its acknowledgments are lost for a while.
-    f.net.set_link(f.client, f.server, down());
+    f.net.set_link(f.client, f.server, Link::down());
     f.net.with(f.server, |e, now| e.release(now, s));
     f.net.run_for(Duration::from_millis(700));
-    assert!(f.net.nodes[f.client]
-        .engine
-        .session_info(c)
-        .unwrap()
-        .paths
-        .is_empty());
+    assert_eq!(f.net.nodes[f.client].path_count(c), 0);
     f.net.set_links(Link::default());
     f.net.run_for(Duration::from_secs(10));
     let st = f.net.nodes[f.server].engine.stats();
@@ -851,7 +812,7 @@ fn a_retransmitted_tear_overtaken_by_a_new_path_leaves_the_new_state() {
     f.net.run_for(Duration::from_secs(10));
     assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 2);
     let client = &f.net.nodes[f.client];
-    assert_eq!(client.engine.session_info(c).unwrap().paths.len(), 1);
+    assert_eq!(client.path_count(c), 1);
     assert_eq!(client.engine.stats().out_of_order, 1);
     // Acknowledged all the same.
     let st = f.net.nodes[f.server].engine.stats();
@@ -865,8 +826,8 @@ fn a_retransmitted_tear_overtaken_by_a_new_path_leaves_the_new_state() {
 #[test]
 fn unacknowledged_tears_stop_after_the_retry_limit_and_are_forgotten() {
     let (mut f, s, _c) = reliable_pair(129);
-    f.net.set_link(f.server, f.client, down());
-    f.net.set_link(f.client, f.server, down());
+    f.net.set_link(f.server, f.client, Link::down());
+    f.net.set_link(f.client, f.server, Link::down());
     let r0 = reliable(&f.net, f.server);
     let before = f.net.nodes[f.server].engine.state_bytes();
     f.net.with(f.server, |e, now| e.release(now, s));
@@ -880,12 +841,7 @@ fn unacknowledged_tears_stop_after_the_retry_limit_and_are_forgotten() {
         .map_or(0, Vec::len);
     f.net.run_for(Duration::from_secs(60));
     // Rl = 3 retransmissions (0.5 s, 1.5 s, 3.5 s), given up a last interval later.
-    assert_eq!(
-        reliable_since(&f.net, f.server, r0),
-        (1, 3, 1),
-        "{:?}",
-        f.net.nodes[f.server].engine.stats()
-    );
+    assert_reliable_since(&f.net, f.server, r0, (1, 3, 1));
     assert_eq!(sent_count(&f.net, f.server, PATH_TEAR), 4);
     // The copy held was freed (nothing else changed meanwhile: the links are down).
     let after = f.net.nodes[f.server].engine.state_bytes();

@@ -62,6 +62,16 @@ pub struct Link {
     pub down: bool,
 }
 
+impl Link {
+    /// A link that drops everything (a silent or dead peer).
+    pub fn down() -> Self {
+        Link {
+            down: true,
+            ..Link::default()
+        }
+    }
+}
+
 impl Default for Link {
     fn default() -> Self {
         Link {
@@ -133,6 +143,16 @@ pub struct Node {
 }
 
 impl Node {
+    /// Path states (PSBs) the engine holds for session `id`.
+    pub fn path_count(&self, id: SessionId) -> usize {
+        self.engine.session_info(id).unwrap().paths.len()
+    }
+
+    /// Reservation states (RSBs) the engine holds for session `id`.
+    pub fn reservation_count(&self, id: SessionId) -> usize {
+        self.engine.session_info(id).unwrap().reservations.len()
+    }
+
     pub fn events_of(&self, id: SessionId) -> Vec<Event> {
         self.events
             .iter()
