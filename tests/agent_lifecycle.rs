@@ -92,15 +92,9 @@ async fn dropping_a_client_tears_down_across_agents() {
     let client = client.unwrap();
     let (server, _) = accepted.unwrap();
     let mut server_events = server.events();
-    until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut server_events, "server").await;
     let mut client_events = client.events();
-    until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut client_events, "client").await;
     drop(client);
     until(&mut server_events, "server TornDown", |e| {
         matches!(e, QosEvent::TornDown { .. })

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use agent_util::*;
 use qtoq::agent::Transport;
 use qtoq::enforce::Recording;
-use qtoq::{Agent, QosEvent, QosListener, QosSpec, QosStream};
+use qtoq::{Agent, QosListener, QosSpec, QosStream};
 
 const CONNECTIONS: usize = 1000;
 
@@ -38,10 +38,7 @@ async fn thousand_concurrent_reservations_through_one_agent() {
                 .expect("accept");
             servers.push(tokio::spawn(async move {
                 let mut events = stream.events();
-                until(&mut events, "server Established", |e| {
-                    matches!(e, QosEvent::Established { .. })
-                })
-                .await;
+                until_established(&mut events, "server").await;
                 stream
             }));
         }
@@ -64,10 +61,7 @@ async fn thousand_concurrent_reservations_through_one_agent() {
                     .await
                     .expect("connect");
                 let mut events = stream.events();
-                until(&mut events, "client Established", |e| {
-                    matches!(e, QosEvent::Established { .. })
-                })
-                .await;
+                until_established(&mut events, "client").await;
                 stream
             })
         })

@@ -151,7 +151,7 @@ async fn established_pair(
     client_agent: &Agent,
     b: std::net::IpAddr,
 ) -> (qtoq::QosStream, qtoq::QosStream, qtoq::QosEvents) {
-    use qtoq::{QosEvent, QosListener, QosStream};
+    use qtoq::{QosListener, QosStream};
     use std::net::SocketAddr;
 
     let listener = QosListener::builder()
@@ -169,14 +169,8 @@ async fn established_pair(
     let client = client.unwrap();
     let (server, _) = accepted.unwrap();
     let (mut server_events, mut client_events) = (server.events(), client.events());
-    until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
-    until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut server_events, "server").await;
+    until_established(&mut client_events, "client").await;
     (server, client, client_events)
 }
 

@@ -65,15 +65,9 @@ async fn rsvp_flow_events_data_and_close() {
 
     let mut server_events = server.events();
     let mut client_events = client.events();
-    let s = until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    let s = until_established(&mut server_events, "server").await;
     assert_eq!(kinds(&s), ["ResvReceived", "Established"]);
-    let c = until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    let c = until_established(&mut client_events, "client").await;
     assert_eq!(kinds(&c), ["PathReceived", "Confirmed", "Established"]);
     match &c[0] {
         QosEvent::PathReceived { sender, tspec } => {
@@ -146,10 +140,7 @@ async fn server_close_tears_down_the_client() {
     let (agent, recording) = recorded_agent(ip, qtoq::agent::RSVP_ENCAP_PORT);
     let (server, client) = rsvp_pair(&agent, ip).await;
     let mut client_events = client.events();
-    until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut client_events, "client").await;
     server.close().await.unwrap();
     assert!(recording.installed().is_empty());
     until(&mut client_events, "client TornDown", |e| {
@@ -167,10 +158,7 @@ async fn drop_tears_down_in_the_background() {
     let (agent, recording) = recorded_agent(ip, qtoq::agent::RSVP_ENCAP_PORT);
     let (mut server, client) = rsvp_pair(&agent, ip).await;
     let mut server_events = server.events();
-    until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut server_events, "server").await;
     let client_events = client.events();
     drop(client);
     until(&mut server_events, "server TornDown", |e| {
@@ -356,10 +344,7 @@ async fn quiet_connections_report_only_errors_and_the_end() {
     let client = client.unwrap();
     let (server, _) = accepted.unwrap();
     let mut server_events = server.events();
-    until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut server_events, "server").await;
     // The client's reservation is established but its stream said nothing.
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     while !matches!(client.reservation(), Reservation::Established { .. }) {
@@ -422,14 +407,8 @@ async fn ipv6_rsvp_flow() {
     assert!(server.local_addr().unwrap().is_ipv6());
     let mut server_events = server.events();
     let mut client_events = client.events();
-    until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
-    until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut server_events, "server").await;
+    until_established(&mut client_events, "client").await;
     assert_eq!(recording.installed().len(), 1);
     client.close().await.unwrap();
     until(&mut server_events, "server TornDown", |e| {
@@ -451,10 +430,7 @@ async fn default_agent_serves_both_ends() {
     let client = client.unwrap();
     let (server, _) = accepted.unwrap();
     let mut client_events = client.events();
-    until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut client_events, "client").await;
     let agent = server.agent().clone();
     assert!(agent.is_running());
     drop((server, client, listener));

@@ -200,15 +200,9 @@ async fn peers_that_signal_late_still_establish_after_saying_they_were_absent() 
     })
     .await;
     assert_eq!(kinds(&s), ["NoReceiver"]);
-    let s = until(&mut server_events, "server Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    let s = until_established(&mut server_events, "server").await;
     assert_eq!(kinds(&s), ["ResvReceived", "Established"]);
-    let c = until(&mut client_events, "client Established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    let c = until_established(&mut client_events, "client").await;
     assert_eq!(kinds(&c), ["PathReceived", "Confirmed", "Established"]);
     assert!(matches!(
         client.reservation(),

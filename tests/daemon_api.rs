@@ -160,14 +160,8 @@ async fn the_three_flows_work_through_qosd() {
     let (server, _) = accepted.unwrap();
     let mut server_events = server.events();
     let mut client_events = client.events();
-    until(&mut server_events, "server established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
-    until(&mut client_events, "client established", |e| {
-        matches!(e, QosEvent::Established { .. })
-    })
-    .await;
+    until_established(&mut server_events, "server").await;
+    until_established(&mut client_events, "client").await;
     let stats = server_app.stats().await.unwrap();
     assert!(stats.rules_in_force >= 1, "{stats:?}");
     client.close().await.unwrap();

@@ -63,6 +63,15 @@ pub async fn until(
 }
 
 /// The kind of an event, for order assertions.
+/// Waits for `Established` on `events` (`who` names the end if it never comes); returns the
+/// events seen, as [`until`].
+pub async fn until_established(events: &mut QosEvents, who: &str) -> Vec<QosEvent> {
+    until(events, &format!("{who} Established"), |e| {
+        matches!(e, QosEvent::Established { .. })
+    })
+    .await
+}
+
 pub fn kind(event: &QosEvent) -> &'static str {
     match event {
         QosEvent::PathReceived { .. } => "PathReceived",
