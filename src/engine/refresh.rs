@@ -164,7 +164,7 @@ impl Engine {
     fn run_timers(&mut self, slot: u32, session: &mut Session, now: Ms) {
         for index in 0..session.senders.len() {
             let local = &session.senders[index];
-            if local.fast.round == OnRound::No && local.next_at <= now {
+            if local.fast.timed(local.next_at) <= now {
                 self.send_path(session, index, now);
             }
             let local = &mut session.senders[index];
@@ -212,7 +212,7 @@ impl Engine {
         if session
             .recv
             .as_ref()
-            .is_some_and(|r| r.fast.round == OnRound::No && r.next_at <= now)
+            .is_some_and(|r| r.fast.timed(r.next_at) <= now)
         {
             self.send_resvs(session, now);
         }

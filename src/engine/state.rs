@@ -62,23 +62,14 @@ impl Session {
 
     /// The earliest deadline of any state in the session.
     pub(crate) fn next_deadline(&self) -> Ms {
-        // States on the refresh round are sent by it (`round.rs`), not by this timer.
-        let senders = self
-            .senders
-            .iter()
-            .filter(|s| s.fast.round == OnRound::No)
-            .map(|s| s.next_at);
+        let senders = self.senders.iter().map(|s| s.fast.timed(s.next_at));
         let psbs = self.psbs.iter().map(|p| p.expires_at);
         let rsbs = self.rsbs.iter().map(|r| r.expires_at);
         let waits = self.senders.iter().map(|s| s.wait_at);
-        let recv = self.recv.as_deref().map(|r| {
-            let next = if r.fast.round == OnRound::No {
-                r.next_at
-            } else {
-                NEVER
-            };
-            next.min(r.wait_at)
-        });
+        let recv = self
+            .recv
+            .as_deref()
+            .map(|r| r.fast.timed(r.next_at).min(r.wait_at));
         senders
             .chain(waits)
             .chain(psbs)
@@ -218,6 +209,18 @@ pub(crate) struct Fast {
     /// The refresh round (`round.rs`) that sends this state next, if one does: its `next_at`
     /// is then the earliest time that round may, and its session's timer leaves it alone.
     pub(crate) round: OnRound,
+}
+
+impl Fast {
+    /// The deadline of the next send (`next_at`) as its session's timer sees it: none
+    /// while a refresh round sends it (`round.rs`).
+    pub(crate) fn timed(&self, next_at: Ms) -> Ms {
+        if self.round == OnRound::No {
+            next_at
+        } else {
+            NEVER
+        }
+    }
 }
 
 /// Which refresh round (`round.rs`) a state is on.
